@@ -1,0 +1,452 @@
+"""DalleBart: the BART-style encoder-decoder of DALL·E mini / Mega, in Flax.
+
+text ids ──encoder──► states ──decoder (one image token at a time)──► logits over the
+VQGAN codebook. Layers are stacked with `nn.scan` (the layout of the published mini-1
+and mega-1-fp16 checkpoints, and one compiled layer body however deep the model).
+
+Decoding keeps an explicit cache: the self-attention keys/values of earlier image
+tokens, and the cross-attention keys/values of the text, which are projected once per
+prompt instead of once per token. Parameter names follow the published checkpoints
+so that `flax_model.msgpack` loads as it is (see `nbkit.checkpoint`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, fields
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+CONFIG_FILE = "config.json"
+Cache = dict[str, jax.Array]
+
+_ACTIVATIONS = {
+    "gelu": partial(nn.gelu, approximate=False),
+    "gelu_new": partial(nn.gelu, approximate=True),
+    "relu": nn.relu,
+    "swish": nn.swish,
+    "silu": nn.swish,
+}
+_PRE_NORM = ("normformer", "cogview", "preln")  # norm before attention / feed-forward
+_POST_NORM = ("normformer", "cogview")  # norm on the block's output, before the residual
+_MID_NORM = ("normformer",)  # norm inside the feed-forward block
+
+
+@dataclass(frozen=True)
+class DalleBartConfig:
+    """The architecture, read from a checkpoint's `config.json`."""
+
+    encoder_vocab_size: int = 50264
+    image_vocab_size: int = 16384
+    image_length: int = 256
+    max_text_length: int = 64
+    d_model: int = 1024
+    encoder_layers: int = 12
+    decoder_layers: int = 12
+    encoder_attention_heads: int = 16
+    decoder_attention_heads: int = 16
+    encoder_ffn_dim: int = 4096
+    decoder_ffn_dim: int = 4096
+    activation_function: str = "gelu"
+    ln_type: str = "layernorm"
+    ln_positions: str = "normformer"
+    use_bias: bool = False
+    use_glu: bool = True
+    use_head_scale: bool = False
+    scale_embedding: bool = False
+    force_ln_scale: bool = False
+    use_final_ln_encoder: bool = True
+    use_final_ln_decoder: bool = True
+    use_deepnet_scaling: bool = False
+    use_absolute_position_embeddings: bool = True
+    normalize_text: bool = False
+    decoder_start_token_id: int | None = None  # defaults to image_vocab_size
+    eos_token_id: int | None = None  # defaults to image_vocab_size + 1 (never a valid code)
+    use_scan: bool | None = None  # how the file stores layers; we always compute stacked
+    # Sampling defaults used when a setting is left unset. These are transformers'
+    # config defaults, which the reference `generate` fell back to: top_k=None there
+    # meant top-k 50, not "off".
+    top_k: int = 50
+    top_p: float = 1.0
+    temperature: float = 1.0
+
+    def __post_init__(self):
+        if self.decoder_start_token_id is None:
+            object.__setattr__(self, "decoder_start_token_id", self.image_vocab_size)
+        if self.eos_token_id is None:
+            object.__setattr__(self, "eos_token_id", self.image_vocab_size + 1)
+        if self.ln_positions == "deepnet":
+            object.__setattr__(self, "ln_positions", "postln")
+        supported = {
+            "ln_type": ("layernorm", "rmsnorm"),
+            "ln_positions": ("normformer", "cogview", "preln", "postln"),
+            "activation_function": tuple(_ACTIVATIONS),
+        }
+        for name, allowed in supported.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"config.json: {name}={getattr(self, name)!r} is not supported by nbkit "
+                    f"(supported: {', '.join(allowed)})."
+                )
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "DalleBartConfig":
+        unsupported = {
+            "use_cosine_attention": False, "use_swin_position_embeddings": False,
+            "use_alibi": False, "tie_word_embeddings": False, "sinkhorn_iters": 1,
+        }
+        for name, default in unsupported.items():
+            if values.get(name, default) != default:
+                raise ValueError(
+                    f"config.json: {name}={values[name]!r} is a training variant nbkit does not "
+                    "implement; only the published DALL·E mini/Mega architectures are supported."
+                )
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    @classmethod
+    def from_folder(cls, folder: str | Path) -> "DalleBartConfig":
+        path = Path(folder) / CONFIG_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: a DalleBart model folder needs its config.json.")
+        try:
+            values = json.loads(path.read_text(encoding="utf8"))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is not valid JSON ({error}); download the model again.") from None
+        return cls.from_dict(values)
+
+    @property
+    def decoder_vocab_size(self) -> int:
+        """Image codes plus the start token (the lm_head predicts over the same range)."""
+        return self.image_vocab_size + 1
+
+
+class RMSNorm(nn.Module):
+    epsilon: float = 1e-5
+    dtype: Any = jnp.float32
+    use_scale: bool = True
+
+    @nn.compact
+    def __call__(self, x):
+        x32 = x.astype(jnp.float32)
+        y = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.epsilon)
+        if self.use_scale:
+            y = y * self.param("scale", nn.initializers.ones, (x.shape[-1],), jnp.float32)
+        return y.astype(self.dtype)
+
+
+def _norm(config: DalleBartConfig, dtype, use_scale: bool = True, name: str | None = None) -> nn.Module:
+    """A LayerNorm or RMSNorm; unnamed ones get Flax's automatic names (LayerNorm_0, ...),
+    which match the checkpoints because we create them in the reference order."""
+    if config.ln_type == "rmsnorm":
+        return RMSNorm(dtype=dtype, use_scale=use_scale, name=name)
+    return nn.LayerNorm(epsilon=1e-5, dtype=dtype, use_scale=use_scale, name=name)
+
+
+def _padding_bias(mask: jax.Array) -> jax.Array:
+    """(batch, keys) mask of 1/0 → additive bias, broadcast over heads and queries."""
+    return jnp.where(mask[:, None, None, :] > 0, 0.0, -jnp.inf).astype(jnp.float32)
+
+
+def _softmax_attention(query, blocks, dtype):
+    """Scaled dot-product attention over one or more (keys, values, bias) blocks.
+
+    Blocks let a decoding step attend to the cached past and to its own new tokens
+    without first copying both into one array.
+    """
+    depth = jnp.sqrt(query.shape[-1]).astype(dtype)
+    scores = [(jnp.einsum("bqhd,bkhd->bhqk", query, k) / depth).astype(jnp.float32) + bias
+              for k, _, bias in blocks]
+    weights = jax.nn.softmax(jnp.concatenate(scores, axis=-1), axis=-1).astype(dtype)
+    output, start = 0, 0
+    for _, v, _ in blocks:
+        output = output + jnp.einsum("bhqk,bkhd->bqhd", weights[..., start : start + v.shape[1]], v)
+        start += v.shape[1]
+    return output
+
+
+class Attention(nn.Module):
+    """Multi-head attention whose keys/values are projected from `source`, given
+    precomputed in `cached`, or both."""
+
+    heads: int
+    use_bias: bool
+    use_head_scale: bool
+    dtype: Any
+
+    @nn.compact
+    def __call__(self, x, bias=None, source=None, cached=None, cached_bias=None):
+        """Returns the output and the (keys, values) projected from `source`, if any."""
+        width = x.shape[-1]
+        dense = partial(nn.Dense, width, use_bias=self.use_bias, dtype=self.dtype)
+        split_heads = lambda t: t.reshape(t.shape[:2] + (self.heads, width // self.heads))
+        query = split_heads(dense(name="q_proj")(x))
+        blocks, projected = [], None
+        if cached is not None:
+            blocks.append((*cached, cached_bias))
+        if source is not None:
+            projected = (split_heads(dense(name="k_proj")(source)), split_heads(dense(name="v_proj")(source)))
+            blocks.append((*projected, bias))
+        output = _softmax_attention(query, blocks, self.dtype)
+        if self.use_head_scale:
+            output = output * self.param("head_scale", nn.initializers.ones, (1, 1, self.heads, 1))
+        return dense(name="out_proj")(output.reshape(output.shape[:2] + (width,))), projected
+
+
+class FeedForward(nn.Module):
+    """The GLU (or plain) feed-forward block, with NormFormer's inner norms."""
+
+    config: DalleBartConfig
+    ffn_dim: int
+    dtype: Any
+
+    @nn.compact
+    def __call__(self, x):
+        config = self.config
+        dense = partial(nn.Dense, use_bias=config.use_bias, dtype=self.dtype)
+        activation = _ACTIVATIONS[config.activation_function]
+        if config.ln_positions in _PRE_NORM:
+            x = _norm(config, self.dtype, config.force_ln_scale)(x)
+        hidden = activation(dense(self.ffn_dim)(x))
+        if config.use_glu:
+            hidden = hidden * dense(self.ffn_dim)(x)
+        if config.ln_positions in _MID_NORM:
+            hidden = _norm(config, self.dtype, config.force_ln_scale)(hidden)
+        x = dense(config.d_model)(hidden)
+        if config.ln_positions == "cogview":
+            x = _norm(config, self.dtype)(x)
+        return x
+
+
+def _residual_gain(config: DalleBartConfig, part: str) -> float:
+    """DeepNet's residual scaling (1 for every published checkpoint)."""
+    if not config.use_deepnet_scaling:
+        return 1.0
+    if part == "encoder":
+        return 0.81 * (config.encoder_layers**4 * config.decoder_layers) ** 0.0625
+    return (3 * config.decoder_layers) ** 0.25
+
+
+def _attention_block(config, dtype, x, attend, gain):
+    """Norm, attention, norm, residual: in the order the config's ln_positions says."""
+    residual = x
+    if config.ln_positions in _PRE_NORM:
+        x = _norm(config, dtype, config.force_ln_scale)(x)
+    x, projected = attend(x)
+    if config.ln_positions in _POST_NORM:
+        x = _norm(config, dtype)(x)
+    x = residual * gain + x
+    if config.ln_positions == "postln":
+        x = _norm(config, dtype)(x)
+    return x, projected
+
+
+def _feed_forward_block(config, dtype, x, ffn_dim, gain):
+    # The checkpoints name the block after its kind: GLU_0 or FFN_0.
+    block = FeedForward(config, ffn_dim, dtype, name="GLU_0" if config.use_glu else "FFN_0")
+    x = x * gain + block(x)
+    if config.ln_positions == "postln":
+        x = _norm(config, dtype)(x)
+    return x
+
+
+class EncoderLayer(nn.Module):
+    config: DalleBartConfig
+    dtype: Any
+
+    @nn.compact
+    def __call__(self, x, bias):
+        config, gain = self.config, _residual_gain(self.config, "encoder")
+        attention = Attention(config.encoder_attention_heads, config.use_bias, config.use_head_scale,
+                              self.dtype, name="FlaxBartAttention_0")
+        x, _ = _attention_block(config, self.dtype, x, lambda h: attention(h, bias, source=h), gain)
+        return _feed_forward_block(config, self.dtype, x, config.encoder_ffn_dim, gain), None
+
+
+class DecoderLayer(nn.Module):
+    config: DalleBartConfig
+    dtype: Any
+
+    @nn.compact
+    def __call__(self, x, cache, new_bias, past_bias, text_bias, text_states):
+        """Runs the new image tokens `x` through one layer.
+
+        `cache` holds this layer's past keys/values ("self_k", "self_v") and, once the
+        text is known, the text's ("cross_k", "cross_v"). The first call gives
+        `text_states` instead, and gets their projections back to cache.
+        Returns x and the new cache entries.
+        """
+        config, gain = self.config, _residual_gain(self.config, "decoder")
+        make_attention = partial(Attention, config.decoder_attention_heads, config.use_bias,
+                                 config.use_head_scale, self.dtype)
+        self_attention = make_attention(name="FlaxBartAttention_0")
+        cross_attention = make_attention(name="FlaxBartAttention_1")
+
+        past = (cache["self_k"], cache["self_v"])
+        x, (new_k, new_v) = _attention_block(
+            config, self.dtype, x,
+            lambda h: self_attention(h, new_bias, source=h, cached=past, cached_bias=past_bias), gain)
+        new_entries = {"self_k": new_k, "self_v": new_v}
+
+        if text_states is None:
+            text = (cache["cross_k"], cache["cross_v"])
+            x, _ = _attention_block(config, self.dtype, x,
+                                    lambda h: cross_attention(h, cached=text, cached_bias=text_bias), gain)
+        else:
+            x, (text_k, text_v) = _attention_block(
+                config, self.dtype, x, lambda h: cross_attention(h, text_bias, source=text_states), gain)
+            new_entries.update(cross_k=text_k, cross_v=text_v)
+        return _feed_forward_block(config, self.dtype, x, config.decoder_ffn_dim, gain), new_entries
+
+
+def _scanned(layer_cls, length: int, in_axes):
+    """Layers stacked on a leading axis, run as one compiled body."""
+    return nn.scan(layer_cls, variable_axes={"params": 0}, split_rngs={"params": True},
+                   in_axes=in_axes, length=length)
+
+
+def _embed(config, dtype, tokens, positions, vocab_size, max_positions):
+    x = nn.Embed(vocab_size, config.d_model, dtype=dtype, name="embed_tokens")(tokens)
+    if config.scale_embedding:
+        x = x * math.sqrt(config.d_model)
+    if config.use_absolute_position_embeddings:
+        x = x + nn.Embed(max_positions, config.d_model, dtype=dtype, name="embed_positions")(positions)
+    return _norm(config, dtype, name="layernorm_embedding")(x)
+
+
+class Encoder(nn.Module):
+    config: DalleBartConfig
+    dtype: Any
+
+    @nn.compact
+    def __call__(self, input_ids, attention_mask):
+        config = self.config
+        positions = jnp.arange(input_ids.shape[1])[None]
+        x = _embed(config, self.dtype, input_ids, positions, config.encoder_vocab_size, config.max_text_length)
+        layers = _scanned(EncoderLayer, config.encoder_layers, nn.broadcast)(config, self.dtype, name="layers")
+        x, _ = layers(x, _padding_bias(attention_mask))
+        if config.use_final_ln_encoder and config.ln_positions != "postln":
+            x = _norm(config, self.dtype, config.force_ln_scale, name="final_ln")(x)
+        return x
+
+
+class Decoder(nn.Module):
+    config: DalleBartConfig
+    dtype: Any
+
+    @nn.compact
+    def __call__(self, tokens, index, cache, text_mask, text_states=None):
+        """Tokens at positions index, index+1, ... attend to each other causally, to the
+        cached past (positions < index) and to the text."""
+        config = self.config
+        new_positions = index + jnp.arange(tokens.shape[1])
+        past_positions = jnp.arange(cache["self_k"].shape[2])
+        x = _embed(config, self.dtype, tokens, new_positions[None], config.decoder_vocab_size,
+                   config.image_length)
+        visible = lambda q, k: jnp.where(k[None, :] <= q[:, None], 0.0, -jnp.inf)[None, None]
+        new_bias = visible(new_positions, new_positions)
+        past_bias = jnp.where(past_positions[None, :] < index, 0.0, -jnp.inf)[None, None]
+        in_axes = (0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast)
+        layers = _scanned(DecoderLayer, config.decoder_layers, in_axes)(config, self.dtype, name="layers")
+        x, new_entries = layers(x, cache, new_bias, past_bias, _padding_bias(text_mask), text_states)
+        if config.use_final_ln_decoder and config.ln_positions != "postln":
+            x = _norm(config, self.dtype, config.force_ln_scale, name="final_ln")(x)
+        return x, new_entries
+
+
+class DalleBart(nn.Module):
+    """Text ids → image-token logits. `encode` once, then `decode` token by token."""
+
+    config: DalleBartConfig
+    dtype: Any = jnp.float32
+
+    def setup(self):
+        self.encoder = Encoder(self.config, self.dtype)
+        self.decoder = Decoder(self.config, self.dtype)
+        self.lm_head = nn.Dense(self.config.decoder_vocab_size, use_bias=False, dtype=self.dtype)
+
+    def encode(self, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
+        return self.encoder(input_ids, attention_mask)
+
+    def decode(self, tokens, index, cache: Cache, text_mask, text_states=None) -> tuple[jax.Array, Cache]:
+        """Float32 logits for the tokens after `tokens`, and the new cache entries
+        (see `write_cache`). Pass `text_states` on the first call only."""
+        x, new_entries = self.decoder(tokens, index, cache, text_mask, text_states)
+        return self.lm_head(x).astype(jnp.float32), new_entries
+
+    def __call__(self, input_ids, attention_mask, decoder_input_ids):
+        """Teacher-forced logits for a whole sequence of image tokens."""
+        text_states = self.encode(input_ids, attention_mask)
+        cache = empty_cache(self.config, input_ids.shape[0], self.dtype)
+        logits, _ = self.decode(decoder_input_ids, 0, cache, attention_mask, text_states)
+        return logits
+
+
+def empty_cache(config: DalleBartConfig, batch: int, dtype=jnp.float32) -> Cache:
+    """Room for the keys/values of every image position, for every layer."""
+    heads = config.decoder_attention_heads
+    shape = (config.decoder_layers, batch, config.image_length, heads, config.d_model // heads)
+    return {"self_k": jnp.zeros(shape, dtype), "self_v": jnp.zeros(shape, dtype)}
+
+
+def write_cache(cache: Cache, new_entries: Cache, index) -> Cache:
+    """Stores the new tokens' keys/values at `index`, and the text's when given."""
+    cache = dict(cache)
+    for name in ("self_k", "self_v"):
+        cache[name] = jax.lax.dynamic_update_slice_in_dim(cache[name], new_entries[name].astype(cache[name].dtype),
+                                                          index, axis=2)
+    for name in ("cross_k", "cross_v"):
+        if name in new_entries:
+            cache[name] = new_entries[name]
+    return cache
+
+
+WEIGHTS_FILE = "flax_model.msgpack"
+
+
+def _example_inputs(config: DalleBartConfig):
+    text = jnp.zeros((1, config.max_text_length), jnp.int32)
+    return text, jnp.ones_like(text), jnp.zeros((1, config.image_length), jnp.int32)
+
+
+def param_shapes(model: DalleBart) -> dict:
+    """The parameter tree the model expects, as shapes (nothing is allocated)."""
+    init = lambda: model.init(jax.random.PRNGKey(0), *_example_inputs(model.config))["params"]
+    return jax.eval_shape(init)
+
+
+def random_params(model: DalleBart, seed: int = 0) -> dict:
+    """Random weights of the real sizes (benchmarks, tests); scaled like the trained model's init."""
+    shapes = jax.tree_util.tree_leaves_with_path(param_shapes(model))
+    keys = jax.random.split(jax.random.PRNGKey(seed), len(shapes))
+    leaves = []
+    for key, (path, spec) in zip(keys, shapes):
+        name = jax.tree_util.keystr(path)
+        if "scale" in name:
+            leaves.append(jnp.ones(spec.shape, model.dtype))
+        elif "bias" in name:
+            leaves.append(jnp.zeros(spec.shape, model.dtype))
+        else:
+            leaves.append((0.02 * jax.random.normal(key, spec.shape)).astype(model.dtype))
+    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(param_shapes(model)), leaves)
+
+
+def _from_checkpoint_name(key: tuple[str, ...]) -> tuple[str, ...]:
+    # The published files wrap encoder and decoder in "model".
+    return key[1:] if key and key[0] == "model" else key
+
+
+def load_dallebart(folder: str | Path, dtype: Any = jnp.float32) -> tuple[DalleBart, dict]:
+    """The model and its weights from a model folder (config.json + flax_model.msgpack),
+    whatever layout and precision the file was saved in; computes in `dtype`."""
+    from nbkit.checkpoint import load_params
+
+    model = DalleBart(DalleBartConfig.from_folder(folder), dtype)
+    params = load_params(Path(folder) / WEIGHTS_FILE, param_shapes(model), dtype, _from_checkpoint_name)
+    return model, params

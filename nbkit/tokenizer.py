@@ -1,0 +1,137 @@
+"""Prompts → fixed-length token ids for the DalleBart encoder (BART byte-level BPE).
+
+Every prompt is padded or truncated to the model's `max_text_length`, so the encoder
+always sees one shape and never recompiles. The empty prompt's ids drive
+super-conditioning (the "unconditional" half of each batch).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+
+from nbkit.text import TextNormalizer
+
+SPECIAL_TOKENS_FILE = "special_tokens_map.json"
+_DEFAULT_SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}
+
+
+@dataclass(frozen=True)
+class TokenizedPrompts:
+    """Encoder inputs for a batch: conditioned rows and their unconditional twins."""
+
+    input_ids: np.ndarray  # (batch, max_text_length) int32
+    attention_mask: np.ndarray  # (batch, max_text_length) int32, 1 = real token
+    input_ids_uncond: np.ndarray
+    attention_mask_uncond: np.ndarray
+    normalized: tuple[str, ...]  # the text the model actually read
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+
+def check_prompts(prompts: object) -> list[str]:
+    """Returns the prompts as a list, or raises an error that says how to call us."""
+    if isinstance(prompts, str):
+        raise TypeError(
+            f"Expected a list of prompts but got the string {prompts!r}. "
+            f"Wrap it in a list: [{prompts!r}]."
+        )
+    if not isinstance(prompts, Sequence):
+        raise TypeError(f"Expected a list of prompts (strings), got {type(prompts).__name__}.")
+    if len(prompts) == 0:
+        raise ValueError("The prompt list is empty: give at least one prompt, e.g. ['a red apple'].")
+    for index, prompt in enumerate(prompts):
+        if not isinstance(prompt, str):
+            raise TypeError(
+                f"Prompt {index} is a {type(prompt).__name__} ({prompt!r}); every prompt must be a string."
+            )
+    return list(prompts)
+
+
+def _load_special_tokens(folder: Path) -> dict[str, str]:
+    path = folder / SPECIAL_TOKENS_FILE
+    tokens = dict(_DEFAULT_SPECIAL_TOKENS)
+    if path.is_file():
+        for name, value in json.loads(path.read_text(encoding="utf8")).items():
+            tokens[name] = value["content"] if isinstance(value, dict) else value
+    return tokens
+
+
+def _load_bpe(folder: Path, special: dict[str, str]) -> Tokenizer:
+    """tokenizer.json when present; otherwise rebuilt from vocab.json + merges.txt."""
+    if (folder / "tokenizer.json").is_file():
+        return Tokenizer.from_file(str(folder / "tokenizer.json"))
+    vocab, merges = folder / "vocab.json", folder / "merges.txt"
+    if not (vocab.is_file() and merges.is_file()):
+        raise FileNotFoundError(
+            f"No tokenizer in {folder}: expected 'tokenizer.json', or 'vocab.json' and "
+            "'merges.txt'. Download the model folder again."
+        )
+    tokenizer = Tokenizer(models.BPE.from_file(str(vocab), str(merges)))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    bos, eos = special["bos_token"], special["eos_token"]
+    tokenizer.post_processor = processors.RobertaProcessing(
+        (eos, tokenizer.token_to_id(eos)), (bos, tokenizer.token_to_id(bos)),
+        trim_offsets=True, add_prefix_space=False,
+    )
+    return tokenizer
+
+
+class PromptTokenizer:
+    """Normalizes (when the model was trained on normalized text) and tokenizes prompts."""
+
+    def __init__(self, tokenizer: Tokenizer, pad_token: str, max_length: int,
+                 normalizer: TextNormalizer | None):
+        pad_id = tokenizer.token_to_id(pad_token)
+        if pad_id is None:
+            raise ValueError(f"The tokenizer's vocabulary has no padding token {pad_token!r}.")
+        tokenizer = Tokenizer.from_str(tokenizer.to_str())  # our own copy to configure
+        tokenizer.enable_truncation(max_length=max_length)
+        tokenizer.enable_padding(length=max_length, pad_id=pad_id, pad_token=pad_token)
+        self._tokenizer = tokenizer
+        self.max_length = max_length
+        self.normalizer = normalizer
+        self._uncond_ids, self._uncond_mask = self._encode([""])
+
+    @classmethod
+    def from_folder(cls, folder: str | Path, max_length: int, normalize_text: bool) -> "PromptTokenizer":
+        folder = Path(folder)
+        special = _load_special_tokens(folder)
+        normalizer = TextNormalizer.from_folder(folder) if normalize_text else None
+        return cls(_load_bpe(folder, special), special["pad_token"], max_length, normalizer)
+
+    def _encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        encodings = self._tokenizer.encode_batch(texts)
+        truncated = [i for i, encoding in enumerate(encodings) if encoding.overflowing]
+        if truncated:
+            warnings.warn(
+                f"{len(truncated)} prompt(s) (index {', '.join(map(str, truncated))}) are longer "
+                f"than the model's {self.max_length} text tokens and were cut; the model only "
+                "reads the beginning. Shorten them to control what is kept.",
+                UserWarning,
+                stacklevel=3,
+            )
+        ids = np.array([encoding.ids for encoding in encodings], dtype=np.int32)
+        mask = np.array([encoding.attention_mask for encoding in encodings], dtype=np.int32)
+        return ids, mask
+
+    def __call__(self, prompts: Sequence[str]) -> TokenizedPrompts:
+        prompts = check_prompts(prompts)
+        normalized = [self.normalizer(p) for p in prompts] if self.normalizer else prompts
+        ids, mask = self._encode(normalized)
+        repeat = (len(prompts), 1)
+        return TokenizedPrompts(
+            input_ids=ids,
+            attention_mask=mask,
+            input_ids_uncond=np.tile(self._uncond_ids, repeat),
+            attention_mask_uncond=np.tile(self._uncond_mask, repeat),
+            normalized=tuple(normalized),
+        )
