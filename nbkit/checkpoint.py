@@ -1,8 +1,8 @@
 """Reading Flax `flax_model.msgpack` checkpoints into the parameter trees our models expect.
 
 Published checkpoints come in two layouts (layers stacked on a leading axis, or one
-sub-tree per layer) and in fp16 or fp32. `load_params` brings any of them to the
-stacked layout and the requested dtype, and checks every shape against the model, so
+sub-tree per layer) and in fp16 or fp32. `load_params` brings any of them to one
+sub-tree per layer in the requested dtype, and checks every shape against the model, so
 that a wrong or damaged file fails here with its name rather than deep inside jax.
 """
 
@@ -50,41 +50,32 @@ def read_msgpack(path: str | Path) -> FlatParams:
     return {key: np.asarray(value) for key, value in flatten_dict(tree).items()}
 
 
-def stack_layers(flat: FlatParams) -> FlatParams:
-    """One-sub-tree-per-layer → stacked, and drops the stacked layout's wrapper name.
+def split_layers(flat: FlatParams) -> FlatParams:
+    """Both published layouts → one sub-tree per layer, named `layers_0`, `layers_1`, ...
 
-    In the per-layer layout a layer may lack a norm scale that the others have (the
-    reference skipped it on the last layer); scale 1 is what that layer computed.
+    Stacked: .../layers/FlaxBartEncoderLayers/<leaf> with a leading layer axis (sliced
+    as views, nothing is copied). Per layer: .../layers/FlaxBartEncoderLayer_3/<leaf>.
     """
     out: FlatParams = {}
-    per_layer: dict[tuple[Path_, Path_], dict[int, np.ndarray]] = {}
     for key, value in flat.items():
         for position, part in enumerate(key):
-            if _STACKED.match(part):
-                out[key[:position] + key[position + 1 :]] = value
+            container = key[position - 1] if position else None
+            stacked, one = _STACKED.match(part), _ONE_LAYER.match(part)
+            if container is not None and stacked:
+                for index in range(value.shape[0]):
+                    out[key[: position - 1] + (f"{container}_{index}",) + key[position + 1 :]] = value[index]
                 break
-            match = _ONE_LAYER.match(part)
-            if match:
-                group = (key[:position], key[position + 1 :])
-                per_layer.setdefault(group, {})[int(match["index"])] = value
+            if container is not None and one:
+                out[key[: position - 1] + (f"{container}_{one['index']}",) + key[position + 1 :]] = value
                 break
         else:
             out[key] = value
-
-    layer_counts: dict[Path_, int] = {}
-    for (prefix, _), layers in per_layer.items():
-        layer_counts[prefix] = max(layer_counts.get(prefix, 0), max(layers) + 1)
-    for (prefix, leaf), layers in per_layer.items():
-        count, example = layer_counts[prefix], next(iter(layers.values()))
-        if leaf[-1] != "scale" and len(layers) != count:
-            missing = sorted(set(range(count)) - set(layers))
-            raise CheckpointError(f"layer(s) {missing} of {'/'.join(prefix)} have no {'/'.join(leaf)}.")
-        out[prefix + leaf] = np.stack([layers.get(i, np.ones_like(example)) for i in range(count)])
     return out
 
 
 def fit_to_model(flat: FlatParams, expected: Mapping[Path_, jax.ShapeDtypeStruct], source: str) -> FlatParams:
-    """Checks names and shapes against the model; a norm without scale gets scale 1.
+    """Checks names and shapes against the model; a norm without scale gets scale 1
+    (the reference leaves it out of some layers, where it computed with scale 1).
 
     Tensors the model does not use (e.g. a VQGAN's encoder) are left out.
     """
@@ -109,10 +100,16 @@ def fit_to_model(flat: FlatParams, expected: Mapping[Path_, jax.ShapeDtypeStruct
     return fitted
 
 
+Convert = Callable[[Path_, np.ndarray], tuple[Path_, np.ndarray]]
+
+
 def load_params(path: str | Path, expected: Mapping[str, Any], dtype: Any,
-                rename: Callable[[Path_], Path_] = lambda key: key) -> dict:
+                convert: Convert = lambda key, value: (key, value)) -> dict:
     """Reads a checkpoint into the tree `expected` describes (a tree of shapes, as from
-    `jax.eval_shape(model.init, ...)["params"]`), cast to `dtype`."""
-    flat = {rename(key): value for key, value in stack_layers(read_msgpack(path)).items()}
+    `jax.eval_shape(model.init, ...)["params"]`), cast to `dtype`.
+
+    `convert` maps each stored (name, tensor) to the model's.
+    """
+    flat = dict(convert(key, value) for key, value in split_layers(read_msgpack(path)).items())
     fitted = fit_to_model(flat, flatten_dict(expected), str(path))
     return unflatten_dict({key: jnp.asarray(value, dtype=dtype) for key, value in fitted.items()})

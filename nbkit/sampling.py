@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nbkit.models.dallebart import DalleBart, DalleBartConfig, empty_cache, write_cache
+from nbkit.models.dallebart import DalleBart, DalleBartConfig, empty_cache
 from nbkit.tokenizer import TokenizedPrompts
 
 
@@ -63,28 +63,39 @@ class SamplingSettings:
         }
 
 
+# Top-k/top-p need the best logits in order. A full sort of a 16k vocabulary costs
+# ~10 ms per step on CPU; a partial top-k of this many candidates ~0.4 ms. The full
+# sort is used only when top-k keeps more than this.
+_PARTIAL_SORT_CANDIDATES = 256
+
+
 def filter_logits(logits: jax.Array, temperature, top_k, top_p) -> jax.Array:
     """Temperature, then top-k, then top-p (nucleus), on (batch, vocab) logits.
 
-    Filtered-out entries become -inf. top_k ≤ 0 and top_p ≥ 1 leave the logits as they are.
+    Filtered-out entries become -inf. top_k ≤ 0 and top_p ≥ 1 turn those filters off.
     Ties at the cut-off are all kept.
     """
     logits = logits / temperature
-    descending = -jnp.sort(-logits, axis=-1)
     vocab = logits.shape[-1]
-
     k = jnp.where(top_k > 0, jnp.minimum(top_k, vocab), vocab)
-    kth_best = jnp.take_along_axis(descending, jnp.broadcast_to(k - 1, logits.shape[:-1] + (1,)), axis=-1)
-    logits = jnp.where(logits >= kth_best, logits, -jnp.inf)
-    descending = jnp.where(jnp.arange(vocab) < k, descending, -jnp.inf)
+    candidates = min(_PARTIAL_SORT_CANDIDATES, vocab)
 
-    # Keep the most likely tokens until their probabilities reach top_p, including
-    # the one that crosses it.
-    cumulative = jnp.cumsum(jax.nn.softmax(descending, axis=-1), axis=-1)
-    kept = 1 + jnp.sum(cumulative[..., :-1] < top_p, axis=-1, keepdims=True)
-    threshold = jnp.take_along_axis(descending, kept - 1, axis=-1)
-    nucleus = jnp.where(logits >= threshold, logits, -jnp.inf)
-    return jnp.where(top_p < 1.0, nucleus, logits)
+    def lowest_kept(best_first):
+        """The smallest logit that survives both filters, from the best logits in order."""
+        best_first = jnp.where(jnp.arange(best_first.shape[-1]) < k, best_first, -jnp.inf)
+        # Top-p keeps the most likely tokens until their probability reaches top_p,
+        # including the one that crosses it.
+        cumulative = jnp.cumsum(jax.nn.softmax(best_first, axis=-1), axis=-1)
+        in_nucleus = 1 + jnp.sum(cumulative[..., :-1] < top_p, axis=-1, keepdims=True)
+        kept = jnp.where(top_p < 1.0, jnp.minimum(in_nucleus, k), k)
+        return jnp.take_along_axis(best_first, kept - 1, axis=-1)
+
+    threshold = jax.lax.cond(
+        k <= candidates,
+        lambda: lowest_kept(jax.lax.top_k(logits, candidates)[0]),
+        lambda: lowest_kept(-jnp.sort(-logits, axis=-1)),
+    )
+    return jnp.where(logits >= threshold, logits, -jnp.inf)
 
 
 def _draw(logits: jax.Array, keys: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -131,9 +142,7 @@ def compiled_sampler(model: DalleBart, codebook_size: int | None = None):
         text_states = model.apply(variables, text_ids, text_mask, method=DalleBart.encode)
 
         def step(tokens, index, cache, text_states=None):
-            logits, new_entries = model.apply(variables, tokens, index, cache, text_mask, text_states,
-                                              method=DalleBart.decode)
-            return logits, write_cache(cache, new_entries, index)
+            return model.apply(variables, tokens, index, cache, text_mask, text_states, method=DalleBart.decode)
 
         def pick(logits, keys):
             logits = _mix_and_filter(logits, settings, rows, codebook_size, config.eos_token_id)

@@ -1,13 +1,20 @@
 """DalleBart: the BART-style encoder-decoder of DALL·E mini / Mega, in Flax.
 
 text ids ──encoder──► states ──decoder (one image token at a time)──► logits over the
-VQGAN codebook. Layers are stacked with `nn.scan` (the layout of the published mini-1
-and mega-1-fp16 checkpoints, and one compiled layer body however deep the model).
+VQGAN codebook.
 
-Decoding keeps an explicit cache: the self-attention keys/values of earlier image
-tokens, and the cross-attention keys/values of the text, which are projected once per
-prompt instead of once per token. Parameter names follow the published checkpoints
-so that `flax_model.msgpack` loads as it is (see `nbkit.checkpoint`).
+Written for fast token-by-token decoding:
+- each layer has its own parameters and its own cache arrays (`layers_0`, ...), so a
+  decoding step reads them in place; with layers stacked on one axis, XLA copies every
+  layer's slice on every step;
+- Dense kernels are kept output-major, (out, in): products with a few rows then run
+  about twice as fast on CPU, and no slower elsewhere;
+- the cache holds the self-attention keys/values of the image tokens and the
+  cross-attention keys/values of the text, projected once per prompt instead of once
+  per token. New keys/values are written into the cache before attending to it, so
+  that the cache is only ever updated in place.
+Module names follow the published checkpoints; `nbkit.checkpoint` maps their layouts
+(stacked or per-layer, input-major kernels) onto this one.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import jax
 import jax.numpy as jnp
 
 CONFIG_FILE = "config.json"
-Cache = dict[str, jax.Array]
+Cache = tuple[dict[str, jax.Array], ...]  # one dict per decoder layer
 
 _ACTIVATIONS = {
     "gelu": partial(nn.gelu, approximate=False),
@@ -127,6 +134,20 @@ class DalleBartConfig:
         return self.image_vocab_size + 1
 
 
+# The architectures of the published checkpoints (their config.json, less the defaults),
+# for benchmarks and memory estimates before anything is downloaded.
+PUBLISHED_ARCHITECTURES = {
+    "mini": DalleBartConfig(encoder_vocab_size=50264, image_vocab_size=16384, d_model=1024,
+                            encoder_layers=12, decoder_layers=12, encoder_attention_heads=16,
+                            decoder_attention_heads=16, encoder_ffn_dim=2730, decoder_ffn_dim=2730,
+                            normalize_text=True),
+    "mega": DalleBartConfig(encoder_vocab_size=50272, image_vocab_size=16415, d_model=2048,
+                            encoder_layers=24, decoder_layers=24, encoder_attention_heads=32,
+                            decoder_attention_heads=32, encoder_ffn_dim=4096, decoder_ffn_dim=4096,
+                            normalize_text=True),
+}
+
+
 class RMSNorm(nn.Module):
     epsilon: float = 1e-5
     dtype: Any = jnp.float32
@@ -154,26 +175,35 @@ def _padding_bias(mask: jax.Array) -> jax.Array:
     return jnp.where(mask[:, None, None, :] > 0, 0.0, -jnp.inf).astype(jnp.float32)
 
 
-def _softmax_attention(query, blocks, dtype):
-    """Scaled dot-product attention over one or more (keys, values, bias) blocks.
+class Dense(nn.Module):
+    """A linear layer whose kernel is stored (out, in); see the module docstring."""
 
-    Blocks let a decoding step attend to the cached past and to its own new tokens
-    without first copying both into one array.
+    features: int
+    use_bias: bool = False
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        kernel = self.param("kernel", nn.initializers.normal(0.02), (self.features, x.shape[-1]))
+        y = jnp.einsum("...i,oi->...o", x.astype(self.dtype), kernel.astype(self.dtype))
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros, (self.features,)).astype(self.dtype)
+        return y
+
+
+def _softmax_attention(query, keys, values, bias, dtype):
+    """Scaled dot-product attention on (batch, heads, positions, head_dim) arrays.
+
+    Heads before positions make each head's products plain matrix products, several
+    times faster on CPU than with positions first.
     """
-    depth = jnp.sqrt(query.shape[-1]).astype(dtype)
-    scores = [(jnp.einsum("bqhd,bkhd->bhqk", query, k) / depth).astype(jnp.float32) + bias
-              for k, _, bias in blocks]
-    weights = jax.nn.softmax(jnp.concatenate(scores, axis=-1), axis=-1).astype(dtype)
-    output, start = 0, 0
-    for _, v, _ in blocks:
-        output = output + jnp.einsum("bhqk,bkhd->bqhd", weights[..., start : start + v.shape[1]], v)
-        start += v.shape[1]
-    return output
+    scores = jnp.einsum("bhqd,bhkd->bhqk", query, keys) / jnp.sqrt(query.shape[-1]).astype(dtype)
+    weights = jax.nn.softmax(scores.astype(jnp.float32) + bias, axis=-1).astype(dtype)
+    return jnp.einsum("bhqk,bhkd->bhqd", weights, values)
 
 
 class Attention(nn.Module):
-    """Multi-head attention whose keys/values are projected from `source`, given
-    precomputed in `cached`, or both."""
+    """Multi-head attention to keys/values projected from `source`, or held in `cached`."""
 
     heads: int
     use_bias: bool
@@ -181,22 +211,30 @@ class Attention(nn.Module):
     dtype: Any
 
     @nn.compact
-    def __call__(self, x, bias=None, source=None, cached=None, cached_bias=None):
-        """Returns the output and the (keys, values) projected from `source`, if any."""
+    def __call__(self, x, bias, source=None, cached=None, cache_index=None):
+        """Attends from `x` to:
+        - the projections of `source` (no cache);
+        - `cached` = (keys, values) as given (source None);
+        - `cached` after writing the projections of `source` into it at `cache_index`.
+        Returns the output and the keys/values attended to.
+        """
         width = x.shape[-1]
-        dense = partial(nn.Dense, width, use_bias=self.use_bias, dtype=self.dtype)
-        split_heads = lambda t: t.reshape(t.shape[:2] + (self.heads, width // self.heads))
+        dense = partial(Dense, width, use_bias=self.use_bias, dtype=self.dtype)
+        split_heads = lambda t: t.reshape(t.shape[:2] + (self.heads, width // self.heads)).transpose(0, 2, 1, 3)
         query = split_heads(dense(name="q_proj")(x))
-        blocks, projected = [], None
-        if cached is not None:
-            blocks.append((*cached, cached_bias))
-        if source is not None:
-            projected = (split_heads(dense(name="k_proj")(source)), split_heads(dense(name="v_proj")(source)))
-            blocks.append((*projected, bias))
-        output = _softmax_attention(query, blocks, self.dtype)
+        if source is None:
+            keys, values = cached
+        else:
+            keys, values = split_heads(dense(name="k_proj")(source)), split_heads(dense(name="v_proj")(source))
+            if cached is not None:
+                write = lambda cache, new: jax.lax.dynamic_update_slice_in_dim(
+                    cache, new.astype(cache.dtype), cache_index, axis=2)
+                keys, values = write(cached[0], keys), write(cached[1], values)
+        output = _softmax_attention(query, keys, values, bias, self.dtype)
         if self.use_head_scale:
-            output = output * self.param("head_scale", nn.initializers.ones, (1, 1, self.heads, 1))
-        return dense(name="out_proj")(output.reshape(output.shape[:2] + (width,))), projected
+            output = output * self.param("head_scale", nn.initializers.ones, (1, 1, self.heads, 1)).transpose(0, 2, 1, 3)
+        output = output.transpose(0, 2, 1, 3).reshape(x.shape[:2] + (width,))
+        return dense(name="out_proj")(output), (keys, values)
 
 
 class FeedForward(nn.Module):
@@ -209,16 +247,16 @@ class FeedForward(nn.Module):
     @nn.compact
     def __call__(self, x):
         config = self.config
-        dense = partial(nn.Dense, use_bias=config.use_bias, dtype=self.dtype)
+        dense = partial(Dense, use_bias=config.use_bias, dtype=self.dtype)
         activation = _ACTIVATIONS[config.activation_function]
         if config.ln_positions in _PRE_NORM:
             x = _norm(config, self.dtype, config.force_ln_scale)(x)
-        hidden = activation(dense(self.ffn_dim)(x))
+        hidden = activation(dense(self.ffn_dim, name="Dense_0")(x))
         if config.use_glu:
-            hidden = hidden * dense(self.ffn_dim)(x)
+            hidden = hidden * dense(self.ffn_dim, name="Dense_1")(x)
         if config.ln_positions in _MID_NORM:
             hidden = _norm(config, self.dtype, config.force_ln_scale)(hidden)
-        x = dense(config.d_model)(hidden)
+        x = dense(config.d_model, name="Dense_2" if config.use_glu else "Dense_1")(hidden)
         if config.ln_positions == "cogview":
             x = _norm(config, self.dtype)(x)
         return x
@@ -274,13 +312,13 @@ class DecoderLayer(nn.Module):
     dtype: Any
 
     @nn.compact
-    def __call__(self, x, cache, new_bias, past_bias, text_bias, text_states):
-        """Runs the new image tokens `x` through one layer.
+    def __call__(self, x, cache, index, self_bias, text_bias, text_states):
+        """Runs the image tokens `x` (at positions index, index+1, ...) through one layer.
 
-        `cache` holds this layer's past keys/values ("self_k", "self_v") and, once the
+        `cache` holds this layer's image keys/values ("self_k", "self_v") and, once the
         text is known, the text's ("cross_k", "cross_v"). The first call gives
-        `text_states` instead, and gets their projections back to cache.
-        Returns x and the new cache entries.
+        `text_states` instead, whose projections are then cached.
+        Returns x and the updated cache.
         """
         config, gain = self.config, _residual_gain(self.config, "decoder")
         make_attention = partial(Attention, config.decoder_attention_heads, config.use_bias,
@@ -288,27 +326,19 @@ class DecoderLayer(nn.Module):
         self_attention = make_attention(name="FlaxBartAttention_0")
         cross_attention = make_attention(name="FlaxBartAttention_1")
 
-        past = (cache["self_k"], cache["self_v"])
-        x, (new_k, new_v) = _attention_block(
+        image_kv = (cache["self_k"], cache["self_v"])
+        x, (self_k, self_v) = _attention_block(
             config, self.dtype, x,
-            lambda h: self_attention(h, new_bias, source=h, cached=past, cached_bias=past_bias), gain)
-        new_entries = {"self_k": new_k, "self_v": new_v}
+            lambda h: self_attention(h, self_bias, source=h, cached=image_kv, cache_index=index), gain)
 
         if text_states is None:
-            text = (cache["cross_k"], cache["cross_v"])
-            x, _ = _attention_block(config, self.dtype, x,
-                                    lambda h: cross_attention(h, cached=text, cached_bias=text_bias), gain)
+            text_kv = (cache["cross_k"], cache["cross_v"])
+            attend_to_text = lambda h: cross_attention(h, text_bias, cached=text_kv)
         else:
-            x, (text_k, text_v) = _attention_block(
-                config, self.dtype, x, lambda h: cross_attention(h, text_bias, source=text_states), gain)
-            new_entries.update(cross_k=text_k, cross_v=text_v)
-        return _feed_forward_block(config, self.dtype, x, config.decoder_ffn_dim, gain), new_entries
-
-
-def _scanned(layer_cls, length: int, in_axes):
-    """Layers stacked on a leading axis, run as one compiled body."""
-    return nn.scan(layer_cls, variable_axes={"params": 0}, split_rngs={"params": True},
-                   in_axes=in_axes, length=length)
+            attend_to_text = lambda h: cross_attention(h, text_bias, source=text_states)
+        x, (cross_k, cross_v) = _attention_block(config, self.dtype, x, attend_to_text, gain)
+        x = _feed_forward_block(config, self.dtype, x, config.decoder_ffn_dim, gain)
+        return x, {"self_k": self_k, "self_v": self_v, "cross_k": cross_k, "cross_v": cross_v}
 
 
 def _embed(config, dtype, tokens, positions, vocab_size, max_positions):
@@ -329,8 +359,9 @@ class Encoder(nn.Module):
         config = self.config
         positions = jnp.arange(input_ids.shape[1])[None]
         x = _embed(config, self.dtype, input_ids, positions, config.encoder_vocab_size, config.max_text_length)
-        layers = _scanned(EncoderLayer, config.encoder_layers, nn.broadcast)(config, self.dtype, name="layers")
-        x, _ = layers(x, _padding_bias(attention_mask))
+        bias = _padding_bias(attention_mask)
+        for i in range(config.encoder_layers):
+            x, _ = EncoderLayer(config, self.dtype, name=f"layers_{i}")(x, bias)
         if config.use_final_ln_encoder and config.ln_positions != "postln":
             x = _norm(config, self.dtype, config.force_ln_scale, name="final_ln")(x)
         return x
@@ -342,22 +373,21 @@ class Decoder(nn.Module):
 
     @nn.compact
     def __call__(self, tokens, index, cache, text_mask, text_states=None):
-        """Tokens at positions index, index+1, ... attend to each other causally, to the
-        cached past (positions < index) and to the text."""
+        """Tokens at positions index, index+1, ... attend to the image tokens up to their
+        own position (earlier ones from the cache) and to the text."""
         config = self.config
-        new_positions = index + jnp.arange(tokens.shape[1])
-        past_positions = jnp.arange(cache["self_k"].shape[2])
-        x = _embed(config, self.dtype, tokens, new_positions[None], config.decoder_vocab_size,
-                   config.image_length)
-        visible = lambda q, k: jnp.where(k[None, :] <= q[:, None], 0.0, -jnp.inf)[None, None]
-        new_bias = visible(new_positions, new_positions)
-        past_bias = jnp.where(past_positions[None, :] < index, 0.0, -jnp.inf)[None, None]
-        in_axes = (0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast)
-        layers = _scanned(DecoderLayer, config.decoder_layers, in_axes)(config, self.dtype, name="layers")
-        x, new_entries = layers(x, cache, new_bias, past_bias, _padding_bias(text_mask), text_states)
+        positions = index + jnp.arange(tokens.shape[1])
+        x = _embed(config, self.dtype, tokens, positions[None], config.decoder_vocab_size, config.image_length)
+        cached_positions = jnp.arange(cache[0]["self_k"].shape[2])
+        self_bias = jnp.where(cached_positions[None, :] <= positions[:, None], 0.0, -jnp.inf)[None, None]
+        text_bias, new_cache = _padding_bias(text_mask), []
+        for i, layer_cache in enumerate(cache):
+            layer = DecoderLayer(config, self.dtype, name=f"layers_{i}")
+            x, layer_cache = layer(x, layer_cache, index, self_bias, text_bias, text_states)
+            new_cache.append(layer_cache)
         if config.use_final_ln_decoder and config.ln_positions != "postln":
             x = _norm(config, self.dtype, config.force_ln_scale, name="final_ln")(x)
-        return x, new_entries
+        return x, tuple(new_cache)
 
 
 class DalleBart(nn.Module):
@@ -369,16 +399,16 @@ class DalleBart(nn.Module):
     def setup(self):
         self.encoder = Encoder(self.config, self.dtype)
         self.decoder = Decoder(self.config, self.dtype)
-        self.lm_head = nn.Dense(self.config.decoder_vocab_size, use_bias=False, dtype=self.dtype)
+        self.lm_head = Dense(self.config.decoder_vocab_size, use_bias=False, dtype=self.dtype)
 
     def encode(self, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
         return self.encoder(input_ids, attention_mask)
 
     def decode(self, tokens, index, cache: Cache, text_mask, text_states=None) -> tuple[jax.Array, Cache]:
-        """Float32 logits for the tokens after `tokens`, and the new cache entries
-        (see `write_cache`). Pass `text_states` on the first call only."""
-        x, new_entries = self.decoder(tokens, index, cache, text_mask, text_states)
-        return self.lm_head(x).astype(jnp.float32), new_entries
+        """Float32 logits for the tokens after `tokens`, and the updated cache.
+        Pass `text_states` on the first call only."""
+        x, cache = self.decoder(tokens, index, cache, text_mask, text_states)
+        return self.lm_head(x).astype(jnp.float32), cache
 
     def __call__(self, input_ids, attention_mask, decoder_input_ids):
         """Teacher-forced logits for a whole sequence of image tokens."""
@@ -389,22 +419,11 @@ class DalleBart(nn.Module):
 
 
 def empty_cache(config: DalleBartConfig, batch: int, dtype=jnp.float32) -> Cache:
-    """Room for the keys/values of every image position, for every layer."""
+    """Room for the keys/values of every image position, per layer: (batch, head, position, head_dim)."""
     heads = config.decoder_attention_heads
-    shape = (config.decoder_layers, batch, config.image_length, heads, config.d_model // heads)
-    return {"self_k": jnp.zeros(shape, dtype), "self_v": jnp.zeros(shape, dtype)}
-
-
-def write_cache(cache: Cache, new_entries: Cache, index) -> Cache:
-    """Stores the new tokens' keys/values at `index`, and the text's when given."""
-    cache = dict(cache)
-    for name in ("self_k", "self_v"):
-        cache[name] = jax.lax.dynamic_update_slice_in_dim(cache[name], new_entries[name].astype(cache[name].dtype),
-                                                          index, axis=2)
-    for name in ("cross_k", "cross_v"):
-        if name in new_entries:
-            cache[name] = new_entries[name]
-    return cache
+    shape = (batch, heads, config.image_length, config.d_model // heads)
+    return tuple({"self_k": jnp.zeros(shape, dtype), "self_v": jnp.zeros(shape, dtype)}
+                 for _ in range(config.decoder_layers))
 
 
 WEIGHTS_FILE = "flax_model.msgpack"
@@ -437,9 +456,10 @@ def random_params(model: DalleBart, seed: int = 0) -> dict:
     return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(param_shapes(model)), leaves)
 
 
-def _from_checkpoint_name(key: tuple[str, ...]) -> tuple[str, ...]:
-    # The published files wrap encoder and decoder in "model".
-    return key[1:] if key and key[0] == "model" else key
+def _from_checkpoint(key: tuple[str, ...], value):
+    """Published files wrap encoder and decoder in "model" and store kernels (in, out)."""
+    key = key[1:] if key and key[0] == "model" else key
+    return key, (value.T if key[-1] == "kernel" else value)
 
 
 def load_dallebart(folder: str | Path, dtype: Any = jnp.float32) -> tuple[DalleBart, dict]:
@@ -448,5 +468,5 @@ def load_dallebart(folder: str | Path, dtype: Any = jnp.float32) -> tuple[DalleB
     from nbkit.checkpoint import load_params
 
     model = DalleBart(DalleBartConfig.from_folder(folder), dtype)
-    params = load_params(Path(folder) / WEIGHTS_FILE, param_shapes(model), dtype, _from_checkpoint_name)
+    params = load_params(Path(folder) / WEIGHTS_FILE, param_shapes(model), dtype, _from_checkpoint)
     return model, params

@@ -1,0 +1,130 @@
+import json
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import serialization
+from flax.traverse_util import flatten_dict, unflatten_dict
+
+from conftest import golden_folders, golden_params
+from nbkit.checkpoint import CheckpointError, read_msgpack
+from nbkit.models.dallebart import (PUBLISHED_ARCHITECTURES, DalleBart, DalleBartConfig, load_dallebart,
+                                    param_shapes)
+
+
+def run_reference_inputs(folder, dtype=jnp.float32):
+    expected = np.load(folder / "expected.npz", allow_pickle=True)
+    model, params = load_dallebart(folder, dtype)
+    variables = {"params": params}
+    encoded = model.apply(variables, expected["input_ids"], expected["attention_mask"], method=DalleBart.encode)
+    logits = model.apply(variables, expected["input_ids"], expected["attention_mask"], expected["decoder_input_ids"])
+    return expected, encoded, logits
+
+
+@pytest.mark.golden
+@pytest.mark.parametrize("folder", golden_params("dallebart"))
+def test_encoder_and_logits_match_the_reference_in_float32(folder):
+    expected, encoded, logits = run_reference_inputs(folder)
+    assert encoded.shape == expected["encoder_last_hidden_state"].shape
+    assert logits.shape == expected["logits"].shape
+    np.testing.assert_allclose(encoded, expected["encoder_last_hidden_state"], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(logits, expected["logits"], atol=1e-4, rtol=0)
+
+
+@pytest.mark.golden
+@pytest.mark.parametrize("folder", golden_params("dallebart"))
+def test_checkpoint_holds_exactly_the_parameters_the_model_uses(folder):
+    """Whatever its layout, every stored tensor is used and every used tensor is stored."""
+    stored = read_msgpack(folder / "flax_model.msgpack")
+    model, params = load_dallebart(folder)
+    n_stored = sum(v.size for v in stored.values())
+    n_loaded = sum(v.size for v in jax.tree_util.tree_leaves(params))
+    assert n_loaded == n_stored
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree_util.tree_leaves(params))
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(jnp.bfloat16, 0.1), (jnp.float16, 0.02)])
+def test_half_precision_compute_stays_close(dtype, tolerance):
+    folder = golden_folders("dallebart")[0]
+    expected, encoded, logits = run_reference_inputs(folder, dtype)
+    assert logits.dtype == jnp.float32  # logits are always handed to sampling in float32
+    assert jnp.all(jnp.isfinite(logits))
+    assert float(jnp.max(jnp.abs(logits - expected["logits"]))) < tolerance
+
+
+def test_stacked_and_per_layer_files_load_to_the_same_tree(tmp_path):
+    """Re-save a stacked checkpoint one sub-tree per layer: it must load identically."""
+    folder = next(f for f in golden_folders("dallebart") if DalleBartConfig.from_folder(f).use_scan)
+    stored = read_msgpack(folder / "flax_model.msgpack")
+    per_layer = {}
+    for key, value in stored.items():
+        wrapper = next((part for part in key if part.endswith("Layers")), None)
+        if wrapper is None:
+            per_layer[key] = value
+            continue
+        at = key.index(wrapper)
+        for i in range(value.shape[0]):
+            if i == value.shape[0] - 1 and key[-1] == "scale":
+                continue  # the reference leaves some last-layer scales out
+            per_layer[key[:at] + (f"{wrapper[:-1]}_{i}",) + key[at + 1:]] = value[i]
+    shutil.copytree(folder, tmp_path / "m")
+    (tmp_path / "m" / "flax_model.msgpack").write_bytes(serialization.msgpack_serialize(unflatten_dict(per_layer)))
+    _, params = load_dallebart(folder)
+    _, reloaded = load_dallebart(tmp_path / "m")
+    assert flatten_dict(params).keys() == flatten_dict(reloaded).keys()
+    for key, value in flatten_dict(params).items():
+        np.testing.assert_array_equal(value, flatten_dict(reloaded)[key], err_msg="/".join(key))
+
+
+@pytest.fixture
+def model_copy(tmp_path):
+    folder = golden_folders("dallebart")[0]
+    return shutil.copytree(folder, tmp_path / "model")
+
+
+def test_missing_weights_file_is_named(model_copy):
+    (model_copy / "flax_model.msgpack").unlink()
+    with pytest.raises(CheckpointError, match="flax_model.msgpack is missing"):
+        load_dallebart(model_copy)
+
+
+def test_truncated_weights_file_is_named(model_copy):
+    path = model_copy / "flax_model.msgpack"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="flax_model.msgpack is damaged"):
+        load_dallebart(model_copy)
+
+
+def test_weights_from_another_architecture_are_refused(model_copy):
+    config = json.loads((model_copy / "config.json").read_text())
+    config["d_model"] *= 2
+    (model_copy / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="does not match its config.json"):
+        load_dallebart(model_copy)
+
+
+def test_missing_or_broken_config_is_named(model_copy):
+    (model_copy / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="config.json is not valid JSON"):
+        load_dallebart(model_copy)
+    (model_copy / "config.json").unlink()
+    with pytest.raises(FileNotFoundError, match="config.json is missing"):
+        load_dallebart(model_copy)
+
+
+def test_unsupported_variants_are_refused_by_name():
+    with pytest.raises(ValueError, match="use_cosine_attention"):
+        DalleBartConfig.from_dict({"use_cosine_attention": True})
+    with pytest.raises(ValueError, match="ln_positions='swinv2'"):
+        DalleBartConfig.from_dict({"ln_positions": "swinv2"})
+
+
+def test_published_mega_config_builds_the_published_parameter_count():
+    """DALL·E Mega's config.json (as published) gives its known size: about 2.6 B parameters."""
+    mega = PUBLISHED_ARCHITECTURES["mega"]
+    shapes = param_shapes(DalleBart(mega))
+    count = sum(int(np.prod(s.shape)) for s in jax.tree_util.tree_leaves(shapes))
+    assert 2.5e9 < count < 2.7e9
+    assert mega.decoder_start_token_id == 16415 and mega.decoder_vocab_size == 16416

@@ -1,0 +1,117 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import golden_folders, golden_params, read_json, reference_prng
+from nbkit.models.dallebart import load_dallebart
+from nbkit.sampling import SamplingSettings, filter_logits, sample_image_tokens
+from nbkit.tokenizer import PromptTokenizer
+
+
+def load(folder):
+    model, params = load_dallebart(folder)
+    tokenizer = PromptTokenizer.from_folder(folder, model.config.max_text_length, model.config.normalize_text)
+    return model, params, tokenizer
+
+
+@pytest.mark.golden
+@pytest.mark.parametrize("folder", golden_params("dallebart"))
+def test_sampled_sequences_match_the_reference_bit_for_bit(folder):
+    expected = np.load(folder / "expected.npz", allow_pickle=True)
+    samples = read_json(folder / "expected.json")["samples"]
+    model, params, tokenizer = load(folder)
+    prompts = tokenizer(list(expected["prompts"]))
+    assert samples
+    with reference_prng():
+        for i, sample in enumerate(samples):
+            settings = SamplingSettings(temperature=sample["temperature"], top_k=sample["top_k"],
+                                        top_p=sample["top_p"], condition_scale=sample["condition_scale"])
+            tokens = sample_image_tokens(model, params, prompts, jax.random.PRNGKey(sample["seed"]), settings)
+            reference = expected[f"sample_{i}_sequences"]
+            assert (reference[:, 0] == model.config.decoder_start_token_id).all()
+            np.testing.assert_array_equal(np.asarray(tokens), reference[:, 1:], err_msg=f"sample {i}: {sample}")
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load(golden_folders("dallebart")[0])
+
+
+def test_tokens_outside_the_codebook_are_never_drawn(tiny):
+    model, params, tokenizer = tiny
+    prompts = tokenizer(["a", "b", "c", "d"])
+    settings = SamplingSettings(temperature=3.0, top_k=model.config.decoder_vocab_size, condition_scale=1.0)
+    free = np.asarray(sample_image_tokens(model, params, prompts, jax.random.PRNGKey(0), settings))
+    assert free.max() >= 16  # with a flat distribution, high codes do come up...
+    limited = np.asarray(sample_image_tokens(model, params, prompts, jax.random.PRNGKey(0), settings,
+                                             codebook_size=16))
+    assert limited.shape == (4, model.config.image_length)
+    assert limited.min() >= 0 and limited.max() < 16  # ...unless the VQGAN cannot decode them
+
+
+def test_one_key_per_prompt_makes_rows_independent_of_the_batch(tiny):
+    model, params, tokenizer = tiny
+    keys = jax.random.split(jax.random.PRNGKey(7), 3)
+    together = sample_image_tokens(model, params, tokenizer(["a cat", "a dog", "a cow"]), keys)
+    alone = sample_image_tokens(model, params, tokenizer(["a dog"]), keys[1:2])
+    np.testing.assert_array_equal(together[1], alone[0])
+    assert not np.array_equal(together[0], together[1])
+
+
+def test_new_prompts_settings_and_seed_reuse_the_compiled_loop(tiny, count_compilations):
+    model, params, tokenizer = tiny
+    sample_image_tokens(model, params, tokenizer(["first", "second"]), jax.random.PRNGKey(0)).block_until_ready()
+    with count_compilations() as counter:
+        for seed, (prompts, settings) in enumerate([
+            (["a red bus", "#catlover"], SamplingSettings(temperature=0.5, top_k=4, top_p=0.9, condition_scale=3)),
+            (["x", ""], SamplingSettings(temperature=2.0, top_p=0.5, condition_scale=1)),
+            (["a tree", "a tree"], SamplingSettings()),
+        ], start=1):
+            sample_image_tokens(model, params, tokenizer(prompts), jax.random.PRNGKey(seed), settings).block_until_ready()
+    assert counter.count == 0
+
+
+def test_top_k_one_is_greedy_and_settings_change_the_draw(tiny):
+    model, params, tokenizer = tiny
+    prompts = tokenizer(["a cat"])
+    greedy = [sample_image_tokens(model, params, prompts, jax.random.PRNGKey(s), SamplingSettings(top_k=1))
+              for s in (0, 1)]
+    np.testing.assert_array_equal(greedy[0], greedy[1])
+    varied = sample_image_tokens(model, params, prompts, jax.random.PRNGKey(0), SamplingSettings(temperature=5.0))
+    assert not np.array_equal(varied, greedy[0])
+
+
+def test_filter_logits_applies_temperature_then_top_k_then_top_p():
+    logits = jnp.log(jnp.array([[0.5, 0.2, 0.15, 0.1, 0.05]]))
+    kept = lambda out: np.isfinite(np.asarray(out))[0].tolist()
+    assert kept(filter_logits(logits, 1.0, 0, 1.0)) == [True] * 5
+    assert kept(filter_logits(logits, 1.0, 2, 1.0)) == [True, True, False, False, False]
+    # top-p keeps tokens until 0.6 is reached, including the one that crosses it
+    assert kept(filter_logits(logits, 1.0, 0, 0.6)) == [True, True, False, False, False]
+    assert kept(filter_logits(logits, 1.0, 0, 0.5)) == [True, False, False, False, False]
+    # after top-k 3, probabilities renormalize over 3 tokens: 0.59, 0.24, 0.18
+    assert kept(filter_logits(logits, 1.0, 3, 0.8)) == [True, True, False, False, False]
+    np.testing.assert_allclose(filter_logits(logits, 2.0, 0, 1.0), logits / 2.0)
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(temperature=0), "temperature must be a number > 0"),
+    (dict(temperature=-1.0), "temperature"),
+    (dict(temperature=float("nan")), "temperature"),
+    (dict(top_k=0), "top_k must be a whole number ≥ 1"),
+    (dict(top_k=2.5), "top_k"),
+    (dict(top_p=0.0), r"top_p must be in \(0, 1\]"),
+    (dict(top_p=1.5), "top_p"),
+    (dict(condition_scale=-1), "condition_scale must be a number ≥ 0"),
+    (dict(condition_scale="10"), "condition_scale"),
+])
+def test_bad_settings_say_what_is_allowed(settings, message):
+    with pytest.raises(ValueError, match=message):
+        SamplingSettings(**settings)
+
+
+def test_key_count_must_match_prompts(tiny):
+    model, params, tokenizer = tiny
+    with pytest.raises(ValueError, match="Got 3 keys for 2 prompts"):
+        sample_image_tokens(model, params, tokenizer(["a", "b"]), jax.random.split(jax.random.PRNGKey(0), 3))
