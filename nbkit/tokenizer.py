@@ -102,8 +102,17 @@ class PromptTokenizer:
         self._uncond_ids, self._uncond_mask = self._encode([""])
 
     @classmethod
-    def from_folder(cls, folder: str | Path, max_length: int, normalize_text: bool) -> "PromptTokenizer":
+    def from_folder(cls, folder: str | Path, max_length: int | None = None,
+                    normalize_text: bool | None = None) -> "PromptTokenizer":
+        """The tokenizer of a model folder; length and normalization default to its config.json."""
         folder = Path(folder)
+        if max_length is None or normalize_text is None:
+            config_path = folder / "config.json"
+            if not config_path.is_file():
+                raise FileNotFoundError(f"{config_path} is missing: it says how long prompts may be.")
+            config = json.loads(config_path.read_text(encoding="utf8"))
+            max_length = config.get("max_text_length", 64) if max_length is None else max_length
+            normalize_text = config.get("normalize_text", False) if normalize_text is None else normalize_text
         special = _load_special_tokens(folder)
         normalizer = TextNormalizer.from_folder(folder) if normalize_text else None
         return cls(_load_bpe(folder, special), special["pad_token"], max_length, normalizer)
