@@ -85,18 +85,43 @@ def _load_bpe(folder: Path, special: dict[str, str]) -> Tokenizer:
     return tokenizer
 
 
+class FixedLengthEncoder:
+    """A `tokenizers` BPE that always returns `length` ids (padded or cut), so that the
+    model sees one shape and compiles once."""
+
+    def __init__(self, tokenizer: Tokenizer, pad_token: str, length: int):
+        pad_id = tokenizer.token_to_id(pad_token)
+        if pad_id is None:
+            raise ValueError(f"The tokenizer's vocabulary has no padding token {pad_token!r}.")
+        tokenizer = Tokenizer.from_str(tokenizer.to_str())  # our own copy to configure
+        tokenizer.enable_truncation(max_length=length)
+        tokenizer.enable_padding(length=length, pad_id=pad_id, pad_token=pad_token)
+        self._tokenizer = tokenizer
+        self.length = length
+
+    def __call__(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, attention mask), each (len(texts), length) int32. Warns once if any text was cut."""
+        encodings = self._tokenizer.encode_batch(texts)
+        truncated = [i for i, encoding in enumerate(encodings) if encoding.overflowing]
+        if truncated:
+            warnings.warn(
+                f"{len(truncated)} prompt(s) (index {', '.join(map(str, truncated))}) are longer "
+                f"than the model's {self.length} text tokens and were cut; the model only "
+                "reads the beginning. Shorten them to control what is kept.",
+                UserWarning,
+                stacklevel=3,
+            )
+        ids = np.array([encoding.ids for encoding in encodings], dtype=np.int32)
+        mask = np.array([encoding.attention_mask for encoding in encodings], dtype=np.int32)
+        return ids, mask
+
+
 class PromptTokenizer:
     """Normalizes (when the model was trained on normalized text) and tokenizes prompts."""
 
     def __init__(self, tokenizer: Tokenizer, pad_token: str, max_length: int,
                  normalizer: TextNormalizer | None):
-        pad_id = tokenizer.token_to_id(pad_token)
-        if pad_id is None:
-            raise ValueError(f"The tokenizer's vocabulary has no padding token {pad_token!r}.")
-        tokenizer = Tokenizer.from_str(tokenizer.to_str())  # our own copy to configure
-        tokenizer.enable_truncation(max_length=max_length)
-        tokenizer.enable_padding(length=max_length, pad_id=pad_id, pad_token=pad_token)
-        self._tokenizer = tokenizer
+        self._encode = FixedLengthEncoder(tokenizer, pad_token, max_length)
         self.max_length = max_length
         self.normalizer = normalizer
         self._uncond_ids, self._uncond_mask = self._encode([""])
@@ -116,21 +141,6 @@ class PromptTokenizer:
         special = _load_special_tokens(folder)
         normalizer = TextNormalizer.from_folder(folder) if normalize_text else None
         return cls(_load_bpe(folder, special), special["pad_token"], max_length, normalizer)
-
-    def _encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        encodings = self._tokenizer.encode_batch(texts)
-        truncated = [i for i, encoding in enumerate(encodings) if encoding.overflowing]
-        if truncated:
-            warnings.warn(
-                f"{len(truncated)} prompt(s) (index {', '.join(map(str, truncated))}) are longer "
-                f"than the model's {self.max_length} text tokens and were cut; the model only "
-                "reads the beginning. Shorten them to control what is kept.",
-                UserWarning,
-                stacklevel=3,
-            )
-        ids = np.array([encoding.ids for encoding in encodings], dtype=np.int32)
-        mask = np.array([encoding.attention_mask for encoding in encodings], dtype=np.int32)
-        return ids, mask
 
     def __call__(self, prompts: Sequence[str]) -> TokenizedPrompts:
         prompts = check_prompts(prompts)

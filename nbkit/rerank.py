@@ -1,0 +1,92 @@
+"""Ranking generated images by how well CLIP thinks they match their prompt.
+
+Images go through CLIP in fixed-size, padded batches, so 1 image or 100 images, and
+any number of batches, reuse one compiled function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nbkit.models.clip import CLIP, CLIPTokenizer, ImagePreprocessing, load_clip
+from nbkit.tokenizer import check_prompts
+
+
+@dataclass(frozen=True)
+class RankedImage:
+    index: int  # position in the images given to `rank`
+    score: float  # CLIP's logit: scaled cosine similarity of image and prompt
+
+
+def _padded_batches(array: np.ndarray, size: int):
+    for start in range(0, len(array), size):
+        chunk = array[start:start + size]
+        padding = [(0, size - len(chunk))] + [(0, 0)] * (array.ndim - 1)
+        yield np.pad(chunk, padding), len(chunk)
+
+
+class Reranker:
+    """Scores images against prompts with a CLIP model."""
+
+    def __init__(self, model: CLIP, params: Any, tokenizer: CLIPTokenizer, preprocess: ImagePreprocessing,
+                 batch_size: int = 16):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be ≥ 1, got {batch_size}.")
+        self.model, self.params = model, params
+        self.tokenizer, self.preprocess = tokenizer, preprocess
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_folder(cls, folder: str | Path, dtype: Any = jnp.float32, batch_size: int = 16) -> "Reranker":
+        model, params = load_clip(folder, dtype)
+        tokenizer = CLIPTokenizer.from_folder(folder, model.config.text.max_position_embeddings)
+        return cls(model, params, tokenizer, ImagePreprocessing.from_folder(folder), batch_size)
+
+    @cached_property
+    def _embed_images(self):
+        return jax.jit(lambda params, pixels: self.model.apply({"params": params}, pixels, method=CLIP.embed_images))
+
+    @cached_property
+    def _embed_text(self):
+        def embed(params, ids, mask):
+            variables = {"params": params}
+            return (self.model.apply(variables, method=CLIP.scale)
+                    * self.model.apply(variables, ids, mask, method=CLIP.embed_text))
+        return jax.jit(embed)
+
+    def _embed_all(self, embed, array: np.ndarray, *more: np.ndarray) -> np.ndarray:
+        out = []
+        batches = zip(*(_padded_batches(a, self.batch_size) for a in (array, *more)))
+        for parts in batches:
+            count = parts[0][1]
+            out.append(np.asarray(embed(self.params, *(jnp.asarray(p) for p, _ in parts)))[:count])
+        return np.concatenate(out)
+
+    def scores(self, images: Sequence, prompts: Sequence[str]) -> np.ndarray:
+        """CLIP score of each image against the prompt at the same position."""
+        prompts = check_prompts(prompts)
+        if len(images) != len(prompts):
+            raise ValueError(f"Got {len(images)} images and {len(prompts)} prompts: give one prompt per image.")
+        unique = sorted(set(prompts))
+        ids, mask = self.tokenizer(unique)
+        text = self._embed_all(self._embed_text, ids, mask)
+        pixels = self.preprocess(images)
+        image = self._embed_all(self._embed_images, pixels)
+        which = np.array([unique.index(p) for p in prompts])
+        return np.einsum("nd,nd->n", image, text[which])
+
+    def rank(self, images: Sequence, prompts: Sequence[str]) -> dict[str, list[RankedImage]]:
+        """For each prompt (in order of first appearance), its images best first."""
+        scores = self.scores(images, prompts)
+        ranked: dict[str, list[RankedImage]] = {}
+        for index, (prompt, score) in enumerate(zip(prompts, scores)):
+            ranked.setdefault(prompt, []).append(RankedImage(index, float(score)))
+        return {prompt: sorted(items, key=lambda item: -item.score) for prompt, items in ranked.items()}
