@@ -1,4 +1,5 @@
 import json
+import re
 import shutil
 
 import jax
@@ -54,28 +55,52 @@ def test_half_precision_compute_stays_close(dtype, tolerance):
     assert float(jnp.max(jnp.abs(logits - expected["logits"]))) < tolerance
 
 
-def test_stacked_and_per_layer_files_load_to_the_same_tree(tmp_path):
-    """Re-save a stacked checkpoint one sub-tree per layer: it must load identically."""
-    folder = next(f for f in golden_folders("dallebart") if DalleBartConfig.from_folder(f).use_scan)
-    stored = read_msgpack(folder / "flax_model.msgpack")
-    per_layer = {}
+def other_layout(stored):
+    """The same tensors in the other published layout: stacked <-> one sub-tree per layer."""
+    stacked = any(part.endswith("Layers") for key in stored for part in key)
+    converted, groups = {}, {}
     for key, value in stored.items():
-        wrapper = next((part for part in key if part.endswith("Layers")), None)
-        if wrapper is None:
-            per_layer[key] = value
-            continue
-        at = key.index(wrapper)
-        for i in range(value.shape[0]):
-            if i == value.shape[0] - 1 and key[-1] == "scale":
-                continue  # the reference leaves some last-layer scales out
-            per_layer[key[:at] + (f"{wrapper[:-1]}_{i}",) + key[at + 1:]] = value[i]
+        part = next((p for p in key if p.endswith("Layers") or re.fullmatch(r"\w+Layer_\d+", p)), None)
+        if part is None:
+            converted[key] = value
+        elif stacked:
+            at = key.index(part)
+            for i in range(value.shape[0]):
+                converted[key[:at] + (f"{part[:-1]}_{i}",) + key[at + 1:]] = value[i]
+        else:
+            at, (name, index) = key.index(part), part.rsplit("_", 1)
+            groups.setdefault(key[:at] + (name + "s",) + key[at + 1:], {})[int(index)] = value
+    for key, layers in groups.items():
+        converted[key] = np.stack([layers[i] for i in sorted(layers)])
+    return converted
+
+
+def test_stacked_and_per_layer_files_load_to_the_same_tree(tmp_path):
+    folder = golden_folders("dallebart")[0]
+    stored = read_msgpack(folder / "flax_model.msgpack")
     shutil.copytree(folder, tmp_path / "m")
-    (tmp_path / "m" / "flax_model.msgpack").write_bytes(serialization.msgpack_serialize(unflatten_dict(per_layer)))
+    (tmp_path / "m" / "flax_model.msgpack").write_bytes(
+        serialization.msgpack_serialize(unflatten_dict(other_layout(stored))))
     _, params = load_dallebart(folder)
     _, reloaded = load_dallebart(tmp_path / "m")
     assert flatten_dict(params).keys() == flatten_dict(reloaded).keys()
     for key, value in flatten_dict(params).items():
         np.testing.assert_array_equal(value, flatten_dict(reloaded)[key], err_msg="/".join(key))
+
+
+def test_a_layer_without_norm_scale_computes_with_scale_one(tmp_path):
+    """The reference's per-layer files leave some last-layer norm scales out."""
+    folder = golden_folders("dallebart")[0]
+    stored = read_msgpack(folder / "flax_model.msgpack")
+    per_layer = stored if not any(p.endswith("Layers") for k in stored for p in k) else other_layout(stored)
+    last = max(int(p.rsplit("_", 1)[1]) for k in per_layer for p in k if re.fullmatch(r"\w+Layer_\d+", p))
+    dropped = {k: v for k, v in per_layer.items() if not (k[-1] == "scale" and f"Layer_{last}" in "/".join(k))}
+    assert len(dropped) < len(per_layer)
+    shutil.copytree(folder, tmp_path / "m")
+    (tmp_path / "m" / "flax_model.msgpack").write_bytes(serialization.msgpack_serialize(unflatten_dict(dropped)))
+    _, params = load_dallebart(tmp_path / "m")
+    scales = [v for k, v in flatten_dict(params).items() if k[-1] == "scale" and f"layers_{last}" in k]
+    assert scales and all(np.all(np.asarray(v) == 1.0) for v in scales)
 
 
 @pytest.fixture

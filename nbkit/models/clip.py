@@ -66,6 +66,17 @@ class CLIPConfig:
                    values.get("projection_dim", 512))
 
 
+# openai/clip-vit-base-patch32 and clip-vit-large-patch14, as their config.json say.
+PUBLISHED_ARCHITECTURES = {
+    "clip-b32": CLIPConfig(
+        TowerConfig(512, 2048, 8, 12),
+        TowerConfig(768, 3072, 12, 12, patch_size=32), 512),
+    "clip-l14": CLIPConfig(
+        TowerConfig(768, 3072, 12, 12),
+        TowerConfig(1024, 4096, 16, 24, patch_size=14), 768),
+}
+
+
 def _read_json(path: Path, why: str) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: {why}. Download the model folder again.")

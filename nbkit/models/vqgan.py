@@ -59,6 +59,9 @@ class VQGANConfig:
         return self.resolution // 2 ** (len(self.ch_mult) - 1)
 
 
+# dalle-mini/vqgan_imagenet_f16_16384: the default architecture with a 16384-code book.
+PUBLISHED_ARCHITECTURE = VQGANConfig(n_embed=16384)
+
 _conv3 = partial(nn.Conv, kernel_size=(3, 3), padding=((1, 1), (1, 1)))
 _conv1 = partial(nn.Conv, kernel_size=(1, 1), padding="VALID")
 _group_norm = partial(nn.GroupNorm, num_groups=32, epsilon=1e-6)
