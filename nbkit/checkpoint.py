@@ -73,15 +73,21 @@ def split_layers(flat: FlatParams) -> FlatParams:
     return out
 
 
-def fit_to_model(flat: FlatParams, expected: Mapping[Path_, jax.ShapeDtypeStruct], source: str) -> FlatParams:
+def fit_to_model(flat: FlatParams, expected: Mapping[Path_, jax.ShapeDtypeStruct], source: str,
+                 fused_from: Mapping[str, tuple[str, ...]] | None = None) -> FlatParams:
     """Checks names and shapes against the model; a norm without scale gets scale 1
     (the reference leaves it out of some layers, where it computed with scale 1).
 
-    Tensors the model does not use (e.g. a VQGAN's encoder) are left out.
+    A module the model fuses (`fused_from`: fused name → stored names) is made by
+    concatenating the stored tensors along their first (output) axis. Tensors the model
+    does not use (e.g. a VQGAN's encoder) are left out.
     """
     fitted, missing, wrong = {}, [], []
     for key, spec in expected.items():
         value = flat.get(key)
+        parts = (fused_from or {}).get(key[-2], ()) if len(key) > 1 else ()
+        if value is None and parts and all(key[:-2] + (p, key[-1]) in flat for p in parts):
+            value = np.concatenate([flat[key[:-2] + (p, key[-1])] for p in parts], axis=0)
         if value is None and key[-1] == "scale":
             value = np.ones(spec.shape, np.float32)
         if value is None:
@@ -104,12 +110,13 @@ Convert = Callable[[Path_, np.ndarray], tuple[Path_, np.ndarray]]
 
 
 def load_params(path: str | Path, expected: Mapping[str, Any], dtype: Any,
-                convert: Convert = lambda key, value: (key, value)) -> dict:
+                convert: Convert = lambda key, value: (key, value),
+                fused_from: Mapping[str, tuple[str, ...]] | None = None) -> dict:
     """Reads a checkpoint into the tree `expected` describes (a tree of shapes, as from
     `jax.eval_shape(model.init, ...)["params"]`), cast to `dtype`.
 
-    `convert` maps each stored (name, tensor) to the model's.
+    `convert` maps each stored (name, tensor) to the model's; see `fit_to_model` for `fused_from`.
     """
     flat = dict(convert(key, value) for key, value in split_layers(read_msgpack(path)).items())
-    fitted = fit_to_model(flat, flatten_dict(expected), str(path))
+    fitted = fit_to_model(flat, flatten_dict(expected), str(path), fused_from)
     return unflatten_dict({key: jnp.asarray(value, dtype=dtype) for key, value in fitted.items()})

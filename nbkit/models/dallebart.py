@@ -9,12 +9,14 @@ Written for fast token-by-token decoding:
   layer's slice on every step;
 - Dense kernels are kept output-major, (out, in): products with a few rows then run
   about twice as fast on CPU, and no slower elsewhere;
+- products that share an input are fused (queries/keys/values; the GLU's two input
+  projections): fewer, larger products;
 - the cache holds the self-attention keys/values of the image tokens and the
   cross-attention keys/values of the text, projected once per prompt instead of once
   per token. New keys/values are written into the cache before attending to it, so
   that the cache is only ever updated in place.
 Module names follow the published checkpoints; `nbkit.checkpoint` maps their layouts
-(stacked or per-layer, input-major kernels) onto this one.
+(stacked or per-layer, input-major kernels, separate projections) onto this one.
 """
 
 from __future__ import annotations
@@ -203,12 +205,17 @@ def _softmax_attention(query, keys, values, bias, dtype):
 
 
 class Attention(nn.Module):
-    """Multi-head attention to keys/values projected from `source`, or held in `cached`."""
+    """Multi-head attention to keys/values projected from `source`, or held in `cached`.
+
+    Self-attention (`source` is `x`) projects queries, keys and values in one product
+    ("qkv_proj"); cross-attention projects keys and values together ("kv_proj").
+    """
 
     heads: int
     use_bias: bool
     use_head_scale: bool
     dtype: Any
+    self_attention: bool
 
     @nn.compact
     def __call__(self, x, bias, source=None, cached=None, cache_index=None):
@@ -219,13 +226,17 @@ class Attention(nn.Module):
         Returns the output and the keys/values attended to.
         """
         width = x.shape[-1]
-        dense = partial(Dense, width, use_bias=self.use_bias, dtype=self.dtype)
+        dense = partial(Dense, use_bias=self.use_bias, dtype=self.dtype)
         split_heads = lambda t: t.reshape(t.shape[:2] + (self.heads, width // self.heads)).transpose(0, 2, 1, 3)
-        query = split_heads(dense(name="q_proj")(x))
-        if source is None:
-            keys, values = cached
+        if self.self_attention:
+            query, keys, values = map(split_heads, jnp.split(dense(3 * width, name="qkv_proj")(x), 3, axis=-1))
         else:
-            keys, values = split_heads(dense(name="k_proj")(source)), split_heads(dense(name="v_proj")(source))
+            query = split_heads(dense(width, name="q_proj")(x))
+            if source is None:
+                keys, values = cached
+            else:
+                keys, values = map(split_heads, jnp.split(dense(2 * width, name="kv_proj")(source), 2, axis=-1))
+        if source is not None:
             if cached is not None:
                 write = lambda cache, new: jax.lax.dynamic_update_slice_in_dim(
                     cache, new.astype(cache.dtype), cache_index, axis=2)
@@ -234,7 +245,7 @@ class Attention(nn.Module):
         if self.use_head_scale:
             output = output * self.param("head_scale", nn.initializers.ones, (1, 1, self.heads, 1)).transpose(0, 2, 1, 3)
         output = output.transpose(0, 2, 1, 3).reshape(x.shape[:2] + (width,))
-        return dense(name="out_proj")(output), (keys, values)
+        return dense(width, name="out_proj")(output), (keys, values)
 
 
 class FeedForward(nn.Module):
@@ -251,9 +262,11 @@ class FeedForward(nn.Module):
         activation = _ACTIVATIONS[config.activation_function]
         if config.ln_positions in _PRE_NORM:
             x = _norm(config, self.dtype, config.force_ln_scale)(x)
-        hidden = activation(dense(self.ffn_dim, name="Dense_0")(x))
-        if config.use_glu:
-            hidden = hidden * dense(self.ffn_dim, name="Dense_1")(x)
+        if config.use_glu:  # activation(x·W0) * (x·W1), W0 and W1 in one product
+            gate, value = jnp.split(dense(2 * self.ffn_dim, name="Dense_0_1")(x), 2, axis=-1)
+            hidden = activation(gate) * value
+        else:
+            hidden = activation(dense(self.ffn_dim, name="Dense_0")(x))
         if config.ln_positions in _MID_NORM:
             hidden = _norm(config, self.dtype, config.force_ln_scale)(hidden)
         x = dense(config.d_model, name="Dense_2" if config.use_glu else "Dense_1")(hidden)
@@ -302,7 +315,7 @@ class EncoderLayer(nn.Module):
     def __call__(self, x, bias):
         config, gain = self.config, _residual_gain(self.config, "encoder")
         attention = Attention(config.encoder_attention_heads, config.use_bias, config.use_head_scale,
-                              self.dtype, name="FlaxBartAttention_0")
+                              self.dtype, self_attention=True, name="FlaxBartAttention_0")
         x, _ = _attention_block(config, self.dtype, x, lambda h: attention(h, bias, source=h), gain)
         return _feed_forward_block(config, self.dtype, x, config.encoder_ffn_dim, gain), None
 
@@ -323,8 +336,8 @@ class DecoderLayer(nn.Module):
         config, gain = self.config, _residual_gain(self.config, "decoder")
         make_attention = partial(Attention, config.decoder_attention_heads, config.use_bias,
                                  config.use_head_scale, self.dtype)
-        self_attention = make_attention(name="FlaxBartAttention_0")
-        cross_attention = make_attention(name="FlaxBartAttention_1")
+        self_attention = make_attention(self_attention=True, name="FlaxBartAttention_0")
+        cross_attention = make_attention(self_attention=False, name="FlaxBartAttention_1")
 
         image_kv = (cache["self_k"], cache["self_v"])
         x, (self_k, self_v) = _attention_block(
@@ -456,6 +469,11 @@ def random_params(model: DalleBart, seed: int = 0) -> dict:
     return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(param_shapes(model)), leaves)
 
 
+# Fused products (see the module docstring) and the checkpoint tensors they are made of.
+FUSED_FROM = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "kv_proj": ("k_proj", "v_proj"),
+              "Dense_0_1": ("Dense_0", "Dense_1")}
+
+
 def _from_checkpoint(key: tuple[str, ...], value):
     """Published files wrap encoder and decoder in "model" and store kernels (in, out)."""
     key = key[1:] if key and key[0] == "model" else key
@@ -468,5 +486,5 @@ def load_dallebart(folder: str | Path, dtype: Any = jnp.float32) -> tuple[DalleB
     from nbkit.checkpoint import load_params
 
     model = DalleBart(DalleBartConfig.from_folder(folder), dtype)
-    params = load_params(Path(folder) / WEIGHTS_FILE, param_shapes(model), dtype, _from_checkpoint)
+    params = load_params(Path(folder) / WEIGHTS_FILE, param_shapes(model), dtype, _from_checkpoint, FUSED_FROM)
     return model, params
