@@ -16,10 +16,9 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _common import add_dtype_option, compute_dtype
 
 from nbkit.models import clip, vqgan
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
 def timed(function, *args, repeats: int) -> tuple[float, float]:
@@ -44,11 +43,10 @@ def main() -> None:
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 4, 16])
     parser.add_argument("--clip", nargs="+", default=["clip-b32", "clip-l14"], choices=sorted(clip.PUBLISHED_ARCHITECTURES))
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--dtype", default=None, choices=sorted(DTYPES),
-                        help="compute dtype (default: float32 on CPU, bfloat16 on accelerators)")
+    add_dtype_option(parser)
     args = parser.parse_args()
     backend = jax.default_backend()
-    dtype = DTYPES[args.dtype or ("float32" if backend == "cpu" else "bfloat16")]
+    dtype = compute_dtype(args)
     print(f"device: {jax.devices()[0].device_kind} ({backend}), dtype {jnp.dtype(dtype).name}, jax {jax.__version__}")
     print(f"{'step':<14} {'batch':>5} {'compile s':>10} {'s/batch':>9} {'images/s':>9}")
 

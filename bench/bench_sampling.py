@@ -20,11 +20,10 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _common import add_dtype_option, compute_dtype
 
 from nbkit.models.dallebart import PUBLISHED_ARCHITECTURES, DalleBart, random_params
 from nbkit.sampling import SamplingSettings, compiled_sampler
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
 def main() -> None:
@@ -32,12 +31,11 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["mini", "mega"], choices=sorted(PUBLISHED_ARCHITECTURES))
     parser.add_argument("--prompts", nargs="+", type=int, default=[1, 2, 4])
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--dtype", default=None, choices=sorted(DTYPES),
-                        help="compute dtype (default: float32 on CPU, bfloat16 on accelerators)")
+    add_dtype_option(parser)
     args = parser.parse_args()
 
     backend = jax.default_backend()
-    dtype = DTYPES[args.dtype or ("float32" if backend == "cpu" else "bfloat16")]
+    dtype = compute_dtype(args)
     print(f"device: {jax.devices()[0].device_kind} ({backend}, {jax.device_count()} device(s)), "
           f"dtype {jnp.dtype(dtype).name}, jax {jax.__version__}")
     print(f"{'model':<6} {'prompts':>7} {'compile s':>10} {'s/batch':>9} {'tokens/s':>9} {'s/image':>8}")

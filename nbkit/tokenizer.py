@@ -7,7 +7,6 @@ super-conditioning (the "unconditional" half of each batch).
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 
+from nbkit.checkpoint import read_json
 from nbkit.text import TextNormalizer
 
 SPECIAL_TOKENS_FILE = "special_tokens_map.json"
@@ -59,7 +59,7 @@ def _load_special_tokens(folder: Path) -> dict[str, str]:
     path = folder / SPECIAL_TOKENS_FILE
     tokens = dict(_DEFAULT_SPECIAL_TOKENS)
     if path.is_file():
-        for name, value in json.loads(path.read_text(encoding="utf8")).items():
+        for name, value in read_json(path, "it names the special tokens").items():
             tokens[name] = value["content"] if isinstance(value, dict) else value
     return tokens
 
@@ -132,10 +132,7 @@ class PromptTokenizer:
         """The tokenizer of a model folder; length and normalization default to its config.json."""
         folder = Path(folder)
         if max_length is None or normalize_text is None:
-            config_path = folder / "config.json"
-            if not config_path.is_file():
-                raise FileNotFoundError(f"{config_path} is missing: it says how long prompts may be.")
-            config = json.loads(config_path.read_text(encoding="utf8"))
+            config = read_json(folder / "config.json", "it says how long prompts may be")
             max_length = config.get("max_text_length", 64) if max_length is None else max_length
             normalize_text = config.get("normalize_text", False) if normalize_text is None else normalize_text
         special = _load_special_tokens(folder)

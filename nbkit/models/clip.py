@@ -7,8 +7,7 @@ Module names follow those checkpoints.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import numpy as np
 from PIL import Image
 from tokenizers import Tokenizer
 
+from nbkit.checkpoint import config_from_dict, load_params, read_json
 from nbkit.tokenizer import FixedLengthEncoder, check_prompts
 
 WEIGHTS_FILE = "flax_model.msgpack"
@@ -44,8 +44,7 @@ class TowerConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "TowerConfig":
-        known = {f.name for f in fields(cls)}
-        config = cls(**{k: v for k, v in values.items() if k in known})
+        config = config_from_dict(cls, values)
         if config.hidden_act not in _ACTIVATIONS:
             raise ValueError(f"config.json: hidden_act={config.hidden_act!r} is not supported "
                              f"(supported: {', '.join(_ACTIVATIONS)}).")
@@ -60,7 +59,7 @@ class CLIPConfig:
 
     @classmethod
     def from_folder(cls, folder: str | Path) -> "CLIPConfig":
-        values = _read_json(Path(folder) / "config.json", "a CLIP model folder needs its config.json")
+        values = read_json(Path(folder) / "config.json", "a CLIP model folder needs its config.json")
         return cls(TowerConfig.from_dict(values.get("text_config", {})),
                    TowerConfig.from_dict(values.get("vision_config", {})),
                    values.get("projection_dim", 512))
@@ -75,15 +74,6 @@ PUBLISHED_ARCHITECTURES = {
         TowerConfig(768, 3072, 12, 12),
         TowerConfig(1024, 4096, 16, 24, patch_size=14), 768),
 }
-
-
-def _read_json(path: Path, why: str) -> dict:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: {why}. Download the model folder again.")
-    try:
-        return json.loads(path.read_text(encoding="utf8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON ({error}); download the model folder again.") from None
 
 
 class SelfAttention(nn.Module):
@@ -262,8 +252,6 @@ def random_params(model: CLIP, seed: int = 0) -> dict:
 
 
 def load_clip(folder: str | Path, dtype: Any = jnp.float32) -> tuple[CLIP, dict]:
-    from nbkit.checkpoint import load_params
-
     model = CLIP(CLIPConfig.from_folder(folder), dtype)
     return model, load_params(Path(folder) / WEIGHTS_FILE, param_shapes(model), dtype, _from_checkpoint)
 
@@ -286,7 +274,7 @@ class CLIPTokenizer:
         pad = "<|endoftext|>"
         for name in ("tokenizer_config.json", "special_tokens_map.json"):
             if (folder / name).is_file():
-                value = _read_json(folder / name, "").get("pad_token", pad)
+                value = read_json(folder / name, "it names the padding token").get("pad_token", pad)
                 pad = value["content"] if isinstance(value, dict) else value
                 break
         return cls(FixedLengthEncoder(Tokenizer.from_file(str(path)), pad, length))
@@ -309,7 +297,7 @@ class ImagePreprocessing:
 
     @classmethod
     def from_folder(cls, folder: str | Path) -> "ImagePreprocessing":
-        values = _read_json(Path(folder) / "preprocessor_config.json", "it says how CLIP expects its images")
+        values = read_json(Path(folder) / "preprocessor_config.json", "it says how CLIP expects its images")
         size, crop = values.get("size", 224), values.get("crop_size", 224)
         size = size.get("shortest_edge", 224) if isinstance(size, dict) else size
         crop = (crop["height"], crop["width"]) if isinstance(crop, dict) else (crop, crop)

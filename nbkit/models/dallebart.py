@@ -21,9 +21,8 @@ Module names follow the published checkpoints; `nbkit.checkpoint` maps their lay
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,8 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from nbkit.checkpoint import config_from_dict, load_params, read_json
 
 CONFIG_FILE = "config.json"
 Cache = tuple[dict[str, jax.Array], ...]  # one dict per decoder layer
@@ -116,19 +117,11 @@ class DalleBartConfig:
                     f"config.json: {name}={values[name]!r} is a training variant nbkit does not "
                     "implement; only the published DALL·E mini/Mega architectures are supported."
                 )
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        return config_from_dict(cls, values)
 
     @classmethod
     def from_folder(cls, folder: str | Path) -> "DalleBartConfig":
-        path = Path(folder) / CONFIG_FILE
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing: a DalleBart model folder needs its config.json.")
-        try:
-            values = json.loads(path.read_text(encoding="utf8"))
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path} is not valid JSON ({error}); download the model again.") from None
-        return cls.from_dict(values)
+        return cls.from_dict(read_json(Path(folder) / CONFIG_FILE, "a DalleBart model folder needs its config.json"))
 
     @property
     def decoder_vocab_size(self) -> int:
@@ -483,8 +476,6 @@ def _from_checkpoint(key: tuple[str, ...], value):
 def load_dallebart(folder: str | Path, dtype: Any = jnp.float32) -> tuple[DalleBart, dict]:
     """The model and its weights from a model folder (config.json + flax_model.msgpack),
     whatever layout and precision the file was saved in; computes in `dtype`."""
-    from nbkit.checkpoint import load_params
-
     model = DalleBart(DalleBartConfig.from_folder(folder), dtype)
     params = load_params(Path(folder) / WEIGHTS_FILE, param_shapes(model), dtype, _from_checkpoint, FUSED_FROM)
     return model, params

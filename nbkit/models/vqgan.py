@@ -7,8 +7,7 @@ encoder weights in the checkpoint are never loaded. Module names follow that che
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from nbkit.checkpoint import config_from_dict, load_params, read_json
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "flax_model.msgpack"
@@ -43,15 +44,7 @@ class VQGANConfig:
 
     @classmethod
     def from_folder(cls, folder: str | Path) -> "VQGANConfig":
-        path = Path(folder) / CONFIG_FILE
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing: a VQGAN model folder needs its config.json.")
-        try:
-            values = json.loads(path.read_text(encoding="utf8"))
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path} is not valid JSON ({error}); download the model again.") from None
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        return config_from_dict(cls, read_json(Path(folder) / CONFIG_FILE, "a VQGAN model folder needs its config.json"))
 
     @property
     def grid_size(self) -> int:
@@ -193,8 +186,6 @@ def random_params(model: VQGANDecoder, seed: int = 0) -> dict:
 
 def load_vqgan(folder: str | Path, dtype: Any = jnp.float32) -> tuple[VQGANDecoder, dict]:
     """The decoder and its weights (codebook, post_quant_conv, decoder; not the encoder)."""
-    from nbkit.checkpoint import load_params
-
     model = VQGANDecoder(VQGANConfig.from_folder(folder), dtype)
     params = load_params(Path(folder) / WEIGHTS_FILE, param_shapes(model), dtype, _from_checkpoint)
     return model, params
