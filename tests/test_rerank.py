@@ -60,3 +60,11 @@ def test_mismatched_images_and_prompts_are_refused(reranker):
         ranker.scores(images(folder, 2), ["a"])
     with pytest.raises(TypeError, match="Wrap it in a list"):
         ranker.scores(images(folder, 1), "a")
+
+
+def test_half_precision_scores_rank_alike(reranker):
+    import jax.numpy as jnp
+    ranker, folder = reranker
+    half = Reranker.from_folder(folder, dtype=jnp.bfloat16, batch_size=4)
+    pictures, prompts = images(folder, 4), ["a cat"] * 4
+    np.testing.assert_allclose(half.scores(pictures, prompts), ranker.scores(pictures, prompts), atol=0.5)

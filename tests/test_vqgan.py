@@ -47,3 +47,15 @@ def test_uint8_images_are_clipped_and_scaled():
 def test_grid_size_follows_the_number_of_levels():
     assert VQGANConfig().grid_size == 16
     assert VQGANConfig(ch_mult=(1, 2, 4)).grid_size == 64
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_decoding_stays_close(dtype):
+    import jax.numpy as jnp
+    folder = golden_folders("vqgan")[0]
+    expected = np.load(folder / "expected.npz")
+    model, params = load_vqgan(folder, getattr(jnp, dtype))
+    pixels = np.asarray(decode(model, params, expected["codes"]))
+    assert pixels.dtype == np.float32 and np.isfinite(pixels).all()
+    # 8-bit pixels differ by a few levels at most
+    assert np.abs(to_uint8(pixels).astype(int) - to_uint8(expected["decoded"]).astype(int)).mean() < 3
