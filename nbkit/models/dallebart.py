@@ -448,10 +448,11 @@ def param_shapes(model: DalleBart) -> dict:
 
 def random_params(model: DalleBart, seed: int = 0) -> dict:
     """Random weights of the real sizes (benchmarks, tests); scaled like the trained model's init."""
-    shapes = jax.tree_util.tree_leaves_with_path(param_shapes(model))
-    keys = jax.random.split(jax.random.PRNGKey(seed), len(shapes))
+    shapes = param_shapes(model)
+    paths_and_specs, structure = jax.tree_util.tree_flatten_with_path(shapes)
+    keys = jax.random.split(jax.random.PRNGKey(seed), len(paths_and_specs))
     leaves = []
-    for key, (path, spec) in zip(keys, shapes):
+    for key, (path, spec) in zip(keys, paths_and_specs):
         name = jax.tree_util.keystr(path)
         if "scale" in name:
             leaves.append(jnp.ones(spec.shape, model.dtype))
@@ -459,7 +460,7 @@ def random_params(model: DalleBart, seed: int = 0) -> dict:
             leaves.append(jnp.zeros(spec.shape, model.dtype))
         else:
             leaves.append((0.02 * jax.random.normal(key, spec.shape)).astype(model.dtype))
-    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(param_shapes(model)), leaves)
+    return jax.tree_util.tree_unflatten(structure, leaves)
 
 
 # Fused products (see the module docstring) and the checkpoint tensors they are made of.
