@@ -1,9 +1,10 @@
 """Reading Flax `flax_model.msgpack` checkpoints into the parameter trees our models expect.
 
 Published checkpoints come in two layouts (layers stacked on a leading axis, or one
-sub-tree per layer) and in fp16 or fp32. `load_params` brings any of them to one
-sub-tree per layer in the requested dtype, and checks every shape against the model, so
-that a wrong or damaged file fails here with its name rather than deep inside jax.
+sub-tree per layer) and in fp16 or fp32. `load_params` streams any of them, tensor by
+tensor, into one sub-tree per layer in the requested dtype, and checks every shape
+against the model, so that a wrong or damaged file fails here with its name rather than
+deep inside jax, and host memory peaks near the size of the loaded model.
 """
 
 from __future__ import annotations
@@ -15,10 +16,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import serialization
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 Path_ = tuple[str, ...]
@@ -49,24 +48,116 @@ def config_from_dict(cls, values: Mapping[str, Any]):
     return cls(**{key: value for key, value in values.items() if key in known})
 
 
-def read_msgpack(path: str | Path) -> FlatParams:
-    """The file's tensors as numpy arrays, keyed by their path in the tree."""
+class _MsgpackReader:
+    """Reads the subset of msgpack that Flax checkpoints use, straight from the file:
+    nested maps with string keys, and arrays as ext objects (shape, dtype, bytes).
+    Each array's bytes are read into their own buffer, so only one tensor at a time
+    needs memory beyond what the caller keeps."""
+
+    _EXT_NDARRAY, _EXT_SCALAR = 1, 3
+
+    def __init__(self, file, name: str):
+        self._file, self._name = file, name
+
+    def _read(self, count: int) -> bytes:
+        data = self._file.read(count)
+        if len(data) != count:
+            raise CheckpointError(f"{self._name} is damaged: it ends too early (an interrupted download?). Delete it and download again.")
+        return data
+
+    def _uint(self, size: int) -> int:
+        return int.from_bytes(self._read(size), "big")
+
+    def _header(self) -> tuple[str, Any]:
+        byte = self._read(1)[0]
+        if byte <= 0x7F or byte >= 0xE0:
+            return "value", byte if byte <= 0x7F else byte - 256
+        for low, high, kind in ((0x80, 0x8F, "map"), (0x90, 0x9F, "array"), (0xA0, 0xBF, "str")):
+            if low <= byte <= high:
+                return kind, byte - low
+        sized = {0xC4: ("bin", 1), 0xC5: ("bin", 2), 0xC6: ("bin", 4), 0xD9: ("str", 1), 0xDA: ("str", 2),
+                 0xDB: ("str", 4), 0xDC: ("array", 2), 0xDD: ("array", 4), 0xDE: ("map", 2), 0xDF: ("map", 4)}
+        if byte in sized:
+            kind, width = sized[byte]
+            return kind, self._uint(width)
+        if byte in (0xC7, 0xC8, 0xC9):
+            size = self._uint({0xC7: 1, 0xC8: 2, 0xC9: 4}[byte])
+            return "ext", (self._read(1)[0], size)
+        if 0xD4 <= byte <= 0xD8:
+            return "ext", (self._read(1)[0], 1 << (byte - 0xD4))
+        fixed = {0xC0: None, 0xC2: False, 0xC3: True}
+        if byte in fixed:
+            return "value", fixed[byte]
+        numbers = {0xCA: ">f4", 0xCB: ">f8", 0xCC: ">u1", 0xCD: ">u2", 0xCE: ">u4", 0xCF: ">u8",
+                   0xD0: ">i1", 0xD1: ">i2", 0xD2: ">i4", 0xD3: ">i8"}
+        if byte in numbers:
+            dtype = np.dtype(numbers[byte])
+            return "value", np.frombuffer(self._read(dtype.itemsize), dtype)[0].item()
+        raise CheckpointError(f"{self._name} is damaged or not a Flax msgpack checkpoint (byte 0x{byte:02x}); "
+                              "delete it and download again.")
+
+    def _small_value(self):
+        """A key, shape or dtype name."""
+        kind, info = self._header()
+        if kind == "value":
+            return info
+        if kind == "str":
+            return self._read(info).decode("utf8")
+        if kind == "array":
+            return tuple(self._small_value() for _ in range(info))
+        raise CheckpointError(f"{self._name}: unexpected {kind} in a checkpoint; delete it and download again.")
+
+    def _array(self, code: int, size: int) -> np.ndarray:
+        if code not in (self._EXT_NDARRAY, self._EXT_SCALAR):
+            self._read(size)
+            raise CheckpointError(f"{self._name} holds an object nbkit cannot read (msgpack ext {code}).")
+        kind, count = self._header()
+        shape, dtype_name = self._small_value(), self._small_value()
+        kind, size = self._header()
+        if kind != "bin":
+            raise CheckpointError(f"{self._name}: an array without data; delete it and download again.")
+        buffer = np.empty(size, np.uint8)
+        if self._file.readinto(memoryview(buffer)) != size:
+            raise CheckpointError(f"{self._name} is damaged: it ends too early (an interrupted download?). Delete it and download again.")
+        dtype = jnp.dtype(dtype_name)
+        return buffer.view(dtype).reshape(shape)
+
+    def tensors(self, prefix: Path_ = ()):
+        kind, count = self._header()
+        if kind == "ext":
+            yield prefix, self._array(*count)
+        elif kind == "map":
+            for _ in range(count):
+                key = self._small_value()
+                if key == "__msgpack_chunked_array__":
+                    raise CheckpointError(f"{self._name} stores a tensor over 1 GiB in chunks, which nbkit "
+                                          "does not read; no published DALL·E checkpoint does.")
+                yield from self.tensors(prefix + (str(key),))
+        elif kind == "value":
+            yield prefix, np.asarray(count)
+        else:
+            raise CheckpointError(f"{self._name}: unexpected {kind} in a checkpoint; delete it and download again.")
+
+
+def stream_msgpack(path: str | Path):
+    """Yields (path in the tree, numpy array) for each tensor of a Flax msgpack file, one
+    at a time, in file order."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(
             f"{path} is missing. Download the model again, or point nbkit at a folder that "
             f"contains '{path.name}'."
         )
-    try:
-        tree = serialization.msgpack_restore(path.read_bytes())
-    except Exception as error:  # msgpack raises many kinds for a truncated or foreign file
-        raise CheckpointError(
-            f"{path} is damaged or not a Flax msgpack checkpoint ({type(error).__name__}: {error}). "
-            "Delete it and download the model again."
-        ) from None
-    if not isinstance(tree, Mapping):
-        raise CheckpointError(f"{path} does not hold a parameter tree; download the model again.")
-    return {key: np.asarray(value) for key, value in flatten_dict(tree).items()}
+    with path.open("rb") as file:
+        reader = _MsgpackReader(file, str(path))
+        yield from reader.tensors()
+        if file.read(1):
+            raise CheckpointError(f"{path} is damaged: it has data after its end. Delete it and download again.")
+
+
+def read_msgpack(path: str | Path) -> FlatParams:
+    """The file's tensors as numpy arrays, keyed by their path in the tree."""
+    return dict(stream_msgpack(path))
 
 
 def split_layers(flat: FlatParams) -> FlatParams:
@@ -92,39 +183,6 @@ def split_layers(flat: FlatParams) -> FlatParams:
     return out
 
 
-def fit_to_model(flat: FlatParams, expected: Mapping[Path_, jax.ShapeDtypeStruct], source: str,
-                 fused_from: Mapping[str, tuple[str, ...]] | None = None) -> FlatParams:
-    """Checks names and shapes against the model; a norm without scale gets scale 1
-    (the reference leaves it out of some layers, where it computed with scale 1).
-
-    A module the model fuses (`fused_from`: fused name → stored names) is made by
-    concatenating the stored tensors along their first (output) axis. Tensors the model
-    does not use (e.g. a VQGAN's encoder) are left out.
-    """
-    fitted, missing, wrong = {}, [], []
-    for key, spec in expected.items():
-        value = flat.get(key)
-        parts = (fused_from or {}).get(key[-2], ()) if len(key) > 1 else ()
-        if value is None and parts and all(key[:-2] + (p, key[-1]) in flat for p in parts):
-            value = np.concatenate([flat[key[:-2] + (p, key[-1])] for p in parts], axis=0)
-        if value is None and key[-1] == "scale":
-            value = np.ones(spec.shape, np.float32)
-        if value is None:
-            missing.append("/".join(key))
-        elif tuple(value.shape) != tuple(spec.shape):
-            wrong.append(f"{'/'.join(key)} has shape {tuple(value.shape)}, the config needs {tuple(spec.shape)}")
-        else:
-            fitted[key] = value
-    if missing or wrong:
-        problems = [f"missing: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"] if missing else []
-        problems += wrong[:5]
-        raise CheckpointError(
-            f"{source} does not match its config.json ({'; '.join(problems)}). The weights and "
-            "the config must come from the same model: download the model folder again."
-        )
-    return fitted
-
-
 Convert = Callable[[Path_, np.ndarray], tuple[Path_, np.ndarray]]
 
 
@@ -132,10 +190,55 @@ def load_params(path: str | Path, expected: Mapping[str, Any], dtype: Any,
                 convert: Convert = lambda key, value: (key, value),
                 fused_from: Mapping[str, tuple[str, ...]] | None = None) -> dict:
     """Reads a checkpoint into the tree `expected` describes (a tree of shapes, as from
-    `jax.eval_shape(model.init, ...)["params"]`), cast to `dtype`.
+    `jax.eval_shape(model.init, ...)["params"]`), cast to `dtype` and placed on the device.
 
-    `convert` maps each stored (name, tensor) to the model's; see `fit_to_model` for `fused_from`.
+    Tensors stream from the file and are converted and placed one at a time, so host
+    memory holds little more than the loaded model. Along the way:
+    - `convert` maps each stored (name, tensor) to the model's;
+    - a module the model fuses (`fused_from`: fused name → stored names) is made by
+      concatenating the stored tensors along their first (output) axis;
+    - a norm without scale gets scale 1 (the reference leaves it out of some layers,
+      where it computed with scale 1);
+    - tensors the model does not use (e.g. a VQGAN's encoder) are dropped as they are read;
+    - names and shapes are checked, and the file is named in every error.
     """
-    flat = dict(convert(key, value) for key, value in split_layers(read_msgpack(path)).items())
-    fitted = fit_to_model(flat, flatten_dict(expected), str(path), fused_from)
-    return unflatten_dict({key: jnp.asarray(value, dtype=dtype) for key, value in fitted.items()})
+    expected = flatten_dict(expected)
+    fused_from = fused_from or {}
+    part_of = {key[:-2] + (part, key[-1]): key
+               for key in expected if len(key) > 1 for part in fused_from.get(key[-2], ())}
+    placed, waiting, wrong = {}, {}, []
+
+    def place(key, value):
+        if tuple(value.shape) != tuple(expected[key].shape):
+            wrong.append(f"{'/'.join(key)} has shape {tuple(value.shape)}, the config needs {tuple(expected[key].shape)}")
+        else:
+            placed[key] = jnp.asarray(value, dtype=dtype)
+
+    for stored_key, stored in stream_msgpack(path):
+        for key, value in split_layers({stored_key: stored}).items():
+            key, value = convert(key, value)
+            if key in expected:
+                place(key, value)
+            elif key in part_of:
+                fused = part_of[key]
+                waiting[key] = value
+                parts = [fused[:-2] + (name, fused[-1]) for name in fused_from[fused[-2]]]
+                if all(part in waiting for part in parts):
+                    place(fused, np.concatenate([waiting.pop(part) for part in parts], axis=0))
+        del stored
+
+    missing = []
+    for key, spec in expected.items():
+        if key not in placed:
+            if key[-1] == "scale":
+                placed[key] = jnp.ones(spec.shape, dtype)
+            else:
+                missing.append("/".join(key))
+    if missing or wrong:
+        problems = [f"missing: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"] if missing else []
+        problems += wrong[:5]
+        raise CheckpointError(
+            f"{path} does not match its config.json ({'; '.join(problems)}). The weights and "
+            "the config must come from the same model: download the model folder again."
+        )
+    return unflatten_dict(placed)
