@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
@@ -112,6 +113,8 @@ class _MsgpackReader:
             self._read(size)
             raise CheckpointError(f"{self._name} holds an object nbkit cannot read (msgpack ext {code}).")
         kind, count = self._header()
+        if (kind, count) != ("array", 3):
+            raise CheckpointError(f"{self._name}: an array entry is malformed; delete it and download again.")
         shape, dtype_name = self._small_value(), self._small_value()
         kind, size = self._header()
         if kind != "bin":
@@ -153,6 +156,23 @@ def stream_msgpack(path: str | Path):
         yield from reader.tensors()
         if file.read(1):
             raise CheckpointError(f"{path} is damaged: it has data after its end. Delete it and download again.")
+
+
+def random_weights(shapes: Any, dtype: Any, seed: int = 0) -> Any:
+    """Weights of the given shapes when no checkpoint is at hand (benchmarks): norm
+    scales 1, biases 0, everything else N(0, 0.02²) as the models were initialized."""
+    paths_and_specs, structure = jax.tree_util.tree_flatten_with_path(shapes)
+    keys = jax.random.split(jax.random.PRNGKey(seed), len(paths_and_specs))
+    leaves = []
+    for key, (path, spec) in zip(keys, paths_and_specs):
+        name = jax.tree_util.keystr(path)
+        if "scale" in name:
+            leaves.append(jnp.ones(spec.shape, dtype))
+        elif "bias" in name:
+            leaves.append(jnp.zeros(spec.shape, dtype))
+        else:
+            leaves.append((0.02 * jax.random.normal(key, spec.shape)).astype(dtype))
+    return jax.tree_util.tree_unflatten(structure, leaves)
 
 
 def read_msgpack(path: str | Path) -> FlatParams:

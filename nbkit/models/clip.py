@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 from tokenizers import Tokenizer
 
-from nbkit.checkpoint import config_from_dict, load_params, read_json
+from nbkit.checkpoint import config_from_dict, load_params, random_weights, read_json
 from nbkit.tokenizer import FixedLengthEncoder, check_prompts
 
 WEIGHTS_FILE = "flax_model.msgpack"
@@ -244,11 +244,7 @@ def param_shapes(model: CLIP) -> dict:
 
 def random_params(model: CLIP, seed: int = 0) -> dict:
     """Random weights of the real sizes, for benchmarks."""
-    shapes = param_shapes(model)
-    leaves, tree = jax.tree_util.tree_flatten(shapes)
-    keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
-    return jax.tree_util.tree_unflatten(
-        tree, [(0.02 * jax.random.normal(k, s.shape)).astype(model.dtype) for k, s in zip(keys, leaves)])
+    return random_weights(param_shapes(model), model.dtype, seed)
 
 
 def load_clip(folder: str | Path, dtype: Any = jnp.float32) -> tuple[CLIP, dict]:

@@ -31,7 +31,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from nbkit.checkpoint import config_from_dict, load_params, read_json
+from nbkit.checkpoint import config_from_dict, load_params, random_weights, read_json
 
 CONFIG_FILE = "config.json"
 Cache = tuple[dict[str, jax.Array], ...]  # one dict per decoder layer
@@ -447,20 +447,8 @@ def param_shapes(model: DalleBart) -> dict:
 
 
 def random_params(model: DalleBart, seed: int = 0) -> dict:
-    """Random weights of the real sizes (benchmarks, tests); scaled like the trained model's init."""
-    shapes = param_shapes(model)
-    paths_and_specs, structure = jax.tree_util.tree_flatten_with_path(shapes)
-    keys = jax.random.split(jax.random.PRNGKey(seed), len(paths_and_specs))
-    leaves = []
-    for key, (path, spec) in zip(keys, paths_and_specs):
-        name = jax.tree_util.keystr(path)
-        if "scale" in name:
-            leaves.append(jnp.ones(spec.shape, model.dtype))
-        elif "bias" in name:
-            leaves.append(jnp.zeros(spec.shape, model.dtype))
-        else:
-            leaves.append((0.02 * jax.random.normal(key, spec.shape)).astype(model.dtype))
-    return jax.tree_util.tree_unflatten(structure, leaves)
+    """Random weights of the real sizes (benchmarks)."""
+    return random_weights(param_shapes(model), model.dtype, seed)
 
 
 # Fused products (see the module docstring) and the checkpoint tensors they are made of.
