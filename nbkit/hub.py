@@ -1,0 +1,386 @@
+"""Model names → ready folders on disk: download with progress, cache, check, resume.
+
+A model is asked for by a registered name (`mini`, `vqgan`, … see `nbkit.registry`), a local
+folder, a hub id (`org/name` or `org/name@revision`) or a W&B artifact (`entity/project/name:version`).
+
+The cache (`cache_dir()`) holds one folder per model and commit, so a pinned model found there is
+used without touching the network (a second Colab session with Drive mounted downloads nothing):
+
+    <cache>/hub/<org>--<name>/<commit>/…files…     a model folder, as loaders expect it
+    <cache>/hub/<org>--<name>/refs/<revision>      the commit a branch pointed to when last seen
+    <cache>/wandb/<entity>--<project>--<name>/<version>/…
+    <cache>/partial/<hash>.part                    downloads under way
+
+A download grows its `.part` file and continues from its end after an interruption (HTTP Range);
+only a file whose size and hash match what the hub publishes (sha256 for LFS files, the git blob
+sha1 otherwise) is moved into a model folder. Each folder's `.nbkit-files.json` records what was
+verified, so a file changed afterwards (same size or not) is hashed again and, if damaged, replaced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Iterable
+
+from nbkit.registry import MODELS, WORD_FREQUENCIES, HubFile, _WORDS
+
+VERIFIED_FILE = ".nbkit-files.json"
+DRIVE_CACHE = Path("/content/drive/MyDrive/nbkit/models")
+# What nbkit reads from a model folder; the first two are needed, the rest are read when present.
+REQUIRED_FILES = ("config.json", "flax_model.msgpack")
+OPTIONAL_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json",
+                  "special_tokens_map.json", "preprocessor_config.json", WORD_FREQUENCIES)
+_HUB_ID = re.compile(r"^(?P<repo>[\w.-]+/[\w.-]+)(@(?P<revision>[\w./-]+))?$")
+_ARTIFACT = re.compile(r"^(?P<entity>[\w.-]+)/(?P<project>[\w.-]+)/(?P<name>[\w.-]+):(?P<version>[\w.-]+)$")
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
+class ModelUnavailableError(RuntimeError):
+    """The model cannot be had: unknown name, no network and no cached copy, missing extra, …"""
+
+
+class CorruptFileError(ModelUnavailableError):
+    """A file's bytes do not match the size or hash the hub publishes for it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class WandbArtifact:
+    entity: str
+    project: str
+    name: str
+    version: str
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.entity}/{self.project}/{self.name}:{self.version}"
+
+
+def parse_artifact(text: str) -> WandbArtifact | None:
+    """`entity/project/name:version` → its parts; None when the text is not of that form."""
+    match = _ARTIFACT.match(text)
+    return WandbArtifact(**match.groupdict()) if match else None
+
+
+def cache_dir(folder: str | Path | None = None) -> Path:
+    """Where models are kept: `folder`, else $NBKIT_CACHE, else Google Drive when it is mounted
+    (so the next Colab session finds them), else ~/.cache/nbkit/models."""
+    if folder is not None:
+        return Path(folder).expanduser()
+    if os.environ.get("NBKIT_CACHE"):
+        return Path(os.environ["NBKIT_CACHE"]).expanduser()
+    if DRIVE_CACHE.parent.parent.is_dir():
+        return DRIVE_CACHE
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "nbkit" / "models"
+
+
+def _offline() -> bool:
+    return any(os.environ.get(name, "").lower() in ("1", "true", "yes", "on")
+               for name in ("NBKIT_OFFLINE", "HF_HUB_OFFLINE"))
+
+
+def fetch(model: str | Path, cache: str | Path | None = None, progress: bool = True) -> Path:
+    """A folder holding `model`'s files, downloading what the cache lacks."""
+    text = str(model)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return path
+    root = cache_dir(cache)
+    if text in MODELS:
+        registered = MODELS[text]
+        if registered.artifact:
+            folder = _fetch_artifact(parse_artifact(registered.artifact), root, text, progress)
+            _fetch_files(registered.files, folder, root, progress, text)
+            return folder
+        return _fetch_hub(registered.repo, registered.revision, root, progress, text, registered.files)
+    if artifact := parse_artifact(text):
+        return _fetch_artifact(artifact, root, text, progress)
+    if match := _HUB_ID.match(text):
+        return _fetch_hub(match["repo"], match["revision"] or "main", root, progress, text)
+    if text.startswith((".", "/", "~")) or os.sep in text.strip(os.sep).replace("/", "", 1):
+        raise ModelUnavailableError(f"Model folder {path} does not exist. Check the path (on Colab, is Drive "
+                                    "mounted?) or use a model name: " + ", ".join(MODELS) + ".")
+    raise ModelUnavailableError(
+        f"Unknown model {text!r}. Use a name ({', '.join(MODELS)}), a local folder, a hub id "
+        "('org/name' or 'org/name@revision') or a W&B artifact ('entity/project/name:version').")
+
+
+# ---------------------------------------------------------------- hub
+
+
+def _fetch_hub(repo: str, revision: str, root: Path, progress: bool, asked: str,
+               files: Iterable[HubFile] = ()) -> Path:
+    """A hub repository at `revision` into `<root>/hub/<repo>/<commit>`: the registered `files`, or
+    for any other repo the files nbkit reads (optional ones skipped when the repo lacks them)."""
+    registered = bool(files)
+    files = tuple(files) or tuple(HubFile(repo, revision, name) for name in REQUIRED_FILES + OPTIONAL_FILES)
+    repo_root = root / "hub" / repo.replace("/", "--")
+    commit = revision if _COMMIT.match(revision) else _read_ref(repo_root, revision)
+    if commit and _complete(repo_root / commit, files):
+        return repo_root / commit
+    if _offline():
+        raise _unavailable(asked, repo_root / (commit or revision), files, "offline mode is on (HF_HUB_OFFLINE/NBKIT_OFFLINE)")
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+    try:
+        url = hf_hub_url(repo, REQUIRED_FILES[0], revision=revision, endpoint=_endpoint())
+        commit = get_hf_file_metadata(url, endpoint=_endpoint()).commit_hash
+    except RepositoryNotFoundError:
+        raise ModelUnavailableError(f"Model {asked!r}: the hub has no repository {repo!r} (or it is private). "
+                                    "Check the name, or pass a local folder.") from None
+    except RevisionNotFoundError:
+        raise ModelUnavailableError(f"Model {asked!r}: {repo} has no revision {revision!r}.") from None
+    except EntryNotFoundError:
+        raise ModelUnavailableError(f"Model {asked!r}: {repo}@{revision} has no config.json, so it is not a "
+                                    "model nbkit can load (Flax DALL·E mini/Mega, VQGAN or CLIP).") from None
+    except Exception as error:  # noqa: BLE001 - any failure to reach the hub ends in the same advice
+        raise _unavailable(asked, repo_root / (commit or revision), files, _why(error)) from error
+    _write_ref(repo_root, revision, commit)
+    folder = repo_root / commit
+    pinned = tuple(dataclasses.replace(f, revision=commit) if f.repo == repo else f for f in files)
+    _fetch_files(pinned, folder, root, progress, asked)
+    if not registered and _needs_word_frequencies(folder):
+        verified = _read_verified(folder)
+        verified["absent"] = [name for name in verified.get("absent", []) if name != WORD_FREQUENCIES]
+        _write_verified(folder, verified)
+        _fetch_files((_WORDS,), folder, root, progress, asked)
+    return folder
+
+
+def _needs_word_frequencies(folder: Path) -> bool:
+    """DalleBart checkpoints that normalize text need the word list that only the mini repo has."""
+    try:
+        normalizes = json.loads((folder / "config.json").read_text()).get("normalize_text", False)
+    except (OSError, ValueError):
+        return False
+    return bool(normalizes) and not (folder / WORD_FREQUENCIES).is_file()
+
+
+def _fetch_files(files: tuple[HubFile, ...], folder: Path, root: Path, progress: bool, asked: str) -> None:
+    """Downloads each file `folder` lacks (or holds damaged), checking size and hash; files nbkit
+    only reads when present are skipped when the repository lacks them."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import EntryNotFoundError
+
+    folder.mkdir(parents=True, exist_ok=True)
+    verified = _read_verified(folder)
+    for file in files:
+        if _verified_ok(folder, file.filename, verified):
+            continue
+        if _offline():
+            raise _unavailable(asked, folder, files, "offline mode is on (HF_HUB_OFFLINE/NBKIT_OFFLINE)")
+        url = hf_hub_url(file.repo, file.filename, revision=file.revision, endpoint=_endpoint())
+        try:
+            meta = get_hf_file_metadata(url, endpoint=_endpoint())
+        except EntryNotFoundError:
+            if file.filename in OPTIONAL_FILES:
+                verified["absent"] = sorted(set(verified.get("absent", [])) | {file.filename})
+                continue
+            raise ModelUnavailableError(f"{file.repo}@{file.revision} has no {file.filename}, which nbkit needs "
+                                        "(a DALL·E mini/Mega, VQGAN or CLIP checkpoint in Flax format).") from None
+        except Exception as error:  # noqa: BLE001
+            raise _unavailable(asked, folder, files, _why(error)) from error
+        digest = file.sha256 or meta.etag
+        size = meta.size if file.size is None else file.size
+        if meta.size is not None and size != meta.size:
+            raise CorruptFileError(f"{file.repo}/{file.filename}: the hub says {meta.size} bytes, nbkit's registry "
+                                   f"says {size}. The repository changed; pass a revision explicitly.")
+        part = _download(meta.location, root / "partial", digest, size, file.filename, progress)
+        os.replace(part, folder / file.filename)
+        verified[file.filename] = _stamp(folder / file.filename, digest)
+        _write_verified(folder, verified)
+    verified["complete"] = True
+    _write_verified(folder, verified)
+
+
+def _download(url: str, partial_dir: Path, digest: str, size: int | None, name: str, progress: bool) -> Path:
+    """Grows `<digest>.part` to the whole file (continuing a previous attempt) and checks it."""
+    from huggingface_hub.file_download import http_get
+    from tqdm.auto import tqdm
+
+    partial_dir.mkdir(parents=True, exist_ok=True)
+    part = partial_dir / f"{digest}.part"
+    with open(part, "ab") as out:
+        done = out.tell()
+        if size is not None and done > size:
+            out.truncate(0)
+            done = 0
+        http_get(url, out, resume_size=done, expected_size=size, displayed_filename=name,
+                 tqdm_class=tqdm if progress else _Silent)
+    if _hash(part, digest) != digest:
+        part.unlink()
+        raise CorruptFileError(f"{name} was downloaded but its content does not match the hub's hash {digest}; "
+                               "the damaged copy was deleted. Run again to download it anew.")
+    return part
+
+
+class _Silent:
+    """A progress bar that shows nothing (tests, quiet mode)."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def update(self, n=1):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def close(self):
+        pass
+
+
+def _endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+
+
+def _read_ref(repo_root: Path, revision: str) -> str | None:
+    ref = repo_root / "refs" / revision
+    return ref.read_text().strip() if ref.is_file() else None
+
+
+def _write_ref(repo_root: Path, revision: str, commit: str) -> None:
+    if revision != commit:
+        (repo_root / "refs" / revision).parent.mkdir(parents=True, exist_ok=True)
+        (repo_root / "refs" / revision).write_text(commit)
+
+
+# ---------------------------------------------------------------- integrity
+
+
+def _hash(path: Path, digest: str) -> str:
+    """sha256 for a 64-hex digest (LFS files); else the git blob sha1 the hub uses as their ETag."""
+    if len(digest) == 64:
+        hasher = hashlib.sha256()
+    else:
+        hasher = hashlib.sha1()
+        hasher.update(b"blob %d\0" % path.stat().st_size)
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 24):
+            hasher.update(chunk)
+    return hasher.hexdigest()
+
+
+def _stamp(path: Path, digest: str) -> dict:
+    stat = path.stat()
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "hash": digest}
+
+
+def _read_verified(folder: Path) -> dict:
+    try:
+        return json.loads((folder / VERIFIED_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_verified(folder: Path, verified: dict) -> None:
+    temporary = folder / (VERIFIED_FILE + ".tmp")
+    temporary.write_text(json.dumps(verified, indent=1))
+    os.replace(temporary, folder / VERIFIED_FILE)
+
+
+def _verified_ok(folder: Path, name: str, verified: dict) -> bool:
+    """True when the file is as verified; a file changed since is hashed again, and deleted if damaged."""
+    stamp, path = verified.get(name), folder / name
+    if name in verified.get("absent", ()):
+        return True
+    if not stamp or not path.is_file():
+        return False
+    if _stamp(path, stamp["hash"]) == stamp:
+        return True
+    if path.stat().st_size == stamp["size"] and _hash(path, stamp["hash"]) == stamp["hash"]:
+        verified[name] = _stamp(path, stamp["hash"])
+        _write_verified(folder, verified)
+        return True
+    path.unlink()
+    del verified[name]
+    verified.pop("complete", None)
+    _write_verified(folder, verified)
+    return False
+
+
+def _complete(folder: Path, files: tuple[HubFile, ...]) -> bool:
+    verified = _read_verified(folder)
+    return bool(verified.get("complete")) and all(_verified_ok(folder, f.filename, verified) for f in files)
+
+
+def verify(folder: str | Path) -> dict[str, bool]:
+    """Hashes every recorded file of a cached model folder again: {file: intact}."""
+    folder = Path(folder)
+    verified = _read_verified(folder)
+    return {name: (folder / name).is_file() and _hash(folder / name, stamp["hash"]) == stamp["hash"]
+            for name, stamp in verified.items() if isinstance(stamp, dict)}
+
+
+# ---------------------------------------------------------------- messages
+
+
+def _why(error: Exception) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return f"the hub could not be reached ({type(error).__name__}: {text[:200]})"
+
+
+def _unavailable(asked: str, folder: Path, files: Iterable[HubFile], why: str) -> ModelUnavailableError:
+    missing = [f.filename for f in files if not (folder / f.filename).is_file()]
+    return ModelUnavailableError(
+        f"Model {asked!r} is not available: {why}, and the cache ({folder}) lacks "
+        f"{', '.join(missing) or 'verified copies of its files'}. "
+        "Connect to the internet, or copy the model's files (config.json, flax_model.msgpack and its tokenizer "
+        "files) into a folder and pass that folder's path instead of the name, or point NBKIT_CACHE at a cache "
+        "that has them (e.g. on Google Drive).")
+
+
+# ---------------------------------------------------------------- W&B
+
+
+def _fetch_artifact(artifact: WandbArtifact, root: Path, asked: str, progress: bool) -> Path:
+    """A W&B artifact into `<root>/wandb/…/<version>`, through the `wandb` package (optional extra)."""
+    artifact_root = root / "wandb" / f"{artifact.entity}--{artifact.project}--{artifact.name}"
+    version = _read_ref(artifact_root, artifact.version) or artifact.version
+    folder = artifact_root / version
+    if _read_verified(folder).get("complete") and all((folder / n).is_file() for n in REQUIRED_FILES):
+        return folder
+    if _offline():
+        raise _unavailable(asked, folder, [HubFile("", "", n) for n in REQUIRED_FILES], "offline mode is on")
+    try:
+        import wandb
+    except ImportError:
+        raise ModelUnavailableError(
+            f"Model {asked!r} is the W&B artifact {artifact.full_name}, which needs the `wandb` package: "
+            "pip install 'nbkit[wandb]' (then `wandb login --anonymously`), or download the artifact elsewhere "
+            "and pass its folder.") from None
+    try:
+        remote = wandb.Api().artifact(artifact.full_name)
+        folder = artifact_root / remote.version
+        partial = artifact_root / (remote.version + ".partial")
+        remote.download(root=str(partial))   # wandb checks each file against the artifact's digests
+    except Exception as error:  # noqa: BLE001
+        raise _unavailable(asked, folder, [HubFile("", "", n) for n in REQUIRED_FILES], _why(error)) from error
+    if folder.exists():
+        shutil.rmtree(folder)   # an earlier attempt stopped between the move and the record
+    os.replace(partial, folder)
+    _write_ref(artifact_root, artifact.version, remote.version)
+    _write_verified(folder, {"complete": True, "artifact": artifact.full_name, "version": remote.version})
+    return folder
+
+
+def cached_models(cache: str | Path | None = None) -> list[tuple[str, Path, int]]:
+    """(source, folder, bytes) for every model folder in the cache."""
+    root = cache_dir(cache)
+    found = []
+    for kind in ("hub", "wandb"):
+        for folder in sorted((root / kind).glob("*/*")):
+            if folder.is_dir() and (folder / VERIFIED_FILE).is_file():
+                size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+                found.append((f"{folder.parent.name.replace('--', '/')}@{folder.name}", folder, size))
+    return found
+
+
