@@ -1,0 +1,98 @@
+"""What runs here: accelerator platform, kind, count and memory; the dtype and model to use."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+
+import jax
+
+from nbkit import registry
+from nbkit.colab import is_colab
+
+GIB = 1 << 30
+# HBM per core where the runtime does not report it (TPUs before memory_stats worked everywhere).
+_TPU_MEMORY = {"v2": 8, "v3": 16, "v4": 32, "v5 lite": 16, "v5e": 16, "v5p": 95, "v6 lite": 32, "v6e": 32}
+# GPUs before Ampere (compute capability < 8) have no fast bfloat16: they get float16.
+_PRE_AMPERE = re.compile(r"\b(T4|P4|P100|V100|K80|M60|P40|Titan V|GTX|RTX 20\d\d|Quadro)\b", re.IGNORECASE)
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceInfo:
+    platform: str                  # "tpu", "gpu" or "cpu"
+    kind: str                      # e.g. "TPU v2", "Tesla T4", "NVIDIA H100 80GB HBM3", "cpu"
+    count: int                     # devices over all processes (hosts)
+    processes: int
+    memory_per_device: int         # bytes an array may use on one device (host RAM for the CPU)
+    host_memory: int
+    colab: bool
+    compute_capability: str | None = None
+
+    @property
+    def recommended_dtype(self) -> str:
+        return recommended_dtype(self.platform, self.kind, self.compute_capability)
+
+    def fits(self, name: str, dtype: str | None = None, sharded: bool = False) -> bool:
+        """Whether a named DalleBart model (with the VQGAN) fits one device, or all of them if sharded."""
+        dtype = dtype or self.recommended_dtype
+        needed = registry.memory_needed(registry.MODELS[name], dtype) + registry.memory_needed(
+            registry.MODELS["vqgan"], dtype)
+        return needed <= self.memory_per_device * (self.count if sharded else 1)
+
+    def largest_model(self, dtype: str | None = None) -> str | None:
+        """The biggest named DalleBart that fits one device (a hub model before a W&B one)."""
+        by_size = sorted(registry.DALLEBART_MODELS, key=lambda name: (
+            -registry.parameter_count(registry.DALLEBART, registry.MODELS[name].architecture),
+            registry.MODELS[name].artifact is not None))
+        return next((name for name in by_size if self.fits(name, dtype)), None)
+
+    def summary(self) -> str:
+        memory = f"{self.memory_per_device / GIB:.1f} GiB" + (" each" if self.count > 1 else "")
+        lines = [
+            f"runtime:      {'Google Colab' if self.colab else 'not Colab'}",
+            f"devices:      {self.count} × {self.kind} ({self.platform}), {memory}"
+            + (f", over {self.processes} hosts" if self.processes > 1 else ""),
+            f"host memory:  {self.host_memory / GIB:.1f} GiB",
+            f"dtype:        {self.recommended_dtype} (recommended here)",
+            f"model:        {self.largest_model() or 'none of the named models fits'} (largest that fits one device)",
+        ]
+        return "\n".join(lines)
+
+
+def recommended_dtype(platform: str, kind: str = "", compute_capability: str | None = None) -> str:
+    """bfloat16 on TPUs and Ampere-or-newer GPUs, float16 on older GPUs (a T4), float32 on CPUs."""
+    if platform == "tpu":
+        return "bfloat16"
+    if platform == "gpu":
+        if compute_capability:
+            return "bfloat16" if float(compute_capability) >= 8 else "float16"
+        return "float16" if _PRE_AMPERE.search(kind) else "bfloat16"
+    return "float32"
+
+
+def host_memory() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def device_memory(device: jax.Device) -> int:
+    """What the runtime lets one array use on `device`; known sizes where it does not say."""
+    try:
+        stats = device.memory_stats() or {}
+    except Exception:  # noqa: BLE001 - some backends raise rather than return None
+        stats = {}
+    if stats.get("bytes_limit"):
+        return int(stats["bytes_limit"])
+    if device.platform == "tpu":
+        kind = device.device_kind.lower()
+        return next((gib * GIB for name, gib in _TPU_MEMORY.items() if name in kind), 8 * GIB)
+    return host_memory()
+
+
+def detect() -> DeviceInfo:
+    devices = jax.devices()
+    first = devices[0]
+    return DeviceInfo(
+        platform=first.platform, kind=first.device_kind, count=len(devices), processes=jax.process_count(),
+        memory_per_device=device_memory(first), host_memory=host_memory(), colab=is_colab(),
+        compute_capability=getattr(first, "compute_capability", None))
