@@ -124,46 +124,67 @@ def _mix_and_filter(logits, settings, rows, codebook_size, eos_token_id):
     return filter_logits(logits, settings["temperature"], settings["top_k"], settings["top_p"])
 
 
+@dataclass(frozen=True)
+class CompiledSampler:
+    """The sampling loop for one architecture and dtype, as two compiled programs.
+
+    `start` encodes the prompts, projects their cross-attention keys/values into the cache
+    and draws the first token; `advance` draws tokens `begin`..`end` - 1. One `advance` over
+    the whole range is the fast path; several shorter ones let a caller look at (or stop)
+    the images as they form, at no cost when nobody does. Both take traced values only, so
+    new prompts, settings, seeds or step ranges never recompile.
+    """
+
+    start: Any     # (params, input_ids, attention_mask, input_ids_uncond, attention_mask_uncond, keys, settings) -> state
+    advance: Any   # (params, state, text_mask, settings, begin, end) -> state
+    image_length: int
+
+    def __call__(self, params, input_ids, attention_mask, input_ids_uncond, attention_mask_uncond, keys, settings):
+        state = self.start(params, input_ids, attention_mask, input_ids_uncond, attention_mask_uncond, keys, settings)
+        text_mask = jnp.concatenate([attention_mask, attention_mask_uncond])
+        return self.advance(params, state, text_mask, settings, 1, self.image_length)[0]
+
+
 @lru_cache(maxsize=16)
-def compiled_sampler(model: DalleBart, codebook_size: int | None = None):
-    """The jitted sampling loop for one model architecture and dtype.
+def compiled_sampler(model: DalleBart, codebook_size: int | None = None) -> CompiledSampler:
+    """The jitted sampling loop; calling it returns (batch, image_length) tokens.
 
     Arguments: params, input_ids, attention_mask, input_ids_uncond, attention_mask_uncond,
-    keys, settings (from `SamplingSettings.as_arrays`). Returns (batch, image_length) tokens.
-    Tokens ≥ `codebook_size` (entries the VQGAN cannot decode) are never drawn.
+    keys, settings (from `SamplingSettings.as_arrays`). The state between steps is
+    (tokens so far, key/value cache, keys). Tokens ≥ `codebook_size` (entries the VQGAN
+    cannot decode) are never drawn.
     """
     config = model.config
 
-    def sample(params, input_ids, attention_mask, input_ids_uncond, attention_mask_uncond, keys, settings):
+    def step(params, tokens, index, cache, text_mask, text_states=None):
+        return model.apply({"params": params}, tokens, index, cache, text_mask, text_states, method=DalleBart.decode)
+
+    def pick(logits, keys, settings):
+        rows = logits.shape[0] // 2
+        logits = _mix_and_filter(logits, settings, rows, codebook_size, config.eos_token_id)
+        return _draw(logits, keys)
+
+    def start(params, input_ids, attention_mask, input_ids_uncond, attention_mask_uncond, keys, settings):
         rows = input_ids.shape[0]
         text_ids = jnp.concatenate([input_ids, input_ids_uncond])
         text_mask = jnp.concatenate([attention_mask, attention_mask_uncond])
-        variables = {"params": params}
-        text_states = model.apply(variables, text_ids, text_mask, method=DalleBart.encode)
+        text_states = model.apply({"params": params}, text_ids, text_mask, method=DalleBart.encode)
+        first_tokens = jnp.full((2 * rows, 1), config.decoder_start_token_id, jnp.int32)
+        logits, cache = step(params, first_tokens, 0, empty_cache(config, 2 * rows, model.dtype), text_mask, text_states)
+        first, keys = pick(logits, keys, settings)
+        return jnp.zeros((rows, config.image_length), jnp.int32).at[:, 0].set(first), cache, keys
 
-        def step(tokens, index, cache, text_states=None):
-            return model.apply(variables, tokens, index, cache, text_mask, text_states, method=DalleBart.decode)
-
-        def pick(logits, keys):
-            logits = _mix_and_filter(logits, settings, rows, codebook_size, config.eos_token_id)
-            return _draw(logits, keys)
-
-        start = jnp.full((2 * rows, 1), config.decoder_start_token_id, jnp.int32)
-        logits, cache = step(start, 0, empty_cache(config, 2 * rows, model.dtype), text_states)
-        first, keys = pick(logits, keys)
-        sequences = jnp.zeros((rows, config.image_length), jnp.int32).at[:, 0].set(first)
-
+    def advance(params, state, text_mask, settings, begin, end):
         def body(index, carry):
             sequences, cache, keys = carry
             previous = jnp.tile(sequences[:, index - 1], 2)[:, None]
-            logits, cache = step(previous, index, cache)
-            token, keys = pick(logits, keys)
+            logits, cache = step(params, previous, index, cache, text_mask)
+            token, keys = pick(logits, keys, settings)
             return sequences.at[:, index].set(token), cache, keys
 
-        sequences, _, _ = jax.lax.fori_loop(1, config.image_length, body, (sequences, cache, keys))
-        return sequences
+        return jax.lax.fori_loop(begin, end, body, state)
 
-    return jax.jit(sample)
+    return CompiledSampler(jax.jit(start), jax.jit(advance, donate_argnums=1), config.image_length)
 
 
 def sample_image_tokens(model: DalleBart, params: Any, prompts: TokenizedPrompts, keys: jax.Array,
