@@ -1,0 +1,295 @@
+"""Where generated images go, written so that nothing is ever lost or overwritten.
+
+Each run gets its own folder, `root/<YYYY-MM-DD_HHMMSS>_<slug>`, made with mkdir(exist_ok=False).
+An image is first written whole under a name no other file has (`atomic_write`), THEN one line
+is appended to `manifest.jsonl`: the manifest is the record of what is done. `run.json` holds
+a `run_key` (a hash of prompts, seed, n_images, model and settings) and the number of images
+expected, so rerunning the same batch after a crash reopens the newest unfinished folder with
+that key (`RunFolder.resume_or_create`) and skips the images its manifest already lists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import hashlib
+import json
+import os
+import re
+import tempfile
+import unicodedata
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nbkit import __version__
+from nbkit.images import make_grid, png_bytes, read_png_metadata
+
+MANIFEST = "manifest.jsonl"
+RUN_FILE = "run.json"
+_WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
+_NO_HARD_LINKS = {errno.EPERM, errno.EACCES, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EMLINK}
+_MAX_SUFFIX = 10_000  # -2, -3, … tried before giving up
+
+
+def slugify(text: str, max_length: int = 40) -> str:
+    """A short, safe ASCII piece of a file name from any prompt; never empty, never a path."""
+    if max_length < 1:
+        raise ValueError(f"max_length must be ≥ 1, got {max_length}.")
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    slug = re.sub(r"[^a-z0-9._]+", "-", ascii_text.lower()).strip(".-")[:max_length].strip(".-")
+    slug = slug or "prompt"[:max_length]
+    if slug.split(".")[0].upper() in _WINDOWS_RESERVED:
+        slug = ("_" + slug)[:max_length].rstrip(".-")  # "_con" is an ordinary name on Windows too
+    return slug
+
+
+def _inside(folder: Path, name: str) -> Path:
+    path = folder / name
+    if path.resolve().parent != folder.resolve():
+        raise ValueError(f"Refusing to write {name!r}: it would land outside {folder}.")
+    return path
+
+
+def _suffixed(stem: str, ext: str = ""):
+    yield stem + ext
+    for n in range(2, _MAX_SUFFIX):
+        yield f"{stem}-{n}{ext}"
+
+
+def new_run_folder(root: Path, prompts: Sequence[str], now: datetime | None = None) -> Path:
+    """Creates and returns a new, empty folder for one run, inside `root` (made if missing).
+    Two runs never share a folder: an existing name gets a -2, -3, … suffix."""
+    if isinstance(prompts, str) or not prompts:
+        raise ValueError(f"prompts must be a non-empty list of strings, got {prompts!r}.")
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    base = f"{(now or datetime.now()):%Y-%m-%d_%H%M%S}_{slugify(prompts[0])}"
+    for name in _suffixed(base):
+        try:
+            _inside(root, name).mkdir(exist_ok=False)
+            return root / name
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"Could not find a free folder name for {base} in {root}.")
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Writes `data` to `path` whole or not at all, and never replaces an existing file.
+
+    The bytes go to a hidden temp file in the same folder (flushed and fsynced), which is then
+    hard-linked to `path`: link() fails with FileExistsError if `path` exists, atomically.
+    Where hard links are not supported (e.g. Google Drive's FUSE mount), the name is first
+    reserved with open(O_CREAT | O_EXCL), which also fails if `path` exists, and the temp file
+    then replaces only that empty placeholder of ours. A crash in between leaves an empty file
+    at `path`, never a half-written one or someone else's file overwritten.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    placeholder = False
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        try:
+            os.link(tmp, path)
+        except OSError as error:
+            if isinstance(error, FileExistsError) or error.errno not in _NO_HARD_LINKS:
+                raise
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+            placeholder = True
+            os.replace(tmp, path)
+            placeholder = False
+    except BaseException:
+        if placeholder:
+            path.unlink(missing_ok=True)
+        raise
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _settings_items(settings: Any) -> tuple[tuple[str, Any], ...]:
+    if dataclasses.is_dataclass(settings) and not isinstance(settings, type):
+        settings = dataclasses.asdict(settings)  # e.g. a SamplingSettings
+    items = settings.items() if isinstance(settings, Mapping) else settings
+    out = []
+    for key, value in items:
+        value = value.item() if isinstance(value, np.generic) else value
+        if not isinstance(key, str) or not (value is None or isinstance(value, (bool, int, float, str))):
+            raise ValueError(f"Setting {key!r}={value!r}: settings map names to numbers, strings or None.")
+        out.append((key, value))
+    return tuple(sorted(out, key=lambda item: item[0]))
+
+
+def run_key(prompts: Sequence[str], seed: int, n_images: int, model: str, settings: Any) -> str:
+    """Identifies a batch: the same prompts, seed, count, model and settings give the same key."""
+    batch = {"prompts": list(prompts), "seed": seed, "n_images": n_images, "model": model,
+             "settings": dict(_settings_items(settings))}
+    return hashlib.sha256(json.dumps(batch, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """What produced one image: enough to find it again when a run is resumed."""
+
+    prompt: str
+    prompt_index: int  # position of the prompt in the batch
+    image_index: int  # which image of that prompt
+    seed: int
+    model: str
+    settings: tuple[tuple[str, Any], ...] = ()  # given as a mapping (or dataclass); kept as sorted pairs
+    nbkit_version: str = __version__
+
+    def __post_init__(self):
+        object.__setattr__(self, "settings", _settings_items(self.settings))
+        for name in ("prompt_index", "image_index", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or (name != "seed" and value < 0):
+                raise ValueError(f"{name} must be a whole number{'' if name == 'seed' else ' ≥ 0'}, got {value!r}.")
+            object.__setattr__(self, name, int(value))
+        if not isinstance(self.prompt, str) or not isinstance(self.model, str):
+            raise ValueError(f"prompt and model must be strings, got {self.prompt!r} and {self.model!r}.")
+
+    @property
+    def key(self) -> tuple:
+        # prompt_index is part of it: a prompt given twice in one batch makes two sets of images.
+        return (self.prompt, self.prompt_index, self.seed, self.image_index, self.model, self.settings)
+
+    def to_metadata(self) -> dict[str, Any]:
+        return {"prompt": self.prompt, "prompt_index": self.prompt_index, "image_index": self.image_index,
+                "seed": self.seed, "model": self.model, "settings": dict(self.settings),
+                "nbkit_version": self.nbkit_version}
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, Any]) -> "ImageRecord":
+        try:
+            return cls(**{f.name: metadata[f.name] for f in dataclasses.fields(cls) if f.name in metadata})
+        except TypeError as error:
+            raise ValueError(f"Not an image record: {error!r} in {dict(metadata)!r}.") from error
+
+
+class RunFolder:
+    """One run's folder: its images, grids, manifest.jsonl and run.json. All writes go here."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    @classmethod
+    def create(cls, root: Path, prompts: Sequence[str], run_key: str | None = None,
+               expected_images: int | None = None, now: datetime | None = None) -> "RunFolder":
+        folder = cls(new_run_folder(root, prompts, now))
+        info = {"run_key": run_key, "expected_images": expected_images, "prompts": list(prompts),
+                "created": datetime.now(timezone.utc).isoformat(), "nbkit_version": __version__}
+        atomic_write(folder.path / RUN_FILE, json.dumps(info, ensure_ascii=True, indent=1).encode())
+        return folder
+
+    @classmethod
+    def open(cls, path: Path) -> "RunFolder":
+        if not Path(path).is_dir():
+            raise FileNotFoundError(f"No run folder at {path}.")
+        return cls(path)
+
+    @classmethod
+    def resume_or_create(cls, root: Path, prompts: Sequence[str], run_key: str,
+                         expected_images: int) -> "RunFolder":
+        """The newest unfinished folder under `root` made for this `run_key`, else a new one."""
+        unfinished = []
+        for child in (Path(root).iterdir() if Path(root).is_dir() else ()):
+            if child.is_dir() and not child.is_symlink():
+                folder = cls(child)
+                info = folder.info()
+                if info.get("run_key") == run_key and not folder.is_complete():
+                    unfinished.append((str(info.get("created", "")), len(child.name), child.name, folder))
+        if unfinished:
+            return max(unfinished, key=lambda entry: entry[:3])[3]
+        return cls.create(root, prompts, run_key, expected_images)
+
+    def info(self) -> dict[str, Any]:
+        """run.json's contents ({} if missing or unreadable)."""
+        try:
+            info = json.loads((self.path / RUN_FILE).read_text(encoding="utf8"))
+        except (OSError, ValueError):
+            return {}
+        return info if isinstance(info, dict) else {}
+
+    def entries(self) -> list[dict[str, Any]]:
+        """The manifest's entries. A damaged line (a write cut short by a crash) is skipped."""
+        try:
+            lines = (self.path / MANIFEST).read_bytes().splitlines()
+        except FileNotFoundError:
+            return []
+        entries = []
+        for line in lines:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict):
+                entries.append(entry)
+        return entries
+
+    def saved_keys(self) -> set[tuple]:
+        keys = set()
+        for entry in self.entries():
+            try:
+                keys.add(ImageRecord.from_metadata(entry).key)
+            except ValueError:
+                continue
+        return keys
+
+    def is_complete(self) -> bool:
+        expected = self.info().get("expected_images")
+        return isinstance(expected, int) and len(self.saved_keys()) >= expected
+
+    def _holds(self, path: Path, record: ImageRecord) -> bool:
+        try:
+            return ImageRecord.from_metadata(read_png_metadata(path)).key == record.key
+        except (OSError, ValueError):
+            return False
+
+    def _append_manifest(self, entry: dict[str, Any]) -> None:
+        line = json.dumps(entry, ensure_ascii=True) + "\n"
+        with open(_inside(self.path, MANIFEST), "a+b") as file:
+            if file.seek(0, os.SEEK_END) > 0:
+                file.seek(-1, os.SEEK_END)
+                if file.read(1) != b"\n":
+                    line = "\n" + line  # keep a crash's cut-short line apart from this one
+            file.write(line.encode("ascii"))
+            file.flush()
+            os.fsync(file.fileno())
+
+    def _write_new(self, stem: str, data: bytes, record: ImageRecord | None = None) -> Path:
+        """Writes stem.png, or stem-2.png, … if taken (an image of `record` found there is kept)."""
+        for candidate in _suffixed(stem, ".png"):
+            path = self.path / candidate
+            if os.path.lexists(path):
+                if record is not None and not path.is_symlink() and self._holds(path, record):
+                    return path  # written before a crash cut off its manifest line
+                continue
+            try:
+                atomic_write(_inside(self.path, candidate), data)
+                return path
+            except FileExistsError:
+                continue
+        raise FileExistsError(f"Could not find a free file name for {stem}.png in {self.path}.")
+
+    def save_image(self, image: np.ndarray, record: ImageRecord) -> Path | None:
+        """Saves one image as a PNG with its record, or returns None if it was already saved."""
+        if record.key in self.saved_keys():
+            return None
+        metadata = record.to_metadata()
+        stem = f"{record.prompt_index:03d}_{slugify(record.prompt)}_s{record.seed}_{record.image_index:03d}"
+        path = self._write_new(stem, png_bytes(image, metadata), record)
+        self._append_manifest({"file": path.name, **metadata})
+        return path
+
+    def save_grid(self, images: Sequence[np.ndarray], prompt: str, prompt_index: int) -> Path:
+        """Saves one prompt's images as a captioned grid; never replaces an earlier grid."""
+        metadata = {"kind": "grid", "prompt": prompt, "prompt_index": prompt_index, "nbkit_version": __version__}
+        data = png_bytes(make_grid(images, caption=prompt), metadata)
+        return self._write_new(f"{prompt_index:03d}_{slugify(prompt)}_grid", data)

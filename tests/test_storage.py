@@ -1,0 +1,293 @@
+import errno
+import json
+import os
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+import pytest
+
+from nbkit import storage
+from nbkit.images import read_png_metadata
+from nbkit.storage import ImageRecord, RunFolder, atomic_write, new_run_folder, run_key, slugify
+
+HOSTILE = ["an armchair in the shape of an avocado", "", "/", "..", ".", "../../../etc/passwd",
+           "..\\..\\windows\\system32", "a/b\\c", "x" * 500, "🦄🥑🎨", "日本語のプロンプト", "\x00", "a\x00b",
+           "CON", "nul.txt", "com1", " .hidden. ", "---", "\ud800 lone surrogate", "tab\tnew\nline",
+           "Crème brûlée à l'œuf"]
+SETTINGS = {"temperature": 1.0, "top_k": 50, "top_p": None, "condition_scale": 10.0}
+NOW = datetime(2024, 5, 1, 12, 30, 45)
+
+
+def image(seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+
+
+def record(prompt="a cat", prompt_index=0, image_index=0, seed=42, **kwargs):
+    return ImageRecord(prompt, prompt_index, image_index, seed, "dalle-mini", kwargs.pop("settings", SETTINGS), **kwargs)
+
+
+def pngs(folder):
+    return sorted(p.name for p in folder.path.glob("*.png"))
+
+
+def manifest_lines(folder):
+    path = folder.path / storage.MANIFEST
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def leftovers(path):
+    return [p for p in path.rglob("*") if p.name.startswith(".") or p.name.endswith(".tmp")]
+
+
+# slugify
+
+@pytest.mark.parametrize("text", HOSTILE)
+@pytest.mark.parametrize("max_length", [1, 3, 8, 40])
+def test_slug_is_a_short_safe_ascii_name(text, max_length):
+    slug = slugify(text, max_length)
+    assert re.fullmatch(r"[a-z0-9._-]+", slug), slug
+    assert 0 < len(slug) <= max_length
+    assert slug not in (".", "..") and slug[0] not in ".-" and slug[-1] not in ".-"
+    assert slug.split(".")[0].upper() not in {"CON", "NUL", "COM1"}
+
+
+def test_slug_values():
+    assert slugify("An armchair in the shape of an avocado!") == "an-armchair-in-the-shape-of-an-avocado"
+    assert slugify("Crème brûlée à la façon") == "creme-brulee-a-la-facon"
+    assert slugify("../../etc/passwd") == "etc-passwd"
+    assert slugify("日本語") == slugify("") == slugify("..") == "prompt"
+    assert slugify("CON") == "_con" and slugify("con.txt") == "_con.txt"
+    assert slugify("x" * 500) == "x" * 40 and slugify("...hidden...", 4) == "hidd"
+    with pytest.raises(ValueError):
+        slugify("a", 0)
+
+
+# records
+
+def test_record_round_trips_and_is_hashable():
+    rec = record("日本 🦄", 3, 2, 7, nbkit_version="9.9")
+    again = ImageRecord.from_metadata(json.loads(json.dumps({"file": "x.png", **rec.to_metadata()})))
+    assert again == rec and hash(again) == hash(rec) and again.key == rec.key
+    assert rec.settings == tuple(sorted(SETTINGS.items()))
+    assert rec.to_metadata()["settings"] == SETTINGS
+    assert record(settings=dict(reversed(SETTINGS.items()))).key == record().key
+
+
+def test_record_key_tells_images_apart():
+    keys = {record().key, record(seed=43).key, record(image_index=1).key, record(prompt_index=1).key,
+            record(prompt="a dog").key, record(settings={**SETTINGS, "top_k": 51}).key,
+            ImageRecord("a cat", 0, 0, 42, "dalle-mega", SETTINGS).key}
+    assert len(keys) == 7
+    assert record(nbkit_version="0.0.1").key == record().key  # a new nbkit may resume an old run
+
+
+def test_record_accepts_a_settings_dataclass_and_numpy_scalars():
+    @dataclass(frozen=True)
+    class Settings:
+        temperature: float | None = None
+        top_k: int | None = 50
+
+    rec = record(settings=Settings(temperature=np.float32(0.5)))
+    assert rec.settings == (("temperature", 0.5), ("top_k", 50))
+    assert type(rec.settings[0][1]) is float
+
+
+@pytest.mark.parametrize("kwargs", [dict(seed="../x"), dict(seed=1.5), dict(image_index=-1), dict(prompt=None),
+                                    dict(settings={"top_k": [1, 2]})])
+def test_record_rejects_bad_values(kwargs):
+    with pytest.raises(ValueError):
+        record(**kwargs)
+
+
+def test_from_metadata_rejects_other_dicts():
+    with pytest.raises(ValueError, match="Not an image record"):
+        ImageRecord.from_metadata({"file": "x.png", "prompt": "a cat"})
+
+
+# folders and paths
+
+def test_hostile_prompts_never_write_outside_the_run_folder(tmp_path):
+    root = tmp_path / "root"
+    folder = RunFolder.create(root, ["../../escape"], now=NOW)
+    assert folder.path.parent == root and folder.path.name == "2024-05-01_123045_escape"
+    written = [folder.path / storage.RUN_FILE]
+    for i, prompt in enumerate(HOSTILE):
+        written.append(folder.save_image(image(i), record(prompt, i)))
+        written.append(folder.save_grid([image(i), image(i + 1)], prompt, i))
+        assert RunFolder.create(root, [prompt], now=NOW).path.resolve().parent == root.resolve()
+    for path in written:
+        assert path.is_file() and path.resolve().parent == folder.path.resolve()
+    assert {p for p in folder.path.rglob("*")} == set(written) | {folder.path / storage.MANIFEST}
+    assert not any(p.is_file() for p in root.iterdir()) and set(tmp_path.iterdir()) == {root}
+    assert len(manifest_lines(folder)) == len(HOSTILE)
+    saved = [json.loads(line) for line in manifest_lines(folder)]
+    assert [entry["prompt"] for entry in saved] == HOSTILE  # prompts kept exactly
+    assert read_png_metadata(folder.path / saved[-1]["file"]) == record(HOSTILE[-1], len(HOSTILE) - 1).to_metadata()
+
+
+def test_create_twice_in_the_same_second_gives_two_folders(tmp_path):
+    first = RunFolder.create(tmp_path, ["a cat"], now=NOW)
+    second = RunFolder.create(tmp_path, ["a cat"], now=NOW)
+    assert first.path != second.path and first.path.is_dir() and second.path.is_dir()
+    assert second.path.name == first.path.name + "-2"
+    assert new_run_folder(tmp_path, ["a cat"], NOW).name == first.path.name + "-3"
+    with pytest.raises(ValueError):
+        new_run_folder(tmp_path, [])
+    with pytest.raises(ValueError):
+        new_run_folder(tmp_path, "a cat")
+
+
+def test_open_needs_an_existing_folder(tmp_path):
+    assert RunFolder.open(tmp_path).path == tmp_path
+    with pytest.raises(FileNotFoundError):
+        RunFolder.open(tmp_path / "nope")
+
+
+# atomic writes, crashes, never overwriting
+
+@pytest.mark.parametrize("hard_links", [True, False])
+def test_atomic_write_never_overwrites(tmp_path, monkeypatch, hard_links):
+    if not hard_links:
+        def no_link(src, dst):
+            raise OSError(errno.EPERM, "Operation not permitted")
+        monkeypatch.setattr(storage.os, "link", no_link)
+    path = tmp_path / "a.png"
+    atomic_write(path, b"first")
+    with pytest.raises(FileExistsError):
+        atomic_write(path, b"second")
+    assert path.read_bytes() == b"first"
+    assert os.listdir(tmp_path) == ["a.png"]  # no temp file left behind
+
+
+@pytest.mark.parametrize("where", ["fsync", "write", "link", "replace"])
+def test_crash_while_writing_leaves_nothing(tmp_path, monkeypatch, where):
+    folder = RunFolder.create(tmp_path, ["a cat"])
+
+    def crash(*args, **kwargs):
+        raise OSError(errno.EIO, f"crash in {where}")
+    if where == "replace":  # no hard links (as on Google Drive): the placeholder must go too
+        monkeypatch.setattr(storage.os, "link", lambda *args: (_ for _ in ()).throw(OSError(errno.ENOSYS, "no")))
+    if where == "write":  # the bytes are half written when it fails
+        real_fdopen = os.fdopen
+
+        class HalfFile:
+            def __init__(self, *args, **kwargs):
+                self.file = real_fdopen(*args, **kwargs)
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                self.file.close()
+
+            def write(self, data):
+                self.file.write(data[:10])
+                crash()
+        monkeypatch.setattr(storage.os, "fdopen", HalfFile)
+    else:
+        monkeypatch.setattr(storage.os, where, crash)
+    with pytest.raises(OSError, match="crash"):
+        folder.save_image(image(), record())
+    assert pngs(folder) == [] and leftovers(folder.path) == [] and manifest_lines(folder) == []
+    monkeypatch.undo()
+    assert folder.save_image(image(), record()).name == "000_a-cat_s42_000.png"
+
+
+def test_crash_between_png_and_manifest_line_is_repaired_on_rerun(tmp_path, monkeypatch):
+    folder = RunFolder.create(tmp_path, ["a cat"])
+
+    def crash(self, entry):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(RunFolder, "_append_manifest", crash)
+    with pytest.raises(KeyboardInterrupt):
+        folder.save_image(image(), record())
+    assert pngs(folder) == ["000_a-cat_s42_000.png"] and manifest_lines(folder) == []
+    before = (folder.path / "000_a-cat_s42_000.png").read_bytes()
+    monkeypatch.undo()
+    assert folder.save_image(image(), record()) == folder.path / "000_a-cat_s42_000.png"
+    assert pngs(folder) == ["000_a-cat_s42_000.png"] and len(manifest_lines(folder)) == 1
+    assert (folder.path / "000_a-cat_s42_000.png").read_bytes() == before
+    assert folder.save_image(image(), record()) is None and len(manifest_lines(folder)) == 1
+
+
+def test_a_foreign_file_under_the_name_is_kept_and_a_new_name_chosen(tmp_path):
+    folder = RunFolder.create(tmp_path, ["a cat"])
+    taken = folder.path / "000_a-cat_s42_000.png"
+    taken.write_bytes(b"someone else's file")
+    (folder.path / "000_a-cat_s42_000-2.png").write_bytes(b"and another")
+    path = folder.save_image(image(), record())
+    assert path.name == "000_a-cat_s42_000-3.png"
+    assert taken.read_bytes() == b"someone else's file"
+    assert json.loads(manifest_lines(folder)[0])["file"] == "000_a-cat_s42_000-3.png"
+    other = folder.save_image(image(1), record(seed=7, image_index=0))  # an image of ours is not "holding" it
+    assert other.name == "000_a-cat_s7_000.png"
+
+
+def test_grids_never_overwrite(tmp_path):
+    folder = RunFolder.create(tmp_path, ["a cat"])
+    first = folder.save_grid([image(0), image(1)], "a cat", 0)
+    before = first.read_bytes()
+    second = folder.save_grid([image(2), image(3)], "a cat", 0)
+    assert (first.name, second.name) == ("000_a-cat_grid.png", "000_a-cat_grid-2.png")
+    assert first.read_bytes() == before and second.read_bytes() != before
+    assert read_png_metadata(second)["kind"] == "grid" and manifest_lines(folder) == []
+
+
+def test_truncated_last_manifest_line_is_ignored(tmp_path):
+    folder = RunFolder.create(tmp_path, ["a cat"])
+    folder.save_image(image(0), record(image_index=0))
+    folder.save_image(image(1), record(image_index=1))
+    with open(folder.path / storage.MANIFEST, "a") as file:
+        file.write('{"file": "000_a-cat_s42_002.png", "prompt": "a c')  # a crash mid-line
+    assert folder.saved_keys() == {record(image_index=0).key, record(image_index=1).key}
+    folder.save_image(image(2), record(image_index=2))
+    assert len(folder.entries()) == 3 and len(folder.saved_keys()) == 3
+    assert json.loads(manifest_lines(folder)[-1])["image_index"] == 2  # not glued to the broken line
+
+
+# resuming
+
+def test_resume_after_a_crash_writes_only_missing_images(tmp_path):
+    prompts, seed, n_images = ["a cat", "a dog"], 42, 3
+    key = run_key(prompts, seed, n_images, "dalle-mini", SETTINGS)
+    records = [record(p, i, j, seed) for i, p in enumerate(prompts) for j in range(n_images)]
+    first = RunFolder.resume_or_create(tmp_path, prompts, key, len(records))
+    for rec in records[:3]:
+        first.save_image(image(rec.image_index), rec)
+    del first  # the notebook crashed
+
+    folder = RunFolder.resume_or_create(tmp_path, prompts, key, len(records))
+    assert not folder.is_complete()
+    results = [folder.save_image(image(rec.image_index), rec) for rec in records]
+    assert results[:3] == [None] * 3 and all(r is not None for r in results[3:])
+    assert len(list(tmp_path.iterdir())) == 1 and len(pngs(folder)) == 6
+    assert len(manifest_lines(folder)) == 6 and folder.saved_keys() == {rec.key for rec in records}
+    assert folder.is_complete()
+
+    again = RunFolder.resume_or_create(tmp_path, prompts, key, len(records))  # finished: a fresh run
+    assert again.path != folder.path and pngs(again) == []
+    other = run_key(prompts, seed + 1, n_images, "dalle-mini", SETTINGS)
+    assert RunFolder.resume_or_create(tmp_path, prompts, other, 6).path not in (folder.path, again.path)
+
+
+def test_resume_picks_the_newest_unfinished_folder_with_the_key(tmp_path):
+    key = run_key(["a cat"], 0, 2, "dalle-mini", SETTINGS)
+    old = RunFolder.create(tmp_path, ["a cat"], key, 2, now=NOW)
+    new = RunFolder.create(tmp_path, ["a cat"], key, 2, now=NOW)
+    RunFolder.create(tmp_path, ["a cat"], "another key", 2, now=NOW)
+    (tmp_path / "not a run").mkdir()
+    assert RunFolder.resume_or_create(tmp_path, ["a cat"], key, 2).path == new.path
+    for i in range(2):
+        new.save_image(image(i), record(image_index=i, seed=0))
+    assert RunFolder.resume_or_create(tmp_path, ["a cat"], key, 2).path == old.path
+
+
+def test_run_key_depends_on_everything_that_makes_the_images():
+    base = (["a cat", "a dog"], 42, 3, "dalle-mini", SETTINGS)
+    keys = {run_key(*base), run_key(["a dog", "a cat"], *base[1:]), run_key(base[0], 43, *base[2:]),
+            run_key(*base[:2], 4, *base[3:]), run_key(*base[:3], "dalle-mega", SETTINGS),
+            run_key(*base[:4], {**SETTINGS, "top_p": 0.9})}
+    assert len(keys) == 6
+    assert run_key(*base[:4], dict(reversed(SETTINGS.items()))) == run_key(*base)
