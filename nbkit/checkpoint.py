@@ -206,9 +206,13 @@ def split_layers(flat: FlatParams) -> FlatParams:
 Convert = Callable[[Path_, np.ndarray], tuple[Path_, np.ndarray]]
 
 
+Place = Callable[[Path_, np.ndarray], Any]
+
+
 def load_params(path: str | Path, expected: Mapping[str, Any], dtype: Any,
                 convert: Convert = lambda key, value: (key, value),
-                fused_from: Mapping[str, tuple[str, ...]] | None = None) -> dict:
+                fused_from: Mapping[str, tuple[str, ...]] | None = None,
+                place: Place | None = None) -> dict:
     """Reads a checkpoint into the tree `expected` describes (a tree of shapes, as from
     `jax.eval_shape(model.init, ...)["params"]`), cast to `dtype` and placed on the device.
 
@@ -220,38 +224,41 @@ def load_params(path: str | Path, expected: Mapping[str, Any], dtype: Any,
     - a norm without scale gets scale 1 (the reference leaves it out of some layers,
       where it computed with scale 1);
     - tensors the model does not use (e.g. a VQGAN's encoder) are dropped as they are read;
-    - names and shapes are checked, and the file is named in every error.
+    - names and shapes are checked, and the file is named in every error;
+    - `place(key, tensor already cast to dtype)` puts each tensor where it belongs (by
+      default the default device; `nbkit.sharding` places it over a mesh).
     """
     expected = flatten_dict(expected)
     fused_from = fused_from or {}
     part_of = {key[:-2] + (part, key[-1]): key
                for key in expected if len(key) > 1 for part in fused_from.get(key[-2], ())}
     placed, waiting, wrong = {}, {}, []
+    put = place or (lambda key, value: jnp.asarray(value))
 
-    def place(key, value):
+    def place_checked(key, value):
         if tuple(value.shape) != tuple(expected[key].shape):
             wrong.append(f"{'/'.join(key)} has shape {tuple(value.shape)}, the config needs {tuple(expected[key].shape)}")
         else:
-            placed[key] = jnp.asarray(value, dtype=dtype)
+            placed[key] = put(key, np.asarray(value).astype(jnp.dtype(dtype), copy=False))
 
     for stored_key, stored in stream_msgpack(path):
         for key, value in split_layers({stored_key: stored}).items():
             key, value = convert(key, value)
             if key in expected:
-                place(key, value)
+                place_checked(key, value)
             elif key in part_of:
                 fused = part_of[key]
                 waiting[key] = value
                 parts = [fused[:-2] + (name, fused[-1]) for name in fused_from[fused[-2]]]
                 if all(part in waiting for part in parts):
-                    place(fused, np.concatenate([waiting.pop(part) for part in parts], axis=0))
+                    place_checked(fused, np.concatenate([waiting.pop(part) for part in parts], axis=0))
         del stored
 
     missing = []
     for key, spec in expected.items():
         if key not in placed:
             if key[-1] == "scale":
-                placed[key] = jnp.ones(spec.shape, dtype)
+                placed[key] = put(key, np.ones(spec.shape, jnp.dtype(dtype)))
             else:
                 missing.append("/".join(key))
     if missing or wrong:

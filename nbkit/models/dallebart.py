@@ -31,7 +31,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from nbkit.checkpoint import config_from_dict, load_params, random_weights, read_json
+from nbkit.checkpoint import Place, config_from_dict, load_params, random_weights, read_json
 
 CONFIG_FILE = "config.json"
 Cache = tuple[dict[str, jax.Array], ...]  # one dict per decoder layer
@@ -462,9 +462,10 @@ def _from_checkpoint(key: tuple[str, ...], value):
     return key, (value.T if key[-1] == "kernel" else value)
 
 
-def load_dallebart(folder: str | Path, dtype: Any = jnp.float32) -> tuple[DalleBart, dict]:
+def load_dallebart(folder: str | Path, dtype: Any = jnp.float32, place: Place | None = None) -> tuple[DalleBart, dict]:
     """The model and its weights from a model folder (config.json + flax_model.msgpack),
-    whatever layout and precision the file was saved in; computes in `dtype`."""
+    whatever layout and precision the file was saved in; computes in `dtype`. `place` puts
+    each tensor on its device(s) as it is read (see `load_params`)."""
     model = DalleBart(DalleBartConfig.from_folder(folder), dtype)
-    params = load_params(Path(folder) / WEIGHTS_FILE, param_shapes(model), dtype, _from_checkpoint, FUSED_FROM)
+    params = load_params(Path(folder) / WEIGHTS_FILE, param_shapes(model), dtype, _from_checkpoint, FUSED_FROM, place)
     return model, params

@@ -192,7 +192,9 @@ def load_vqgan(folder: str | Path, dtype: Any = jnp.float32) -> tuple[VQGANDecod
 
 
 @lru_cache(maxsize=8)
-def _compiled_decoder(model: VQGANDecoder):
+def compiled_decoder(model: VQGANDecoder):
+    """The jitted decoder, unchecked: for codes already known to be in the codebook
+    (e.g. sampled with `codebook_size`), possibly sharded over devices."""
     return jax.jit(lambda params, codes: model.apply({"params": params}, codes))
 
 
@@ -210,7 +212,7 @@ def decode(model: VQGANDecoder, params: dict, codes) -> jax.Array:
         bad = codes[(codes < 0) | (codes >= model.config.n_embed)]
         raise ValueError(f"Codes must be in [0, {model.config.n_embed}); got {bad[:5].tolist()}. "
                          "Sample with codebook_size equal to the VQGAN's n_embed.")
-    return _compiled_decoder(model)(params, jnp.asarray(codes, jnp.int32))
+    return compiled_decoder(model)(params, jnp.asarray(codes, jnp.int32))
 
 
 def to_uint8(pixels) -> np.ndarray:

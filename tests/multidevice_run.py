@@ -1,0 +1,26 @@
+"""Run in a subprocess with XLA_FLAGS=--xla_force_host_platform_device_count=8 (see
+test_pipeline.py): the same generation on 1 device, 8 data-parallel devices, and with the
+weights split over a model axis; prints the tokens of each as JSON."""
+
+import json
+import sys
+
+import jax
+
+from nbkit.pipeline import Pipeline
+
+dallebart, vqgan = sys.argv[1:3]
+prompts, results = ["a red cube", "an avocado armchair", "sunset over a lake"], {}
+for name, devices, model_parallel in [("one", jax.devices()[:1], 1), ("data8", None, 1),
+                                      ("model8", None, 8), ("data2_model4", None, 4)]:
+    pipe = Pipeline.from_pretrained(dallebart, vqgan, dtype="float32", model_parallel=model_parallel,
+                                    progress=False, devices=devices)
+    generation = pipe.generate(prompts, n_images=2, seed=7)
+    results[name] = {"devices": pipe.mesh.devices.size, "buckets": pipe.buckets,
+                     "tokens": [image.tokens.tolist() for image in generation.images],
+                     "pixels_sum": [int(image.pixels.sum()) for image in generation.images]}
+    if name == "model8":
+        kernel = pipe.params["decoder"]["layers_0"]["GLU_0"]["Dense_2"]["kernel"]
+        results[name]["kernel_shard_rows"] = sorted({shard.data.shape[0] for shard in kernel.addressable_shards})
+        results[name]["kernel_rows"] = kernel.shape[0]
+print(json.dumps({"device_count": jax.device_count(), **results}))
