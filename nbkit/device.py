@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from pathlib import Path
 
 import jax
 
@@ -96,3 +97,14 @@ def detect() -> DeviceInfo:
         platform=first.platform, kind=first.device_kind, count=len(devices), processes=jax.process_count(),
         memory_per_device=device_memory(first), host_memory=host_memory(), colab=is_colab(),
         compute_capability=getattr(first, "compute_capability", None))
+
+
+def use_compilation_cache(folder: str | Path) -> Path:
+    """Keeps compiled programs in `folder` (e.g. on Drive), so a new session skips compiling.
+    Call it before the first generation."""
+    folder = Path(folder).expanduser()
+    folder.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return folder

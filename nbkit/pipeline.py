@@ -18,9 +18,10 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 
 from nbkit import hub, sharding
-from nbkit.device import detect
+from nbkit.device import detect, use_compilation_cache
 from nbkit.models import vqgan as vqgan_module
 from nbkit.models.dallebart import DalleBart, load_dallebart
 from nbkit.sampling import SamplingSettings, compiled_sampler
@@ -99,12 +100,17 @@ class Pipeline:
     @classmethod
     def from_pretrained(cls, model: str | Path = "mini", vqgan: str | Path = "vqgan", dtype: Any = None,
                         model_parallel: int = 1, max_batch: int | None = None, cache: str | Path | None = None,
-                        progress: bool = True, devices: list | None = None) -> "Pipeline":
+                        progress: bool = True, devices: list | None = None,
+                        compilation_cache: str | Path | None = None) -> "Pipeline":
         """Named models (see `nbkit.registry`), hub ids, W&B artifacts or local folders.
 
         `dtype`: default the device's recommended one. `model_parallel`: split each weight
         matrix over that many devices (for Mega on cores that cannot hold it, e.g. TPU v2).
+        `compilation_cache`: a folder (e.g. on Drive) where compiled programs are kept, so
+        that the next session does not compile again.
         """
+        if compilation_cache is not None:
+            use_compilation_cache(compilation_cache)
         dtype = jnp.dtype(dtype or detect().recommended_dtype)
         mesh = sharding.make_mesh(model_parallel, devices)
         folder = hub.fetch(model, cache, progress)
@@ -129,6 +135,8 @@ class Pipeline:
             raise ValueError(f"n_images must be a whole number ≥ 1 (got {n_images!r}).")
         if seed is None:
             seed = secrets.randbelow(2**31)
+            if jax.process_count() > 1:   # every host must draw the same images
+                seed = int(multihost_utils.broadcast_one_to_all(np.int32(seed)))
         elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
             raise ValueError(f"seed must be a whole number in [0, 2³²) or None for a random one (got {seed!r}).")
         if not (isinstance(progress_every, int) and progress_every >= 1):

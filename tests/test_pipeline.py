@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -122,3 +123,36 @@ def test_same_tokens_on_1_and_8_devices_and_with_weights_split_over_a_model_axis
         assert results[name]["tokens"] == here, name
         assert results[name]["pixels_sum"] == results["one"]["pixels_sum"], name
     assert results["model8"]["kernel_shard_rows"] == [results["model8"]["kernel_rows"] // 8]
+
+
+def test_two_processes_generate_together_as_one_host_does(pipe):
+    """`jax.distributed.initialize()` over 127.0.0.1: two CPU processes, one device each."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+    env.pop("XLA_FLAGS", None)
+    script = str(Path(__file__).parent / "multihost_run.py")
+    processes = [subprocess.Popen([sys.executable, script, str(rank), port, str(DALLEBART), str(VQGAN)], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    outputs = [process.communicate(timeout=600) for process in processes]
+    for process, (_, err) in zip(processes, outputs):
+        assert process.returncode == 0, err[-3000:]
+    first, second = (json.loads(out.strip().splitlines()[-1]) for out, _ in outputs)
+    assert first["processes"] == 2 and first["devices"] == 2
+    assert first["tokens"] == [image.tokens.tolist() for image in pipe.generate(PROMPTS, n_images=2, seed=7).images]
+    assert first["unseeded_seed"] == second["unseeded_seed"]       # a drawn seed is shared by the hosts
+
+
+def test_a_persistent_compilation_cache_is_used_by_the_next_session(tmp_path):
+    script, env = str(Path(__file__).parent / "compilation_cache_run.py"), {
+        **os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+    runs = []
+    for _ in range(2):
+        out = subprocess.run([sys.executable, script, str(DALLEBART), str(VQGAN), str(tmp_path / "jax-cache")],
+                             env=env, capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-3000:]
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    assert runs[0]["cache_hits"] == 0 and any((tmp_path / "jax-cache").iterdir())
+    assert runs[1]["cache_hits"] >= 3                     # start, advance, the VQGAN decoder
+    assert runs[1]["tokens"] == runs[0]["tokens"]
