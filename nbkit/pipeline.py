@@ -13,7 +13,7 @@ import dataclasses
 import secrets
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Collection, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -73,6 +73,14 @@ def image_keys(seed: int, prompt_indexes: np.ndarray, image_indexes: np.ndarray)
                      for p, i in zip(prompt_indexes, image_indexes)])
 
 
+def draw_seed() -> int:
+    """A random seed, the same on every host of a multi-host run."""
+    seed = secrets.randbelow(2**31)
+    if jax.process_count() > 1:
+        seed = int(multihost_utils.broadcast_one_to_all(np.int32(seed)))
+    return seed
+
+
 def bucket_sizes(data_parallel: int, max_batch: int) -> list[int]:
     """Batch sizes that get compiled: data_parallel × 1, 2, 4, … up to max_batch."""
     sizes, size = [], data_parallel
@@ -123,20 +131,22 @@ class Pipeline:
     def generate(self, prompts: Sequence[str], n_images: int = 1, seed: int | None = None,
                  temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
                  condition_scale: float = 10.0, on_progress: Callable[[Progress], None] | None = None,
-                 progress_every: int = 32, should_stop: Callable[[], bool] | None = None) -> Generation:
+                 progress_every: int = 32, should_stop: Callable[[], bool] | None = None,
+                 on_batch: Callable[[list[GeneratedImage]], None] | None = None,
+                 only: Collection[tuple[int, int]] | None = None) -> Generation:
         """`n_images` images for each prompt. `seed` None draws one (it is in the result).
 
         `on_progress` is called every `progress_every` tokens with the images so far;
         `should_stop` is asked as often and, when it says True, the call returns the
-        images already finished.
+        images already finished. `on_batch` receives each batch's finished images (to save
+        them as they come). `only`: make just these (prompt index, image index) images —
+        the others of a resumed run, or one image to reproduce.
         """
         prompts = check_prompts(prompts)
         if isinstance(n_images, bool) or not isinstance(n_images, (int, np.integer)) or n_images < 1:
             raise ValueError(f"n_images must be a whole number ≥ 1 (got {n_images!r}).")
         if seed is None:
-            seed = secrets.randbelow(2**31)
-            if jax.process_count() > 1:   # every host must draw the same images
-                seed = int(multihost_utils.broadcast_one_to_all(np.int32(seed)))
+            seed = draw_seed()
         elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
             raise ValueError(f"seed must be a whole number in [0, 2³²) or None for a random one (got {seed!r}).")
         if not (isinstance(progress_every, int) and progress_every >= 1):
@@ -147,7 +157,11 @@ class Pipeline:
         tokenized = self.tokenizer(prompts)
         prompt_of = np.repeat(np.arange(len(prompts)), n_images)
         image_of = np.tile(np.arange(n_images), len(prompts))
-        keys = image_keys(seed, prompt_of, image_of)
+        if only is not None:
+            wanted = {(int(p), int(i)) for p, i in only}
+            chosen_rows = [row for row in range(len(prompt_of)) if (prompt_of[row], image_of[row]) in wanted]
+            prompt_of, image_of = prompt_of[chosen_rows], image_of[chosen_rows]
+        keys = image_keys(seed, prompt_of, image_of) if len(prompt_of) else np.zeros((0, 2), np.uint32)
 
         started, timings = time.perf_counter(), {"tokens": 0.0, "pixels": 0.0}
         images: list[GeneratedImage] = []
@@ -170,8 +184,11 @@ class Pipeline:
                                            report if on_progress else None, progress_every, should_stop, timings)
             if stopped:
                 break
-            images += report(tokens, length, True) if on_progress else self._timed_images(
+            batch = report(tokens, length, True) if on_progress else self._timed_images(
                 tokens, padded[:len(chosen)], prompts, prompt_of, image_of, seed, timings)
+            images += batch
+            if on_batch is not None:
+                on_batch(batch)
         timings["total"] = time.perf_counter() - started
         return Generation(images, prompts, seed, settings, self.name, timings, stopped)
 

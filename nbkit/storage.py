@@ -263,7 +263,7 @@ class RunFolder:
             file.flush()
             os.fsync(file.fileno())
 
-    def _write_new(self, stem: str, data: bytes, record: ImageRecord | None = None) -> Path:
+    def write_png(self, stem: str, data: bytes, record: ImageRecord | None = None) -> Path:
         """Writes stem.png, or stem-2.png, … if taken (an image of `record` found there is kept)."""
         for candidate in _suffixed(stem, ".png"):
             path = self.path / candidate
@@ -284,7 +284,7 @@ class RunFolder:
             return None
         metadata = record.to_metadata()
         stem = f"{record.prompt_index:03d}_{slugify(record.prompt)}_s{record.seed}_{record.image_index:03d}"
-        path = self._write_new(stem, png_bytes(image, metadata), record)
+        path = self.write_png(stem, png_bytes(image, metadata), record)
         self._append_manifest({"file": path.name, **metadata})
         return path
 
@@ -292,4 +292,4 @@ class RunFolder:
         """Saves one prompt's images as a captioned grid; never replaces an earlier grid."""
         metadata = {"kind": "grid", "prompt": prompt, "prompt_index": prompt_index, "nbkit_version": __version__}
         data = png_bytes(make_grid(images, caption=prompt), metadata)
-        return self._write_new(f"{prompt_index:03d}_{slugify(prompt)}_grid", data)
+        return self.write_png(f"{prompt_index:03d}_{slugify(prompt)}_grid", data)
