@@ -44,7 +44,7 @@ def generate_to_folder(pipe: Pipeline, prompts: list[str], out: str | Path, n_im
 
     generation = pipe.generate(prompts, n_images=n_images, seed=seed, on_progress=on_progress,
                                should_stop=should_stop, on_batch=save, only=missing, **settings_of(settings))
-    if grid and not generation.stopped:
+    if grid and missing and not generation.stopped:
         for prompt_index, prompt in enumerate(prompts):
             folder.save_grid(saved_pixels(folder, prompt_index), prompt, prompt_index)
     return folder, generation

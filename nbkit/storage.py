@@ -5,7 +5,7 @@ An image is first written whole under a name no other file has (`atomic_write`),
 is appended to `manifest.jsonl`: the manifest is the record of what is done. `run.json` holds
 a `run_key` (a hash of prompts, seed, n_images, model and settings) and the number of images
 expected, so rerunning the same batch after a crash reopens the newest unfinished folder with
-that key (`RunFolder.resume_or_create`) and skips the images its manifest already lists.
+that key (or, if all are finished, the newest one) (`RunFolder.resume_or_create`) and skips the images its manifest already lists.
 """
 
 from __future__ import annotations
@@ -197,16 +197,18 @@ class RunFolder:
     @classmethod
     def resume_or_create(cls, root: Path, prompts: Sequence[str], run_key: str,
                          expected_images: int) -> "RunFolder":
-        """The newest unfinished folder under `root` made for this `run_key`, else a new one."""
-        unfinished = []
+        """The folder under `root` made for this `run_key` (the newest unfinished one, else the
+        newest finished one: the same batch again has nothing left to make), else a new one."""
+        found = []
         for child in (Path(root).iterdir() if Path(root).is_dir() else ()):
             if child.is_dir() and not child.is_symlink():
                 folder = cls(child)
                 info = folder.info()
-                if info.get("run_key") == run_key and not folder.is_complete():
-                    unfinished.append((str(info.get("created", "")), len(child.name), child.name, folder))
-        if unfinished:
-            return max(unfinished, key=lambda entry: entry[:3])[3]
+                if info.get("run_key") == run_key:
+                    found.append((not folder.is_complete(), str(info.get("created", "")), len(child.name),
+                                  child.name, folder))
+        if found:
+            return max(found, key=lambda entry: entry[:4])[4]
         return cls.create(root, prompts, run_key, expected_images)
 
     def info(self) -> dict[str, Any]:

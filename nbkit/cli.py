@@ -1,0 +1,121 @@
+"""`python -m nbkit` (or `nbkit`): generate, rerank, download, info.
+
+Exit codes: 0 success, 2 bad usage (argparse), 1 failure with one clear line (`--debug`
+shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from pathlib import Path
+
+EPILOG = "Models: mini, mega, mega-fp16 (W&B), a local folder, a hub id org/name[@revision] or entity/project/name:version."
+
+
+def _generate(args: argparse.Namespace) -> None:
+    from nbkit import runs
+    from nbkit.colab import output_root
+    from nbkit.pipeline import Pipeline
+
+    pipe = Pipeline.from_pretrained(args.model, args.vqgan, dtype=args.dtype, cache=args.cache,
+                                    compilation_cache=args.compilation_cache)
+    out = output_root(args.out)
+    print(f"generating {args.n} image(s) for each of {len(args.prompts)} prompt(s) with {args.model} "
+          f"on {pipe.mesh.devices.size} {pipe.mesh.devices.flat[0].platform} device(s) → {out}", file=sys.stderr)
+    folder, generation = runs.generate_to_folder(
+        pipe, args.prompts, out, n_images=args.n, seed=args.seed, grid=args.grid, temperature=args.temperature,
+        top_k=args.top_k, top_p=args.top_p, condition_scale=args.condition_scale)
+    timings = generation.timings
+    print(f"seed {generation.seed}; {len(generation.images)} new image(s) in {timings['total']:.1f} s "
+          f"(tokens {timings['tokens']:.1f} s, pixels {timings['pixels']:.1f} s)", file=sys.stderr)
+    print(folder.path)
+
+
+def _rerank(args: argparse.Namespace) -> None:
+    from nbkit import hub, runs
+    from nbkit.rerank import Reranker
+
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"No folder {folder}: give a run folder made by `nbkit generate`.")
+    reranker = Reranker.from_folder(hub.fetch(args.clip, args.cache))
+    for prompt, ranked in runs.rerank_folder(folder, reranker).items():
+        print(prompt)
+        for entry in ranked:
+            print(f"  {entry['score']:8.3f}  {entry['file']}")
+
+
+def _download(args: argparse.Namespace) -> None:
+    from nbkit import hub
+
+    for name in args.names:
+        print(f"{name}: {hub.fetch(name, args.cache)}")
+
+
+def _info(args: argparse.Namespace) -> None:
+    from nbkit import __version__, hub
+    from nbkit.device import detect
+
+    print(f"nbkit {__version__}")
+    print(detect().summary())
+    root = hub.cache_dir(args.cache)
+    cached = hub.cached_models(root)
+    print(f"cache:        {root} ({len(cached)} model folder(s))")
+    for source, folder, size in cached:
+        print(f"  {source}  {size / 1e9:.2f} GB  {folder}")
+
+
+def parser() -> argparse.ArgumentParser:
+    main = argparse.ArgumentParser(prog="nbkit", description="DALL·E mini / Mega text-to-image, in JAX.",
+                                   epilog=EPILOG)
+    main.add_argument("--debug", action="store_true", help="show tracebacks")
+    main.add_argument("--cache", help="model cache folder (default: $NBKIT_CACHE, Drive, ~/.cache/nbkit/models)")
+    commands = main.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    generate = commands.add_parser("generate", help="make images from prompts and save them", epilog=EPILOG)
+    generate.add_argument("prompts", nargs="+", metavar="PROMPT")
+    generate.add_argument("-n", type=int, default=1, help="images per prompt (default 1)")
+    generate.add_argument("--model", default="mini", help="DALL·E model (default mini)")
+    generate.add_argument("--vqgan", default="vqgan", help="image decoder (default vqgan)")
+    generate.add_argument("--seed", type=int, help="same seed, same images (default: random, printed)")
+    generate.add_argument("--temperature", type=float)
+    generate.add_argument("--top-k", type=int)
+    generate.add_argument("--top-p", type=float)
+    generate.add_argument("--condition-scale", type=float, default=10.0, help="super-conditioning (default 10)")
+    generate.add_argument("--out", help="output folder (default: $NBKIT_OUTPUT, Drive, ./nbkit-outputs)")
+    generate.add_argument("--grid", action="store_true", help="also save a captioned grid per prompt")
+    generate.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
+                          help="compute dtype (default: the device's recommended one)")
+    generate.add_argument("--compilation-cache", help="folder to keep compiled programs in between runs")
+    generate.set_defaults(run=_generate)
+
+    rerank = commands.add_parser("rerank", help="score a run folder's images with CLIP, best first")
+    rerank.add_argument("folder", metavar="DIR")
+    rerank.add_argument("--clip", default="clip-b32", help="CLIP model (default clip-b32; clip-l14 is better)")
+    rerank.set_defaults(run=_rerank)
+
+    download = commands.add_parser("download", help="fetch models into the cache (for offline use)")
+    download.add_argument("names", nargs="+", metavar="NAME")
+    download.set_defaults(run=_download)
+
+    info = commands.add_parser("info", help="devices, recommended dtype and model, cache contents")
+    info.set_defaults(run=_info)
+    return main
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        args.run(args)
+    except KeyboardInterrupt:
+        print("nbkit: interrupted (finished images are saved; run the same command to resume)", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - one line for the user, the traceback on request
+        if args.debug:
+            traceback.print_exc()
+        message = str(error).strip() or type(error).__name__
+        print(f"nbkit: error: {message}", file=sys.stderr)
+        return 1
+    return 0
