@@ -29,3 +29,27 @@ def output_root(folder: str | Path | None = None) -> Path:
     if drive_mounted():
         return DRIVE_MOUNT / "MyDrive" / "nbkit" / "outputs"
     return Path.cwd() / "nbkit-outputs"
+
+
+def mount_drive(local_folder: str | Path | None = None) -> Path:
+    """Google Drive's MyDrive on Colab (mounting it if needed); elsewhere a local folder standing in
+    for it ($NBKIT_DRIVE, else ~/nbkit-drive). Says which, and returns the folder."""
+    if is_colab() and os.environ.get("NBKIT_DRIVE") is None and local_folder is None:
+        if not drive_mounted():
+            from google.colab import drive
+            drive.mount(str(DRIVE_MOUNT))
+        folder = DRIVE_MOUNT / "MyDrive"
+        print(f"Google Drive is mounted: files go to {folder}/nbkit")
+        return folder
+    folder = Path(local_folder or os.environ.get("NBKIT_DRIVE") or Path.home() / "nbkit-drive").expanduser()
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"Not on Colab: using the local folder {folder} in place of Google Drive "
+          "(set NBKIT_DRIVE or pass a folder to change it)")
+    return folder
+
+
+def enable_widgets() -> None:
+    """Colab renders ipywidgets 8 only with its custom widget manager switched on."""
+    if is_colab():
+        from google.colab import output
+        output.enable_custom_widget_manager()

@@ -52,13 +52,20 @@ class Generation:
         return [image for image in self.images if image.prompt_index == prompt_index]
 
 
-@dataclasses.dataclass(frozen=True)
 class Progress:
-    """What `on_progress` receives: images decoded from the tokens drawn so far."""
-    tokens_done: int            # over the whole call
-    tokens_total: int
-    images: list[GeneratedImage]
-    final: bool                 # True when these images are finished
+    """What `on_progress` receives. `images` (this batch's images decoded from the tokens drawn
+    so far) are decoded when first read, so a callback that only moves a progress bar costs
+    nothing; at the end of a batch (`final`) they are the finished images."""
+
+    def __init__(self, tokens_done: int, tokens_total: int, final: bool, decode: Callable[[], list]):
+        self.tokens_done, self.tokens_total, self.final = tokens_done, tokens_total, final
+        self._decode, self._images = decode, None
+
+    @property
+    def images(self) -> list[GeneratedImage]:
+        if self._images is None:
+            self._images = self._decode()
+        return self._images
 
 
 @jax.jit
@@ -173,12 +180,11 @@ class Pipeline:
             padded = np.concatenate([chosen, np.full(size - len(chosen), chosen[0])])
 
             def report(tokens: jax.Array, done: int, final: bool) -> list[GeneratedImage]:
-                began = time.perf_counter()
-                batch = self._images(tokens, padded[:len(chosen)], prompts, prompt_of, image_of, seed)
-                timings["pixels"] += time.perf_counter() - began
-                if on_progress is not None:
-                    on_progress(Progress(first * length + done * len(chosen), total, batch, final))
-                return batch
+                decode = lambda: self._timed_images(tokens, padded[:len(chosen)], prompts, prompt_of, image_of,
+                                                    seed, timings)
+                progress = Progress(first * length + done * len(chosen), total, final, decode)
+                on_progress(progress)
+                return progress.images if final else []
 
             tokens, stopped = self._tokens(tokenized, prompt_of[padded], keys[padded], traced,
                                            report if on_progress else None, progress_every, should_stop, timings)
@@ -212,7 +218,7 @@ class Pipeline:
                 return state[0], True
             if report is not None and end < length:
                 timings["tokens"] += time.perf_counter() - began
-                report(state[0], end, False)
+                report(jnp.copy(state[0]), end, False)   # a copy: the next step donates the state
                 began = time.perf_counter()
         state[0].block_until_ready()
         timings["tokens"] += time.perf_counter() - began

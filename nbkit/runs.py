@@ -27,7 +27,8 @@ def settings_of(generation_settings: SamplingSettings) -> dict[str, Any]:
 def generate_to_folder(pipe: Pipeline, prompts: list[str], out: str | Path, n_images: int = 1,
                        seed: int | None = None, grid: bool = True,
                        on_progress: Callable[[Progress], None] | None = None,
-                       should_stop: Callable[[], bool] | None = None, **sampling: Any) -> tuple[RunFolder, Generation]:
+                       should_stop: Callable[[], bool] | None = None, progress_every: int = 32,
+                       **sampling: Any) -> tuple[RunFolder, Generation]:
     """Generates and saves each batch as it finishes. With an explicit seed, running the same
     batch again reopens its unfinished folder and makes only the images it lacks."""
     settings = SamplingSettings(**sampling)
@@ -43,7 +44,8 @@ def generate_to_folder(pipe: Pipeline, prompts: list[str], out: str | Path, n_im
                                                         pipe.name, settings_of(settings)))
 
     generation = pipe.generate(prompts, n_images=n_images, seed=seed, on_progress=on_progress,
-                               should_stop=should_stop, on_batch=save, only=missing, **settings_of(settings))
+                               should_stop=should_stop, progress_every=progress_every, on_batch=save, only=missing,
+                               **settings_of(settings))
     if grid and missing and not generation.stopped:
         for prompt_index, prompt in enumerate(prompts):
             folder.save_grid(saved_pixels(folder, prompt_index), prompt, prompt_index)
