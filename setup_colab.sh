@@ -30,9 +30,14 @@ else
 fi
 
 "$PYTHON" -m pip install --quiet -r "$here/requirements.txt" || fail "could not install requirements.txt."
-"$PYTHON" -m pip install --quiet --no-deps -e "$here" || fail "could not install nbkit from $here."
+installed=$(cd / && "$PYTHON" -c "import nbkit, os; print(os.path.dirname(os.path.dirname(os.path.abspath(nbkit.__file__))))" 2>/dev/null || true)
+if [ "$installed" = "$here" ]; then
+  echo "Keeping nbkit, installed from $here."
+else
+  "$PYTHON" -m pip install --quiet --no-deps -e "$here" || fail "could not install nbkit from $here."
+fi
 
-"$PYTHON" - <<'PY' || fail "nbkit does not import; see the error above."
+(cd / && "$PYTHON" - <<'PY') || fail "nbkit does not import; see the error above."
 import platform, jax, nbkit
 print(f"python {platform.python_version()} | jax {jax.__version__} | "
       f"devices {jax.device_count()} x {jax.devices()[0].device_kind} | nbkit {nbkit.__version__}")
