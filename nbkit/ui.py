@@ -75,13 +75,15 @@ def _png(image) -> bytes:
 
     from PIL import Image
 
+    if isinstance(image, (str, Path)):
+        image = Image.open(image)
     buffer = io.BytesIO()
     (image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))).save(buffer, "PNG")
     return buffer.getvalue()
 
 
 def show_images(images: Sequence, captions: Sequence[str] | None = None, columns: int = 4, size: int = 192):
-    """Displays images (uint8 arrays or PIL images) in a grid, with optional captions under them."""
+    """Displays images (uint8 arrays, PIL images or PNG paths) in a grid, with optional captions."""
     import ipywidgets
     from IPython.display import display
 

@@ -1,0 +1,442 @@
+"""Writes the Colab notebooks in this folder. Edit this file, not the .ipynb files, then run
+
+    python notebooks/make_notebooks.py
+
+The same script gives the same bytes, so the committed notebooks are checked against it
+(tests/test_notebooks.py). The repository's address is kept here, in REPOSITORY, only.
+
+Conventions: the first cell holds the "Open in Colab" badge and says what the notebook does;
+settings are Colab form fields (`NAME = value  #@param ...`, which the tests rewrite to point
+at tiny models); code cells call only nbkit (and display/print), except the install cell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from textwrap import dedent
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+REPOSITORY = "https://github.com/nbkit/nbkit"
+BRANCH = "main"
+HERE = Path(__file__).resolve().parent
+SOURCE_FOLDER = "nbkit-src"  # not "nbkit": a folder of that name in the working directory would
+                             # be imported as an empty namespace package instead of the library
+
+
+def colab_url(notebook: str) -> str:
+    owner_and_name = REPOSITORY.removeprefix("https://github.com/").removesuffix(".git").strip("/")
+    return f"https://colab.research.google.com/github/{owner_and_name}/blob/{BRANCH}/notebooks/{notebook}"
+
+
+def badge(notebook: str) -> str:
+    return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab_url(notebook)})"
+
+
+def link(notebook: str) -> str:
+    return f"[{notebook.removesuffix('.ipynb')}]({colab_url(notebook)})"
+
+
+# ---------------------------------------------------------------- cells
+
+
+def md(text: str):
+    return new_markdown_cell(dedent(text).strip())
+
+
+def code(text: str, form: bool = False):
+    """A code cell; `form`: Colab shows its form fields and hides the code (one click shows it).
+    A line `{NAME}` is replaced by the snippet SNIPPETS[NAME] (after dedenting)."""
+    source = dedent(text).strip()
+    for name, snippet in SNIPPETS.items():
+        source = source.replace("{" + name + "}", dedent(snippet).strip())
+    cell = new_code_cell(source)
+    if form:
+        cell.metadata["cellView"] = "form"
+    return cell
+
+
+def intro(notebook: str, title: str, text: str):
+    return md(f"{badge(notebook)}\n\n# {title}\n\n{dedent(text).strip()}")
+
+
+def install():
+    return code(f"""
+        #@title Install nbkit (skipped when it is already installed)
+        import importlib, importlib.util, os, sys
+        spec = importlib.util.find_spec("nbkit")
+        if spec is None or spec.origin is None:  # not installed (a bare folder named nbkit does not count)
+            !test -d {SOURCE_FOLDER} || git clone -q {REPOSITORY} {SOURCE_FOLDER}
+            !bash {SOURCE_FOLDER}/setup_colab.sh
+            sys.path.insert(0, os.path.abspath("{SOURCE_FOLDER}"))  # this kernel started before the install
+            importlib.invalidate_caches()
+        import nbkit
+        print("nbkit", nbkit.__version__)
+        """, form=True)
+
+
+def next_step(text: str):
+    return md(f"**Next:** {dedent(text).strip()}")
+
+
+def notebook(cells: list):
+    nb = new_notebook(cells=cells, metadata={
+        "accelerator": "GPU",                      # Colab opens it on a GPU runtime
+        "colab": {"provenance": [], "gpuType": "T4", "toc_visible": True},
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+        "language_info": {"name": "python"},
+    })
+    for index, cell in enumerate(nb.cells):        # fixed ids: the same script writes the same bytes
+        cell.id = f"cell-{index:02d}"
+    return nb
+
+
+# Form fields that several notebooks share (`#@markdown` lines are shown in the form as text).
+SNIPPETS = {
+    "MODEL_FIELDS": """
+        #@markdown **Model**: `mini` is quick and fits anywhere; `mega` makes better images (a 10 GB download,
+        #@markdown ~6.4 GiB in 16 bits: fits a T4); `mega-fp16` is Mega as a 4.9 GB download from W&B (needs
+        #@markdown `pip install wandb`). A model folder (e.g. on Drive) or a hub id `org/name` works too.
+        MODEL = "mini"  #@param ["mini", "mega", "mega-fp16"] {allow-input: true}
+        VQGAN = "vqgan"  #@param {type:"string"}
+        """,
+    "SAMPLING_FIELDS": """
+        #@markdown **Sampling** (the official notebook's: temperature 1, top-k 50, top-p 1 = off, condition scale 10):
+        TEMPERATURE = 1.0  #@param {type:"slider", min:0.1, max:2.0, step:0.05}
+        TOP_K = 50  #@param {type:"integer"}
+        TOP_P = 1.0  #@param {type:"slider", min:0.05, max:1.0, step:0.05}
+        CONDITION_SCALE = 10.0  #@param {type:"slider", min:0.0, max:20.0, step:0.5}
+        """,
+}
+
+
+# ---------------------------------------------------------------- notebooks
+
+
+def quickstart():
+    name = "00_quickstart.ipynb"
+    return notebook([
+        intro(name, "nbkit quickstart: prompt → images on Drive, best first", """
+            Everything in one notebook: install nbkit, mount Google Drive, load DALL·E mini or Mega,
+            turn a few prompts into images saved on Drive (each PNG keeps its prompt, seed and settings),
+            and rank them with CLIP. Run the cells top to bottom; change the fields in the forms first.
+            """),
+        install(),
+        code("""
+            #@title Settings
+            {MODEL_FIELDS}
+            PROMPTS = ["sunset over a lake in the mountains", "an armchair in the shape of an avocado"]  #@param {type:"raw"}
+            N_IMAGES = 4  #@param {type:"slider", min:1, max:16, step:1}
+            #@markdown **Seed**: -1 draws a new one each run (it is printed, and saved in every PNG).
+            SEED = -1  #@param {type:"integer"}
+            #@markdown **Rank** each prompt's images with a CLIP model, best first:
+            RERANK = True  #@param {type:"boolean"}
+            CLIP = "clip-b32"  #@param ["clip-b32", "clip-l14"] {allow-input: true}
+            """, form=True),
+        code("""
+            #@title Mount Drive and load the model (downloads once into Drive's nbkit/models)
+            from nbkit import Pipeline, colab, hub, runs, ui
+
+            drive = colab.mount_drive()
+            colab.enable_widgets()
+            pipe = Pipeline.from_pretrained(MODEL, VQGAN, cache=drive / "nbkit" / "models",
+                                            compilation_cache=drive / "nbkit" / "jax-cache")
+            """),
+        code("""
+            #@title Generate and save to Drive
+            folder, result = runs.generate_to_folder(pipe, PROMPTS, drive / "nbkit" / "outputs", n_images=N_IMAGES,
+                                                     seed=None if SEED < 0 else SEED)
+            print(f"seed {result.seed}, {result.timings['total']:.1f} s, saved in {folder.path}")
+            entries = folder.entries()
+            ui.show_images([folder.path / e["file"] for e in entries],
+                           captions=[f"{e['prompt'][:24]} #{e['image_index'] + 1}" for e in entries]);
+            """),
+        code("""
+            #@title Rank each prompt's images with CLIP, best first
+            if RERANK:
+                from nbkit.rerank import Reranker
+                reranker = Reranker.from_folder(hub.fetch(CLIP, cache=drive / "nbkit" / "models"))
+                ranking = runs.rerank_folder(folder.path, reranker)
+                for prompt, ranked in ranking.items():
+                    print(prompt)
+                    ui.show_images([folder.path / r["file"] for r in ranked],
+                                   captions=[f"CLIP score {r['score']:.2f}" for r in ranked])
+            """),
+        md("""
+            ## More prompts: the form
+            Type prompts (one per line), set the options and click **Generate**; the images appear as they
+            form and are saved on Drive too. **Stop** keeps the images already finished.
+            """),
+        code("""
+            #@title Show the prompt form
+            display(ui.GenerateForm(pipe, out=drive / "nbkit" / "outputs"))
+            """),
+        next_step(f"""
+            the step-by-step notebooks explain each part: {link("01_install.ipynb")}, {link("02_pick_model.ipynb")},
+            {link("03_generate.ipynb")}, {link("04_save_to_drive.ipynb")}, {link("05_rerank.ipynb")}.
+            """),
+    ])
+
+
+def install_step():
+    name = "01_install.ipynb"
+    return notebook([
+        intro(name, "1 · Install nbkit", """
+            Installs nbkit and what it needs on this runtime (it keeps Colab's own jax when it fits the GPU or
+            TPU), then shows which devices it found and which model fits them. For a GPU or TPU, pick it first
+            under *Runtime → Change runtime type*.
+            """),
+        install(),
+        code("""
+            #@title What this runtime has
+            from nbkit.device import detect
+
+            print(detect().summary())
+            """),
+        next_step(f"""{link("02_pick_model.ipynb")}: choose a model and download it to Drive."""),
+    ])
+
+
+def pick_model_step():
+    name = "02_pick_model.ipynb"
+    return notebook([
+        intro(name, "2 · Pick a model and download it to Drive", """
+            Shows the models with their download size, the memory they need and whether they fit this device,
+            then downloads the one you choose into `MyDrive/nbkit/models`, so that the next session (and the
+            other notebooks) find it there and download nothing.
+            """),
+        install(),
+        code("""
+            #@title Choose a model (the largest that fits is selected)
+            from nbkit import colab, hub, ui
+
+            colab.enable_widgets()
+            picker = ui.pick_model()
+            """),
+        code("""
+            #@title Download it (and the VQGAN and CLIP models) into the cache on Drive
+            #@markdown **Model**: blank for the one chosen above; or a name, a folder, a hub id `org/name`, a W&B artifact.
+            MODEL = ""  #@param {type:"string"}
+            VQGAN = "vqgan"  #@param {type:"string"}
+            #@markdown **CLIP**, to rank images in 05_rerank:
+            DOWNLOAD_CLIP = True  #@param {type:"boolean"}
+            CLIP = "clip-b32"  #@param ["clip-b32", "clip-l14"] {allow-input: true}
+
+            drive = colab.mount_drive()
+            cache = drive / "nbkit" / "models"
+            for name in [MODEL or picker.value, VQGAN] + ([CLIP] if DOWNLOAD_CLIP else []):
+                print(f"{name}: {hub.fetch(name, cache=cache)}")
+            """),
+        next_step(f"""{link("03_generate.ipynb")}: type prompts and watch the images appear."""),
+    ])
+
+
+def generate_step():
+    name = "03_generate.ipynb"
+    return notebook([
+        intro(name, "3 · Generate images", """
+            Loads the model (from the cache on Drive when 02_pick_model downloaded it there) and shows the
+            prompt form: type prompts, click **Generate**, watch the images form. Each run is saved in a folder
+            on Drive. The last cells do the same from code, with the settings in their form.
+            """),
+        install(),
+        code("""
+            #@title Model
+            {MODEL_FIELDS}
+            DTYPE = "auto"  #@param ["auto", "bfloat16", "float16", "float32"]
+            SAVE_TO_DRIVE = True  #@param {type:"boolean"}
+            """, form=True),
+        code("""
+            #@title Load the model
+            from nbkit import Pipeline, colab, runs, ui
+
+            drive = colab.mount_drive() if SAVE_TO_DRIVE else None
+            out = drive / "nbkit" / "outputs" if drive else colab.output_root()
+            cache = drive / "nbkit" / "models" if drive else None
+            colab.enable_widgets()
+
+            def load(model):
+                return Pipeline.from_pretrained(model, VQGAN, dtype=None if DTYPE == "auto" else DTYPE, cache=cache,
+                                                compilation_cache=drive / "nbkit" / "jax-cache" if drive else None)
+
+            pipe = load(MODEL)
+            print(f"{pipe.name} loaded; runs are saved in {out}")
+            """),
+        md("""
+            ## The prompt form
+            One prompt per line. A blank seed draws a new one (it is shown and saved with the images).
+            **Stop** ends the run after the current step and keeps the finished images.
+            """),
+        code("""
+            #@title Show the prompt form
+            display(ui.GenerateForm(pipe, out=out, load=load))
+            """),
+        md("""
+            ## Or from code
+            The same run without the form: set the fields and run the two cells.
+            """),
+        code("""
+            #@title Settings
+            PROMPTS = ["sunset over a lake in the mountains", "the Eiffel tower landing on the moon"]  #@param {type:"raw"}
+            N_IMAGES = 4  #@param {type:"slider", min:1, max:16, step:1}
+            #@markdown **Seed**: -1 draws a new one each run (it is printed, and saved in every PNG).
+            SEED = -1  #@param {type:"integer"}
+            {SAMPLING_FIELDS}
+            """, form=True),
+        code("""
+            #@title Generate, save and show
+            folder, result = runs.generate_to_folder(
+                pipe, PROMPTS, out, n_images=N_IMAGES, seed=None if SEED < 0 else SEED,
+                temperature=TEMPERATURE, top_k=TOP_K, top_p=TOP_P, condition_scale=CONDITION_SCALE)
+            print(f"seed {result.seed}, {result.timings['total']:.1f} s, saved in {folder.path}")
+            entries = folder.entries()
+            ui.show_images([folder.path / e["file"] for e in entries],
+                           captions=[f"{e['prompt'][:24]} #{e['image_index'] + 1}" for e in entries]);
+            """),
+        next_step(f"""{link("04_save_to_drive.ipynb")}: what is saved, and making an image again from its PNG."""),
+    ])
+
+
+def save_to_drive_step():
+    name = "04_save_to_drive.ipynb"
+    return notebook([
+        intro(name, "4 · Save to Drive, and make an image again from its PNG", """
+            Saves a run on Google Drive: one PNG per image that carries its prompt, seed and settings, a grid
+            per prompt and a manifest. Then reads one PNG's metadata back and makes the same image again from it.
+            With a fixed seed, running the generate cell again reopens the same folder and only makes what is
+            missing (an interrupted run resumes).
+            """),
+        install(),
+        code("""
+            #@title Mount Google Drive
+            from nbkit import Pipeline, colab, runs, ui
+            from nbkit.images import read_png_metadata
+
+            drive = colab.mount_drive()
+            out = drive / "nbkit" / "outputs"
+            """),
+        code("""
+            #@title Model and prompts
+            {MODEL_FIELDS}
+            PROMPTS = ["a lighthouse on a cliff at dawn"]  #@param {type:"raw"}
+            N_IMAGES = 4  #@param {type:"slider", min:1, max:16, step:1}
+            #@markdown **Seed**: fixed here, so that running the next cell again resumes this run instead of starting anew.
+            SEED = 42  #@param {type:"integer"}
+            """, form=True),
+        code("""
+            #@title Load the model and generate into Drive's nbkit/outputs
+            pipe = Pipeline.from_pretrained(MODEL, VQGAN, cache=drive / "nbkit" / "models",
+                                            compilation_cache=drive / "nbkit" / "jax-cache")
+            folder, result = runs.generate_to_folder(pipe, PROMPTS, out, n_images=N_IMAGES, seed=SEED)
+            print(f"{len(result.images)} new image(s) in {folder.path}")
+            """),
+        code("""
+            #@title What was saved
+            for path in sorted(folder.path.iterdir()):
+                print(f"{path.name:64} {path.stat().st_size / 1024:8.1f} KB")
+            """),
+        code("""
+            #@title One PNG's metadata
+            png = folder.path / folder.entries()[-1]["file"]
+            metadata = read_png_metadata(png)
+            for key, value in metadata.items():
+                print(f"{key:16} {value}")
+            """),
+        code("""
+            #@title Make the same image again from the PNG alone
+            again = runs.reproduce(pipe, png)
+            saved = runs.saved_pixels(folder, metadata["prompt_index"])[metadata["image_index"]]
+            print("Same pixels as the saved image:", bool((again.pixels == saved).all()))
+            ui.show_images([saved, again.pixels], captions=["saved on Drive", "made again from its metadata"]);
+            """),
+        next_step(f"""{link("05_rerank.ipynb")}: rank a saved run's images with CLIP."""),
+    ])
+
+
+def rerank_step():
+    name = "05_rerank.ipynb"
+    return notebook([
+        intro(name, "5 · Rerank a saved run with CLIP", """
+            Scores each image of a run folder against its prompt with CLIP and shows them best first, with the
+            scores. It writes `ranking.json` and a best-first grid per prompt into the folder. It takes the
+            newest run in Drive's `nbkit/outputs` unless you name one; make one first with 03_generate.
+            """),
+        install(),
+        code("""
+            #@title Which run, which CLIP
+            #@markdown **Run folder**: blank for the newest run in `MyDrive/nbkit/outputs`; else its path
+            #@markdown (absolute, or inside MyDrive).
+            RUN_FOLDER = ""  #@param {type:"string"}
+            CLIP = "clip-b32"  #@param ["clip-b32", "clip-l14"] {allow-input: true}
+            """, form=True),
+        code("""
+            #@title Find the run folder
+            from nbkit import colab, hub, runs, ui
+            from nbkit.rerank import Reranker
+
+            drive = colab.mount_drive()
+            outputs = drive / "nbkit" / "outputs"
+            if RUN_FOLDER:
+                run_folder = drive / RUN_FOLDER          # an absolute path stays as it is
+            else:
+                manifests = sorted(outputs.glob("*/manifest.jsonl"), key=lambda path: path.stat().st_mtime)
+                run_folder = manifests[-1].parent if manifests else None
+            if run_folder is None or not (run_folder / "manifest.jsonl").is_file():
+                print(f"No run folder found ({RUN_FOLDER or outputs}): run 03_generate first "
+                      "(or 00_quickstart), or set RUN_FOLDER to a folder that nbkit saved.")
+                run_folder = None
+            else:
+                print(f"Reranking {run_folder}")
+            """),
+        code("""
+            #@title Rank with CLIP, best first
+            if run_folder is None:
+                print("Nothing to rerank yet: run 03_generate first.")
+            else:
+                reranker = Reranker.from_folder(hub.fetch(CLIP, cache=drive / "nbkit" / "models"))
+                ranking = runs.rerank_folder(run_folder, reranker)
+                for prompt, ranked in ranking.items():
+                    print(prompt)
+                    ui.show_images([run_folder / r["file"] for r in ranked],
+                                   captions=[f"CLIP score {r['score']:.2f}" for r in ranked])
+                print(f"Saved {run_folder / 'ranking.json'} and a best-first grid per prompt (*_ranked.png).")
+            """),
+    ])
+
+
+NOTEBOOKS = {
+    "00_quickstart.ipynb": quickstart,
+    "01_install.ipynb": install_step,
+    "02_pick_model.ipynb": pick_model_step,
+    "03_generate.ipynb": generate_step,
+    "04_save_to_drive.ipynb": save_to_drive_step,
+    "05_rerank.ipynb": rerank_step,
+}
+
+
+def write_all(folder: Path = HERE) -> list[Path]:
+    written = []
+    for name, build in NOTEBOOKS.items():
+        nb = build()
+        nbformat.validate(nb)
+        path = Path(folder) / name
+        with open(path, "w", encoding="utf-8", newline="\n") as file:
+            nbformat.write(nb, file)
+        written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=HERE, help="folder to write into (default: notebooks/)")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for path in write_all(args.out):
+        print(path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
