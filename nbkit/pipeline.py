@@ -179,19 +179,19 @@ class Pipeline:
             size = next(b for b in self.buckets if b >= len(chosen))
             padded = np.concatenate([chosen, np.full(size - len(chosen), chosen[0])])
 
-            def report(tokens: jax.Array, done: int, final: bool) -> list[GeneratedImage]:
-                decode = lambda: self._timed_images(tokens, padded[:len(chosen)], prompts, prompt_of, image_of,
-                                                    seed, timings)
-                progress = Progress(first * length + done * len(chosen), total, final, decode)
-                on_progress(progress)
-                return progress.images if final else []
+            def decode(tokens: jax.Array) -> list[GeneratedImage]:
+                return self._timed_images(tokens, padded[:len(chosen)], prompts, prompt_of, image_of, seed, timings)
+
+            def report(tokens: jax.Array, done: int) -> None:
+                on_progress(Progress(first * length + done * len(chosen), total, False, lambda: decode(tokens)))
 
             tokens, stopped = self._tokens(tokenized, prompt_of[padded], keys[padded], traced,
                                            report if on_progress else None, progress_every, should_stop, timings)
             if stopped:
                 break
-            batch = report(tokens, length, True) if on_progress else self._timed_images(
-                tokens, padded[:len(chosen)], prompts, prompt_of, image_of, seed, timings)
+            batch = decode(tokens)
+            if on_progress is not None:
+                on_progress(Progress((first + len(chosen)) * length, total, True, lambda: batch))
             images += batch
             if on_batch is not None:
                 on_batch(batch)
@@ -208,17 +208,17 @@ class Pipeline:
         state = self._sample.start(self.params, ids, mask, ids_uncond, mask_uncond, put(keys), traced)
         text_mask = jnp.concatenate([mask, mask_uncond])
         length = self.model.config.image_length
-        watched = report is not None or should_stop is not None
-        steps = range(1, length, every) if watched else [1]
-        for begin in steps:
-            end = min(begin + every, length) if watched else length
+        if report is None and should_stop is None:
+            every = length                   # nobody watches: the whole loop in one compiled call
+        for begin in range(1, length, every):
+            end = min(begin + every, length)
             state = self._sample.advance(self.params, state, text_mask, traced, begin, end)
             if should_stop is not None and should_stop():
                 timings["tokens"] += time.perf_counter() - began
                 return state[0], True
             if report is not None and end < length:
                 timings["tokens"] += time.perf_counter() - began
-                report(jnp.copy(state[0]), end, False)   # a copy: the next step donates the state
+                report(jnp.copy(state[0]), end)   # a copy: the next step donates the state
                 began = time.perf_counter()
         state[0].block_until_ready()
         timings["tokens"] += time.perf_counter() - began

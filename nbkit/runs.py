@@ -4,6 +4,7 @@ reproduce an image from its PNG, rerank a folder with CLIP. The notebooks and th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any, Callable
@@ -19,11 +20,6 @@ from nbkit.storage import ImageRecord, RunFolder, atomic_write, run_key, slugify
 RANKING_FILE = "ranking.json"
 
 
-def settings_of(generation_settings: SamplingSettings) -> dict[str, Any]:
-    return {"temperature": generation_settings.temperature, "top_k": generation_settings.top_k,
-            "top_p": generation_settings.top_p, "condition_scale": generation_settings.condition_scale}
-
-
 def generate_to_folder(pipe: Pipeline, prompts: list[str], out: str | Path, n_images: int = 1,
                        seed: int | None = None, grid: bool = True,
                        on_progress: Callable[[Progress], None] | None = None,
@@ -33,7 +29,7 @@ def generate_to_folder(pipe: Pipeline, prompts: list[str], out: str | Path, n_im
     batch again reopens its unfinished folder and makes only the images it lacks."""
     settings = SamplingSettings(**sampling)
     seed = draw_seed() if seed is None else seed
-    key = run_key(prompts, seed, n_images, pipe.name, settings_of(settings))
+    key = run_key(prompts, seed, n_images, pipe.name, dataclasses.asdict(settings))
     folder = RunFolder.resume_or_create(Path(out), prompts, key, len(prompts) * n_images)
     saved = {(e.get("prompt_index"), e.get("image_index")) for e in folder.entries()}
     missing = [(p, i) for p in range(len(prompts)) for i in range(n_images) if (p, i) not in saved]
@@ -41,11 +37,11 @@ def generate_to_folder(pipe: Pipeline, prompts: list[str], out: str | Path, n_im
     def save(batch: list[GeneratedImage]) -> None:
         for image in batch:
             folder.save_image(image.pixels, ImageRecord(image.prompt, image.prompt_index, image.image_index, seed,
-                                                        pipe.name, settings_of(settings)))
+                                                        pipe.name, dataclasses.asdict(settings)))
 
     generation = pipe.generate(prompts, n_images=n_images, seed=seed, on_progress=on_progress,
                                should_stop=should_stop, progress_every=progress_every, on_batch=save, only=missing,
-                               **settings_of(settings))
+                               **dataclasses.asdict(settings))
     if grid and missing and not generation.stopped:
         for prompt_index, prompt in enumerate(prompts):
             folder.save_grid(saved_pixels(folder, prompt_index), prompt, prompt_index)
