@@ -20,17 +20,17 @@ import datetime
 import json
 import platform
 import subprocess
-import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
+from nbkit.generation.pipeline import Pipeline
+from nbkit.generation.sharding import make_mesh, put_tree, weight_placer
 from nbkit.models import vqgan as vqgan_module
-from nbkit.models.dallebart import PUBLISHED_ARCHITECTURES, DalleBart, random_params
-from nbkit.pipeline import Pipeline
-from nbkit.sharding import make_mesh, put_tree, weight_placer
-from nbkit.tokenizer import PromptTokenizer
+from nbkit.models.dallebart import PUBLISHED_ARCHITECTURES, DalleBart
+from nbkit.text.tokenizer import PromptTokenizer
+from nbkit.weights.loaders import random_params
 
 HERE = Path(__file__).parent
 TOKENIZER = HERE.parent / "tests" / "fixtures" / "golden" / "dallebart-tiny"   # BART BPE, ids < 600
@@ -49,7 +49,7 @@ def random_pipeline(architecture: str, dtype, max_batch: int | None = None) -> P
     model = DalleBart(config, dtype)
     params = jax.tree.map(lambda leaf: weight_placer(mesh)(None, leaf), jax.jit(lambda: random_params(model))())
     decoder = vqgan_module.VQGANDecoder(vqgan_module.PUBLISHED_ARCHITECTURE, dtype)
-    decoder_params = put_tree(jax.jit(lambda: vqgan_module.random_params(decoder))(), mesh)
+    decoder_params = put_tree(jax.jit(lambda: random_params(decoder))(), mesh)
     tokenizer = PromptTokenizer.from_folder(TOKENIZER, max_length=config.max_text_length)
     return Pipeline(model, params, tokenizer, decoder, decoder_params, mesh, max_batch, name=f"{architecture} (random)")
 

@@ -3,7 +3,7 @@
 Writes a synthetic ~2 GB checkpoint in DALL·E Mega's published layout (mega-1-fp16:
 layers stacked, float16, input-major kernels, separate q/k/v projections; Mega's widths
 with 8 + 8 layers instead of 24 + 24), then loads it as bfloat16 in a fresh process with
-`nbkit.models.dallebart.load_dallebart`, and for comparison with a plain
+`nbkit.weights.loaders.load_dallebart`, and for comparison with a plain
 `flax.serialization.msgpack_restore` followed by a cast.
 
     python bench/bench_load.py [--folder /tmp/nbkit-bench-load] [--layers 8]
@@ -29,7 +29,7 @@ def rss_mib():
 
 import jax, jax.numpy as jnp, numpy as np
 from flax import serialization
-from nbkit.models.dallebart import load_dallebart
+from nbkit.weights.loaders import load_dallebart
 jnp.zeros(1).block_until_ready()
 folder, how = Path(sys.argv[1]), sys.argv[2]
 baseline = rss_mib()
@@ -54,7 +54,8 @@ def write_checkpoint(folder: Path, layers: int) -> int:
     from flax import serialization
     from flax.traverse_util import flatten_dict, unflatten_dict
 
-    from nbkit.models.dallebart import FUSED_FROM, PUBLISHED_ARCHITECTURES, DalleBart, param_shapes
+    from nbkit.models.dallebart import PUBLISHED_ARCHITECTURES, DalleBart, param_shapes
+    from nbkit.weights.loaders import FUSED_FROM
 
     config = dataclasses.replace(PUBLISHED_ARCHITECTURES["mega"], encoder_layers=layers, decoder_layers=layers)
     rng = np.random.default_rng(0)

@@ -19,6 +19,7 @@ import numpy as np
 from _common import add_dtype_option, compute_dtype
 
 from nbkit.models import clip, vqgan
+from nbkit.weights.loaders import random_params
 
 
 def timed(function, *args, repeats: int) -> tuple[float, float]:
@@ -51,7 +52,7 @@ def main() -> None:
     print(f"{'step':<14} {'batch':>5} {'compile s':>10} {'s/batch':>9} {'images/s':>9}")
 
     decoder = vqgan.VQGANDecoder(vqgan.PUBLISHED_ARCHITECTURE, dtype)
-    params = vqgan.random_params(decoder)
+    params = random_params(decoder)
     for batch in args.batches:
         codes = jnp.asarray(np.random.default_rng(0).integers(0, decoder.config.n_embed, (batch, 256)), jnp.int32)
         report("vqgan decode", batch, *timed(lambda p, c: decoder.apply({"params": p}, c), params, codes,
@@ -60,7 +61,7 @@ def main() -> None:
 
     for name in args.clip:
         model = clip.CLIP(clip.PUBLISHED_ARCHITECTURES[name], dtype)
-        params = jax.jit(lambda: clip.random_params(model))()
+        params = jax.jit(lambda: random_params(model))()
         size = model.config.vision.image_size
         ids = jnp.ones((1, model.config.text.max_position_embeddings), jnp.int32)
         for batch in args.batches:

@@ -22,8 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 from _common import add_dtype_option, compute_dtype
 
-from nbkit.models.dallebart import PUBLISHED_ARCHITECTURES, DalleBart, random_params
-from nbkit.sampling import SamplingSettings, compiled_sampler
+from nbkit.generation.sampling import SamplingSettings, compiled_sampler
+from nbkit.models.dallebart import PUBLISHED_ARCHITECTURES, DalleBart
+from nbkit.weights.loaders import random_params
 
 
 def main() -> None:

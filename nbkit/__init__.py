@@ -1,18 +1,34 @@
-"""nbkit: DALL·E mini / Mega in today's JAX and Flax, for notebooks.
+"""nbkit: DALL·E mini / Mega in today's JAX and Flax, for notebooks, the command line and the web.
 
-The data flow, one module per step:
-text.py (normalize) → tokenizer.py (ids) → models/dallebart.py + sampling.py (image
-tokens) → models/vqgan.py (pixels) → rerank.py + models/clip.py (ranked) → images.py +
-storage.py (saved). pipeline.py ties them together over the devices that sharding.py
-lays out; hub.py and checkpoint.py bring the weights; device.py says what runs here.
+The sub-packages follow the data flow:
+
+    text/        prompt → normalized text → token ids
+    models/      DalleBart, VQGAN, CLIP: the architectures
+    weights/     named models → downloaded, verified folders → parameter trees
+    generation/  token ids → image tokens → pixels, over the devices at hand (Pipeline)
+    output/      pixels → PNGs with metadata, run folders, CLIP ranking
+    notebook/    the widgets and Colab's shims;  cli.py: `python -m nbkit`
 """
 
 __version__ = "0.1.0"
 
+# Short names for what notebooks use most, imported on first use so that `import nbkit` (and the
+# CLI's --help) does not start jax.
+_LAZY = {
+    "Pipeline": ("nbkit.generation.pipeline", "Pipeline"),
+    "SamplingSettings": ("nbkit.generation.sampling", "SamplingSettings"),
+    "colab": ("nbkit.notebook.colab", None),
+    "ui": ("nbkit.notebook.ui", None),
+    "runs": ("nbkit.output.runs", None),
+    "hub": ("nbkit.weights.hub", None),
+}
+
 
 def __getattr__(name: str):
-    # `nbkit.Pipeline` without importing jax for `import nbkit` (the CLI's --help stays fast).
-    if name == "Pipeline":
-        from nbkit.pipeline import Pipeline
-        return Pipeline
-    raise AttributeError(f"module 'nbkit' has no attribute {name!r}")
+    if name not in _LAZY:
+        raise AttributeError(f"module 'nbkit' has no attribute {name!r}")
+    import importlib
+
+    module_name, attribute = _LAZY[name]
+    module = importlib.import_module(module_name)
+    return module if attribute is None else getattr(module, attribute)

@@ -15,9 +15,9 @@ EPILOG = "Models: mini, mega, mega-fp16 (W&B), a local folder, a hub id org/name
 
 
 def _generate(args: argparse.Namespace) -> None:
-    from nbkit import runs
-    from nbkit.colab import output_root
-    from nbkit.pipeline import Pipeline
+    from nbkit.generation.pipeline import Pipeline
+    from nbkit.output import runs
+    from nbkit.places import output_root
 
     pipe = Pipeline.from_pretrained(args.model, args.vqgan, dtype=args.dtype, cache=args.cache,
                                     compilation_cache=args.compilation_cache)
@@ -34,8 +34,9 @@ def _generate(args: argparse.Namespace) -> None:
 
 
 def _rerank(args: argparse.Namespace) -> None:
-    from nbkit import hub, runs
-    from nbkit.rerank import Reranker
+    from nbkit.output import runs
+    from nbkit.output.rerank import Reranker
+    from nbkit.weights import hub
 
     folder = Path(args.folder)
     if not folder.is_dir():
@@ -48,19 +49,21 @@ def _rerank(args: argparse.Namespace) -> None:
 
 
 def _download(args: argparse.Namespace) -> None:
-    from nbkit import hub
+    from nbkit.weights import hub
 
     for name in args.names:
         print(f"{name}: {hub.fetch(name, args.cache)}")
 
 
 def _info(args: argparse.Namespace) -> None:
-    from nbkit import __version__, hub
-    from nbkit.device import detect
+    from nbkit import __version__
+    from nbkit.generation.device import detect
+    from nbkit.places import model_cache
+    from nbkit.weights import hub
 
     print(f"nbkit {__version__}")
     print(detect().summary())
-    root = hub.cache_dir(args.cache)
+    root = model_cache(args.cache)
     cached = hub.cached_models(root)
     print(f"cache:        {root} ({len(cached)} model folder(s))")
     for source, folder, size in cached:

@@ -157,7 +157,7 @@ def quickstart():
         code("""
             #@title Rank each prompt's images with CLIP, best first
             if RERANK:
-                from nbkit.rerank import Reranker
+                from nbkit.output.rerank import Reranker
                 reranker = Reranker.from_folder(hub.fetch(CLIP, cache=drive / "nbkit" / "models"))
                 ranking = runs.rerank_folder(folder.path, reranker)
                 for prompt, ranked in ranking.items():
@@ -192,7 +192,7 @@ def install_step():
         install(),
         code("""
             #@title What this runtime has
-            from nbkit.device import detect
+            from nbkit.generation.device import detect
 
             print(detect().summary())
             """),
@@ -313,7 +313,7 @@ def save_to_drive_step():
         code("""
             #@title Mount Google Drive
             from nbkit import Pipeline, colab, runs, ui
-            from nbkit.images import read_png_metadata
+            from nbkit.output.images import read_png_metadata
 
             drive = colab.mount_drive()
             out = drive / "nbkit" / "outputs"
@@ -375,7 +375,7 @@ def rerank_step():
         code("""
             #@title Find the run folder
             from nbkit import colab, hub, runs, ui
-            from nbkit.rerank import Reranker
+            from nbkit.output.rerank import Reranker
 
             drive = colab.mount_drive()
             outputs = drive / "nbkit" / "outputs"

@@ -6,7 +6,7 @@ import sys
 
 import jax
 
-from nbkit.pipeline import Pipeline
+from nbkit.generation.pipeline import Pipeline
 
 hits = []
 jax.monitoring.register_event_listener(lambda name, **kw: hits.append(name) if name.endswith("cache_hits") else None)

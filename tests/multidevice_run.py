@@ -7,7 +7,7 @@ import sys
 
 import jax
 
-from nbkit.pipeline import Pipeline
+from nbkit.generation.pipeline import Pipeline
 
 dallebart, vqgan = sys.argv[1:3]
 prompts, results = ["a red cube", "an avocado armchair", "sunset over a lake"], {}

@@ -10,7 +10,7 @@ jax.config.update("jax_cpu_collectives_implementation", "gloo")   # CPU collecti
 process, port, dallebart, vqgan = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=process)
 
-from nbkit.pipeline import Pipeline  # noqa: E402
+from nbkit.generation.pipeline import Pipeline  # noqa: E402
 
 pipe = Pipeline.from_pretrained(dallebart, vqgan, dtype="float32", progress=False)
 generation = pipe.generate(["a red cube", "an avocado armchair", "sunset over a lake"], n_images=2, seed=7)

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
+from conftest import GOLDEN_DIR
 from flax import serialization
 from flax.traverse_util import flatten_dict
 
-from conftest import GOLDEN_DIR
-from nbkit.checkpoint import CheckpointError, read_msgpack, stream_msgpack
+from nbkit.weights.checkpoint import CheckpointError, read_msgpack, stream_msgpack
 
 CHECKPOINTS = sorted(GOLDEN_DIR.glob("*/flax_model.msgpack"))
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from nbkit.cli import main
-from nbkit.images import read_png_metadata
+from nbkit.output.images import read_png_metadata
 
 FIXTURES = Path(__file__).parent / "fixtures" / "golden"
 TINY = ["--model", str(FIXTURES / "dallebart-tiny"), "--vqgan", str(FIXTURES / "vqgan-tiny"), "--dtype", "float32"]

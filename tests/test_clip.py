@@ -1,9 +1,12 @@
 import numpy as np
 import pytest
+from conftest import golden_folders, golden_params
 from PIL import Image
 
-from conftest import golden_folders, golden_params
-from nbkit.models.clip import CLIP, CLIPTokenizer, ImagePreprocessing, load_clip
+from nbkit.models.clip import CLIP
+from nbkit.output.rerank import ImagePreprocessing
+from nbkit.text.tokenizer import CLIPTokenizer
+from nbkit.weights.loaders import load_clip
 
 
 def golden_images(folder):

@@ -6,13 +6,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import golden_folders, golden_params
 from flax import serialization
 from flax.traverse_util import flatten_dict, unflatten_dict
 
-from conftest import golden_folders, golden_params
-from nbkit.checkpoint import CheckpointError, read_msgpack
-from nbkit.models.dallebart import (PUBLISHED_ARCHITECTURES, DalleBart, DalleBartConfig, load_dallebart,
-                                    param_shapes)
+from nbkit.models.dallebart import (
+    PUBLISHED_ARCHITECTURES,
+    DalleBart,
+    DalleBartConfig,
+    param_shapes,
+)
+from nbkit.weights.checkpoint import CheckpointError, read_msgpack
+from nbkit.weights.loaders import load_dallebart
 
 
 def run_reference_inputs(folder, dtype=jnp.float32):

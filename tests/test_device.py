@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-
 import pytest
 
-from nbkit import device as device_module
-from nbkit.device import GIB, DeviceInfo, detect, recommended_dtype
-from nbkit.ui import ModelPicker, model_choices
+from nbkit.generation import device as device_module
+from nbkit.generation.device import DeviceInfo, detect, recommended_dtype
+from nbkit.notebook.ui import ModelPicker, model_choices
+from nbkit.weights.registry import GIB
 
 
 def fake(platform="gpu", kind="Tesla T4", count=1, memory_gib=15.0, capability=None) -> DeviceInfo:

@@ -3,13 +3,13 @@
 import jax
 import numpy as np
 import pytest
-
 from conftest import golden_folders
-from nbkit.models.dallebart import load_dallebart
-from nbkit.models.vqgan import decode, load_vqgan, to_uint8
-from nbkit.rerank import Reranker
-from nbkit.sampling import SamplingSettings, sample_image_tokens
-from nbkit.tokenizer import PromptTokenizer
+
+from nbkit.generation.sampling import SamplingSettings, sample_image_tokens
+from nbkit.models.vqgan import decode, to_uint8
+from nbkit.output.rerank import Reranker
+from nbkit.text.tokenizer import PromptTokenizer
+from nbkit.weights.loaders import load_dallebart, load_vqgan
 
 PROMPTS = ["an armchair in the shape of an avocado", "sunset over a lake"]
 PER_PROMPT = 3

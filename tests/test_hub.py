@@ -13,10 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
-
 from hub_server import MockHub, commit_of
-from nbkit import hub, registry
-from nbkit.models.dallebart import load_dallebart
+
+from nbkit import places
+from nbkit.weights import hub, registry
+from nbkit.weights.loaders import load_dallebart
 
 FIXTURES = Path(__file__).parent / "fixtures" / "golden"
 DALLEBART = FIXTURES / "dallebart-tiny"
@@ -80,7 +81,7 @@ def test_download_killed_half_way_resumes_from_where_it_stopped(served, tmp_path
     server.bytes_per_second = 8 << 20          # ~2 s for the 17 MB file
     partial = cache / "partial"
     child = subprocess.Popen(
-        [sys.executable, "-c", f"from nbkit import hub; hub.fetch('org/vqgan', cache={str(cache)!r}, progress=False)"],
+        [sys.executable, "-c", f"from nbkit.weights import hub; hub.fetch('org/vqgan', cache={str(cache)!r}, progress=False)"],
         env={**os.environ, "HF_ENDPOINT": server.url, "PYTHONPATH": str(Path(__file__).parent.parent)})
     deadline = time.monotonic() + 60
     while not any(p.stat().st_size > 0 for p in partial.glob("*.part")) and time.monotonic() < deadline:
@@ -196,14 +197,15 @@ def test_unknown_names_and_missing_folders(tmp_path):
 
 def test_cache_folder_choice(monkeypatch, tmp_path):
     monkeypatch.setenv("NBKIT_CACHE", str(tmp_path / "env"))
-    assert hub.cache_dir() == tmp_path / "env"
-    assert hub.cache_dir(tmp_path / "given") == tmp_path / "given"
+    assert places.model_cache() == tmp_path / "env"
+    assert places.model_cache(tmp_path / "given") == tmp_path / "given"
     monkeypatch.delenv("NBKIT_CACHE")
-    monkeypatch.setattr(hub, "DRIVE_CACHE", tmp_path / "drive" / "MyDrive" / "nbkit" / "models")
+    monkeypatch.setattr(places, "MY_DRIVE", tmp_path / "drive" / "MyDrive")
+    monkeypatch.setattr(places, "DRIVE_FOLDER", tmp_path / "drive" / "MyDrive" / "nbkit")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert hub.cache_dir() == tmp_path / "xdg" / "nbkit" / "models"
+    assert places.model_cache() == tmp_path / "xdg" / "nbkit" / "models"
     (tmp_path / "drive" / "MyDrive").mkdir(parents=True)         # Drive mounted
-    assert hub.cache_dir() == tmp_path / "drive" / "MyDrive" / "nbkit" / "models"
+    assert places.model_cache() == tmp_path / "drive" / "MyDrive" / "nbkit" / "models"
 
 
 def test_wandb_artifact_names():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nbkit.images import make_grid, png_bytes, read_png_metadata
+from nbkit.output.images import make_grid, png_bytes, read_png_metadata
 
 H, W = 24, 40  # not square, so a transposed tile would show
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nbkit.pipeline import Pipeline, bucket_sizes, image_keys
+from nbkit.generation.pipeline import Pipeline, bucket_sizes, image_keys
 
 FIXTURES = Path(__file__).parent / "fixtures" / "golden"
 DALLEBART, VQGAN = FIXTURES / "dallebart-tiny", FIXTURES / "vqgan-tiny"

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
+from conftest import golden_folders
 from PIL import Image
 
-from conftest import golden_folders
-from nbkit.rerank import Reranker
+from nbkit.output.rerank import Reranker
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nbkit import runs
-from nbkit.images import read_png_metadata
-from nbkit.pipeline import Pipeline
-from nbkit.rerank import Reranker
+from nbkit.generation.pipeline import Pipeline
+from nbkit.output import runs
+from nbkit.output.images import read_png_metadata
+from nbkit.output.rerank import Reranker
 
 FIXTURES = Path(__file__).parent / "fixtures" / "golden"
 PROMPTS = ["a red cube", "an avocado armchair"]

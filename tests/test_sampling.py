@@ -2,11 +2,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from conftest import golden_folders, golden_params, read_json, reference_prng
-from nbkit.models.dallebart import load_dallebart
-from nbkit.sampling import SamplingSettings, filter_logits, sample_image_tokens
-from nbkit.tokenizer import PromptTokenizer
+
+from nbkit.generation.sampling import (
+    SamplingSettings,
+    filter_logits,
+    sample_image_tokens,
+)
+from nbkit.text.tokenizer import PromptTokenizer
+from nbkit.weights.loaders import load_dallebart
 
 
 def load(folder):

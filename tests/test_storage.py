@@ -8,9 +8,16 @@ from datetime import datetime
 import numpy as np
 import pytest
 
-from nbkit import storage
-from nbkit.images import read_png_metadata
-from nbkit.storage import ImageRecord, RunFolder, atomic_write, new_run_folder, run_key, slugify
+from nbkit.output import storage
+from nbkit.output.images import read_png_metadata
+from nbkit.output.storage import (
+    ImageRecord,
+    RunFolder,
+    atomic_write,
+    new_run_folder,
+    run_key,
+    slugify,
+)
 
 HOSTILE = ["an armchair in the shape of an avocado", "", "/", "..", ".", "../../../etc/passwd",
            "..\\..\\windows\\system32", "a/b\\c", "x" * 500, "🦄🥑🎨", "日本語のプロンプト", "\x00", "a\x00b",

@@ -1,7 +1,7 @@
 import pytest
-
 from conftest import GOLDEN_DIR, read_json
-from nbkit.text import HashtagSplitter, TextNormalizer
+
+from nbkit.text.normalize import HashtagSplitter, TextNormalizer
 
 NORMALIZE_JSON = GOLDEN_DIR / "text" / "normalize.json"
 

@@ -2,10 +2,10 @@ import warnings
 
 import numpy as np
 import pytest
-
 from conftest import golden_params
+
 from nbkit.models.dallebart import DalleBartConfig
-from nbkit.tokenizer import PromptTokenizer
+from nbkit.text.tokenizer import PromptTokenizer
 
 
 def tokenizer_for(folder):

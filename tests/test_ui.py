@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nbkit import ui
-from nbkit.images import read_png_metadata
-from nbkit.pipeline import Pipeline
+from nbkit.generation.pipeline import Pipeline
+from nbkit.notebook import ui
+from nbkit.output.images import read_png_metadata
 
 FIXTURES = Path(__file__).parent / "fixtures" / "golden"
 

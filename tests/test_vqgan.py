@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
-
 from conftest import golden_folders, golden_params
-from nbkit.models.vqgan import VQGANConfig, decode, load_vqgan, to_uint8
+
+from nbkit.models.vqgan import VQGANConfig, decode, to_uint8
+from nbkit.weights.loaders import load_vqgan
 
 
 @pytest.mark.golden

@@ -22,8 +22,17 @@ import tempfile
 import warnings
 
 import numpy as np
-from _peer_common import (CONDITION_SCALE, TOP_K, forbid_network, log, parse_args, prompt_tokens, report,
-                          time_runs, versions)
+from _peer_common import (
+    CONDITION_SCALE,
+    TOP_K,
+    forbid_network,
+    log,
+    parse_args,
+    prompt_tokens,
+    report,
+    time_runs,
+    versions,
+)
 
 try:
     import torch

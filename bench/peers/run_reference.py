@@ -17,8 +17,24 @@ import sys
 import types
 
 import numpy as np
-from _peer_common import (BOS, CODEBOOK_SIZE, CONDITION_SCALE, EOS, IMAGE_TOKENS, IMAGES, TOP_K, check_tokens,
-                          forbid_network, log, parse_args, prompt_tokens, report, text_rows, time_runs, versions)
+from _peer_common import (
+    BOS,
+    CODEBOOK_SIZE,
+    CONDITION_SCALE,
+    EOS,
+    IMAGE_TOKENS,
+    IMAGES,
+    TOP_K,
+    check_tokens,
+    forbid_network,
+    log,
+    parse_args,
+    prompt_tokens,
+    report,
+    text_rows,
+    time_runs,
+    versions,
+)
 
 try:
     import jax

@@ -8,21 +8,16 @@ Module names follow those checkpoints.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache, partial
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
-from PIL import Image
-from tokenizers import Tokenizer
 
-from nbkit.checkpoint import config_from_dict, load_params, random_weights, read_json
-from nbkit.tokenizer import FixedLengthEncoder, check_prompts
+from nbkit.models.config import config_from_dict, read_json
 
-WEIGHTS_FILE = "flax_model.msgpack"
 _ACTIVATIONS = {"quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
                 "gelu": partial(nn.gelu, approximate=False)}
 
@@ -226,15 +221,6 @@ def _unit(x):
 # ---- loading -------------------------------------------------------------------------
 
 
-def _from_checkpoint(key: tuple[str, ...], value):
-    # transformers nests layers as encoder/layers/<i>; we name them layers_<i>.
-    if "layers" in key:
-        at = key.index("layers")
-        if at + 1 < len(key) and key[at + 1].isdigit():
-            key = key[:at] + (f"layers_{key[at + 1]}",) + key[at + 2:]
-    return key, value
-
-
 def param_shapes(model: CLIP) -> dict:
     vision = model.config.vision
     ids = jnp.zeros((1, model.config.text.max_position_embeddings), jnp.int32)
@@ -242,82 +228,4 @@ def param_shapes(model: CLIP) -> dict:
     return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), ids, jnp.ones_like(ids), pixels)["params"])
 
 
-def random_params(model: CLIP, seed: int = 0) -> dict:
-    """Random weights of the real sizes, for benchmarks."""
-    return random_weights(param_shapes(model), model.dtype, seed)
-
-
-def load_clip(folder: str | Path, dtype: Any = jnp.float32) -> tuple[CLIP, dict]:
-    model = CLIP(CLIPConfig.from_folder(folder), dtype)
-    return model, load_params(Path(folder) / WEIGHTS_FILE, param_shapes(model), dtype, _from_checkpoint)
-
-
 # ---- inputs --------------------------------------------------------------------------
-
-
-class CLIPTokenizer:
-    """Texts → (ids, mask) padded to the model's text length, from the folder's tokenizer.json."""
-
-    def __init__(self, encoder: FixedLengthEncoder):
-        self._encode = encoder
-
-    @classmethod
-    def from_folder(cls, folder: str | Path, length: int = 77) -> "CLIPTokenizer":
-        folder = Path(folder)
-        path = folder / "tokenizer.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing: the CLIP tokenizer needs it. Download the model folder again.")
-        pad = "<|endoftext|>"
-        for name in ("tokenizer_config.json", "special_tokens_map.json"):
-            if (folder / name).is_file():
-                value = read_json(folder / name, "it names the padding token").get("pad_token", pad)
-                pad = value["content"] if isinstance(value, dict) else value
-                break
-        return cls(FixedLengthEncoder(Tokenizer.from_file(str(path)), pad, length))
-
-    def __call__(self, texts) -> tuple[np.ndarray, np.ndarray]:
-        return self._encode(check_prompts(texts))
-
-
-@dataclass(frozen=True)
-class ImagePreprocessing:
-    """`preprocessor_config.json`: resize the shortest edge, center crop, rescale, normalize."""
-
-    shortest_edge: int = 224
-    crop_height: int = 224
-    crop_width: int = 224
-    resample: int = Image.BICUBIC
-    rescale_factor: float = 1 / 255
-    image_mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
-    image_std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
-
-    @classmethod
-    def from_folder(cls, folder: str | Path) -> "ImagePreprocessing":
-        values = read_json(Path(folder) / "preprocessor_config.json", "it says how CLIP expects its images")
-        size, crop = values.get("size", 224), values.get("crop_size", 224)
-        size = size.get("shortest_edge", 224) if isinstance(size, dict) else size
-        crop = (crop["height"], crop["width"]) if isinstance(crop, dict) else (crop, crop)
-        return cls(size, crop[0], crop[1], values.get("resample", Image.BICUBIC),
-                   values.get("rescale_factor", 1 / 255),
-                   tuple(values.get("image_mean", cls.image_mean)), tuple(values.get("image_std", cls.image_std)))
-
-    def __call__(self, images) -> np.ndarray:
-        """Images (PIL, or uint8 / [0, 1] float arrays) → (batch, crop_h, crop_w, 3) float32."""
-        return np.stack([self._one(image) for image in images])
-
-    def _one(self, image) -> np.ndarray:
-        if not isinstance(image, Image.Image):
-            array = np.asarray(image)
-            if array.dtype != np.uint8:
-                array = (np.clip(array, 0, 1) * 255).astype(np.uint8)
-            image = Image.fromarray(array)
-        image = image.convert("RGB")
-        width, height = image.size
-        scale = self.shortest_edge / min(width, height)
-        size = (self.shortest_edge, int(scale * height)) if width <= height else (int(scale * width), self.shortest_edge)
-        array = np.asarray(image.resize(size, resample=self.resample))
-        top = (array.shape[0] - self.crop_height) // 2
-        left = (array.shape[1] - self.crop_width) // 2
-        array = array[top:top + self.crop_height, left:left + self.crop_width]
-        array = array.astype(np.float32) * np.float32(self.rescale_factor)
-        return (array - np.float32(self.image_mean)) / np.float32(self.image_std)

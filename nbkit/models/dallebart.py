@@ -31,9 +31,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from nbkit.checkpoint import Place, config_from_dict, load_params, random_weights, read_json
+from nbkit.models.config import CONFIG_FILE, config_from_dict, read_json
 
-CONFIG_FILE = "config.json"
 Cache = tuple[dict[str, jax.Array], ...]  # one dict per decoder layer
 
 _ACTIVATIONS = {
@@ -432,9 +431,6 @@ def empty_cache(config: DalleBartConfig, batch: int, dtype=jnp.float32) -> Cache
                  for _ in range(config.decoder_layers))
 
 
-WEIGHTS_FILE = "flax_model.msgpack"
-
-
 def _example_inputs(config: DalleBartConfig):
     text = jnp.zeros((1, config.max_text_length), jnp.int32)
     return text, jnp.ones_like(text), jnp.zeros((1, config.image_length), jnp.int32)
@@ -444,28 +440,3 @@ def param_shapes(model: DalleBart) -> dict:
     """The parameter tree the model expects, as shapes (nothing is allocated)."""
     init = lambda: model.init(jax.random.PRNGKey(0), *_example_inputs(model.config))["params"]
     return jax.eval_shape(init)
-
-
-def random_params(model: DalleBart, seed: int = 0) -> dict:
-    """Random weights of the real sizes (benchmarks)."""
-    return random_weights(param_shapes(model), model.dtype, seed)
-
-
-# Fused products (see the module docstring) and the checkpoint tensors they are made of.
-FUSED_FROM = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "kv_proj": ("k_proj", "v_proj"),
-              "Dense_0_1": ("Dense_0", "Dense_1")}
-
-
-def _from_checkpoint(key: tuple[str, ...], value):
-    """Published files wrap encoder and decoder in "model" and store kernels (in, out)."""
-    key = key[1:] if key and key[0] == "model" else key
-    return key, (value.T if key[-1] == "kernel" else value)
-
-
-def load_dallebart(folder: str | Path, dtype: Any = jnp.float32, place: Place | None = None) -> tuple[DalleBart, dict]:
-    """The model and its weights from a model folder (config.json + flax_model.msgpack),
-    whatever layout and precision the file was saved in; computes in `dtype`. `place` puts
-    each tensor on its device(s) as it is read (see `load_params`)."""
-    model = DalleBart(DalleBartConfig.from_folder(folder), dtype)
-    params = load_params(Path(folder) / WEIGHTS_FILE, param_shapes(model), dtype, _from_checkpoint, FUSED_FROM, place)
-    return model, params

@@ -17,10 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nbkit.checkpoint import config_from_dict, load_params, read_json
-
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "flax_model.msgpack"
+from nbkit.models.config import CONFIG_FILE, config_from_dict, read_json
 
 
 @dataclass(frozen=True)
@@ -166,29 +163,9 @@ class VQGANDecoder(nn.Module):
         return Decoder(config, self.dtype, name="decoder")(z).astype(jnp.float32)
 
 
-def _from_checkpoint(key: tuple[str, ...], value):
-    # The codebook sits under "quantize" in vqgan-jax files.
-    if key[:2] == ("quantize", "embedding"):
-        key = key[1:]
-    return key, value
-
-
 def param_shapes(model: VQGANDecoder) -> dict:
     codes = jnp.zeros((1, model.config.grid_size**2), jnp.int32)
     return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), codes)["params"])
-
-
-def random_params(model: VQGANDecoder, seed: int = 0) -> dict:
-    """Random weights of the real sizes, for benchmarks."""
-    codes = jnp.zeros((1, model.config.grid_size**2), jnp.int32)
-    return jax.jit(lambda: model.init(jax.random.PRNGKey(seed), codes)["params"])()
-
-
-def load_vqgan(folder: str | Path, dtype: Any = jnp.float32) -> tuple[VQGANDecoder, dict]:
-    """The decoder and its weights (codebook, post_quant_conv, decoder; not the encoder)."""
-    model = VQGANDecoder(VQGANConfig.from_folder(folder), dtype)
-    params = load_params(Path(folder) / WEIGHTS_FILE, param_shapes(model), dtype, _from_checkpoint)
-    return model, params
 
 
 @lru_cache(maxsize=8)

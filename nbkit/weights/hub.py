@@ -3,7 +3,7 @@
 A model is asked for by a registered name (`mini`, `vqgan`, … see `nbkit.registry`), a local
 folder, a hub id (`org/name` or `org/name@revision`) or a W&B artifact (`entity/project/name:version`).
 
-The cache (`cache_dir()`) holds one folder per model and commit, so a pinned model found there is
+The cache (`model_cache()`) holds one folder per model and commit, so a pinned model found there is
 used without touching the network (a second Colab session with Drive mounted downloads nothing):
 
     <cache>/hub/<org>--<name>/<commit>/…files…     a model folder, as loaders expect it
@@ -28,10 +28,10 @@ import shutil
 from pathlib import Path
 from typing import Iterable
 
-from nbkit.registry import MODELS, WORD_FREQUENCIES, HubFile, _WORDS
+from nbkit.places import model_cache
+from nbkit.weights.registry import _WORDS, MODELS, WORD_FREQUENCIES, HubFile
 
 VERIFIED_FILE = ".nbkit-files.json"
-DRIVE_CACHE = Path("/content/drive/MyDrive/nbkit/models")
 # What nbkit reads from a model folder; the first two are needed, the rest are read when present.
 REQUIRED_FILES = ("config.json", "flax_model.msgpack")
 OPTIONAL_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json",
@@ -67,18 +67,6 @@ def parse_artifact(text: str) -> WandbArtifact | None:
     return WandbArtifact(**match.groupdict()) if match else None
 
 
-def cache_dir(folder: str | Path | None = None) -> Path:
-    """Where models are kept: `folder`, else $NBKIT_CACHE, else Google Drive when it is mounted
-    (so the next Colab session finds them), else ~/.cache/nbkit/models."""
-    if folder is not None:
-        return Path(folder).expanduser()
-    if os.environ.get("NBKIT_CACHE"):
-        return Path(os.environ["NBKIT_CACHE"]).expanduser()
-    if DRIVE_CACHE.parent.parent.is_dir():
-        return DRIVE_CACHE
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "nbkit" / "models"
-
-
 def _offline() -> bool:
     return any(os.environ.get(name, "").lower() in ("1", "true", "yes", "on")
                for name in ("NBKIT_OFFLINE", "HF_HUB_OFFLINE"))
@@ -90,7 +78,7 @@ def fetch(model: str | Path, cache: str | Path | None = None, progress: bool = T
     path = Path(text).expanduser()
     if path.is_dir():
         return path
-    root = cache_dir(cache)
+    root = model_cache(cache)
     if text in MODELS:
         registered = MODELS[text]
         if registered.artifact:
@@ -126,7 +114,11 @@ def _fetch_hub(repo: str, revision: str, root: Path, progress: bool, asked: str,
     if _offline():
         raise _unavailable(asked, repo_root / (commit or revision), files, "offline mode is on (HF_HUB_OFFLINE/NBKIT_OFFLINE)")
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
-    from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
     try:
         url = hf_hub_url(repo, REQUIRED_FILES[0], revision=revision, endpoint=_endpoint())
         commit = get_hf_file_metadata(url, endpoint=_endpoint()).commit_hash
@@ -374,7 +366,7 @@ def _fetch_artifact(artifact: WandbArtifact, root: Path, asked: str, progress: b
 
 def cached_models(cache: str | Path | None = None) -> list[tuple[str, Path, int]]:
     """(source, folder, bytes) for every model folder in the cache."""
-    root = cache_dir(cache)
+    root = model_cache(cache)
     found = []
     for kind in ("hub", "wandb"):
         for folder in sorted((root / kind).glob("*/*")):

@@ -15,9 +15,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from PIL import Image
 
-from nbkit.models.clip import CLIP, CLIPTokenizer, ImagePreprocessing, load_clip
-from nbkit.tokenizer import check_prompts
+from nbkit.models.clip import CLIP
+from nbkit.models.config import read_json
+from nbkit.text.tokenizer import CLIPTokenizer, check_prompts
+from nbkit.weights.loaders import load_clip
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,50 @@ def _padded_batches(array: np.ndarray, size: int):
         chunk = array[start:start + size]
         padding = [(0, size - len(chunk))] + [(0, 0)] * (array.ndim - 1)
         yield np.pad(chunk, padding), len(chunk)
+
+
+@dataclass(frozen=True)
+class ImagePreprocessing:
+    """`preprocessor_config.json`: resize the shortest edge, center crop, rescale, normalize."""
+
+    shortest_edge: int = 224
+    crop_height: int = 224
+    crop_width: int = 224
+    resample: int = Image.BICUBIC
+    rescale_factor: float = 1 / 255
+    image_mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
+    image_std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+
+    @classmethod
+    def from_folder(cls, folder: str | Path) -> "ImagePreprocessing":
+        values = read_json(Path(folder) / "preprocessor_config.json", "it says how CLIP expects its images")
+        size, crop = values.get("size", 224), values.get("crop_size", 224)
+        size = size.get("shortest_edge", 224) if isinstance(size, dict) else size
+        crop = (crop["height"], crop["width"]) if isinstance(crop, dict) else (crop, crop)
+        return cls(size, crop[0], crop[1], values.get("resample", Image.BICUBIC),
+                   values.get("rescale_factor", 1 / 255),
+                   tuple(values.get("image_mean", cls.image_mean)), tuple(values.get("image_std", cls.image_std)))
+
+    def __call__(self, images) -> np.ndarray:
+        """Images (PIL, or uint8 / [0, 1] float arrays) → (batch, crop_h, crop_w, 3) float32."""
+        return np.stack([self._one(image) for image in images])
+
+    def _one(self, image) -> np.ndarray:
+        if not isinstance(image, Image.Image):
+            array = np.asarray(image)
+            if array.dtype != np.uint8:
+                array = (np.clip(array, 0, 1) * 255).astype(np.uint8)
+            image = Image.fromarray(array)
+        image = image.convert("RGB")
+        width, height = image.size
+        scale = self.shortest_edge / min(width, height)
+        size = (self.shortest_edge, int(scale * height)) if width <= height else (int(scale * width), self.shortest_edge)
+        array = np.asarray(image.resize(size, resample=self.resample))
+        top = (array.shape[0] - self.crop_height) // 2
+        left = (array.shape[1] - self.crop_width) // 2
+        array = array[top:top + self.crop_height, left:left + self.crop_width]
+        array = array.astype(np.float32) * np.float32(self.rescale_factor)
+        return (array - np.float32(self.image_mean)) / np.float32(self.image_std)
 
 
 class Reranker:

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 
-from nbkit.checkpoint import read_json
-from nbkit.text import TextNormalizer
+from nbkit.models.config import read_json
+from nbkit.text.normalize import TextNormalizer
 
 SPECIAL_TOKENS_FILE = "special_tokens_map.json"
 _DEFAULT_SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}
@@ -151,3 +151,27 @@ class PromptTokenizer:
             attention_mask_uncond=np.tile(self._uncond_mask, repeat),
             normalized=tuple(normalized),
         )
+
+
+class CLIPTokenizer:
+    """Texts → (ids, mask) padded to the model's text length, from the folder's tokenizer.json."""
+
+    def __init__(self, encoder: FixedLengthEncoder):
+        self._encode = encoder
+
+    @classmethod
+    def from_folder(cls, folder: str | Path, length: int = 77) -> "CLIPTokenizer":
+        folder = Path(folder)
+        path = folder / "tokenizer.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: the CLIP tokenizer needs it. Download the model folder again.")
+        pad = "<|endoftext|>"
+        for name in ("tokenizer_config.json", "special_tokens_map.json"):
+            if (folder / name).is_file():
+                value = read_json(folder / name, "it names the padding token").get("pad_token", pad)
+                pad = value["content"] if isinstance(value, dict) else value
+                break
+        return cls(FixedLengthEncoder(Tokenizer.from_file(str(path)), pad, length))
+
+    def __call__(self, texts) -> tuple[np.ndarray, np.ndarray]:
+        return self._encode(check_prompts(texts))

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import jax
 
-from nbkit import registry
-from nbkit.colab import is_colab
+from nbkit.places import is_colab
+from nbkit.weights import registry
+from nbkit.weights.registry import GIB
 
-GIB = 1 << 30
 # HBM per core where the runtime does not report it (TPUs before memory_stats worked everywhere).
 _TPU_MEMORY = {"v2": 8, "v3": 16, "v4": 32, "v5 lite": 16, "v5e": 16, "v5p": 95, "v6 lite": 32, "v6e": 32}
 # GPUs before Ampere (compute capability < 8) have no fast bfloat16: they get float16.

@@ -10,9 +10,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from nbkit import registry
-from nbkit.device import GIB, DeviceInfo, detect
-from nbkit.sampling import SamplingSettings
+from nbkit.generation.device import DeviceInfo, detect
+from nbkit.generation.sampling import SamplingSettings
+from nbkit.weights import registry
+from nbkit.weights.registry import GIB
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,8 +193,8 @@ class GenerateForm:
             self._thread.join(timeout)
 
     def _run(self) -> None:
-        from nbkit import runs
-        from nbkit.pipeline import draw_seed
+        from nbkit.generation.pipeline import draw_seed
+        from nbkit.output import runs
 
         self.error = None
         try:

@@ -12,10 +12,16 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image
 
-from nbkit.images import make_grid, png_bytes, read_png_metadata
-from nbkit.pipeline import GeneratedImage, Generation, Pipeline, Progress, draw_seed
-from nbkit.sampling import SamplingSettings
-from nbkit.storage import ImageRecord, RunFolder, atomic_write, run_key, slugify
+from nbkit.generation.pipeline import (
+    GeneratedImage,
+    Generation,
+    Pipeline,
+    Progress,
+    draw_seed,
+)
+from nbkit.generation.sampling import SamplingSettings
+from nbkit.output.images import make_grid, png_bytes, read_png_metadata
+from nbkit.output.storage import ImageRecord, RunFolder, atomic_write, run_key, slugify
 
 RANKING_FILE = "ranking.json"
 

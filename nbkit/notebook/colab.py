@@ -3,32 +3,9 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
-
-def is_colab() -> bool:
-    """True inside a Google Colab runtime (its kernel imports google.colab; its VMs set COLAB_*)."""
-    return "google.colab" in sys.modules or any(name.startswith("COLAB_") for name in os.environ)
-
-
-DRIVE_MOUNT = Path("/content/drive")
-
-
-def drive_mounted() -> bool:
-    return (DRIVE_MOUNT / "MyDrive").is_dir()
-
-
-def output_root(folder: str | Path | None = None) -> Path:
-    """Where runs are saved: `folder`, else $NBKIT_OUTPUT, else Drive's MyDrive/nbkit/outputs when
-    Drive is mounted, else ./nbkit-outputs."""
-    if folder is not None:
-        return Path(folder).expanduser()
-    if os.environ.get("NBKIT_OUTPUT"):
-        return Path(os.environ["NBKIT_OUTPUT"]).expanduser()
-    if drive_mounted():
-        return DRIVE_MOUNT / "MyDrive" / "nbkit" / "outputs"
-    return Path.cwd() / "nbkit-outputs"
+from nbkit.places import DRIVE_FOLDER, DRIVE_MOUNT, MY_DRIVE, drive_mounted, is_colab
 
 
 def mount_drive(local_folder: str | Path | None = None) -> Path:
@@ -38,8 +15,8 @@ def mount_drive(local_folder: str | Path | None = None) -> Path:
         if not drive_mounted():
             from google.colab import drive
             drive.mount(str(DRIVE_MOUNT))
-        folder = DRIVE_MOUNT / "MyDrive"
-        print(f"Google Drive is mounted: files go to {folder}/nbkit")
+        folder = MY_DRIVE
+        print(f"Google Drive is mounted: files go to {DRIVE_FOLDER}")
         return folder
     folder = Path(local_folder or os.environ.get("NBKIT_DRIVE") or Path.home() / "nbkit-drive").expanduser()
     folder.mkdir(parents=True, exist_ok=True)

@@ -20,12 +20,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from nbkit import hub, sharding
-from nbkit.device import detect, use_compilation_cache
+from nbkit.generation import sharding
+from nbkit.generation.device import detect, use_compilation_cache
+from nbkit.generation.sampling import SamplingSettings, compiled_sampler
 from nbkit.models import vqgan as vqgan_module
-from nbkit.models.dallebart import DalleBart, load_dallebart
-from nbkit.sampling import SamplingSettings, compiled_sampler
-from nbkit.tokenizer import PromptTokenizer, check_prompts
+from nbkit.models.dallebart import DalleBart
+from nbkit.text.tokenizer import PromptTokenizer, check_prompts
+from nbkit.weights import hub
+from nbkit.weights.loaders import load_dallebart
 
 
 @dataclasses.dataclass(frozen=True)

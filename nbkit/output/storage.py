@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from nbkit import __version__
-from nbkit.images import make_grid, png_bytes, read_png_metadata
+from nbkit.output.images import make_grid, png_bytes, read_png_metadata
 
 MANIFEST = "manifest.jsonl"
 RUN_FILE = "run.json"

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nbkit.models.dallebart import DalleBart, DalleBartConfig, empty_cache
-from nbkit.tokenizer import TokenizedPrompts
+from nbkit.text.tokenizer import TokenizedPrompts
 
 
 def _is_number(value) -> bool:

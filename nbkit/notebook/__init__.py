@@ -1,0 +1,1 @@
+"""The notebook interface: the ipywidgets model picker, prompt form and gallery, and Colab's shims."""

@@ -1,0 +1,51 @@
+"""Where nbkit keeps things, defined once: Colab detection, the Google Drive layout, the model
+cache and the output folders. Everything that picks a folder by default asks here.
+
+On Colab with Drive mounted, both live on Drive so that the next session finds them:
+
+    /content/drive/MyDrive/nbkit/models     the model cache   (else ~/.cache/nbkit/models)
+    /content/drive/MyDrive/nbkit/outputs    generated runs    (else ./nbkit-outputs)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+DRIVE_MOUNT = Path("/content/drive")
+MY_DRIVE = DRIVE_MOUNT / "MyDrive"
+DRIVE_FOLDER = MY_DRIVE / "nbkit"
+
+
+def is_colab() -> bool:
+    """True inside a Google Colab runtime (its kernel imports google.colab; its VMs set COLAB_*)."""
+    return "google.colab" in sys.modules or any(name.startswith("COLAB_") for name in os.environ)
+
+
+def drive_mounted() -> bool:
+    return MY_DRIVE.is_dir()
+
+
+def model_cache(folder: str | Path | None = None) -> Path:
+    """Where models are kept: `folder`, else $NBKIT_CACHE, else Google Drive when it is mounted
+    (so the next Colab session finds them), else ~/.cache/nbkit/models."""
+    if folder is not None:
+        return Path(folder).expanduser()
+    if os.environ.get("NBKIT_CACHE"):
+        return Path(os.environ["NBKIT_CACHE"]).expanduser()
+    if drive_mounted():
+        return DRIVE_FOLDER / "models"
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "nbkit" / "models"
+
+
+def output_root(folder: str | Path | None = None) -> Path:
+    """Where runs are saved: `folder`, else $NBKIT_OUTPUT, else Drive's MyDrive/nbkit/outputs when
+    Drive is mounted, else ./nbkit-outputs."""
+    if folder is not None:
+        return Path(folder).expanduser()
+    if os.environ.get("NBKIT_OUTPUT"):
+        return Path(os.environ["NBKIT_OUTPUT"]).expanduser()
+    if drive_mounted():
+        return DRIVE_FOLDER / "outputs"
+    return Path.cwd() / "nbkit-outputs"
