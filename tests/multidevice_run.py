@@ -3,11 +3,30 @@ test_pipeline.py): the same generation on 1 device, 8 data-parallel devices, and
 weights split over a model axis; prints the tokens of each as JSON."""
 
 import json
+import re
 import sys
 
 import jax
+import numpy as np
 
+from nbkit.generation import sharding
 from nbkit.generation.pipeline import Pipeline
+from nbkit.generation.sampling import SamplingSettings
+
+COLLECTIVES = re.compile(r"\b(all-gather|all-reduce|all-to-all|collective-permute|reduce-scatter)[-.\w]*\(")
+
+
+def step_collectives(pipe):
+    """The cross-device operations in one compiled sampling step (`advance` over one token)."""
+    settings = SamplingSettings()
+    sampler = pipe.sampler(settings)
+    traced = jax.tree.map(lambda v: sharding.put(v, sharding.replicated(pipe.mesh)),
+                          settings.as_arrays(pipe.model.config))
+    rows = pipe.buckets[0]
+    tokenized = pipe.tokenizer(["a"] * rows)
+    state = pipe._start(sampler, tokenized, np.arange(rows), np.zeros((rows, 2), np.uint32), traced)
+    text = sampler.advance.lower(pipe.params, state, traced, 1, 2).compile().as_text()
+    return sorted({match.group(1) for match in COLLECTIVES.finditer(text)})
 
 dallebart, vqgan = sys.argv[1:3]
 prompts, results = ["a red cube", "an avocado armchair", "sunset over a lake"], {}
@@ -19,6 +38,8 @@ for name, devices, model_parallel in [("one", jax.devices()[:1], 1), ("data8", N
     results[name] = {"devices": pipe.mesh.devices.size, "buckets": pipe.buckets,
                      "tokens": [image.tokens.tolist() for image in generation.images],
                      "pixels_sum": [int(image.pixels.sum()) for image in generation.images]}
+    if name == "data8":
+        results[name]["step_collectives"] = step_collectives(pipe)
     if name == "model8":
         kernel = pipe.params["decoder"]["layers_0"]["GLU_0"]["Dense_2"]["kernel"]
         results[name]["kernel_shard_rows"] = sorted({shard.data.shape[0] for shard in kernel.addressable_shards})

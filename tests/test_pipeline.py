@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nbkit.generation.pipeline import Pipeline, bucket_sizes, image_keys
+from nbkit.generation.pipeline import Batch, Done, GenerationRequest, Pipeline, Progress, bucket_sizes, image_keys
 
 FIXTURES = Path(__file__).parent / "fixtures" / "golden"
 DALLEBART, VQGAN = FIXTURES / "dallebart-tiny", FIXTURES / "vqgan-tiny"
@@ -37,7 +37,7 @@ def test_generate_returns_images_with_their_prompts_seed_and_tokens(pipe):
         assert image.pixels.dtype == np.uint8 and 0 <= image.tokens.min() and image.tokens.max() < 64
     assert len({image.tokens.tobytes() for image in generation.images}) == 6     # each image its own
     assert generation.timings["tokens"] > 0 and generation.timings["total"] >= generation.timings["tokens"]
-    assert len(generation.for_prompt(1)) == 3 and not generation.stopped
+    assert len(generation.for_prompt(1)) == 3
     again = pipe.generate(PROMPTS[:2], n_images=3, seed=11)
     assert tokens_of(again) == tokens_of(generation)
     assert tokens_of(pipe.generate(PROMPTS[:2], n_images=3, seed=12)) != tokens_of(generation)
@@ -64,42 +64,84 @@ def test_buckets_are_multiples_of_the_data_parallel_devices():
 
 def test_new_prompts_count_within_a_bucket_seed_and_settings_do_not_recompile(pipe, count_compilations):
     pipe.generate(PROMPTS, n_images=1, seed=1)                                  # 3 rows → bucket 4
+    pipe.generate(PROMPTS, n_images=1, seed=1, condition_scale=1.0)             # its own, half-size program
+    list(pipe.stream(GenerationRequest(PROMPTS, 1, 1), progress_every=128))    # the progress snapshot's copy
     with count_compilations() as counter:
         pipe.generate(["one", "two", "three", "four"], n_images=1, seed=2, temperature=0.7, top_k=5,
                       top_p=0.9, condition_scale=3.0)
         pipe.generate(["just one prompt"], n_images=4, seed=3, condition_scale=1.0)
+        list(pipe.stream(GenerationRequest(PROMPTS, 1, 4), progress_every=50))
     assert counter.count == 0
 
 
-def test_progress_reports_partial_then_final_images_and_changes_nothing(pipe):
+def test_the_stream_yields_progress_then_the_batch_then_done_and_changes_nothing(pipe):
     plain = pipe.generate(PROMPTS[:1], n_images=2, seed=3)
-    seen = []
-    watched = pipe.generate(PROMPTS[:1], n_images=2, seed=3, progress_every=64, on_progress=seen.append)
-    assert [(p.tokens_done, p.final) for p in seen] == [(2 * 65, False), (2 * 129, False), (2 * 193, False),
-                                                        (2 * 256, True)]
-    assert all(len(p.images) == 2 and p.tokens_total == 512 for p in seen)
-    assert tokens_of(watched) == tokens_of(plain)
-    assert all((a.pixels == b.pixels).all() for a, b in zip(watched.images, plain.images))
-    partial = seen[0].images[0].tokens
+    events = list(pipe.stream(GenerationRequest(PROMPTS[:1], 2, 3), progress_every=64))
+    assert [type(e) for e in events] == [Progress] * 4 + [Batch, Done]
+    progress = events[:4]
+    assert [(p.position, p.tokens_done, p.tokens_total, p.images_done) for p in progress] == [
+        (0, 0, 512, 0), (65, 2 * 65, 512, 0), (129, 2 * 129, 512, 0), (193, 2 * 193, 512, 0)]
+    assert progress[0].images == [] and all(len(p.images) == 2 for p in progress[1:])
+    batch = events[4]
+    assert (batch.images_done, batch.images_total) == (2, 2)
+    assert tokens_of(batch) == tokens_of(plain)
+    assert all((a.pixels == b.pixels).all() for a, b in zip(batch.images, plain.images))
+    partial = progress[1].images[0].tokens
     assert (partial[:65] == plain.images[0].tokens[:65]).all() and not partial[65:].any()
+    assert events[5].images_total == 2 and events[5].timings["total"] >= events[5].timings["tokens"] > 0
 
 
-def test_stop_keeps_the_finished_batches(pipe):
+def test_progress_images_read_late_are_still_their_own_batch(pipe):
+    """Reading a Progress's images after the next batch has started decodes the rows it was made for."""
     small = Pipeline(pipe.model, pipe.params, pipe.tokenizer, pipe.vqgan, pipe.vqgan_params, pipe.mesh, max_batch=2)
-    asked = []
+    events = list(small.stream(GenerationRequest(PROMPTS, 1, 8), progress_every=100))
+    first_batch_progress = [e for e in events if isinstance(e, Progress) and e.position == 101][0]
+    finished = {(i.prompt_index, i.image_index): i.tokens for e in events if isinstance(e, Batch) for i in e.images}
+    late = first_batch_progress.images                                      # read after the whole stream
+    assert [(i.prompt_index, i.image_index) for i in late] == [(0, 0), (1, 0)]
+    for image in late:
+        assert (image.tokens[:101] == finished[(image.prompt_index, image.image_index)][:101]).all()
 
-    def stop_in_the_second_batch():
-        asked.append(1)
-        return len(asked) > 256 // 32          # the first batch takes 8 questions
-    generation = small.generate(PROMPTS, n_images=2, seed=4, progress_every=32, should_stop=stop_in_the_second_batch)
-    assert generation.stopped
-    assert [(i.prompt_index, i.image_index) for i in generation.images] == [(0, 0), (0, 1)]
+
+def test_leaving_the_loop_stops_and_keeps_the_finished_batches(pipe):
+    small = Pipeline(pipe.model, pipe.params, pipe.tokenizer, pipe.vqgan, pipe.vqgan_params, pipe.mesh, max_batch=2)
+    kept, stream = [], small.stream(GenerationRequest(PROMPTS, 2, 4), progress_every=32)
+    for event in stream:
+        if isinstance(event, Batch):
+            kept += event.images
+        if isinstance(event, Progress) and event.images_done == 2 and event.position >= 64:
+            break                                               # Stop, part way through the second batch
+    assert [(i.prompt_index, i.image_index) for i in kept] == [(0, 0), (0, 1)]
+
+
+def test_a_batch_follows_its_last_step_at_once(pipe):
+    """No event comes between a batch's last token and its images: a consumer that stops as soon as it
+    may still has every image whose tokens were drawn."""
+    events = list(pipe.stream(GenerationRequest(PROMPTS[:1], 1, 5), progress_every=254))
+    assert [type(e) for e in events] == [Progress, Progress, Batch, Done]
+    assert events[1].position == 255                           # then one step, then the images
+    assert len(events[2].images) == 1
+
+
+def test_a_request_is_checked_once_and_draws_its_seed_there(pipe):
+    request = GenerationRequest(PROMPTS[:1])
+    assert isinstance(request.seed, int) and 0 <= request.seed < 2**31
+    assert request.images == [(0, 0)] and GenerationRequest(PROMPTS, 2, 1, only=[(2, 1)]).images == [(2, 1)]
+    for bad, message in [({"n_images": 0}, "n_images"), ({"n_images": 1.5}, "n_images"), ({"seed": -1}, "seed"),
+                         ({"seed": "7"}, "seed"), ({"seed": 2**32}, "seed"), ({"only": [(3, 0)]}, "only=")]:
+        with pytest.raises(ValueError, match=message):
+            GenerationRequest(PROMPTS, **bad)
+    with pytest.raises(TypeError, match="SamplingSettings"):
+        GenerationRequest(PROMPTS, settings={"temperature": 1.0})
+    with pytest.raises(ValueError, match="progress_every"):
+        pipe.stream(request, progress_every=0)                 # checked before the first event is asked for
+    with pytest.raises(TypeError, match="GenerationRequest"):
+        pipe.stream(PROMPTS)
 
 
 def test_bad_arguments_say_what_to_do(pipe):
-    for bad, message in [({"n_images": 0}, "n_images"), ({"n_images": 1.5}, "n_images"), ({"seed": -1}, "seed"),
-                         ({"seed": "7"}, "seed"), ({"temperature": 0}, "temperature"), ({"top_p": 2}, "top_p"),
-                         ({"progress_every": 0}, "progress_every")]:
+    for bad, message in [({"n_images": 0}, "n_images"), ({"seed": -1}, "seed"), ({"temperature": 0}, "temperature"),
+                         ({"top_p": 2}, "top_p")]:
         with pytest.raises(ValueError, match=message):
             pipe.generate(PROMPTS[:1], **bad)
     with pytest.raises(TypeError, match="Wrap it in a list"):
@@ -123,6 +165,9 @@ def test_same_tokens_on_1_and_8_devices_and_with_weights_split_over_a_model_axis
         assert results[name]["tokens"] == here, name
         assert results[name]["pixels_sum"] == results["one"]["pixels_sum"], name
     assert results["model8"]["kernel_shard_rows"] == [results["model8"]["kernel_rows"] // 8]
+    # Each device holds both halves (conditioned, unconditioned) of its own images: a sampling step moves
+    # nothing between the data-parallel devices.
+    assert results["data8"]["step_collectives"] == [], results["data8"]["step_collectives"]
 
 
 def test_two_processes_generate_together_as_one_host_does(pipe):

@@ -1,10 +1,15 @@
-"""Prompts → images, on whatever devices are here: the one object notebooks and the CLI use.
+"""Prompts → images, on whatever devices are here: the one object notebooks, the CLI and `runs` use.
 
-Each image's random key comes from (seed, prompt index, image index) alone, and every row of
-a batch is sampled independently, so the same seed gives the same image on 1 GPU, 8 TPU cores
-or a CPU. Batches are padded to a few bucket sizes (multiples of the data-parallel device
-count), and sampling settings are traced values: new prompts, seeds or settings reuse the
-compiled programs.
+`Pipeline.stream(request)` is the one way to generate: a generator of events, in the manner of
+min-dalle's `generate_image_stream` and gemma's sampler state. It yields `Progress` while a batch
+forms (tokens so far, and its images decoded only if asked for), a `Batch` of finished images as
+each batch ends, and `Done` with the timings. Stopping is leaving the loop; saving is the
+consumer's job (`nbkit.output.runs` saves each batch as it comes). `generate()` collects a stream.
+
+Each image's random key comes from (seed, prompt index, image index) alone, and every row of a
+batch is sampled independently, so the same seed gives the same image tokens on 1 GPU, 8 TPU cores
+or a CPU. Batches are padded to a few bucket sizes (multiples of the data-parallel device count),
+and sampling settings are traced values: new prompts, seeds or settings reuse the compiled programs.
 """
 
 from __future__ import annotations
@@ -12,8 +17,10 @@ from __future__ import annotations
 import dataclasses
 import secrets
 import time
+from collections.abc import Collection, Iterator, Sequence
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable, Collection, Sequence
+from typing import Any, Union
 
 import jax
 import jax.numpy as jnp
@@ -22,12 +29,69 @@ from jax.experimental import multihost_utils
 
 from nbkit.generation import sharding
 from nbkit.generation.device import detect, use_compilation_cache
-from nbkit.generation.sampling import SamplingSettings, compiled_sampler
+from nbkit.generation.sampling import CompiledSampler, SamplingSettings, compiled_sampler
 from nbkit.models import vqgan as vqgan_module
 from nbkit.models.dallebart import DalleBart
 from nbkit.text.tokenizer import PromptTokenizer, check_prompts
 from nbkit.weights import hub
-from nbkit.weights.loaders import load_dallebart
+from nbkit.weights.loaders import load_dallebart, load_vqgan
+
+SEED_LIMIT = 2**32
+
+
+def draw_seed() -> int:
+    """A random seed, the same on every host of a multi-host run."""
+    seed = secrets.randbelow(2**31)
+    if jax.process_count() > 1:
+        seed = int(multihost_utils.broadcast_one_to_all(np.int32(seed)))
+    return seed
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationRequest:
+    """What to make, checked once where it enters. A seed left as None is drawn here, once, so
+    the request (and everything made from it) always knows its seed.
+
+    `only`: make just these (prompt index, image index) images — the rest of a resumed run, or
+    one image to reproduce; their keys are those they have in the whole request.
+    """
+
+    prompts: Sequence[str]
+    n_images: int = 1
+    seed: int | None = None
+    settings: SamplingSettings = SamplingSettings()
+    only: Collection[tuple[int, int]] | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "prompts", tuple(check_prompts(self.prompts)))
+        if not _whole(self.n_images) or self.n_images < 1:
+            raise ValueError(f"n_images must be a whole number ≥ 1 (got {self.n_images!r}).")
+        if self.seed is None:
+            object.__setattr__(self, "seed", draw_seed())
+        elif not _whole(self.seed) or not 0 <= self.seed < SEED_LIMIT:
+            raise ValueError(f"seed must be a whole number in [0, 2³²) or None for a random one "
+                             f"(got {self.seed!r}).")
+        if not isinstance(self.settings, SamplingSettings):
+            raise TypeError(f"settings must be a SamplingSettings (got {type(self.settings).__name__}).")
+        object.__setattr__(self, "n_images", int(self.n_images))
+        object.__setattr__(self, "seed", int(self.seed))
+        if self.only is not None:
+            only = frozenset((int(p), int(i)) for p, i in self.only)
+            outside = [pair for pair in only if not (0 <= pair[0] < len(self.prompts) and 0 <= pair[1] < self.n_images)]
+            if outside:
+                raise ValueError(f"only= names images the request does not have: {sorted(outside)[:5]} "
+                                 f"({len(self.prompts)} prompt(s) × {self.n_images} image(s)).")
+            object.__setattr__(self, "only", only)
+
+    @property
+    def images(self) -> list[tuple[int, int]]:
+        """(prompt index, image index) of each image to make, in order."""
+        every = [(p, i) for p in range(len(self.prompts)) for i in range(self.n_images)]
+        return every if self.only is None else [pair for pair in every if pair in self.only]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,38 +100,80 @@ class GeneratedImage:
     prompt_index: int
     image_index: int
     seed: int
-    tokens: np.ndarray          # (256,) image codes
+    tokens: np.ndarray          # (256,) image codes: the image's identity
     pixels: np.ndarray          # (256, 256, 3) uint8
+
+
+# ---- the events of a stream
+
+
+@dataclasses.dataclass(frozen=True)
+class Progress:
+    """A batch is forming. `images` decodes its rows' tokens so far (zeros after `position`) when
+    first read, so a consumer that only moves a progress bar pays for no decoding."""
+
+    tokens_done: int            # image tokens drawn so far in this run, over all its images
+    tokens_total: int
+    images_done: int            # images finished (earlier batches)
+    images_total: int
+    elapsed: float              # seconds since the stream started
+    compiling: bool             # this batch runs a program for the first time (it compiles first)
+    position: int               # tokens drawn so far in each row of this batch
+    tokens: jax.Array | None = dataclasses.field(default=None, repr=False)   # (batch, 256), own copy
+    _decode: Any = dataclasses.field(default=None, repr=False, compare=False)
+
+    @cached_property
+    def images(self) -> list[GeneratedImage]:
+        return [] if self.tokens is None else self._decode(self.tokens)
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """Finished images, as soon as their batch ends."""
+
+    images: list[GeneratedImage]
+    images_done: int
+    images_total: int
+    elapsed: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Done:
+    """The stream's last event."""
+
+    images_total: int
+    timings: dict[str, float]   # seconds: tokens, pixels, total
+
+
+Event = Union[Progress, Batch, Done]
 
 
 @dataclasses.dataclass
 class Generation:
+    """A collected stream: every image of a request, in order."""
+
     images: list[GeneratedImage]
-    prompts: list[str]
-    seed: int
-    settings: SamplingSettings
+    request: GenerationRequest
     model: str
-    timings: dict[str, float]   # seconds: tokens, pixels, total
-    stopped: bool = False       # True when `should_stop` ended the run early: `images` holds the finished ones
+    timings: dict[str, float]
+
+    @property
+    def seed(self) -> int:
+        return self.request.seed
+
+    @property
+    def prompts(self) -> tuple[str, ...]:
+        return self.request.prompts
+
+    @property
+    def settings(self) -> SamplingSettings:
+        return self.request.settings
 
     def for_prompt(self, prompt_index: int) -> list[GeneratedImage]:
         return [image for image in self.images if image.prompt_index == prompt_index]
 
 
-class Progress:
-    """What `on_progress` receives. `images` (this batch's images decoded from the tokens drawn
-    so far) are decoded when first read, so a callback that only moves a progress bar costs
-    nothing; at the end of a batch (`final`) they are the finished images."""
-
-    def __init__(self, tokens_done: int, tokens_total: int, final: bool, decode: Callable[[], list]):
-        self.tokens_done, self.tokens_total, self.final = tokens_done, tokens_total, final
-        self._decode, self._images = decode, None
-
-    @property
-    def images(self) -> list[GeneratedImage]:
-        if self._images is None:
-            self._images = self._decode()
-        return self._images
+# ---- keys and batches
 
 
 @jax.jit
@@ -82,21 +188,13 @@ def image_keys(seed: int, prompt_indexes: np.ndarray, image_indexes: np.ndarray)
                      for p, i in zip(prompt_indexes, image_indexes)])
 
 
-def draw_seed() -> int:
-    """A random seed, the same on every host of a multi-host run."""
-    seed = secrets.randbelow(2**31)
-    if jax.process_count() > 1:
-        seed = int(multihost_utils.broadcast_one_to_all(np.int32(seed)))
-    return seed
-
-
 def bucket_sizes(data_parallel: int, max_batch: int) -> list[int]:
     """Batch sizes that get compiled: data_parallel × 1, 2, 4, … up to max_batch."""
     sizes, size = [], data_parallel
     while size < max_batch:
         sizes.append(size)
         size *= 2
-    return sizes + [max(max_batch, data_parallel)]
+    return [*sizes, max(max_batch, data_parallel)]
 
 
 class Pipeline:
@@ -111,15 +209,15 @@ class Pipeline:
         if self.max_batch % data:
             raise ValueError(f"max_batch={self.max_batch} must be a multiple of the {data} data-parallel devices.")
         self.buckets = bucket_sizes(data, self.max_batch)
-        self._sample = compiled_sampler(model, vqgan.config.n_embed)
         self._decode = vqgan_module.compiled_decoder(vqgan)
+        self._warm: set[tuple[int, bool]] = set()     # (bucket, super-conditioned) programs already run
 
     @classmethod
     def from_pretrained(cls, model: str | Path = "mini", vqgan: str | Path = "vqgan", dtype: Any = None,
                         model_parallel: int = 1, max_batch: int | None = None, cache: str | Path | None = None,
                         progress: bool = True, devices: list | None = None,
-                        compilation_cache: str | Path | None = None) -> "Pipeline":
-        """Named models (see `nbkit.registry`), hub ids, W&B artifacts or local folders.
+                        compilation_cache: str | Path | None = None) -> Pipeline:
+        """Named models (see `nbkit.weights.registry`), hub ids, W&B artifacts or local folders.
 
         `dtype`: default the device's recommended one. `model_parallel`: split each weight
         matrix over that many devices (for Mega on cores that cannot hold it, e.g. TPU v2).
@@ -133,107 +231,108 @@ class Pipeline:
         folder = hub.fetch(model, cache, progress)
         vqgan_folder = hub.fetch(vqgan, cache, progress)
         dallebart, params = load_dallebart(folder, dtype, place=sharding.weight_placer(mesh))
-        decoder, decoder_params = vqgan_module.load_vqgan(vqgan_folder, dtype)
+        decoder, decoder_params = load_vqgan(vqgan_folder, dtype)
         return cls(dallebart, params, PromptTokenizer.from_folder(folder), decoder,
                    sharding.put_tree(decoder_params, mesh), mesh, max_batch, name=str(model))
 
+    def sampler(self, settings: SamplingSettings) -> CompiledSampler:
+        return compiled_sampler(self.model, self.vqgan.config.n_embed, settings.super_conditioned, self.mesh)
+
     def generate(self, prompts: Sequence[str], n_images: int = 1, seed: int | None = None,
                  temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
-                 condition_scale: float = 10.0, on_progress: Callable[[Progress], None] | None = None,
-                 progress_every: int = 32, should_stop: Callable[[], bool] | None = None,
-                 on_batch: Callable[[list[GeneratedImage]], None] | None = None,
-                 only: Collection[tuple[int, int]] | None = None) -> Generation:
-        """`n_images` images for each prompt. `seed` None draws one (it is in the result).
+                 condition_scale: float = 10.0, only: Collection[tuple[int, int]] | None = None) -> Generation:
+        """`n_images` images for each prompt, all at once. `seed` None draws one (see `.seed`)."""
+        request = GenerationRequest(prompts, n_images, seed,
+                                    SamplingSettings(temperature, top_k, top_p, condition_scale), only)
+        return self.collect(request)
 
-        `on_progress` is called every `progress_every` tokens with the images so far;
-        `should_stop` is asked as often and, when it says True, the call returns the
-        images already finished. `on_batch` receives each batch's finished images (to save
-        them as they come). `only`: make just these (prompt index, image index) images —
-        the others of a resumed run, or one image to reproduce.
+    def collect(self, request: GenerationRequest) -> Generation:
+        images, timings = [], {}
+        for event in self.stream(request):
+            if isinstance(event, Batch):
+                images += event.images
+            elif isinstance(event, Done):
+                timings = event.timings
+        return Generation(images, request, self.name, timings)
+
+    def stream(self, request: GenerationRequest, progress_every: int | None = None) -> Iterator[Event]:
+        """Generates `request`, yielding `Progress` every `progress_every` tokens (and at the start of
+        each batch), a `Batch` of finished images as each batch ends, and `Done` last.
+
+        `progress_every=None` samples each batch in one compiled call (the fastest): only the
+        start-of-batch `Progress` is yielded then. Leave the loop to stop; finished batches stay
+        with the consumer.
         """
-        prompts = check_prompts(prompts)
-        if isinstance(n_images, bool) or not isinstance(n_images, (int, np.integer)) or n_images < 1:
-            raise ValueError(f"n_images must be a whole number ≥ 1 (got {n_images!r}).")
-        if seed is None:
-            seed = draw_seed()
-        elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
-            raise ValueError(f"seed must be a whole number in [0, 2³²) or None for a random one (got {seed!r}).")
-        if not (isinstance(progress_every, int) and progress_every >= 1):
-            raise ValueError(f"progress_every must be a whole number ≥ 1 (got {progress_every!r}).")
-        settings = SamplingSettings(temperature, top_k, top_p, condition_scale)
-        traced = jax.tree.map(lambda value: sharding.put(value, sharding.replicated(self.mesh)),
-                              settings.as_arrays(self.model.config))
-        tokenized = self.tokenizer(prompts)
-        prompt_of = np.repeat(np.arange(len(prompts)), n_images)
-        image_of = np.tile(np.arange(n_images), len(prompts))
-        if only is not None:
-            wanted = {(int(p), int(i)) for p, i in only}
-            chosen_rows = [row for row in range(len(prompt_of)) if (prompt_of[row], image_of[row]) in wanted]
-            prompt_of, image_of = prompt_of[chosen_rows], image_of[chosen_rows]
-        keys = image_keys(seed, prompt_of, image_of) if len(prompt_of) else np.zeros((0, 2), np.uint32)
+        if progress_every is not None and not (_whole(progress_every) and progress_every >= 1):
+            raise ValueError(f"progress_every must be a whole number ≥ 1 or None (got {progress_every!r}).")
+        if not isinstance(request, GenerationRequest):
+            raise TypeError(f"stream takes a GenerationRequest (got {type(request).__name__}); "
+                            "for prompts, use generate().")
+        return self._stream(request, progress_every)
 
-        started, timings = time.perf_counter(), {"tokens": 0.0, "pixels": 0.0}
-        images: list[GeneratedImage] = []
+    def _stream(self, request: GenerationRequest, progress_every: int | None) -> Iterator[Event]:
+        started = time.perf_counter()
+        timings = {"tokens": 0.0, "pixels": 0.0}
+        wanted = request.images
+        prompt_of = np.array([p for p, _ in wanted], np.int64)
+        image_of = np.array([i for _, i in wanted], np.int64)
+        keys = image_keys(request.seed, prompt_of, image_of) if wanted else np.zeros((0, 2), np.uint32)
+        tokenized = self.tokenizer(list(request.prompts))
+        sampler = self.sampler(request.settings)
+        traced = jax.tree.map(lambda value: sharding.put(value, sharding.replicated(self.mesh)),
+                              request.settings.as_arrays(self.model.config))
         length = self.model.config.image_length
-        total, stopped = len(prompt_of) * length, False
-        for first in range(0, len(prompt_of), self.max_batch):
-            chosen = np.arange(first, min(len(prompt_of), first + self.max_batch))
+        total, done = len(wanted), 0
+        every = progress_every or length
+        for first in range(0, total, self.max_batch):
+            chosen = np.arange(first, min(total, first + self.max_batch))
             size = next(b for b in self.buckets if b >= len(chosen))
             padded = np.concatenate([chosen, np.full(size - len(chosen), chosen[0])])
+            rows = [(request.prompts[prompt_of[row]], int(prompt_of[row]), int(image_of[row])) for row in chosen]
+            program = (size, sampler.super_conditioned)
+            compiling = program not in self._warm
 
-            def decode(tokens: jax.Array) -> list[GeneratedImage]:
-                return self._timed_images(tokens, padded[:len(chosen)], prompts, prompt_of, image_of, seed, timings)
-
-            def report(tokens: jax.Array, done: int) -> None:
-                on_progress(Progress(first * length + done * len(chosen), total, False, lambda: decode(tokens)))
-
-            tokens, stopped = self._tokens(tokenized, prompt_of[padded], keys[padded], traced,
-                                           report if on_progress else None, progress_every, should_stop, timings)
-            if stopped:
-                break
-            batch = decode(tokens)
-            if on_progress is not None:
-                on_progress(Progress((first + len(chosen)) * length, total, True, lambda: batch))
-            images += batch
-            if on_batch is not None:
-                on_batch(batch)
-        timings["total"] = time.perf_counter() - started
-        return Generation(images, prompts, seed, settings, self.name, timings, stopped)
-
-    def _tokens(self, tokenized, prompt_rows, keys, traced, report, every, should_stop, timings):
-        """Samples one padded batch; in steps of `every` tokens when someone watches or may stop it."""
-        began = time.perf_counter()
-        put = lambda value: sharding.put(value, sharding.rows(self.mesh))
-        ids, mask = put(tokenized.input_ids[prompt_rows]), put(tokenized.attention_mask[prompt_rows])
-        ids_uncond = put(tokenized.input_ids_uncond[prompt_rows])
-        mask_uncond = put(tokenized.attention_mask_uncond[prompt_rows])
-        state = self._sample.start(self.params, ids, mask, ids_uncond, mask_uncond, put(keys), traced)
-        text_mask = jnp.concatenate([mask, mask_uncond])
-        length = self.model.config.image_length
-        if report is None and should_stop is None:
-            every = length                   # nobody watches: the whole loop in one compiled call
-        for begin in range(1, length, every):
-            end = min(begin + every, length)
-            state = self._sample.advance(self.params, state, text_mask, traced, begin, end)
-            if should_stop is not None and should_stop():
-                timings["tokens"] += time.perf_counter() - began
-                return state[0], True
-            if report is not None and end < length:
-                timings["tokens"] += time.perf_counter() - began
-                report(jnp.copy(state[0]), end)   # a copy: the next step donates the state
+            def decode(tokens: jax.Array, rows=rows) -> list[GeneratedImage]:
                 began = time.perf_counter()
-        state[0].block_until_ready()
-        timings["tokens"] += time.perf_counter() - began
-        return state[0], False
+                images = self._images(tokens, rows, request.seed)
+                timings["pixels"] += time.perf_counter() - began
+                return images
 
-    def _timed_images(self, tokens, rows, prompts, prompt_of, image_of, seed, timings):
-        began = time.perf_counter()
-        images = self._images(tokens, rows, prompts, prompt_of, image_of, seed)
-        timings["pixels"] += time.perf_counter() - began
-        return images
+            def progress(position: int, tokens: jax.Array | None = None, compiling=compiling) -> Progress:
+                return Progress(done * length + position * len(chosen), total * length, done, total,
+                                time.perf_counter() - started, compiling, position, tokens, decode)
 
-    def _images(self, tokens, rows, prompts, prompt_of, image_of, seed) -> list[GeneratedImage]:
+            yield progress(0)
+            began = time.perf_counter()
+            state = self._start(sampler, tokenized, prompt_of[padded], keys[padded], traced)
+            for begin in range(1, length, every):
+                end = min(begin + every, length)
+                state = sampler.advance(self.params, state, traced, begin, end)
+                if end < length:
+                    snapshot = jnp.copy(state.tokens)      # a copy: the next advance donates the state
+                    snapshot.block_until_ready()
+                    timings["tokens"] += time.perf_counter() - began
+                    self._warm.add(program)
+                    yield progress(end, snapshot, compiling=False)
+                    began = time.perf_counter()
+            state.tokens.block_until_ready()
+            timings["tokens"] += time.perf_counter() - began
+            self._warm.add(program)
+            images = decode(state.tokens)
+            done += len(chosen)
+            yield Batch(images, done, total, time.perf_counter() - started)
+        timings["total"] = time.perf_counter() - started
+        yield Done(total, timings)
+
+    def _start(self, sampler: CompiledSampler, tokenized, prompt_rows: np.ndarray, keys: np.ndarray, traced):
+        put = lambda value: sharding.put(value, sharding.rows(self.mesh))
+        return sampler.start(self.params, put(tokenized.input_ids[prompt_rows]),
+                             put(tokenized.attention_mask[prompt_rows]),
+                             put(tokenized.input_ids_uncond[prompt_rows]),
+                             put(tokenized.attention_mask_uncond[prompt_rows]), put(keys), traced)
+
+    def _images(self, tokens: jax.Array, rows: list[tuple[str, int, int]], seed: int) -> list[GeneratedImage]:
         pixels = vqgan_module.to_uint8(sharding.to_host(self._decode(self.vqgan_params, tokens)))
         codes = sharding.to_host(tokens)
-        return [GeneratedImage(prompts[prompt_of[row]], int(prompt_of[row]), int(image_of[row]), seed,
-                               codes[slot], pixels[slot]) for slot, row in enumerate(rows)]
+        return [GeneratedImage(prompt, prompt_index, image_index, seed, codes[slot], pixels[slot])
+                for slot, (prompt, prompt_index, image_index) in enumerate(rows)]
