@@ -1,12 +1,25 @@
 #!/usr/bin/env bash
 # Installs nbkit on Colab (GPU or TPU runtime), a Jupyter server, or a Linux shell.
 # Keeps an installed jax that fits the accelerator; installs one only when none does.
+# What nbkit needs is read from pyproject.toml, the one list; --test adds its `test` extra.
 # Safe to run twice.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PYTHON="${PYTHON:-python3}"
 
+usage="usage: bash setup_colab.sh [--test]
+  --test   also install what the tests need (pyproject.toml's \`test\` extra: pytest, ruff, nbclient...)"
 fail() { echo "setup_colab.sh: $*" >&2; exit 1; }
+
+extra=""
+for arg in "$@"; do
+  case "$arg" in
+    --test) extra=test ;;
+    -h|--help) echo "$usage"; exit 0 ;;
+    *) printf 'setup_colab.sh: unknown argument: %s\n%s\n' "$arg" "$usage" >&2; exit 2 ;;
+  esac
+done
+
 command -v "$PYTHON" >/dev/null || fail "no $PYTHON found; install Python 3.10 or newer."
 
 accelerator=cpu
@@ -29,7 +42,24 @@ else
   "$PYTHON" -m pip install --quiet --upgrade "$spec" || fail "could not install $spec."
 fi
 
-"$PYTHON" -m pip install --quiet -r "$here/requirements.txt" || fail "could not install requirements.txt."
+# pyproject.toml's dependencies (and, with --test, its test extra). pip leaves what already
+# fits alone (the jax above included) and needs no network when everything does.
+listed=$("$PYTHON" - "$here/pyproject.toml" "$extra" <<'PY'
+import sys
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the copy pip carries
+    from pip._vendor import tomli as tomllib
+with open(sys.argv[1], "rb") as f:
+    project = tomllib.load(f)["project"]
+print("\n".join(project["dependencies"] + project["optional-dependencies"].get(sys.argv[2], [])))
+PY
+) || fail "could not read the dependencies from $here/pyproject.toml."
+requirements=()
+while IFS= read -r line; do requirements+=("$line"); done <<<"$listed"
+"$PYTHON" -m pip install --quiet "${requirements[@]}" \
+  || fail "could not install the dependencies in pyproject.toml${extra:+ (with its $extra extra)}."
+
 installed=$(cd / && "$PYTHON" -c "import nbkit, os; print(os.path.dirname(os.path.dirname(os.path.abspath(nbkit.__file__))))" 2>/dev/null || true)
 if [ "$installed" = "$here" ]; then
   echo "Keeping nbkit, installed from $here."
