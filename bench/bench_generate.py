@@ -9,8 +9,9 @@ Prints a table of seconds and ratios and writes bench/RESULTS.md.
     python bench/bench_generate.py --repeats 2
     python bench/bench_generate.py --mega-grid      # on a GPU/TPU: 3×3 Mega grid in bfloat16
 
-Also shows what progressive output costs: the same generation with an `on_progress`
-callback every 32 tokens (each call decodes the partial images), and without one.
+Also shows what progressive output costs: the same generation streamed with a `Progress` event
+every 32 tokens (read as a progress bar reads it, without decoding the partial images), and
+without one.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from nbkit.generation.pipeline import Pipeline
+from nbkit.generation.pipeline import Done, GenerationRequest, Pipeline
+from nbkit.generation.sampling import SamplingSettings
 from nbkit.generation.sharding import make_mesh, put_tree, weight_placer
 from nbkit.models import vqgan as vqgan_module
 from nbkit.models.dallebart import PUBLISHED_ARCHITECTURES, DalleBart
@@ -54,11 +56,15 @@ def random_pipeline(architecture: str, dtype, max_batch: int | None = None) -> P
     return Pipeline(model, params, tokenizer, decoder, decoder_params, mesh, max_batch, name=f"{architecture} (random)")
 
 
-def time_nbkit(pipe: Pipeline, images: int, repeats: int, **options) -> dict:
-    first = pipe.generate([PROMPT], n_images=images, seed=0, condition_scale=10.0, **options)
-    runs = [pipe.generate([PROMPT], n_images=images, seed=1 + r, condition_scale=10.0, **options).timings
-            for r in range(repeats)]
-    return {"first_s": first.timings["tokens"], "runs_s": [r["tokens"] for r in runs],
+def _timings(pipe: Pipeline, images: int, seed: int, progress_every: int | None) -> dict:
+    request = GenerationRequest([PROMPT], images, seed, SamplingSettings(condition_scale=10.0))
+    return next(e for e in pipe.stream(request, progress_every) if isinstance(e, Done)).timings
+
+
+def time_nbkit(pipe: Pipeline, images: int, repeats: int, progress_every: int | None = None) -> dict:
+    first = _timings(pipe, images, 0, progress_every)
+    runs = [_timings(pipe, images, 1 + r, progress_every) for r in range(repeats)]
+    return {"first_s": first["tokens"], "runs_s": [r["tokens"] for r in runs],
             "best_s": min(r["tokens"] for r in runs), "pixels_s": min(r["pixels"] for r in runs),
             "total_s": min(r["total"] for r in runs)}
 
@@ -103,7 +109,7 @@ def main() -> None:
           f"{args.images} images, condition scale 10; seconds for prompt → image tokens")
     pipe = random_pipeline("mini", jnp.float32)
     rows = {"nbkit": time_nbkit(pipe, args.images, args.repeats)}
-    watched = time_nbkit(pipe, args.images, args.repeats, on_progress=lambda progress: None, progress_every=32)
+    watched = time_nbkit(pipe, args.images, args.repeats, progress_every=32)
     for name, (script, venv, setup) in PEERS.items():
         print(f"timing {name} ...", flush=True)
         rows[name] = time_peer(script, venv, setup, args.repeats)
@@ -118,11 +124,10 @@ def main() -> None:
                          f"{row['best_s'] / ours:.2f}× |")
     notes = [
         f"- nbkit VQGAN decode of the {args.images} images: {rows['nbkit']['pixels_s']:.1f} s (not in the table).",
-        f"- Progressive output: with an `on_progress` callback every 32 tokens (one that only reads the "
-        f"counts, as a progress bar does) the tokens took {watched['best_s']:.1f} s, without one "
-        f"{ours:.1f} s (without a callback the loop is one compiled call). Decoding partial images costs "
-        f"a VQGAN decode each time a callback reads them; the final decode took {watched['pixels_s']:.1f} s "
-        f"with the callback and {rows['nbkit']['pixels_s']:.1f} s without.",
+        f"- Progressive output: streamed with a `Progress` event every 32 tokens (read only for its "
+        f"counts, as a progress bar does) the tokens took {watched['best_s']:.1f} s, without events "
+        f"{ours:.1f} s (then each batch is one compiled call). Reading `Progress.images` costs a VQGAN "
+        f"decode each time.",
     ]
     if args.mega_grid:
         notes.append("- " + mega_grid(args.repeats))

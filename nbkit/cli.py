@@ -15,37 +15,59 @@ EPILOG = "Models: mini, mega, mega-fp16 (W&B), a local folder, a hub id org/name
 
 
 def _generate(args: argparse.Namespace) -> None:
-    from nbkit.generation.pipeline import Pipeline
-    from nbkit.output import runs
+    from tqdm.auto import tqdm
+
+    from nbkit.generation.pipeline import Batch, Done, GenerationRequest, Pipeline, Progress
+    from nbkit.generation.sampling import SamplingSettings
+    from nbkit.output.runs import Opened, stream_to_folder
     from nbkit.places import output_root
 
+    settings = SamplingSettings(args.temperature, args.top_k, args.top_p, args.condition_scale)
+    request = GenerationRequest(args.prompts, args.n, args.seed, settings)     # checked before loading models
     pipe = Pipeline.from_pretrained(args.model, args.vqgan, dtype=args.dtype, cache=args.cache,
                                     compilation_cache=args.compilation_cache)
     out = output_root(args.out)
-    print(f"generating {args.n} image(s) for each of {len(args.prompts)} prompt(s) with {args.model} "
-          f"on {pipe.mesh.devices.size} {pipe.mesh.devices.flat[0].platform} device(s) → {out}", file=sys.stderr)
-    folder, generation = runs.generate_to_folder(
-        pipe, args.prompts, out, n_images=args.n, seed=args.seed, grid=args.grid, temperature=args.temperature,
-        top_k=args.top_k, top_p=args.top_p, condition_scale=args.condition_scale)
-    timings = generation.timings
-    print(f"seed {generation.seed}; {len(generation.images)} new image(s) in {timings['total']:.1f} s "
-          f"(tokens {timings['tokens']:.1f} s, pixels {timings['pixels']:.1f} s)", file=sys.stderr)
-    print(folder.path)
+    devices = f"{pipe.mesh.devices.size} {pipe.mesh.devices.flat[0].platform} device(s)"
+    bar, made, folder = None, 0, None
+    for event in stream_to_folder(pipe, request, out, grid=args.grid, progress_every=16):
+        if isinstance(event, Opened):
+            folder = event.folder.path
+            if event.already_complete:
+                print(f"already complete: all {event.already_saved} image(s) of this run (seed {request.seed}) "
+                      f"are in {folder}", file=sys.stderr)
+                break
+            resumed = f", {event.already_saved} already saved" if event.already_saved else ""
+            print(f"generating {event.to_make} image(s){resumed} for {len(request.prompts)} prompt(s) with "
+                  f"{args.model} on {devices}, seed {request.seed} → {folder}", file=sys.stderr)
+            bar = tqdm(total=event.to_make * pipe.model.config.image_length, unit="token", file=sys.stderr,
+                       disable=None, desc="compiling (first batch only)")
+        elif isinstance(event, Progress):
+            bar.set_description("compiling (first batch only)" if event.compiling else "drawing image tokens")
+            bar.update(event.tokens_done - bar.n)
+        elif isinstance(event, Batch):
+            made += len(event.images)
+            bar.update(event.images_done * pipe.model.config.image_length - bar.n)
+        elif isinstance(event, Done):
+            bar.close()
+            timings = event.timings
+            print(f"seed {request.seed}; {made} new image(s) in {timings['total']:.1f} s "
+                  f"(tokens {timings['tokens']:.1f} s, pixels {timings['pixels']:.1f} s)", file=sys.stderr)
+    print(folder)
 
 
 def _rerank(args: argparse.Namespace) -> None:
-    from nbkit.output import runs
     from nbkit.output.rerank import Reranker
+    from nbkit.output.runs import rerank_folder
     from nbkit.weights import hub
 
     folder = Path(args.folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"No folder {folder}: give a run folder made by `nbkit generate`.")
     reranker = Reranker.from_folder(hub.fetch(args.clip, args.cache))
-    for prompt, ranked in runs.rerank_folder(folder, reranker).items():
-        print(prompt)
-        for entry in ranked:
-            print(f"  {entry['score']:8.3f}  {entry['file']}")
+    for group in rerank_folder(folder, reranker):
+        print(f"{group['prompt_index'] + 1}. {group['prompt']}   (best first: {group['grid']})")
+        for entry in group["images"]:
+            print(f"  {entry['score']:9.4f}  #{entry['image_index'] + 1}  {entry['file']}")
 
 
 def _download(args: argparse.Namespace) -> None:
@@ -82,7 +104,7 @@ def parser() -> argparse.ArgumentParser:
     generate.add_argument("-n", type=int, default=1, help="images per prompt (default 1)")
     generate.add_argument("--model", default="mini", help="DALL·E model (default mini)")
     generate.add_argument("--vqgan", default="vqgan", help="image decoder (default vqgan)")
-    generate.add_argument("--seed", type=int, help="same seed, same images (default: random, printed)")
+    generate.add_argument("--seed", type=int, help="same seed, same image tokens (default: random, printed)")
     generate.add_argument("--temperature", type=float)
     generate.add_argument("--top-k", type=int)
     generate.add_argument("--top-p", type=float)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
 
-from nbkit.generation.pipeline import Pipeline
+from nbkit.generation.pipeline import Batch, GenerationRequest, Pipeline
 from nbkit.output import runs
-from nbkit.output.images import read_png_metadata
+from nbkit.output.images import png_bytes, read_png_metadata
 from nbkit.output.rerank import Reranker
 
 FIXTURES = Path(__file__).parent / "fixtures" / "golden"
@@ -38,17 +39,25 @@ def test_a_run_folder_holds_images_with_metadata_grids_and_manifest(pipe, tmp_pa
     assert metadata["settings"] == {"temperature": 0.9, "top_k": None, "top_p": None, "condition_scale": 10.0}
     assert metadata["model"] == pipe.name and metadata["nbkit_version"]
     first = generation.for_prompt(0)[0]
+    assert metadata["tokens"] == first.tokens.tolist() and len(metadata["tokens"]) == 256    # the image's identity
+    assert metadata["jax_version"] == jax.__version__
+    assert metadata["jax_threefry_partitionable"] == jax.config.jax_threefry_partitionable
+    manifest = next(e for e in folder.entries() if (e["prompt_index"], e["image_index"]) == (0, 0))
+    assert manifest["tokens"] == first.tokens.tolist() and manifest["file"] == images[0].name
     assert (np.asarray(Image.open(images[0])) == first.pixels).all()
     grid = Image.open(pngs(folder.path, "_grid")[0])
     assert grid.width == 2 * 256 and grid.height > 2 * 256          # 3 images in 2 columns, and a caption
 
 
 def test_an_interrupted_run_resumes_and_makes_only_the_missing_images(pipe, tmp_path):
-    asked = []
-    stop_after_first_batch = lambda: asked.append(1) or len(asked) > 255 // 32 + 1
-    folder, stopped = runs.generate_to_folder(pipe, PROMPTS, tmp_path, n_images=3, seed=4,
-                                              should_stop=stop_after_first_batch)
-    assert stopped.stopped and len(folder.entries()) == 2 and not pngs(folder.path, "_grid")
+    stream = runs.stream_to_folder(pipe, GenerationRequest(PROMPTS, 3, 4), tmp_path, progress_every=32)
+    opened = next(stream)
+    assert (opened.already_saved, opened.to_make) == (0, 6)
+    folder = opened.folder
+    for event in stream:
+        if isinstance(event, Batch):
+            break                                   # Stop after the first batch: it is already saved
+    assert len(folder.entries()) == 2 and not pngs(folder.path, "_grid")
     again, resumed = runs.generate_to_folder(pipe, PROMPTS, tmp_path, n_images=3, seed=4)
     assert again.path == folder.path and len(resumed.images) == 4            # only what was missing
     assert len(folder.entries()) == 6 and len([p for p in pngs(folder.path) if "_grid" not in p.name]) == 6
@@ -66,21 +75,89 @@ def test_a_saved_png_reproduces_its_image(pipe, tmp_path):
     target = next(e for e in folder.entries() if e["prompt_index"] == 1 and e["image_index"] == 1)
     again = runs.reproduce(pipe, folder.path / target["file"])
     assert (again.prompt_index, again.image_index, again.seed) == (1, 1, 21)
+    assert again.tokens.tolist() == target["tokens"]
     assert (again.pixels == np.asarray(Image.open(folder.path / target["file"]))).all()
+
+
+def test_reproduce_refuses_another_model_and_checks_the_tokens(pipe, tmp_path):
+    folder, _ = runs.generate_to_folder(pipe, PROMPTS[:1], tmp_path, n_images=1, seed=6)
+    png = folder.image_path(folder.entries()[0])
+    other = Pipeline(pipe.model, pipe.params, pipe.tokenizer, pipe.vqgan, pipe.vqgan_params, pipe.mesh, name="mega")
+    with pytest.raises(ValueError, match="made with the model .* but this pipeline runs 'mega'"):
+        runs.reproduce(other, png)
+    metadata = read_png_metadata(png)
+    metadata["tokens"] = [(t + 1) % 64 for t in metadata["tokens"][:10]] + metadata["tokens"][10:]
+    tampered = tmp_path / "tampered.png"
+    tampered.write_bytes(png_bytes(np.asarray(Image.open(png)), metadata))
+    with pytest.raises(ValueError, match="differs from the recorded one in 10 of 256 tokens"):
+        runs.reproduce(pipe, tampered)
+
+
+def test_reproduce_uses_the_recorded_prng_setting(pipe, tmp_path):
+    """An image made under the other threefry setting (jax's default changed in 0.5) is made again."""
+    before = jax.config.jax_threefry_partitionable
+    jax.config.update("jax_threefry_partitionable", not before)
+    try:
+        folder, _ = runs.generate_to_folder(pipe, PROMPTS[:1], tmp_path, n_images=1, seed=13)
+    finally:
+        jax.config.update("jax_threefry_partitionable", before)
+    png = folder.image_path(folder.entries()[0])
+    assert read_png_metadata(png)["jax_threefry_partitionable"] is (not before)
+    again = runs.reproduce(pipe, png)
+    assert again.tokens.tolist() == folder.entries()[0]["tokens"]
+    assert jax.config.jax_threefry_partitionable is before                    # and the setting is restored
 
 
 def test_rerank_a_saved_folder(pipe, tmp_path):
     folder, _ = runs.generate_to_folder(pipe, PROMPTS, tmp_path, n_images=3, seed=2)
     reranker = Reranker.from_folder(FIXTURES / "clip-tiny")
     ranking = runs.rerank_folder(folder.path, reranker)
-    assert set(ranking) == set(PROMPTS)
-    for prompt, ranked in ranking.items():
-        scores = [r["score"] for r in ranked]
-        assert len(ranked) == 3 and scores == sorted(scores, reverse=True)
-        assert {r["file"] for r in ranked} == {e["file"] for e in folder.entries() if e["prompt"] == prompt}
+    assert [(group["prompt_index"], group["prompt"]) for group in ranking] == list(enumerate(PROMPTS))
+    for group in ranking:
+        entries = [e for e in folder.entries() if e["prompt_index"] == group["prompt_index"]]
+        images = [Image.open(folder.image_path(e)) for e in entries]
+        scores = reranker.scores(images, [group["prompt"]] * len(images))
+        expected = [entries[i]["file"] for i in np.argsort(-scores, kind="stable")]
+        assert [r["file"] for r in group["images"]] == expected                # best first, by CLIP's scores
+        assert [r["score"] for r in group["images"]] == pytest.approx(sorted(scores, reverse=True), abs=1e-6)
+        assert (folder.path / group["grid"]).is_file()
     assert json.loads((folder.path / runs.RANKING_FILE).read_text()) == ranking
     assert len(pngs(folder.path, "_ranked")) == 2
-    assert runs.rerank_folder(folder.path, reranker) == ranking                  # a second time is fine
+    assert runs.rerank_folder(folder.path, reranker) == ranking                  # a second time replaces them
+    assert len(pngs(folder.path, "_ranked")) == 2
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no saved images"):
         runs.rerank_folder(tmp_path / "empty", reranker)
+
+
+def test_rerank_keeps_a_prompt_given_twice_as_two_groups(pipe, tmp_path):
+    folder, _ = runs.generate_to_folder(pipe, ["a red cube", "a red cube"], tmp_path, n_images=2, seed=3)
+    ranking = runs.rerank_folder(folder.path, Reranker.from_folder(FIXTURES / "clip-tiny"))
+    assert [(g["prompt_index"], g["prompt"], len(g["images"])) for g in ranking] == [(0, "a red cube", 2),
+                                                                                      (1, "a red cube", 2)]
+    assert len(json.loads((folder.path / runs.RANKING_FILE).read_text())) == 2
+
+
+def test_a_failed_rerank_leaves_the_previous_ranking_whole(pipe, tmp_path, monkeypatch):
+    folder, _ = runs.generate_to_folder(pipe, PROMPTS[:1], tmp_path, n_images=2, seed=3)
+    reranker = Reranker.from_folder(FIXTURES / "clip-tiny")
+    first = (folder.path / runs.RANKING_FILE).read_bytes() if runs.rerank_folder(folder.path, reranker) else b""
+
+    def disk_full(fd):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr("os.fsync", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        runs.rerank_folder(folder.path, reranker)
+    assert (folder.path / runs.RANKING_FILE).read_bytes() == first
+    assert not [p for p in folder.path.iterdir() if p.name.startswith(".")]       # no temp file left behind
+
+
+def test_a_crafted_manifest_cannot_reach_outside_its_folder(pipe, tmp_path):
+    folder, _ = runs.generate_to_folder(pipe, PROMPTS[:1], tmp_path / "runs", n_images=1, seed=3)
+    secret = tmp_path / "secret.png"
+    secret.write_bytes((folder.image_path(folder.entries()[0])).read_bytes())
+    entry = {**folder.entries()[0], "file": "../../secret.png", "image_index": 1}
+    with open(folder.path / "manifest.jsonl", "a") as manifest:
+        manifest.write(json.dumps(entry) + "\n")
+    with pytest.raises(ValueError, match="not a file directly in"):
+        runs.rerank_folder(folder.path, Reranker.from_folder(FIXTURES / "clip-tiny"))

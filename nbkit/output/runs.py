@@ -1,103 +1,169 @@
-"""A batch of prompts → a run folder of saved images, resumable; and what is done with it later:
+"""A request → a run folder of saved images, resumable; and what is done with it later:
 reproduce an image from its PNG, rerank a folder with CLIP. The notebooks and the CLI share these.
+
+`stream_to_folder` consumes the Pipeline's stream and saves each batch as it arrives, so a run
+that is stopped (by leaving the loop, Ctrl-C or a crash) keeps every finished image, and the same
+request again makes only the images its folder lacks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+import jax
 import numpy as np
 from PIL import Image
 
 from nbkit.generation.pipeline import (
+    Batch,
+    Done,
+    Event,
     GeneratedImage,
     Generation,
+    GenerationRequest,
     Pipeline,
-    Progress,
-    draw_seed,
 )
 from nbkit.generation.sampling import SamplingSettings
 from nbkit.output.images import make_grid, png_bytes, read_png_metadata
-from nbkit.output.storage import ImageRecord, RunFolder, atomic_write, run_key, slugify
+from nbkit.output.storage import ImageRecord, RunFolder, atomic_replace, run_key, slugify
 
 RANKING_FILE = "ranking.json"
 
 
-def generate_to_folder(pipe: Pipeline, prompts: list[str], out: str | Path, n_images: int = 1,
-                       seed: int | None = None, grid: bool = True,
-                       on_progress: Callable[[Progress], None] | None = None,
-                       should_stop: Callable[[], bool] | None = None, progress_every: int = 32,
-                       **sampling: Any) -> tuple[RunFolder, Generation]:
-    """Generates and saves each batch as it finishes. With an explicit seed, running the same
-    batch again reopens its unfinished folder and makes only the images it lacks."""
-    settings = SamplingSettings(**sampling)
-    seed = draw_seed() if seed is None else seed
-    key = run_key(prompts, seed, n_images, pipe.name, dataclasses.asdict(settings))
-    folder = RunFolder.resume_or_create(Path(out), prompts, key, len(prompts) * n_images)
+@dataclasses.dataclass(frozen=True)
+class Opened:
+    """The first event of `stream_to_folder`: where the run is saved and what is left to make."""
+
+    folder: RunFolder
+    already_saved: int
+    to_make: int
+
+    @property
+    def already_complete(self) -> bool:
+        return self.to_make == 0
+
+
+def _prng_setting() -> bool:
+    return bool(jax.config.jax_threefry_partitionable)
+
+
+def record_of(image: GeneratedImage, model: str, settings: SamplingSettings) -> ImageRecord:
+    return ImageRecord(image.prompt, image.prompt_index, image.image_index, image.seed, model,
+                       dataclasses.asdict(settings), tokens=tuple(image.tokens.tolist()),
+                       jax_version=jax.__version__, jax_threefry_partitionable=_prng_setting())
+
+
+def stream_to_folder(pipe: Pipeline, request: GenerationRequest, out: str | Path, grid: bool = True,
+                     progress_every: int | None = None) -> Iterator[Opened | Event]:
+    """The pipeline's stream for `request`, saving each `Batch` into a run folder under `out` before
+    it is passed on. First yields `Opened`. The same request again (same prompts, seed, count, model
+    and settings) reopens its folder and makes only the images it lacks; a complete one makes none."""
+    settings = dataclasses.asdict(request.settings)
+    key = run_key(request.prompts, request.seed, request.n_images, pipe.name, settings)
+    folder = RunFolder.resume_or_create(Path(out), request.prompts, key, len(request.prompts) * request.n_images)
     saved = {(e.get("prompt_index"), e.get("image_index")) for e in folder.entries()}
-    missing = [(p, i) for p in range(len(prompts)) for i in range(n_images) if (p, i) not in saved]
+    missing = [pair for pair in GenerationRequest(request.prompts, request.n_images, request.seed).images
+               if pair not in saved]
+    yield Opened(folder, len(saved), len(missing))
+    for event in pipe.stream(dataclasses.replace(request, only=missing), progress_every):
+        if isinstance(event, Batch):
+            for image in event.images:
+                folder.save_image(image.pixels, record_of(image, pipe.name, request.settings))
+        elif isinstance(event, Done) and grid and missing:
+            for prompt_index, prompt in enumerate(request.prompts):
+                folder.save_grid(saved_pixels(folder, prompt_index), prompt, prompt_index)
+        yield event
 
-    def save(batch: list[GeneratedImage]) -> None:
-        for image in batch:
-            folder.save_image(image.pixels, ImageRecord(image.prompt, image.prompt_index, image.image_index, seed,
-                                                        pipe.name, dataclasses.asdict(settings)))
 
-    generation = pipe.generate(prompts, n_images=n_images, seed=seed, on_progress=on_progress,
-                               should_stop=should_stop, progress_every=progress_every, on_batch=save, only=missing,
-                               **dataclasses.asdict(settings))
-    if grid and missing and not generation.stopped:
-        for prompt_index, prompt in enumerate(prompts):
-            folder.save_grid(saved_pixels(folder, prompt_index), prompt, prompt_index)
-    return folder, generation
+def generate_to_folder(pipe: Pipeline, prompts: list[str], out: str | Path, n_images: int = 1,
+                       seed: int | None = None, grid: bool = True, **sampling: Any) -> tuple[RunFolder, Generation]:
+    """`stream_to_folder` run to its end: the folder, and the images made this time."""
+    request = GenerationRequest(prompts, n_images, seed, SamplingSettings(**sampling))
+    folder, images, timings = None, [], {}
+    for event in stream_to_folder(pipe, request, out, grid):
+        if isinstance(event, Opened):
+            folder = event.folder
+        elif isinstance(event, Batch):
+            images += event.images
+        elif isinstance(event, Done):
+            timings = event.timings
+    return folder, Generation(images, request, pipe.name, timings)
 
 
 def saved_pixels(folder: RunFolder, prompt_index: int) -> list[np.ndarray]:
     """A prompt's saved images, in image order."""
     entries = sorted((e for e in folder.entries() if e.get("prompt_index") == prompt_index),
                      key=lambda e: e["image_index"])
-    return [np.asarray(Image.open(folder.path / e["file"]).convert("RGB")) for e in entries]
+    return [np.asarray(Image.open(folder.image_path(e)).convert("RGB")) for e in entries]
+
+
+@contextlib.contextmanager
+def _prng(partitionable: bool | None):
+    """The PRNG implementation an image was made with (jax changed its default in 0.5)."""
+    before = _prng_setting()
+    if partitionable is not None:
+        jax.config.update("jax_threefry_partitionable", partitionable)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_threefry_partitionable", before)
 
 
 def reproduce(pipe: Pipeline, png: str | Path) -> GeneratedImage:
-    """Makes the image a saved PNG records again (same model and settings give the same pixels)."""
+    """Makes the image a saved PNG records again, and checks that its tokens are the recorded ones.
+
+    The pipeline must run the model the PNG names: another model makes another image, so that is an
+    error rather than a silent difference. Pixels may differ by one level on other devices (see README).
+    """
     record = ImageRecord.from_metadata(read_png_metadata(png))
+    if record.model != pipe.name:
+        raise ValueError(f"{png} was made with the model {record.model!r}, but this pipeline runs {pipe.name!r}: "
+                         f"load that model (Pipeline.from_pretrained({record.model!r}) or --model) to reproduce it.")
     prompts = [" "] * record.prompt_index + [record.prompt]     # the image's key uses its prompt's index
-    settings = dict(record.settings)
-    generation = pipe.generate(prompts, n_images=record.image_index + 1, seed=record.seed,
-                               only=[(record.prompt_index, record.image_index)], **settings)
-    return generation.images[0]
+    request = GenerationRequest(prompts, record.image_index + 1, record.seed, SamplingSettings(**dict(record.settings)),
+                                only=[(record.prompt_index, record.image_index)])
+    with _prng(record.jax_threefry_partitionable):
+        image = pipe.collect(request).images[0]
+    if record.tokens and tuple(image.tokens.tolist()) != record.tokens:
+        differ = int(np.sum(np.asarray(record.tokens) != image.tokens))
+        raise ValueError(f"{png}: the regenerated image differs from the recorded one in {differ} of "
+                         f"{len(record.tokens)} tokens. It was made with jax {record.jax_version} (this is jax "
+                         f"{jax.__version__}); a jax whose random numbers differ cannot make it again.")
+    return image
 
 
-def rerank_folder(folder: str | Path, reranker: Any) -> dict[str, list[dict[str, Any]]]:
-    """Scores a run folder's images against their prompts with CLIP; writes `ranking.json` and,
-    per prompt, a best-first grid with the scores; returns {prompt: [{file, score}] best first}."""
+def rerank_folder(folder: str | Path, reranker: Any) -> list[dict[str, Any]]:
+    """Scores a run folder's images against their prompts with CLIP; writes `ranking.json` and, per
+    prompt, a best-first grid with the scores. Returns, per prompt in prompt order,
+    {"prompt_index", "prompt", "grid", "images": [{"file", "image_index", "score"}, … best first]}.
+    Prompts are told apart by their index: the same text given twice keeps two groups."""
     run = RunFolder.open(Path(folder))
-    entries = [e for e in run.entries() if "file" in e and (run.path / e["file"]).is_file()]
+    entries = [e for e in run.entries() if "file" in e and run.image_path(e).is_file()]
     if not entries:
         raise ValueError(f"{folder} has no saved images (no manifest.jsonl entries): pick a run folder made by "
                          "nbkit, e.g. one printed by `python -m nbkit generate`.")
-    by_prompt: dict[tuple[int, str], list[dict]] = {}
+    by_prompt: dict[int, list[dict]] = {}
     for entry in entries:
-        by_prompt.setdefault((entry["prompt_index"], entry["prompt"]), []).append(entry)
-    ranking = {}
-    for (prompt_index, prompt), group in sorted(by_prompt.items()):
-        images = [Image.open(run.path / e["file"]).convert("RGB") for e in group]
-        ranked = reranker.rank(images, [prompt] * len(images))[prompt]
-        ranking[prompt] = [{"file": group[r.index]["file"], "score": round(float(r.score), 4)} for r in ranked]
-        best_first = [np.asarray(images[r.index]) for r in ranked]
-        caption = prompt + "  |  CLIP: " + " ".join(f"{r.score:.1f}" for r in ranked)
-        data = png_bytes(make_grid(best_first, caption=caption),
-                         {"kind": "ranked grid", "prompt": prompt, "ranking": ranking[prompt]})
-        run.write_png(f"{prompt_index:03d}_{slugify(prompt)}_ranked", data)
-    _write_json(run.path, RANKING_FILE, ranking)
+        by_prompt.setdefault(entry["prompt_index"], []).append(entry)
+    ranking = []
+    for prompt_index, group in sorted(by_prompt.items()):
+        group.sort(key=lambda e: e["image_index"])
+        prompt = group[0]["prompt"]
+        images = [Image.open(run.image_path(e)).convert("RGB") for e in group]
+        scores = reranker.scores(images, [prompt] * len(images))
+        order = sorted(range(len(group)), key=lambda i: -scores[i])
+        ranked = [{"file": group[i]["file"], "image_index": group[i]["image_index"], "score": float(scores[i])}
+                  for i in order]
+        caption = prompt + "  |  CLIP: " + " ".join(f"#{r['image_index'] + 1} {r['score']:.2f}" for r in ranked)
+        data = png_bytes(make_grid([np.asarray(images[i]) for i in order], caption=caption),
+                         {"kind": "ranked grid", "prompt": prompt, "prompt_index": prompt_index, "ranking": ranked})
+        grid = f"{prompt_index:03d}_{slugify(prompt)}_ranked.png"      # derived: a new ranking replaces it
+        atomic_replace(run.path / grid, data)
+        ranking.append({"prompt_index": prompt_index, "prompt": prompt, "grid": grid, "images": ranked})
+    atomic_replace(run.path / RANKING_FILE, json.dumps(ranking, indent=1, ensure_ascii=False).encode())
     return ranking
-
-
-def _write_json(folder: Path, name: str, value: Any) -> None:
-    path = folder / name
-    if path.exists():
-        path.unlink()        # the ranking is derived data: a new one replaces the old
-    atomic_write(path, json.dumps(value, indent=1, ensure_ascii=False).encode())

@@ -5,7 +5,10 @@ An image is first written whole under a name no other file has (`atomic_write`),
 is appended to `manifest.jsonl`: the manifest is the record of what is done. `run.json` holds
 a `run_key` (a hash of prompts, seed, n_images, model and settings) and the number of images
 expected, so rerunning the same batch after a crash reopens the newest unfinished folder with
-that key (or, if all are finished, the newest one) (`RunFolder.resume_or_create`) and skips the images its manifest already lists.
+that key (or, if all are finished, the newest one) (`RunFolder.resume_or_create`) and skips the images its
+manifest already lists.
+Files named in the manifest are read through `RunFolder.image_path`, which refuses any name that is not a
+file directly in the folder. Derived files (a ranking) are replaced whole with `atomic_replace`.
 """
 
 from __future__ import annotations
@@ -113,6 +116,22 @@ def atomic_write(path: Path, data: bytes) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
+def atomic_replace(path: Path, data: bytes) -> None:
+    """Writes `data` to `path` whole, replacing what is there: for derived files (ranking.json) that a
+    rerun recomputes. Readers see the old file or the new one, never a mix or nothing (a temp file in
+    the same folder, flushed and fsynced, then os.replace)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
 def _settings_items(settings: Any) -> tuple[tuple[str, Any], ...]:
     if dataclasses.is_dataclass(settings) and not isinstance(settings, type):
         settings = dataclasses.asdict(settings)  # e.g. a SamplingSettings
@@ -135,7 +154,13 @@ def run_key(prompts: Sequence[str], seed: int, n_images: int, model: str, settin
 
 @dataclass(frozen=True)
 class ImageRecord:
-    """What produced one image: enough to find it again when a run is resumed."""
+    """What produced one image: enough to find it again when a run is resumed, and to make it again.
+
+    `tokens` are the image's identity: the same request gives the same 256 tokens on any device
+    count (pixels may differ by one level where the VQGAN's float sums run in another order).
+    They depend on the PRNG implementation, so the jax version and its `jax_threefry_partitionable`
+    setting are recorded with them.
+    """
 
     prompt: str
     prompt_index: int  # position of the prompt in the batch
@@ -144,9 +169,13 @@ class ImageRecord:
     model: str
     settings: tuple[tuple[str, Any], ...] = ()  # given as a mapping (or dataclass); kept as sorted pairs
     nbkit_version: str = __version__
+    tokens: tuple[int, ...] = ()  # the image tokens (256 for the published models)
+    jax_version: str | None = None
+    jax_threefry_partitionable: bool | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "settings", _settings_items(self.settings))
+        object.__setattr__(self, "tokens", tuple(int(token) for token in self.tokens))
         for name in ("prompt_index", "image_index", "seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or (name != "seed" and value < 0):
@@ -163,10 +192,11 @@ class ImageRecord:
     def to_metadata(self) -> dict[str, Any]:
         return {"prompt": self.prompt, "prompt_index": self.prompt_index, "image_index": self.image_index,
                 "seed": self.seed, "model": self.model, "settings": dict(self.settings),
-                "nbkit_version": self.nbkit_version}
+                "nbkit_version": self.nbkit_version, "tokens": list(self.tokens), "jax_version": self.jax_version,
+                "jax_threefry_partitionable": self.jax_threefry_partitionable}
 
     @classmethod
-    def from_metadata(cls, metadata: Mapping[str, Any]) -> "ImageRecord":
+    def from_metadata(cls, metadata: Mapping[str, Any]) -> ImageRecord:
         try:
             return cls(**{f.name: metadata[f.name] for f in dataclasses.fields(cls) if f.name in metadata})
         except TypeError as error:
@@ -181,7 +211,7 @@ class RunFolder:
 
     @classmethod
     def create(cls, root: Path, prompts: Sequence[str], run_key: str | None = None,
-               expected_images: int | None = None, now: datetime | None = None) -> "RunFolder":
+               expected_images: int | None = None, now: datetime | None = None) -> RunFolder:
         folder = cls(new_run_folder(root, prompts, now))
         info = {"run_key": run_key, "expected_images": expected_images, "prompts": list(prompts),
                 "created": datetime.now(timezone.utc).isoformat(), "nbkit_version": __version__}
@@ -189,14 +219,14 @@ class RunFolder:
         return folder
 
     @classmethod
-    def open(cls, path: Path) -> "RunFolder":
+    def open(cls, path: Path) -> RunFolder:
         if not Path(path).is_dir():
             raise FileNotFoundError(f"No run folder at {path}.")
         return cls(path)
 
     @classmethod
     def resume_or_create(cls, root: Path, prompts: Sequence[str], run_key: str,
-                         expected_images: int) -> "RunFolder":
+                         expected_images: int) -> RunFolder:
         """The folder under `root` made for this `run_key` (the newest unfinished one, else the
         newest finished one: the same batch again has nothing left to make), else a new one."""
         found = []
@@ -234,6 +264,22 @@ class RunFolder:
             if isinstance(entry, dict):
                 entries.append(entry)
         return entries
+
+    def image_path(self, entry: Mapping[str, Any]) -> Path:
+        """Where the manifest `entry`'s file is: every reader of a manifest's "file" goes through here.
+        Raises ValueError (naming the file and the manifest) unless it is a plain name of a file directly
+        in this folder: no separators, `..` or absolute paths, no link leading out of the folder."""
+        name = entry.get("file") if isinstance(entry, Mapping) else None
+        manifest = self.path / MANIFEST
+        if not isinstance(name, str):
+            raise ValueError(f"{manifest}: an entry has no file name ({name!r}); remove that line.")
+        path = self.path / name
+        plain = (name not in ("", ".", "..") and "\0" not in name and not any(s in name for s in ("/", "\\"))
+                 and not os.path.isabs(name))
+        if not plain or path.resolve().parent != self.path.resolve():
+            raise ValueError(f"{manifest} lists {name!r}, which is not a file directly in {self.path}: "
+                             "refusing to read it. The manifest is damaged or was edited; remove that line.")
+        return path
 
     def saved_keys(self) -> set[tuple]:
         keys = set()
