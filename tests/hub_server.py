@@ -3,7 +3,9 @@ so that tests run the real `huggingface_hub` client (set HF_ENDPOINT to `MockHub
 
 Routes: HEAD/GET `/{org}/{name}/resolve/{revision}/{file}` with the headers the client needs
 (X-Repo-Commit, ETag = sha256 for LFS-like files or the git blob sha1, Content-Length) and Range
-requests answered with 206. Errors carry the hub's X-Error-Code, as the client expects.
+requests answered with 206. Errors carry the hub's X-Error-Code, as the client expects. `failing`
+maps a file name (or "*" for every request) to an error status (e.g. 503) to answer with instead, as a
+hub in trouble would.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class MockHub:
         self.repos = {repo: Path(folder) for repo, folder in repos.items()}
         self.commits = {repo: (commits or {}).get(repo) or commit_of(repo) for repo in self.repos}
         self.bytes_per_second = bytes_per_second
+        self.failing: dict[str, int] = {}      # file name or "*" → error status to answer with
         self.requests: list[tuple[str, str, str | None]] = []   # (method, path, Range header)
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -44,7 +47,7 @@ class MockHub:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def start(self) -> "MockHub":
+    def start(self) -> MockHub:
         self._thread.start()
         return self
 
@@ -75,8 +78,9 @@ class MockHub:
 
             def _error(self, code: int, error_code: str, commit: str | None = None):
                 self.send_response(code)
-                self.send_header("X-Error-Code", error_code)
-                self.send_header("X-Error-Message", error_code)
+                if error_code:
+                    self.send_header("X-Error-Code", error_code)
+                    self.send_header("X-Error-Message", error_code)
                 if commit:
                     self.send_header("X-Repo-Commit", commit)
                 self.send_header("Content-Length", "0")
@@ -89,6 +93,8 @@ class MockHub:
                 if len(parts) < 5 or parts[2] != "resolve":
                     return self._error(404, "RepoNotFound")
                 repo, revision, filename = "/".join(parts[:2]), parts[3], parts[4]
+                if status := hub.failing.get(filename) or hub.failing.get("*"):
+                    return self._error(status, "")
                 if repo not in hub.repos:
                     return self._error(404, "RepoNotFound")
                 commit = hub.commits[repo]

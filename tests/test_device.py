@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import jax
 import pytest
 
 from nbkit.generation import device as device_module
 from nbkit.generation.device import DeviceInfo, detect, recommended_dtype
 from nbkit.notebook.ui import ModelPicker, model_choices
+from nbkit.weights import registry
 from nbkit.weights.registry import GIB
 
 
 def fake(platform="gpu", kind="Tesla T4", count=1, memory_gib=15.0, capability=None) -> DeviceInfo:
-    return DeviceInfo(platform, kind, count, 1, int(memory_gib * GIB), 12 * GIB, True, capability)
+    memory = None if memory_gib is None else int(memory_gib * GIB)
+    return DeviceInfo(platform, kind, count, 1, memory, 12 * GIB, True, capability)
+
+
+class FakeDevice:
+    """A jax device as far as `device_memory` looks: platform, kind, memory_stats."""
+
+    def __init__(self, platform, kind, stats):
+        self.platform, self.device_kind, self._stats = platform, kind, stats
+
+    def memory_stats(self):
+        if isinstance(self._stats, BaseException):
+            raise self._stats
+        return self._stats
 
 
 @pytest.mark.parametrize("platform, kind, capability, expected", [
@@ -36,26 +51,48 @@ def test_largest_model_that_fits():
     assert fake("cpu", "cpu", memory_gib=4).largest_model() == "mini"               # float32: ~2.9 GiB
     assert fake("gpu", "Tesla T4", memory_gib=1).largest_model() is None
     small = fake("tpu", "TPU v2", count=8, memory_gib=4)
-    assert not small.fits("mega") and small.fits("mega", sharded=True)
+    assert small.fits("mega") is False and small.fits("mega", sharded=True) is True
 
 
 def test_detect_describes_this_machine():
+    """Whatever the machine (CPU, GPU or TPU), what detect() says agrees with jax."""
+    devices = jax.devices()
     info = detect()
-    assert info.platform == "cpu" and info.count >= 1 and info.recommended_dtype == "float32"
-    assert info.memory_per_device > GIB and info.host_memory > GIB
+    first = devices[0]
+    assert (info.platform, info.kind, info.count) == (first.platform, first.device_kind, len(devices))
+    assert info.processes == jax.process_count()
+    assert info.recommended_dtype == recommended_dtype(info.platform, info.kind, info.compute_capability)
+    assert info.memory_per_device == device_module.device_memory(first)
+    assert info.host_memory == device_module.host_memory() > GIB
+    if info.platform == "cpu":
+        assert info.memory_per_device == info.host_memory
     summary = info.summary()
-    for part in ("devices:", "cpu", "float32", "host memory", "model:"):
-        assert part in summary
+    for part in ("devices:", f"{info.count} × {info.kind} ({info.platform})", info.recommended_dtype,
+                 "host memory", "model:"):
+        assert part in summary, part
 
 
-def test_tpu_memory_falls_back_to_known_sizes(monkeypatch):
-    class TPU:
-        platform, device_kind = "tpu", "TPU v3"
+def test_tpu_memory_falls_back_to_known_sizes():
+    assert device_module.device_memory(FakeDevice("tpu", "TPU v3", None)) == 16 * GIB
+    assert device_module.device_memory(FakeDevice("tpu", "TPU v5 lite", RuntimeError("no stats"))) == 16 * GIB
+    assert device_module.device_memory(FakeDevice("tpu", "TPU v99", None)) is None    # unknown kind: no guess
+    assert device_module.device_memory(FakeDevice("tpu", "TPU v2", {"bytes_limit": 7 * GIB})) == 7 * GIB
 
-        def memory_stats(self):
-            return None
 
-    assert device_module.device_memory(TPU()) == 16 * GIB
+@pytest.mark.parametrize("stats", [None, {}, RuntimeError("memory_stats not supported"), {"bytes_limit": 0}])
+def test_a_gpu_without_memory_stats_has_unknown_memory_not_the_hosts(stats):
+    assert device_module.device_memory(FakeDevice("gpu", "Tesla T4", stats)) is None
+    assert device_module.device_memory(FakeDevice("gpu", "Tesla T4", {"bytes_limit": 14 * GIB})) == 14 * GIB
+    assert device_module.device_memory(FakeDevice("cpu", "cpu", stats)) == device_module.host_memory()
+
+
+def test_unknown_memory_gives_no_verdict_rather_than_a_guess():
+    unknown = fake("gpu", "Tesla T4", memory_gib=None)
+    assert unknown.fits("mini") is None and unknown.fits("mega", sharded=True) is None
+    assert unknown.largest_model() is None
+    summary = unknown.summary()
+    assert "1 × Tesla T4 (gpu), memory unknown" in summary and "model:        unknown" in summary
+    assert "GiB each" not in summary and "none of the named models fits" not in summary
 
 
 def test_model_picker_lists_sizes_and_fit_and_returns_the_choice():
@@ -63,7 +100,9 @@ def test_model_picker_lists_sizes_and_fit_and_returns_the_choice():
     choices = {choice.name: choice for choice in model_choices(t4)}
     assert set(choices) == {"mini", "mega", "mega-fp16"}
     assert all(choice.dtype == "float16" and choice.fits for choice in choices.values())
-    assert choices["mega"].memory_bytes > 3 * choices["mini"].memory_bytes
+    vqgan = registry.memory_needed(registry.MODELS["vqgan"], "float16")
+    for name, choice in choices.items():      # the model and the VQGAN, both in float16
+        assert choice.memory_bytes == registry.memory_needed(registry.MODELS[name], "float16") + vqgan, name
     assert "10.4 GB download" in choices["mega"].label and "fits this device" in choices["mega"].label
     tiny = fake("cpu", "cpu", memory_gib=4)
     assert "too big" in {c.name: c for c in model_choices(tiny)}["mega"].label

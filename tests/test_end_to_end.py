@@ -3,7 +3,7 @@
 import jax
 import numpy as np
 import pytest
-from conftest import golden_folders
+from conftest import golden_folder
 
 from nbkit.generation.sampling import SamplingSettings, sample_image_tokens
 from nbkit.models.vqgan import decode, to_uint8
@@ -17,10 +17,7 @@ PER_PROMPT = 3
 
 @pytest.fixture(scope="module")
 def stack():
-    folders = [golden_folders(kind) for kind in ("dallebart", "vqgan", "clip")]
-    if not all(folders):
-        pytest.skip("needs a dallebart-*, a vqgan-* and a clip-* fixture")
-    dalle_folder, vqgan_folder, clip_folder = (f[0] for f in folders)
+    dalle_folder, vqgan_folder, clip_folder = (golden_folder(k) for k in ("dallebart", "vqgan", "clip"))
     return (load_dallebart(dalle_folder), PromptTokenizer.from_folder(dalle_folder), load_vqgan(vqgan_folder),
             Reranker.from_folder(clip_folder))
 
@@ -29,10 +26,12 @@ def generate(stack, seed):
     (dalle, dalle_params), tokenize, (vqgan, vqgan_params), reranker = stack
     prompts = [p for p in PROMPTS for _ in range(PER_PROMPT)]
     keys = jax.random.split(jax.random.PRNGKey(seed), len(prompts))
-    tokens = sample_image_tokens(dalle, dalle_params, tokenize(prompts), keys, SamplingSettings(condition_scale=3.0),
+    settings = SamplingSettings(condition_scale=3.0)
+    tokens = sample_image_tokens(dalle, dalle_params, tokenize(prompts), keys, settings,
                                  codebook_size=vqgan.config.n_embed)
     images = to_uint8(decode(vqgan, vqgan_params, tokens))
-    return prompts, np.asarray(tokens), images, reranker.scores(list(images), prompts), reranker.rank(list(images), prompts)
+    scores, ranked = reranker.scores(list(images), prompts), reranker.rank(list(images), prompts)
+    return prompts, np.asarray(tokens), images, scores, ranked
 
 
 def test_prompts_become_ranked_images(stack):

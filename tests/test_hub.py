@@ -10,6 +10,8 @@ import signal
 import subprocess
 import sys
 import time
+import types
+import warnings
 from pathlib import Path
 
 import pytest
@@ -52,9 +54,11 @@ def test_first_download_gives_a_loadable_model_folder(served):
         assert (folder / name).read_bytes() == (DALLEBART / name).read_bytes(), name
     assert not (folder / "preprocessor_config.json").exists()     # optional, and absent from the repo
     assert (cache / "hub" / "org--dallebart" / "refs" / "main").read_text() == commit_of("org/dallebart")
-    assert hub.verify(folder) == {name: True for name in hub.verify(folder)} and len(hub.verify(folder)) >= 7
-    model, params = load_dallebart(folder)
-    assert model.config.d_model > 0 and params
+    assert hub.verify(folder) == {"config.json": True, "flax_model.msgpack": True, "tokenizer.json": True,
+                                  "vocab.json": True, "merges.txt": True, "tokenizer_config.json": True,
+                                  "special_tokens_map.json": True, "enwiki-words-frequency.txt": True}
+    model, _ = load_dallebart(folder)
+    assert model.config == load_dallebart(DALLEBART)[0].config
     assert [path for _, path, _ in hub.cached_models(cache)] == [folder]
 
 
@@ -80,8 +84,9 @@ def test_download_killed_half_way_resumes_from_where_it_stopped(served, tmp_path
     size = (VQGAN / "flax_model.msgpack").stat().st_size
     server.bytes_per_second = 8 << 20          # ~2 s for the 17 MB file
     partial = cache / "partial"
+    code = f"from nbkit.weights import hub; hub.fetch('org/vqgan', cache={str(cache)!r}, progress=False)"
     child = subprocess.Popen(
-        [sys.executable, "-c", f"from nbkit.weights import hub; hub.fetch('org/vqgan', cache={str(cache)!r}, progress=False)"],
+        [sys.executable, "-c", code],
         env={**os.environ, "HF_ENDPOINT": server.url, "PYTHONPATH": str(Path(__file__).parent.parent)})
     deadline = time.monotonic() + 60
     while not any(p.stat().st_size > 0 for p in partial.glob("*.part")) and time.monotonic() < deadline:
@@ -145,7 +150,8 @@ def test_registered_name_downloads_its_pinned_files(monkeypatch, tmp_path):
         monkeypatch.setitem(hub.MODELS, "vqgan", dataclasses.replace(registered, files=files))
         folder = hub.fetch("vqgan", cache=tmp_path, progress=False)
     assert folder.name == registered.revision
-    assert {p.name for p in folder.iterdir() if not p.name.startswith(".")} == {"config.json", "flax_model.msgpack"}
+    shown = {p.name for p in folder.iterdir() if not p.name.startswith(".")}
+    assert shown == {"config.json", "flax_model.msgpack"}
     assert all(f"/resolve/{registered.revision}/" in path for _, path, _ in server.requests)
 
 
@@ -163,7 +169,8 @@ def test_word_list_comes_from_the_mini_repo_when_a_dallebart_repo_lacks_it(monke
         monkeypatch.setattr(hub, "_WORDS", dataclasses.replace(hub._WORDS, size=None, sha256=None))
         folder = hub.fetch("org/model", cache=tmp_path / "cache", progress=False)
         assert hub.fetch("org/model", cache=tmp_path / "cache", progress=False) == folder
-    assert (folder / registry.WORD_FREQUENCIES).read_bytes() == (DALLEBART / registry.WORD_FREQUENCIES).read_bytes()
+    words = registry.WORD_FREQUENCIES
+    assert (folder / words).read_bytes() == (DALLEBART / words).read_bytes()
 
 
 def test_offline_message_names_model_files_and_the_local_folder_way(monkeypatch, tmp_path):
@@ -172,7 +179,8 @@ def test_offline_message_names_model_files_and_the_local_folder_way(monkeypatch,
     with pytest.raises(hub.ModelUnavailableError) as error:
         hub.fetch("mini", cache=tmp_path, progress=False)
     message = str(error.value)
-    for part in ("'mini'", "could not be reached", "flax_model.msgpack", "config.json", "folder", "NBKIT_CACHE"):
+    for part in ("'mini'", "could not be reached", "flax_model.msgpack", "config.json", "folder",
+                 "NBKIT_CACHE"):
         assert part in message, part
     monkeypatch.setenv("NBKIT_OFFLINE", "1")
     with pytest.raises(hub.ModelUnavailableError, match="offline mode is on"):
@@ -185,6 +193,106 @@ def test_hub_errors_say_what_is_wrong(served):
         hub.fetch("org/missing", cache=cache, progress=False)
     with pytest.raises(hub.ModelUnavailableError, match="no revision 'v9'"):
         hub.fetch("org/vqgan@v9", cache=cache, progress=False)
+
+
+def test_a_hub_in_trouble_is_reported_as_such_not_as_no_network(served):
+    server, cache = served
+    server.failing = {"*": 503}
+    with pytest.raises(hub.ModelUnavailableError) as error:
+        hub.fetch("org/vqgan", cache=cache, progress=False)
+    message = str(error.value)
+    url = f"{server.url}/org/vqgan/resolve/main/config.json"
+    assert f"the hub answered 503 Service Unavailable for {url}" in message
+    assert "could not be reached" not in message and "Try again later" in message
+    server.failing = {"flax_model.msgpack": 500}                 # the second place that asks the hub
+    with pytest.raises(hub.ModelUnavailableError, match="the hub answered 500 Internal Server Error for "
+                       rf"{server.url}/org/vqgan/resolve/\w+/flax_model.msgpack") as error:
+        hub.fetch("org/vqgan", cache=cache, progress=False)
+    assert "could not be reached" not in str(error.value)
+    server.failing = {"*": 403}
+    with pytest.raises(hub.ModelUnavailableError, match="answered 403 Forbidden.*a token"):
+        hub.fetch("org/dallebart", cache=cache, progress=False)
+
+
+def test_a_bug_is_not_dressed_up_as_network_trouble(served, monkeypatch):
+    import huggingface_hub
+    _, cache = served
+    real = huggingface_hub.get_hf_file_metadata
+
+    def buggy(url, **kwargs):
+        if url.endswith("/config.json") and "first" not in buggy.__dict__:
+            buggy.first = True
+            return real(url, **kwargs)
+        raise TypeError("a bug")
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", buggy)
+    with pytest.raises(TypeError, match="a bug"):          # in _fetch_files, after the commit is known
+        hub.fetch("org/vqgan", cache=cache, progress=False)
+    with pytest.raises(TypeError, match="a bug"):          # in _fetch_hub, asking for the commit
+        hub.fetch("org/dallebart", cache=cache, progress=False)
+
+
+@pytest.mark.parametrize("revision", ["../../../x", "/tmp/abs", "..", "a/../../../../x", ".", "refs//x"])
+def test_revisions_that_would_leave_the_cache_are_refused(served, revision):
+    server, cache = served
+    outside = cache / "x"            # refs/../../../x
+    outside.parent.mkdir(parents=True)
+    outside.write_text(commit_of("org/vqgan"))
+    with pytest.raises(hub.ModelUnavailableError, match=f"refusing the revision {revision!r}"):
+        hub.fetch(f"org/vqgan@{revision}", cache=cache, progress=False)
+    assert server.requests == [] and sorted(p.name for p in cache.iterdir()) == ["x"]
+
+
+def test_a_commit_named_by_the_server_must_be_a_plain_folder_name(monkeypatch, tmp_path):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("NBKIT_OFFLINE", raising=False)
+    with MockHub({"org/vqgan": VQGAN}, commits={"org/vqgan": "../../../escaped"}) as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        with pytest.raises(hub.ModelUnavailableError, match="refusing the commit the hub named '../../"):
+            hub.fetch("org/vqgan", cache=tmp_path / "cache", progress=False)
+    assert set(tmp_path.iterdir()) <= {tmp_path / "cache"}           # no tmp_path/escaped
+    assert not list((tmp_path / "cache").rglob("refs"))
+
+
+def test_a_damaged_ref_in_the_cache_cannot_point_outside_it(monkeypatch, tmp_path):
+    monkeypatch.setenv("NBKIT_OFFLINE", "1")
+    ref = tmp_path / "hub" / "org--vqgan" / "refs" / "main"
+    ref.parent.mkdir(parents=True)
+    ref.write_text("../../../elsewhere")
+    with pytest.raises(hub.ModelUnavailableError, match="refusing the cache record .*'../../../elsewhere'"):
+        hub.fetch("org/vqgan", cache=tmp_path, progress=False)
+
+
+def test_revisions_with_a_slash_stay_allowed(monkeypatch, tmp_path):
+    monkeypatch.setenv("NBKIT_OFFLINE", "1")
+    with pytest.raises(hub.ModelUnavailableError, match="offline mode is on"):
+        hub.fetch("org/vqgan@refs/pr/1", cache=tmp_path, progress=False)
+    refs = tmp_path / "refs"
+    assert hub._inside(refs, "refs/pr/1", "revision", "x", nested=True) == refs / "refs" / "pr" / "1"
+    with pytest.raises(hub.ModelUnavailableError, match="refusing the commit 'a/b'"):
+        hub._inside(tmp_path, "a/b", "commit", "x")
+    (tmp_path / "link").symlink_to(tmp_path.parent)
+    with pytest.raises(hub.ModelUnavailableError, match="refusing the revision 'link/y'"):
+        hub._inside(tmp_path, "link/y", "revision", "x", nested=True)
+
+
+def test_a_registered_name_means_the_registered_model_even_beside_a_folder_so_named(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NBKIT_OFFLINE", "1")                   # the registered model is not in this cache
+    monkeypatch.setattr(hub, "_SHADOWED_WARNED", set())
+    (tmp_path / "mini").mkdir()
+    with pytest.warns(UserWarning, match=r"'mini' is a registered model name and also a folder.*'\./mini'"):
+        with pytest.raises(hub.ModelUnavailableError, match="Model 'mini' is not available: offline mode"):
+            hub.fetch("mini", cache=tmp_path / "cache")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                          # said once is enough
+        with pytest.raises(hub.ModelUnavailableError, match="offline mode"):
+            hub.fetch("mini", cache=tmp_path / "cache")
+        for spelled in ("./mini", str(tmp_path / "mini"), Path("mini")):
+            assert hub.fetch(spelled, cache=tmp_path / "cache").resolve() == tmp_path / "mini", spelled
+        (tmp_path / "mine").mkdir()                                 # a bare name nobody registered
+        assert hub.fetch("mine", cache=tmp_path / "cache") == Path("mine")
+    with pytest.raises(hub.ModelUnavailableError, match="Model folder vqgan does not exist"):
+        hub.fetch(Path("vqgan"), cache=tmp_path / "cache")          # a Path is always a folder
 
 
 def test_unknown_names_and_missing_folders(tmp_path):
@@ -222,8 +330,66 @@ def test_wandb_artifact_without_the_extra_names_it(monkeypatch, tmp_path):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("NBKIT_OFFLINE", raising=False)
     for name in ("mega-fp16", "someone/project/model:v3"):
-        with pytest.raises(hub.ModelUnavailableError, match=r"needs the `wandb` package: pip install 'nbkit\[wandb\]'"):
+        with pytest.raises(hub.ModelUnavailableError,
+                           match=r"needs the `wandb` package: pip install 'nbkit\[wandb\]'"):
             hub.fetch(name, cache=tmp_path)
+
+
+def fake_wandb(monkeypatch, artifact):
+    """A `wandb` module whose Api().artifact(name) gives `artifact`, or raises it if it is an error."""
+    def get(name):
+        if isinstance(artifact, BaseException):
+            raise artifact
+        return artifact
+    api = types.SimpleNamespace(artifact=get)
+    monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(Api=lambda: api))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("NBKIT_OFFLINE", raising=False)
+
+
+class RemoteArtifact:
+    def __init__(self, version):
+        self.version = version
+
+    def download(self, root):
+        Path(root).mkdir(parents=True)
+        for name in hub.REQUIRED_FILES:
+            (Path(root) / name).write_text("{}")
+
+
+def test_wandb_versions_that_would_leave_the_cache_are_refused(monkeypatch, tmp_path):
+    cache = tmp_path / "cache"
+    fake_wandb(monkeypatch, RemoteArtifact("v1"))
+    with pytest.raises(hub.ModelUnavailableError, match="refusing the version '..'"):
+        hub.fetch("someone/project/model:..", cache=cache)
+    fake_wandb(monkeypatch, RemoteArtifact("../../../escaped"))
+    with pytest.raises(hub.ModelUnavailableError, match="refusing the version W&B named '../../../escaped'"):
+        hub.fetch("someone/project/model:latest", cache=cache)
+    assert set(tmp_path.iterdir()) <= {cache}                     # no tmp_path/escaped
+    assert not list(tmp_path.rglob("config.json"))
+    fake_wandb(monkeypatch, RemoteArtifact("v3"))
+    folder = hub.fetch("someone/project/model:latest", cache=cache)
+    assert folder == cache / "wandb" / "someone--project--model" / "v3"
+    assert (folder.parent / "refs" / "latest").read_text() == "v3"
+
+
+class ResponseError(Exception):
+    """What HTTP libraries raise for an error status: the response is on the error."""
+    response = types.SimpleNamespace(status_code=502, url="https://api.wandb.ai/graphql")
+
+
+def test_wandb_failures_say_what_happened_and_bugs_pass_through(monkeypatch, tmp_path):
+    fake_wandb(monkeypatch, ConnectionError("Name or service not known"))
+    with pytest.raises(hub.ModelUnavailableError, match=r"W&B could not be reached \(ConnectionError: Name"):
+        hub.fetch("someone/project/model:v1", cache=tmp_path)
+    wrapped = RuntimeError("CommError: could not talk to W&B")
+    wrapped.exc = ResponseError("502")                               # wandb's CommError keeps the cause here
+    fake_wandb(monkeypatch, wrapped)
+    with pytest.raises(hub.ModelUnavailableError, match="W&B answered 502 Bad Gateway for https://api.wandb"):
+        hub.fetch("someone/project/model:v1", cache=tmp_path)
+    fake_wandb(monkeypatch, AttributeError("'NoneType' object has no attribute 'version'"))
+    with pytest.raises(AttributeError, match="has no attribute 'version'"):
+        hub.fetch("someone/project/model:v1", cache=tmp_path)
 
 
 def test_registry_sizes_agree_with_the_architectures():
@@ -235,5 +401,21 @@ def test_registry_sizes_agree_with_the_architectures():
         assert 0 < framing < 1 << 20, (name, framing)
     for model in registry.MODELS.values():
         assert model.license_url.startswith("https://") and model.download_bytes > 0
-        half, full = (registry.memory_needed(model, dtype) for dtype in ("bfloat16", "float32"))
-        assert half < full
+
+
+def test_memory_needed_is_weights_and_cache_at_the_dtype_size_plus_the_documented_overhead():
+    """Weights (parameters × bytes per value), plus for DalleBart the decoder's key/value cache for 8 images
+    (keys and values, every layer, twice for super-conditioning) and 1/4 GiB; 1/2 GiB for the pixel models."""
+    from nbkit.models.dallebart import PUBLISHED_ARCHITECTURES
+    for model in registry.MODELS.values():
+        count = registry.parameter_count(model.kind, model.architecture)
+        for dtype, size in (("bfloat16", 2), ("float16", 2), ("float32", 4)):
+            if model.kind == registry.DALLEBART:
+                config = PUBLISHED_ARCHITECTURES[model.architecture]
+                cached = 2 * config.decoder_layers * 2 * 8 * (config.image_length + 1) * config.d_model
+                expected = (count + cached) * size + registry.GIB // 4
+            else:
+                expected = count * size + registry.GIB // 2
+            assert registry.memory_needed(model, dtype) == expected, (model.name, dtype)
+    mega_and_vqgan = sum(registry.memory_needed(registry.MODELS[n], "float16") for n in ("mega", "vqgan"))
+    assert round(mega_and_vqgan / registry.GIB, 1) == 6.4          # the notebook's "~6.4 GiB in 16 bits"

@@ -1,10 +1,13 @@
+import inspect
 import io
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFont
 
-from nbkit.output.images import make_grid, png_bytes, read_png_metadata
+from nbkit.output.images import CAPTION_MARGIN, make_grid, png_bytes, read_png_metadata
 
 H, W = 24, 40  # not square, so a transposed tile would show
 
@@ -41,7 +44,9 @@ def test_caption_band_under_the_grid():
     short = make_grid(images, caption="an armchair in the shape of an avocado")
     long = make_grid(images, caption=" ".join(["a red fox jumping over a lazy dog"] * 16)[:500])
     assert short.width == long.width == plain.width
-    assert plain.height < short.height < long.height
+    line = short.height - plain.height - 2 * CAPTION_MARGIN       # the short caption takes one line
+    lines, rest = divmod(long.height - plain.height - 2 * CAPTION_MARGIN, line)
+    assert line > 0 and rest == 0 and lines >= 5                  # ~4,000 px of text, 496 px a line
     np.testing.assert_array_equal(np.asarray(short)[:plain.height], np.asarray(plain))  # grid untouched
     band = np.asarray(short)[plain.height:]
     assert (band == 255).mean() > 0.8  # mostly white ...
@@ -136,3 +141,13 @@ def test_read_metadata_of_a_plain_png_names_the_file(tmp_path):
         read_png_metadata(tmp_path / "fake.png")
     with pytest.raises(FileNotFoundError):
         read_png_metadata(tmp_path / "missing.png")
+
+
+def test_the_pillow_pin_has_the_sized_default_font_that_captions_use():
+    """`ImageFont.load_default(size=...)` came with Pillow 10.1: an older Pillow allowed by the pin would
+    fail on the first caption."""
+    assert "size" in inspect.signature(ImageFont.load_default).parameters
+    pyproject = (Path(__file__).parent.parent / "pyproject.toml").read_text(encoding="utf8")
+    pins = re.findall(r'"pillow\s*>=\s*([\d.]+)', pyproject, flags=re.IGNORECASE)
+    assert len(pins) == 1, pins
+    assert tuple(int(part) for part in pins[0].split(".")) >= (10, 1)

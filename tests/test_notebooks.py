@@ -86,7 +86,8 @@ def test_a_notebook_is_valid_has_no_outputs_and_opens_with_its_own_badge(name):
     owner_and_name = re.fullmatch(r"https://github\.com/([^/]+/[^/]+?)(\.git)?/?", repository).group(1)
     assert match["url"] == f"https://colab.research.google.com/github/{owner_and_name}/blob/main/notebooks/{name}"
     # what the step does, in a few lines after the title
-    assert len([line for line in first.source.splitlines()[1:] if line.strip() and not line.startswith("#")]) >= 2
+    text_lines = [line for line in first.source.splitlines()[1:] if line.strip() and not line.startswith("#")]
+    assert len(text_lines) >= 2
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -105,7 +106,8 @@ def test_code_cells_call_only_nbkit_and_the_install_cell_comes_first(name):
 
 def test_settings_are_colab_form_fields():
     for name in NAMES[2:]:
-        assert any(PARAM_LINE.match(line) for cell in code_cells(read(name)) for line in cell.source.splitlines()), name
+        lines = [line for cell in code_cells(read(name)) for line in cell.source.splitlines()]
+        assert any(PARAM_LINE.match(line) for line in lines), name
 
 
 # ---------------------------------------------------------------- run on the tiny models
@@ -182,9 +184,9 @@ def check_run_folder(folder: Path, prompts: list[str], ranked: bool = False) -> 
     assert len(list(folder.glob("*_ranked.png"))) == (len(prompts) if ranked else 0)
     if ranked:
         ranking = json.loads((folder / "ranking.json").read_text())
-        assert sorted(ranking) == sorted(prompts)
-        for entries in ranking.values():
-            scores = [entry["score"] for entry in entries]
+        assert [group["prompt"] for group in ranking] == prompts
+        for group in ranking:
+            scores = [image["score"] for image in group["images"]]
             assert scores == sorted(scores, reverse=True) and len(scores) == OVERRIDES["N_IMAGES"]
 
 
@@ -195,6 +197,8 @@ def test_quickstart_generates_saves_to_drive_and_reranks(workspace):
     [folder] = run_folders(workspace["outputs"])
     check_run_folder(folder, prompts, ranked=True)
     assert f"seed {SEED}" in text
+    assert "2 image(s): a red cube; a red cube" in text and "a red cube: #" in text   # plain images, ranking
+    assert "click Generate in the form above" in text                               # form.show_results()
 
 
 def test_the_steps_run_one_after_the_other(workspace):
@@ -217,6 +221,7 @@ def test_the_steps_run_one_after_the_other(workspace):
     text = run("05_rerank.ipynb", workspace)                       # the newest run: 04's
     assert f"Reranking {saved}" in text
     check_run_folder(saved, ["a blue cube"], ranked=True)
+    assert "a blue cube: #" in text                                # the ranking, shown as plain output
     check_run_folder(generated, ["a green cube"], ranked=False)
 
 

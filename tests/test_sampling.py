@@ -2,10 +2,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import golden_folders, golden_params, read_json, reference_prng
+from conftest import golden_folder, golden_params, read_json, reference_prng
 
 from nbkit.generation.sampling import (
     SamplingSettings,
+    compiled_sampler,
     filter_logits,
     sample_image_tokens,
 )
@@ -34,12 +35,13 @@ def test_sampled_sequences_match_the_reference_bit_for_bit(folder):
             tokens = sample_image_tokens(model, params, prompts, jax.random.PRNGKey(sample["seed"]), settings)
             reference = expected[f"sample_{i}_sequences"]
             assert (reference[:, 0] == model.config.decoder_start_token_id).all()
-            np.testing.assert_array_equal(np.asarray(tokens), reference[:, 1:], err_msg=f"sample {i}: {sample}")
+            np.testing.assert_array_equal(np.asarray(tokens), reference[:, 1:],
+                                          err_msg=f"sample {i}: {sample}")
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    return load(golden_folders("dallebart")[0])
+    return load(golden_folder("dallebart"))
 
 
 def test_tokens_outside_the_codebook_are_never_drawn(tiny):
@@ -65,14 +67,18 @@ def test_one_key_per_prompt_makes_rows_independent_of_the_batch(tiny):
 
 def test_new_prompts_settings_and_seed_reuse_the_compiled_loop(tiny, count_compilations):
     model, params, tokenizer = tiny
-    sample_image_tokens(model, params, tokenizer(["first", "second"]), jax.random.PRNGKey(0)).block_until_ready()
+    for scale in (10, 1):     # scale 1 has its own program, with no unconditioned rows
+        sample_image_tokens(model, params, tokenizer(["first", "second"]), jax.random.PRNGKey(0),
+                            SamplingSettings(condition_scale=scale)).block_until_ready()
     with count_compilations() as counter:
         for seed, (prompts, settings) in enumerate([
-            (["a red bus", "#catlover"], SamplingSettings(temperature=0.5, top_k=4, top_p=0.9, condition_scale=3)),
+            (["a red bus", "#catlover"],
+             SamplingSettings(temperature=0.5, top_k=4, top_p=0.9, condition_scale=3)),
             (["x", ""], SamplingSettings(temperature=2.0, top_p=0.5, condition_scale=1)),
             (["a tree", "a tree"], SamplingSettings()),
         ], start=1):
-            sample_image_tokens(model, params, tokenizer(prompts), jax.random.PRNGKey(seed), settings).block_until_ready()
+            key = jax.random.PRNGKey(seed)
+            sample_image_tokens(model, params, tokenizer(prompts), key, settings).block_until_ready()
     assert counter.count == 0
 
 
@@ -82,7 +88,8 @@ def test_top_k_one_is_greedy_and_settings_change_the_draw(tiny):
     greedy = [sample_image_tokens(model, params, prompts, jax.random.PRNGKey(s), SamplingSettings(top_k=1))
               for s in (0, 1)]
     np.testing.assert_array_equal(greedy[0], greedy[1])
-    varied = sample_image_tokens(model, params, prompts, jax.random.PRNGKey(0), SamplingSettings(temperature=5.0))
+    hot = SamplingSettings(temperature=5.0)
+    varied = sample_image_tokens(model, params, prompts, jax.random.PRNGKey(0), hot)
     assert not np.array_equal(varied, greedy[0])
 
 
@@ -119,3 +126,21 @@ def test_key_count_must_match_prompts(tiny):
     model, params, tokenizer = tiny
     with pytest.raises(ValueError, match="Got 3 keys for 2 prompts"):
         sample_image_tokens(model, params, tokenizer(["a", "b"]), jax.random.split(jax.random.PRNGKey(0), 3))
+
+
+def test_condition_scale_one_runs_no_unconditioned_rows(tiny):
+    """At scale 1 the mix is the conditioned logits: the program that skips the other half costs half."""
+    model, params, tokenizer = tiny
+    prompts = tokenizer(["a cat", "a dog"])
+    args = (params, prompts.input_ids, prompts.attention_mask, prompts.input_ids_uncond,
+            prompts.attention_mask_uncond, jax.random.PRNGKey(0),
+            SamplingSettings(condition_scale=1).as_arrays(model.config))
+    flops = {}
+    for mixed in (True, False):
+        sampler = compiled_sampler(model, None, mixed)
+        state = jax.eval_shape(sampler.start, *args)
+        cost = sampler.advance.lower(params, state, args[-1], 1, 2).compile().cost_analysis()
+        flops[mixed] = (cost[0] if isinstance(cost, list) else cost)["flops"]
+    assert flops[False] < 0.55 * flops[True]
+    one = sample_image_tokens(model, params, prompts, jax.random.PRNGKey(3), SamplingSettings(condition_scale=1))
+    assert one.shape == (2, model.config.image_length)

@@ -32,7 +32,8 @@ def image(seed=0):
 
 
 def record(prompt="a cat", prompt_index=0, image_index=0, seed=42, **kwargs):
-    return ImageRecord(prompt, prompt_index, image_index, seed, "dalle-mini", kwargs.pop("settings", SETTINGS), **kwargs)
+    settings = kwargs.pop("settings", SETTINGS)
+    return ImageRecord(prompt, prompt_index, image_index, seed, "dalle-mini", settings, **kwargs)
 
 
 def pngs(folder):
@@ -101,7 +102,8 @@ def test_record_accepts_a_settings_dataclass_and_numpy_scalars():
     assert type(rec.settings[0][1]) is float
 
 
-@pytest.mark.parametrize("kwargs", [dict(seed="../x"), dict(seed=1.5), dict(image_index=-1), dict(prompt=None),
+@pytest.mark.parametrize("kwargs", [dict(seed="../x"), dict(seed=1.5), dict(image_index=-1),
+                                    dict(prompt=None),
                                     dict(settings={"top_k": [1, 2]})])
 def test_record_rejects_bad_values(kwargs):
     with pytest.raises(ValueError):
@@ -131,7 +133,8 @@ def test_hostile_prompts_never_write_outside_the_run_folder(tmp_path):
     assert len(manifest_lines(folder)) == len(HOSTILE)
     saved = [json.loads(line) for line in manifest_lines(folder)]
     assert [entry["prompt"] for entry in saved] == HOSTILE  # prompts kept exactly
-    assert read_png_metadata(folder.path / saved[-1]["file"]) == record(HOSTILE[-1], len(HOSTILE) - 1).to_metadata()
+    last = record(HOSTILE[-1], len(HOSTILE) - 1)
+    assert read_png_metadata(folder.path / saved[-1]["file"]) == last.to_metadata()
 
 
 def test_create_twice_in_the_same_second_gives_two_folders(tmp_path):
@@ -175,7 +178,9 @@ def test_crash_while_writing_leaves_nothing(tmp_path, monkeypatch, where):
     def crash(*args, **kwargs):
         raise OSError(errno.EIO, f"crash in {where}")
     if where == "replace":  # no hard links (as on Google Drive): the placeholder must go too
-        monkeypatch.setattr(storage.os, "link", lambda *args: (_ for _ in ()).throw(OSError(errno.ENOSYS, "no")))
+        def no_link(*args):
+            raise OSError(errno.ENOSYS, "no")
+        monkeypatch.setattr(storage.os, "link", no_link)
     if where == "write":  # the bytes are half written when it fails
         real_fdopen = os.fdopen
 
@@ -301,3 +306,61 @@ def test_run_key_depends_on_everything_that_makes_the_images():
             run_key(*base[:4], {**SETTINGS, "top_p": 0.9})}
     assert len(keys) == 6
     assert run_key(*base[:4], dict(reversed(SETTINGS.items()))) == run_key(*base)
+
+
+# reading what the manifest names
+
+def test_image_path_is_the_checked_way_to_a_manifest_file(tmp_path):
+    folder = RunFolder.create(tmp_path / "runs", ["a cat"])
+    saved = folder.save_image(image(), record())
+    assert [folder.image_path(entry) for entry in folder.entries()] == [saved]
+    (tmp_path / "secret.png").write_bytes(b"not yours")
+    (folder.path / "inside.png").symlink_to(saved.name)            # a link within the folder is fine
+    assert folder.image_path({"file": "inside.png"}) == folder.path / "inside.png"
+    (folder.path / "out.png").symlink_to(tmp_path / "secret.png")
+    for name in ("../../secret.png", str(tmp_path / "secret.png"), "/etc/passwd", "sub/x.png", "..", ".", "",
+                 "a\\b.png", "x\x00.png", "out.png"):
+        message = f"manifest.jsonl lists {re.escape(repr(name))}, which is not a file directly in"
+        with pytest.raises(ValueError, match=message):
+            folder.image_path({"file": name, **record().to_metadata()})
+    for entry in ({"prompt": "a cat"}, {"file": 3}):
+        with pytest.raises(ValueError, match="manifest.jsonl: an entry has no file name"):
+            folder.image_path(entry)
+
+
+def test_a_crafted_manifest_line_cannot_send_a_reader_outside_the_folder(tmp_path):
+    folder = RunFolder.create(tmp_path / "runs", ["a cat"])
+    folder.save_image(image(), record())
+    with open(folder.path / storage.MANIFEST, "a") as file:
+        file.write(json.dumps({"file": "../../outside.png", **record(image_index=1).to_metadata()}) + "\n")
+    first, crafted = folder.entries()
+    assert folder.image_path(first).parent == folder.path
+    with pytest.raises(ValueError, match=r"'\.\./\.\./outside\.png', which is not a file directly in"):
+        folder.image_path(crafted)
+
+
+# replacing derived files
+
+def test_atomic_replace_writes_or_replaces_whole(tmp_path):
+    path = tmp_path / "ranking.json"
+    storage.atomic_replace(path, b"first")
+    storage.atomic_replace(path, b"second, longer")
+    assert path.read_bytes() == b"second, longer" and os.listdir(tmp_path) == ["ranking.json"]
+
+
+@pytest.mark.parametrize("where", ["fsync", "replace"])
+def test_a_crash_while_replacing_keeps_the_old_file_and_leaves_no_temp(tmp_path, monkeypatch, where):
+    path = tmp_path / "ranking.json"
+    storage.atomic_replace(path, b"old ranking")
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(storage.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    storage.atomic_replace(path, b"new ranking")
+    assert synced and path.read_bytes() == b"new ranking"               # flushed to disk before the swap
+
+    def crash(*args):
+        raise OSError(errno.EIO, f"crash in {where}")
+    monkeypatch.setattr(storage.os, where, crash)
+    with pytest.raises(OSError, match="crash"):
+        storage.atomic_replace(path, b"never seen")
+    assert path.read_bytes() == b"new ranking" and os.listdir(tmp_path) == ["ranking.json"]

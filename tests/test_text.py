@@ -1,20 +1,19 @@
 import pytest
-from conftest import GOLDEN_DIR, read_json
+from conftest import golden_folder, golden_params, read_json
 
 from nbkit.text.normalize import HashtagSplitter, TextNormalizer
-
-NORMALIZE_JSON = GOLDEN_DIR / "text" / "normalize.json"
 
 
 @pytest.fixture(scope="module")
 def normalizer():
-    return TextNormalizer.from_folder(GOLDEN_DIR / "text")
+    return TextNormalizer.from_folder(golden_folder("text"))
 
 
 @pytest.mark.golden
-@pytest.mark.skipif(not NORMALIZE_JSON.is_file(), reason=f"no {NORMALIZE_JSON}")
-def test_every_golden_prompt_normalizes_character_for_character(normalizer):
-    cases = read_json(NORMALIZE_JSON)
+@pytest.mark.parametrize("folder", golden_params("text"))
+def test_every_golden_prompt_normalizes_character_for_character(folder):
+    normalizer = TextNormalizer.from_folder(folder)
+    cases = read_json(folder / "normalize.json")
     assert cases, "the golden file is empty"
     mismatches = [(c["raw"], normalizer(c["raw"]), c["normalized"]) for c in cases
                   if normalizer(c["raw"]) != c["normalized"]]

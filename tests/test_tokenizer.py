@@ -2,7 +2,7 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import golden_params
+from conftest import golden_folder, golden_params
 
 from nbkit.models.dallebart import DalleBartConfig
 from nbkit.text.tokenizer import PromptTokenizer
@@ -44,8 +44,7 @@ def test_vocab_and_merges_alone_tokenize_the_same(folder, tmp_path):
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from conftest import golden_folders
-    return tokenizer_for(golden_folders("dallebart")[0])
+    return tokenizer_for(golden_folder("dallebart"))
 
 
 def test_shapes_are_fixed_whatever_the_prompt(tokenizer):

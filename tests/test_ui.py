@@ -1,17 +1,24 @@
-"""The prompt form, driven as a user would: set values, click, read state and output."""
+"""The prompt form, driven as a user would: set values, click, read state and output; and the plain
+HTML views (images, rankings), which must stay in a saved notebook, so must not be widgets."""
 
 from __future__ import annotations
 
+import base64
+import io
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
-from nbkit.generation.pipeline import Pipeline
+from nbkit.generation.device import DeviceInfo
+from nbkit.generation.pipeline import Batch, Pipeline, Progress
 from nbkit.notebook import ui
 from nbkit.output.images import read_png_metadata
 
 FIXTURES = Path(__file__).parent / "fixtures" / "golden"
+PROMPTS = "a red cube\n\n  an avocado armchair  \n"
 
 
 @pytest.fixture(scope="module")
@@ -20,11 +27,47 @@ def pipe():
                                     progress=False, max_batch=1)
 
 
-def form_for(pipe, **kwargs) -> ui.GenerateForm:
+def form_for(pipe, n_images=2, **kwargs) -> ui.GenerateForm:
     form = ui.GenerateForm(pipe, progress_every=64, decode_every=128, **kwargs)
-    form.prompts.value = "a red cube\n\n  an avocado armchair  \n"
-    form.n_images.value, form.seed.value, form.top_k.value = 2, "17", 20
+    form.prompts.value = PROMPTS
+    form.n_images.value, form.seed.value, form.top_k.value = n_images, "17", 20
     return form
+
+
+def run(form: ui.GenerateForm) -> ui.GenerateForm:
+    form.generate_button.click()
+    form.wait(300)
+    assert not form.running
+    return form
+
+
+def on_event(form: ui.GenerateForm, action) -> None:
+    """Calls `action(event)` after the form has shown each event of its stream (in the run's thread)."""
+    shown = form._show
+
+    def show_then_act(event, made):
+        timings = shown(event, made)
+        action(event)
+        return timings
+    form._show = show_then_act
+
+
+def gallery_pngs(form: ui.GenerateForm) -> list[bytes]:
+    return [bytes(cell.children[0].value) for cell in form.gallery.children]
+
+
+def shown_html(monkeypatch) -> list[dict]:
+    """What IPython's display() is given, from here on."""
+    shown = []
+    monkeypatch.setattr("IPython.display.display", lambda *objects, **kwargs: shown.extend(objects))
+    return shown
+
+
+def inlined_pngs(markup: str) -> list[bytes]:
+    return [base64.b64decode(data) for data in re.findall(r'src="data:image/png;base64,([^"]+)"', markup)]
+
+
+# ---------------------------------------------------------------- a run
 
 
 def test_generate_fills_the_gallery_and_saves(pipe, tmp_path):
@@ -36,8 +79,9 @@ def test_generate_fills_the_gallery_and_saves(pipe, tmp_path):
     assert len(form.result.images) == 4 and form.result.seed == 17
     assert not form.generate_button.disabled and form.stop_button.disabled
     assert form.progress.value == form.progress.max == 4 * 256
-    assert len(form.gallery.children) == 4 and all(cell.children[0].value[:4] == b"\x89PNG"
-                                                    for cell in form.gallery.children)
+    assert form.progress_label.value.startswith("4 / 4 images · 100%")
+    pngs = gallery_pngs(form)
+    assert len(pngs) == 4 and all(png[:4] == b"\x89PNG" and png != ui.placeholder_png() for png in pngs)
     assert "seed <b>17</b>" in form.status.value and str(form.folder.path) in form.status.value
     saved = sorted(p for p in form.folder.path.glob("*.png") if "_grid" not in p.name)
     assert len(saved) == 4 and read_png_metadata(saved[0])["settings"]["top_k"] == 20
@@ -46,10 +90,9 @@ def test_generate_fills_the_gallery_and_saves(pipe, tmp_path):
 
 def test_a_double_click_starts_one_run(pipe, monkeypatch):
     calls = []
-    original = pipe.generate
-    monkeypatch.setattr(pipe, "generate", lambda *a, **k: calls.append(1) or original(*a, **k))
-    form = form_for(pipe)
-    form.n_images.value = 1
+    original = pipe.stream
+    monkeypatch.setattr(pipe, "stream", lambda *a, **k: calls.append(1) or original(*a, **k))
+    form = form_for(pipe, n_images=1)
     form.generate_button.click()
     form.generate_button.click()
     form.generate()
@@ -57,44 +100,68 @@ def test_a_double_click_starts_one_run(pipe, monkeypatch):
     assert len(calls) == 1 and len(form.result.images) == 2
 
 
-def test_stop_keeps_the_finished_images(pipe, tmp_path):
-    form = form_for(pipe, out=tmp_path)
-    form.n_images.value = 3
-    shown = form._show
-
-    def show_then_stop(progress):
-        shown(progress)
-        if progress.final:
-            form.stop_button.click()            # the user clicks Stop once the first image is done
-    form._show = show_then_stop
-    form.generate_button.click()
-    form.wait(300)
-    assert form.result.stopped and 1 <= len(form.result.images) < 6
-    assert "Stopped: kept" in form.status.value
-    assert len(form.folder.entries()) == len(form.result.images)
-
-
 def test_a_random_seed_is_drawn_and_shown(pipe):
-    form = form_for(pipe)
-    form.seed.value, form.n_images.value = "", 1
-    form.prompts.value = "a red cube"
-    form.generate()
-    form.wait(300)
-    assert f"seed <b>{form.result.seed}</b>" in form.status.value
+    form = form_for(pipe, n_images=1)
+    form.seed.value, form.prompts.value = "", "a red cube"
+    run(form)
+    assert isinstance(form.seed_used, int) and f"seed <b>{form.seed_used}</b>" in form.status.value
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("prompts", " \n  \n", "at least one prompt"),
-    ("seed", "twelve", "seed must be a whole number"),
-    ("seed", "-3", "seed must be a whole number"),
-])
-def test_bad_input_is_a_message_in_the_form(pipe, field, value, message):
-    form = form_for(pipe)
-    getattr(form, field).value = value
-    form.generate()
-    form.wait(60)
-    assert isinstance(form.error, ValueError) and message in form.status.value
-    assert "Traceback" not in form.status.value and not form.generate_button.disabled
+# ---------------------------------------------------------------- Stop, and the buttons
+
+
+def test_stop_keeps_the_finished_images_and_drops_the_empty_slots(pipe, tmp_path):
+    form = form_for(pipe, n_images=3, out=tmp_path)
+    on_event(form, lambda event: isinstance(event, Batch) and form.stop_button.click())  # after 1 image
+    run(form)
+    assert form.stopped and 1 <= len(form.result.images) < 6
+    assert form.status.value.startswith(f"Stopped: kept {len(form.result.images)} of 6")
+    assert len(form.folder.entries()) == len(form.result.images)
+    pngs = gallery_pngs(form)                # no grey (or broken) slot is left for the images never made
+    assert len(pngs) == len(form.result.images) and ui.placeholder_png() not in pngs
+
+
+def test_stop_while_idle_does_nothing(pipe):
+    form = form_for(pipe, n_images=1)
+    form.stop_button.click()
+    assert form.status.value == ""
+    run(form)
+    final = form.status.value
+    form.stop_button.click()
+    form.stop()
+    assert form.status.value == final and final.startswith("Done:")
+
+
+def test_the_buttons_come_back_only_when_the_run_has_ended(pipe):
+    form = form_for(pipe, n_images=1)
+    seen = []
+    form.generate_button.observe(lambda change: seen.append((change["new"], form.running)), names="disabled")
+    run(form)
+    assert seen == [(True, True), (False, False)]      # re-enabled only once the run is over
+    form.prompts.value = "a blue cube"
+    run(form)                                           # and then a click starts the next run
+    assert form.result.prompts == ("a blue cube",)
+
+
+def test_a_stop_clicked_as_the_run_ends_leaves_the_final_message(pipe):
+    form = form_for(pipe, n_images=1)
+    on_event(form, lambda event: event.__class__.__name__ == "Done" and form.stop())   # too late to stop
+    run(form)
+    assert form.status.value.startswith("Done:") and not form.stopped
+    final = lambda change: change["new"].startswith("Done:") and form.stop()   # Stop just as "Done" shows
+    form.status.observe(final, names="value")
+    run(form)
+    assert form.status.value.startswith("Done:")
+
+
+# ---------------------------------------------------------------- checking what was typed
+
+
+def test_the_seed_takes_only_the_digits_0_to_9():
+    assert ui.read_form("a", 1, " 12 ", 1.0, 50, 1.0, 10.0).seed == 12
+    for seed in ["²", "١٢", "1²", "12.0", "-3", "4294967296"]:        # str.isdigit() is true for "²" and "١٢"
+        with pytest.raises(ValueError, match="seed must be a whole number"):
+            ui.read_form("a", 1, seed, 1.0, 50, 1.0, 10.0)
 
 
 def test_read_form_checks_every_setting():
@@ -105,10 +172,161 @@ def test_read_form_checks_every_setting():
         ui.read_form("a", 1, "", 0.0, 50, 1.0, 10.0)
     with pytest.raises(ValueError, match="top_p"):
         ui.read_form("a", 1, "", 1.0, 50, 1.5, 10.0)
+    with pytest.raises(ValueError, match="Images per prompt"):
+        ui.read_form("a", 0, "", 1.0, 50, 1.0, 10.0)
 
 
-def test_show_images_makes_a_captioned_grid():
-    images = [np.full((8, 8, 3), value, np.uint8) for value in (0, 128, 255)]
-    grid = ui.show_images(images, captions=["0.1", "0.2", "0.3"], columns=2)
-    assert len(grid.children) == 3 and grid.children[1].children[1].value == "0.2"
-    assert grid.children[0].children[0].value[:4] == b"\x89PNG"
+@pytest.mark.parametrize("field, value, message", [
+    ("prompts", " \n  \n", "at least one prompt"),
+    ("seed", "twelve", "seed must be a whole number"),
+    ("seed", "²", "seed must be a whole number"),
+    ("top_k", 0, "top_k must be a whole number ≥ 1"),          # a bounded field would make it 1, silently
+    ("top_p", 5.0, "top_p must be in (0, 1]"),                  # … and this 1.0
+    ("temperature", 0.0, "temperature must be a number &gt; 0"),
+    ("condition_scale", -1.0, "condition_scale must be a number ≥ 0"),
+    ("n_images", 0, "Images per prompt must be a whole number ≥ 1"),
+])
+def test_bad_input_is_a_message_in_the_form(pipe, field, value, message):
+    form = form_for(pipe)
+    getattr(form, field).value = value
+    assert getattr(form, field).value == value                  # kept as typed, not clamped
+    run(form)
+    assert isinstance(form.error, ValueError) and message in form.status.value
+    assert "Traceback" not in form.status.value and not form.generate_button.disabled
+
+
+# ---------------------------------------------------------------- what the gallery shows
+
+
+def test_slots_not_yet_made_show_a_grey_placeholder_not_a_broken_image(pipe):
+    form = form_for(pipe, n_images=1)
+    at_start = []
+    on_event(form, lambda event: not at_start and at_start.extend(gallery_pngs(form)))
+    run(form)
+    assert len(at_start) == 2 and all(png == ui.placeholder_png() for png in at_start)
+    with Image.open(io.BytesIO(ui.placeholder_png())) as placeholder:
+        assert placeholder.getpixel((0, 0)) == (232, 232, 232)
+
+
+def test_a_new_run_and_an_error_clear_the_previous_images_and_bar(pipe):
+    form = form_for(pipe, n_images=1)
+    run(form)
+    assert len(form.gallery.children) == 2 and form.progress.value == form.progress.max > 1
+    form.seed.value = "not a seed"
+    run(form)
+    assert form.error is not None
+    assert form.gallery.children == () and form.progress.value == 0 and form.progress_label.value == ""
+    assert form.show_results() is None and form.results_html() == ""        # nothing of the old run
+
+
+def test_a_run_starts_with_an_empty_gallery_and_bar(pipe):
+    form = form_for(pipe, n_images=1, load=lambda name: pipe)
+    run(form)
+    assert form.gallery.children and form.progress.value > 0
+    seen = []
+    loading = lambda change: change["new"].startswith("Loading") and seen.append(
+        (form.gallery.children, form.progress.value, form.progress_label.value))
+    form.status.observe(loading, names="value")
+    form.model.value = "mini"                       # a model to load first: the old images must not stay
+    run(form)
+    assert seen == [((), 0, "")] and form.error is None
+
+
+@pytest.mark.filterwarnings("ignore:.*longer than the model")  # the tiny model reads 16 tokens
+def test_captions_keep_the_image_number_and_the_whole_prompt_on_hover(pipe):
+    long_prompt = "an armchair in the shape of an avocado, on a beach at sunset, oil painting"
+    form = form_for(pipe, n_images=2)
+    form.prompts.value = long_prompt
+    run(form)
+    captions = [cell.children[1].value for cell in form.gallery.children]
+    assert "<b>#2</b>" in captions[1] and f'title="#2 {long_prompt}"' in captions[1]
+    assert long_prompt in captions[1] and "text-overflow: ellipsis" in captions[1]
+    assert "auto-fill" in form.gallery.layout.grid_template_columns     # wraps in a narrow window
+
+
+def test_the_progress_label_says_compiling_then_count_percent_and_time_left(pipe):
+    form = form_for(pipe, n_images=1)
+    form._clear()
+    form._slots = {}
+    step = lambda done, elapsed, compiling=False: form._show(
+        Progress(done, 1024, done // 256, 4, elapsed, compiling, done % 256), [])
+    step(0, 0.0, compiling=True)
+    assert form.progress_label.value == "compiling (first run only)…"
+    step(64, 30.0)                                           # compiling took 30 s: no pace yet
+    assert form.progress_label.value == "0 / 4 images · 6%"
+    step(128, 31.0)                                          # 64 tokens a second from here
+    assert form.progress_label.value == "0 / 4 images · 12% · about 14 s left"
+    assert ui.progress_text(1, 4, 256, 1024, 200.0) == "1 / 4 images · 25% · about 3 min left"
+
+
+def test_running_an_already_finished_batch_says_where_it_is(pipe, tmp_path):
+    form = run(form_for(pipe, n_images=1, out=tmp_path))
+    first = form.folder.path
+    run(form)
+    assert form.already_complete and "Already complete" in form.status.value
+    assert str(first) in form.status.value and "0.0 s" not in form.status.value
+    pngs = gallery_pngs(form)                                 # the saved images, shown again
+    assert len(pngs) == 2 and all(read_png_metadata(png)["seed"] == 17 for png in pngs)
+
+
+# ---------------------------------------------------------------- plain output, which a saved notebook keeps
+
+
+def test_show_results_displays_plain_images(pipe, monkeypatch, capsys):
+    shown = shown_html(monkeypatch)
+    form = form_for(pipe, n_images=1)
+    form.show_results()
+    assert "click Generate" in capsys.readouterr().out and not shown
+    run(form)
+    form.show_results()
+    [bundle] = shown
+    assert set(bundle) == {"text/html", "text/plain"}            # no widget in it
+    assert len(inlined_pngs(bundle["text/html"])) == 2 and "seed 17" in bundle["text/html"]
+    assert "<b>#1</b> a red cube" in bundle["text/html"]
+
+
+def test_show_images_is_plain_html_that_wraps(monkeypatch, tmp_path):
+    shown = shown_html(monkeypatch)
+    path = tmp_path / "one.png"
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(path)
+    images = [np.full((8, 8, 3), value, np.uint8) for value in (0, 128)] + [path]
+    assert ui.show_images(images, captions=["a", "b & c", "d"], numbers=[1, 2, 3]) is None
+    [bundle] = shown
+    markup = bundle["text/html"]
+    assert "flex-wrap: wrap" in markup and "<b>#2</b> b &amp; c" in markup
+    pngs = inlined_pngs(markup)
+    assert len(pngs) == 3 and pngs[2] == path.read_bytes()
+    assert np.asarray(Image.open(io.BytesIO(pngs[1])))[0, 0, 0] == 128
+
+
+def test_show_ranking_gives_numbers_scores_that_differ_and_the_saved_grid(monkeypatch, tmp_path):
+    shown = shown_html(monkeypatch)
+    for name in ["a_0.png", "a_1.png", "a_2.png", "grid.png"]:
+        Image.new("RGB", (8, 8)).save(tmp_path / name)
+    ranking = [{"prompt_index": 0, "prompt": "a <red> cube", "grid": "grid.png", "images": [
+        {"file": "a_2.png", "image_index": 2, "score": 25.12344},
+        {"file": "a_0.png", "image_index": 0, "score": 25.12341},
+        {"file": "a_1.png", "image_index": 1, "score": 19.5}]}]
+    ui.show_ranking(ranking, tmp_path)
+    [bundle] = shown
+    markup, text = bundle["text/html"], bundle["text/plain"]
+    assert "<h4" in markup and "a &lt;red&gt; cube" in markup
+    assert re.findall(r"<b>#(\d)</b> score ([\d.]+)", markup) == [("3", "25.12344"), ("1", "25.12341"),
+                                                                  ("2", "19.50000")]
+    assert "grid.png" in markup and len(inlined_pngs(markup)) == 4
+    assert text == "a <red> cube: #3 25.12344, #1 25.12341, #2 19.50000"
+    assert ui.score_digits([19.5, 25.25]) == 4
+
+
+# ---------------------------------------------------------------- the model picker
+
+
+def test_a_device_of_unknown_memory_says_so_in_the_model_picker():
+    device = DeviceInfo("gpu", "Some GPU", 1, 1, None, 64 << 30, False, "9.0")
+    choices = ui.model_choices(device)
+    assert choices and all(choice.fits is None for choice in choices)
+    for choice in choices:
+        assert "memory unknown" in choice.label
+        assert "fits" not in choice.label and "too big" not in choice.label
+    picker = ui.ModelPicker(device)
+    assert picker.value == choices[0].name

@@ -25,7 +25,7 @@ class DeviceInfo:
     kind: str                      # e.g. "TPU v2", "Tesla T4", "NVIDIA H100 80GB HBM3", "cpu"
     count: int                     # devices over all processes (hosts)
     processes: int
-    memory_per_device: int         # bytes an array may use on one device (host RAM for the CPU)
+    memory_per_device: int | None  # bytes one array may use on one device (host RAM on a CPU); None: unknown
     host_memory: int
     colab: bool
     compute_capability: str | None = None
@@ -34,29 +34,39 @@ class DeviceInfo:
     def recommended_dtype(self) -> str:
         return recommended_dtype(self.platform, self.kind, self.compute_capability)
 
-    def fits(self, name: str, dtype: str | None = None, sharded: bool = False) -> bool:
-        """Whether a named DalleBart model (with the VQGAN) fits one device, or all of them if sharded."""
+    def fits(self, name: str, dtype: str | None = None, sharded: bool = False) -> bool | None:
+        """Whether a named DalleBart model (with the VQGAN) fits one device, or all of them if sharded;
+        None when the device's memory is unknown (better no answer than a guess)."""
+        if self.memory_per_device is None:
+            return None
         dtype = dtype or self.recommended_dtype
         needed = registry.memory_needed(registry.MODELS[name], dtype) + registry.memory_needed(
             registry.MODELS["vqgan"], dtype)
         return needed <= self.memory_per_device * (self.count if sharded else 1)
 
     def largest_model(self, dtype: str | None = None) -> str | None:
-        """The biggest named DalleBart that fits one device (a hub model before a W&B one)."""
+        """The biggest named DalleBart that fits one device (a hub model before a W&B one); None when
+        none fits or the memory is unknown."""
         by_size = sorted(registry.DALLEBART_MODELS, key=lambda name: (
             -registry.parameter_count(registry.DALLEBART, registry.MODELS[name].architecture),
             registry.MODELS[name].artifact is not None))
         return next((name for name in by_size if self.fits(name, dtype)), None)
 
     def summary(self) -> str:
-        memory = f"{self.memory_per_device / GIB:.1f} GiB" + (" each" if self.count > 1 else "")
+        if self.memory_per_device is None:
+            memory = "memory unknown"
+            model = "unknown (the device does not report its memory: compare the models' sizes with it)"
+        else:
+            memory = f"{self.memory_per_device / GIB:.1f} GiB" + (" each" if self.count > 1 else "")
+            largest = self.largest_model() or "none of the named models fits"
+            model = f"{largest} (largest that fits one device)"
         lines = [
             f"runtime:      {'Google Colab' if self.colab else 'not Colab'}",
             f"devices:      {self.count} × {self.kind} ({self.platform}), {memory}"
             + (f", over {self.processes} hosts" if self.processes > 1 else ""),
             f"host memory:  {self.host_memory / GIB:.1f} GiB",
             f"dtype:        {self.recommended_dtype} (recommended here)",
-            f"model:        {self.largest_model() or 'none of the named models fits'} (largest that fits one device)",
+            f"model:        {model}",
         ]
         return "\n".join(lines)
 
@@ -76,18 +86,21 @@ def host_memory() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def device_memory(device: jax.Device) -> int:
-    """What the runtime lets one array use on `device`; known sizes where it does not say."""
+def device_memory(device: jax.Device) -> int | None:
+    """What the runtime lets one array use on `device`; where it does not say: host RAM for the CPU,
+    the known size of a TPU kind, else None (unknown: a GPU's memory is not the host's)."""
     try:
         stats = device.memory_stats() or {}
-    except Exception:  # noqa: BLE001 - some backends raise rather than return None
+    except Exception:  # some backends raise rather than return None
         stats = {}
     if stats.get("bytes_limit"):
         return int(stats["bytes_limit"])
+    if device.platform == "cpu":
+        return host_memory()
     if device.platform == "tpu":
         kind = device.device_kind.lower()
-        return next((gib * GIB for name, gib in _TPU_MEMORY.items() if name in kind), 8 * GIB)
-    return host_memory()
+        return next((gib * GIB for name, gib in _TPU_MEMORY.items() if name in kind), None)
+    return None
 
 
 def detect() -> DeviceInfo:

@@ -34,7 +34,8 @@ from nbkit.output.images import make_grid, png_bytes, read_png_metadata
 
 MANIFEST = "manifest.jsonl"
 RUN_FILE = "run.json"
-_WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
+_WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)),
+                     *(f"LPT{i}" for i in range(1, 10))}
 _NO_HARD_LINKS = {errno.EPERM, errno.EACCES, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EMLINK}
 _MAX_SUFFIX = 10_000  # -2, -3, … tried before giving up
 
@@ -178,8 +179,10 @@ class ImageRecord:
         object.__setattr__(self, "tokens", tuple(int(token) for token in self.tokens))
         for name in ("prompt_index", "image_index", "seed"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or (name != "seed" and value < 0):
-                raise ValueError(f"{name} must be a whole number{'' if name == 'seed' else ' ≥ 0'}, got {value!r}.")
+            whole = not isinstance(value, bool) and isinstance(value, (int, np.integer))
+            if not whole or (name != "seed" and value < 0):
+                raise ValueError(f"{name} must be a whole number{'' if name == 'seed' else ' ≥ 0'}, "
+                                 f"got {value!r}.")
             object.__setattr__(self, name, int(value))
         if not isinstance(self.prompt, str) or not isinstance(self.model, str):
             raise ValueError(f"prompt and model must be strings, got {self.prompt!r} and {self.model!r}.")
@@ -338,6 +341,7 @@ class RunFolder:
 
     def save_grid(self, images: Sequence[np.ndarray], prompt: str, prompt_index: int) -> Path:
         """Saves one prompt's images as a captioned grid; never replaces an earlier grid."""
-        metadata = {"kind": "grid", "prompt": prompt, "prompt_index": prompt_index, "nbkit_version": __version__}
+        metadata = {"kind": "grid", "prompt": prompt, "prompt_index": prompt_index,
+                    "nbkit_version": __version__}
         data = png_bytes(make_grid(images, caption=prompt), metadata)
         return self.write_png(f"{prompt_index:03d}_{slugify(prompt)}_grid", data)

@@ -10,6 +10,7 @@ deep inside jax, and host memory peaks near the size of the loaded model.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,8 @@ class _MsgpackReader:
     def _read(self, count: int) -> bytes:
         data = self._file.read(count)
         if len(data) != count:
-            raise CheckpointError(f"{self._name} is damaged: it ends too early (an interrupted download?). Delete it and download again.")
+            raise CheckpointError(f"{self._name} is damaged: it ends too early (an interrupted download?). "
+                                  "Delete it and download again.")
         return data
 
     def _uint(self, size: int) -> int:
@@ -75,8 +77,8 @@ class _MsgpackReader:
         if byte in numbers:
             dtype = np.dtype(numbers[byte])
             return "value", np.frombuffer(self._read(dtype.itemsize), dtype)[0].item()
-        raise CheckpointError(f"{self._name} is damaged or not a Flax msgpack checkpoint (byte 0x{byte:02x}); "
-                              "delete it and download again.")
+        raise CheckpointError(f"{self._name} is damaged or not a Flax msgpack checkpoint "
+                              f"(byte 0x{byte:02x}); delete it and download again.")
 
     def _small_value(self):
         """A key, shape or dtype name."""
@@ -87,7 +89,8 @@ class _MsgpackReader:
             return self._read(info).decode("utf8")
         if kind == "array":
             return tuple(self._small_value() for _ in range(info))
-        raise CheckpointError(f"{self._name}: unexpected {kind} in a checkpoint; delete it and download again.")
+        raise CheckpointError(f"{self._name}: unexpected {kind} in a checkpoint; "
+                              "delete it and download again.")
 
     def _array(self, code: int, size: int) -> np.ndarray:
         if code not in (self._EXT_NDARRAY, self._EXT_SCALAR):
@@ -102,7 +105,8 @@ class _MsgpackReader:
             raise CheckpointError(f"{self._name}: an array without data; delete it and download again.")
         buffer = np.empty(size, np.uint8)
         if self._file.readinto(memoryview(buffer)) != size:
-            raise CheckpointError(f"{self._name} is damaged: it ends too early (an interrupted download?). Delete it and download again.")
+            raise CheckpointError(f"{self._name} is damaged: it ends too early (an interrupted download?). "
+                                  "Delete it and download again.")
         dtype = jnp.dtype(dtype_name)
         return buffer.view(dtype).reshape(shape)
 
@@ -120,7 +124,8 @@ class _MsgpackReader:
         elif kind == "value":
             yield prefix, np.asarray(count)
         else:
-            raise CheckpointError(f"{self._name}: unexpected {kind} in a checkpoint; delete it and download again.")
+            raise CheckpointError(f"{self._name}: unexpected {kind} in a checkpoint; "
+                                  "delete it and download again.")
 
 
 def stream_msgpack(path: str | Path):
@@ -136,7 +141,8 @@ def stream_msgpack(path: str | Path):
         reader = _MsgpackReader(file, str(path))
         yield from reader.tensors()
         if file.read(1):
-            raise CheckpointError(f"{path} is damaged: it has data after its end. Delete it and download again.")
+            raise CheckpointError(f"{path} is damaged: it has data after its end. "
+                                  "Delete it and download again.")
 
 
 def random_weights(shapes: Any, dtype: Any, seed: int = 0) -> Any:
@@ -145,7 +151,7 @@ def random_weights(shapes: Any, dtype: Any, seed: int = 0) -> Any:
     paths_and_specs, structure = jax.tree_util.tree_flatten_with_path(shapes)
     keys = jax.random.split(jax.random.PRNGKey(seed), len(paths_and_specs))
     leaves = []
-    for key, (path, spec) in zip(keys, paths_and_specs):
+    for key, (path, spec) in zip(keys, paths_and_specs, strict=True):
         name = jax.tree_util.keystr(path)
         if "scale" in name:
             leaves.append(jnp.ones(spec.shape, dtype))
@@ -203,7 +209,8 @@ def load_params(path: str | Path, expected: Mapping[str, Any], dtype: Any,
     - a module the model fuses (`fused_from`: fused name → stored names) is made by
       concatenating the stored tensors along their first (output) axis;
     - a norm without scale gets scale 1 (the reference leaves it out of some layers,
-      where it computed with scale 1);
+      where it computed with scale 1), and one warning names them all: in a file that
+      should have them, a missing scale is damage worth knowing about;
     - tensors the model does not use (e.g. a VQGAN's encoder) are dropped as they are read;
     - names and shapes are checked, and the file is named in every error;
     - `place(key, tensor already cast to dtype)` puts each tensor where it belongs (by
@@ -218,7 +225,8 @@ def load_params(path: str | Path, expected: Mapping[str, Any], dtype: Any,
 
     def place_checked(key, value):
         if tuple(value.shape) != tuple(expected[key].shape):
-            wrong.append(f"{'/'.join(key)} has shape {tuple(value.shape)}, the config needs {tuple(expected[key].shape)}")
+            wrong.append(f"{'/'.join(key)} has shape {tuple(value.shape)}, "
+                         f"the config needs {tuple(expected[key].shape)}")
         else:
             placed[key] = put(key, np.asarray(value).astype(jnp.dtype(dtype), copy=False))
 
@@ -235,15 +243,20 @@ def load_params(path: str | Path, expected: Mapping[str, Any], dtype: Any,
                     place_checked(fused, np.concatenate([waiting.pop(part) for part in parts], axis=0))
         del stored
 
-    missing = []
+    missing, unit_scales = [], []
     for key, spec in expected.items():
         if key not in placed:
             if key[-1] == "scale":
                 placed[key] = put(key, np.ones(spec.shape, jnp.dtype(dtype)))
+                unit_scales.append("/".join(key[:-1]))
             else:
                 missing.append("/".join(key))
+    if unit_scales and not (missing or wrong):
+        warnings.warn(f"{path} stores no scale for the norm(s) {', '.join(unit_scales)}: they compute with "
+                      "scale 1, as the reference did for the layers it saved without one.", stacklevel=3)
     if missing or wrong:
-        problems = [f"missing: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"] if missing else []
+        more = " ..." if len(missing) > 5 else ""
+        problems = [f"missing: {', '.join(missing[:5])}{more}"] if missing else []
         problems += wrong[:5]
         raise CheckpointError(
             f"{path} does not match its config.json ({'; '.join(problems)}). The weights and "

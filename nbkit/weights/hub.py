@@ -11,6 +11,11 @@ used without touching the network (a second Colab session with Drive mounted dow
     <cache>/wandb/<entity>--<project>--<name>/<version>/…
     <cache>/partial/<hash>.part                    downloads under way
 
+A registered name always means the registered model, even where a folder of that name exists in the
+working directory: write a folder as a path (`./mini`, an absolute path, anything with a `/`) or pass a
+`Path`. Revisions, commits and versions become folder names, so one that would lead outside its
+folder (`../x`, `/x`) is refused.
+
 A download grows its `.part` file and continues from its end after an interruption (HTTP Range);
 only a file whose size and hash match what the hub publishes (sha256 for LFS files, the git blob
 sha1 otherwise) is moved into a model folder. Each folder's `.nbkit-files.json` records what was
@@ -20,13 +25,18 @@ verified, so a file changed afterwards (same size or not) is hashed again and, i
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
+import http
 import json
 import os
 import re
 import shutil
+import socket
+import sys
+import warnings
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from nbkit.places import model_cache
 from nbkit.weights.registry import _WORDS, MODELS, WORD_FREQUENCIES, HubFile
@@ -73,13 +83,19 @@ def _offline() -> bool:
 
 
 def fetch(model: str | Path, cache: str | Path | None = None, progress: bool = True) -> Path:
-    """A folder holding `model`'s files, downloading what the cache lacks."""
+    """A folder holding `model`'s files, downloading what the cache lacks. A bare registered name is
+    the registered model even where a folder of that name is here; a `Path` is always a folder."""
     text = str(model)
     path = Path(text).expanduser()
+    named = text in MODELS and not isinstance(model, Path)
     if path.is_dir():
-        return path
+        if not named:
+            return path
+        _warn_shadowed(text)
+    elif isinstance(model, Path):
+        raise _no_folder(path)
     root = model_cache(cache)
-    if text in MODELS:
+    if named:
         registered = MODELS[text]
         if registered.artifact:
             folder = _fetch_artifact(parse_artifact(registered.artifact), root, text, progress)
@@ -91,11 +107,45 @@ def fetch(model: str | Path, cache: str | Path | None = None, progress: bool = T
     if match := _HUB_ID.match(text):
         return _fetch_hub(match["repo"], match["revision"] or "main", root, progress, text)
     if text.startswith((".", "/", "~")) or os.sep in text.strip(os.sep).replace("/", "", 1):
-        raise ModelUnavailableError(f"Model folder {path} does not exist. Check the path (on Colab, is Drive "
-                                    "mounted?) or use a model name: " + ", ".join(MODELS) + ".")
+        raise _no_folder(path)
     raise ModelUnavailableError(
         f"Unknown model {text!r}. Use a name ({', '.join(MODELS)}), a local folder, a hub id "
         "('org/name' or 'org/name@revision') or a W&B artifact ('entity/project/name:version').")
+
+
+def _no_folder(path: Path) -> ModelUnavailableError:
+    return ModelUnavailableError(f"Model folder {path} does not exist. Check the path (on Colab, is Drive "
+                                 "mounted?) or use a model name: " + ", ".join(MODELS) + ".")
+
+
+_SHADOWED_WARNED: set[str] = set()
+
+
+def _warn_shadowed(name: str) -> None:
+    """Once per name: a folder here has a registered model's name, and the name wins."""
+    if name in _SHADOWED_WARNED:
+        return
+    _SHADOWED_WARNED.add(name)
+    warnings.warn(f"{name!r} is a registered model name and also a folder in {Path.cwd()}: using the "
+                  f"registered model. To use the folder, write it as a path: './{name}' (or its absolute "
+                  "path).", stacklevel=3)
+
+
+def _inside(base: Path, name: str, what: str, asked: str, nested: bool = False) -> Path:
+    """`base / name` for a name from outside (a revision, a commit, a version), refused when it would
+    lead out of `base`: absolute, empty, `.` or `..` parts, or (through links) resolving elsewhere.
+    Only `nested` names (revisions such as `refs/pr/1`) may hold a `/`."""
+    parts = name.replace("\\", "/").split("/")
+    path = base / name
+    outside = (not name or Path(name).is_absolute() or (len(parts) > 1 and not nested)
+               or any(part in ("", ".", "..") for part in parts)
+               or not path.resolve().is_relative_to(base.resolve()))
+    if outside:
+        raise ModelUnavailableError(
+            f"Model {asked!r}: refusing the {what} {name!r}: as a folder name in the cache it would lead "
+            f"outside {base}. A revision is a branch, tag or commit such as 'main', 'v1.0' or 'refs/pr/1'; "
+            "a W&B version is like 'v3' or 'latest'.")
+    return path
 
 
 # ---------------------------------------------------------------- hub
@@ -108,32 +158,39 @@ def _fetch_hub(repo: str, revision: str, root: Path, progress: bool, asked: str,
     registered = bool(files)
     files = tuple(files) or tuple(HubFile(repo, revision, name) for name in REQUIRED_FILES + OPTIONAL_FILES)
     repo_root = root / "hub" / repo.replace("/", "--")
-    commit = revision if _COMMIT.match(revision) else _read_ref(repo_root, revision)
-    if commit and _complete(repo_root / commit, files):
+    _inside(repo_root / "refs", revision, "revision", asked, nested=True)
+    commit = revision if _COMMIT.match(revision) else _read_ref(repo_root, revision, asked)
+    if commit and _complete(_inside(repo_root, commit, "commit", asked), files):
         return repo_root / commit
     if _offline():
-        raise _unavailable(asked, repo_root / (commit or revision), files, "offline mode is on (HF_HUB_OFFLINE/NBKIT_OFFLINE)")
+        raise _unavailable(asked, repo_root / (commit or revision), files,
+                           "offline mode is on (HF_HUB_OFFLINE/NBKIT_OFFLINE)")
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
     from huggingface_hub.errors import (
         EntryNotFoundError,
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
+    url = hf_hub_url(repo, REQUIRED_FILES[0], revision=revision, endpoint=_endpoint())
     try:
-        url = hf_hub_url(repo, REQUIRED_FILES[0], revision=revision, endpoint=_endpoint())
         commit = get_hf_file_metadata(url, endpoint=_endpoint()).commit_hash
     except RepositoryNotFoundError:
-        raise ModelUnavailableError(f"Model {asked!r}: the hub has no repository {repo!r} (or it is private). "
-                                    "Check the name, or pass a local folder.") from None
+        raise ModelUnavailableError(f"Model {asked!r}: the hub has no repository {repo!r} (or it is "
+                                    "private). Check the name, or pass a local folder.") from None
     except RevisionNotFoundError:
         raise ModelUnavailableError(f"Model {asked!r}: {repo} has no revision {revision!r}.") from None
     except EntryNotFoundError:
         raise ModelUnavailableError(f"Model {asked!r}: {repo}@{revision} has no config.json, so it is not a "
                                     "model nbkit can load (Flax DALL·E mini/Mega, VQGAN or CLIP).") from None
-    except Exception as error:  # noqa: BLE001 - any failure to reach the hub ends in the same advice
-        raise _unavailable(asked, repo_root / (commit or revision), files, _why(error)) from error
+    except Exception as error:  # only the network's and the server's failures are handled
+        if (why := _network_failure(error, url)) is None:
+            raise
+        raise _unavailable(asked, repo_root / (commit or revision), files, why) from error
+    if not commit:
+        raise ModelUnavailableError(f"Model {asked!r}: the hub at {_endpoint()} did not say which commit "
+                                    f"{repo}@{revision} is (no X-Repo-Commit header). Is HF_ENDPOINT a hub?")
+    folder = _inside(repo_root, commit, "commit the hub named", asked)
     _write_ref(repo_root, revision, commit)
-    folder = repo_root / commit
     pinned = tuple(dataclasses.replace(f, revision=commit) if f.repo == repo else f for f in files)
     _fetch_files(pinned, folder, root, progress, asked)
     if not registered and _needs_word_frequencies(folder):
@@ -173,15 +230,19 @@ def _fetch_files(files: tuple[HubFile, ...], folder: Path, root: Path, progress:
             if file.filename in OPTIONAL_FILES:
                 verified["absent"] = sorted(set(verified.get("absent", [])) | {file.filename})
                 continue
-            raise ModelUnavailableError(f"{file.repo}@{file.revision} has no {file.filename}, which nbkit needs "
-                                        "(a DALL·E mini/Mega, VQGAN or CLIP checkpoint in Flax format).") from None
-        except Exception as error:  # noqa: BLE001
-            raise _unavailable(asked, folder, files, _why(error)) from error
+            raise ModelUnavailableError(
+                f"{file.repo}@{file.revision} has no {file.filename}, which nbkit needs "
+                "(a DALL·E mini/Mega, VQGAN or CLIP checkpoint in Flax format).") from None
+        except Exception as error:  # only the network's and the server's failures are handled
+            if (why := _network_failure(error, url)) is None:
+                raise
+            raise _unavailable(asked, folder, files, why) from error
         digest = file.sha256 or meta.etag
         size = meta.size if file.size is None else file.size
         if meta.size is not None and size != meta.size:
-            raise CorruptFileError(f"{file.repo}/{file.filename}: the hub says {meta.size} bytes, nbkit's registry "
-                                   f"says {size}. The repository changed; pass a revision explicitly.")
+            raise CorruptFileError(f"{file.repo}/{file.filename}: the hub says {meta.size} bytes, nbkit's "
+                                   f"registry says {size}. The repository changed; pass a revision "
+                                   "explicitly.")
         part = _download(meta.location, root / "partial", digest, size, file.filename, progress)
         os.replace(part, folder / file.filename)
         verified[file.filename] = _stamp(folder / file.filename, digest)
@@ -206,8 +267,8 @@ def _download(url: str, partial_dir: Path, digest: str, size: int | None, name: 
                  tqdm_class=tqdm if progress else _Silent)
     if _hash(part, digest) != digest:
         part.unlink()
-        raise CorruptFileError(f"{name} was downloaded but its content does not match the hub's hash {digest}; "
-                               "the damaged copy was deleted. Run again to download it anew.")
+        raise CorruptFileError(f"{name} was downloaded but its content does not match the hub's hash "
+                               f"{digest}; the damaged copy was deleted. Run again to download it anew.")
     return part
 
 
@@ -234,9 +295,14 @@ def _endpoint() -> str:
     return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
 
 
-def _read_ref(repo_root: Path, revision: str) -> str | None:
+def _read_ref(repo_root: Path, revision: str, asked: str) -> str | None:
+    """The commit (or W&B version) `revision` pointed to when last seen, checked to be a plain name."""
     ref = repo_root / "refs" / revision
-    return ref.read_text().strip() if ref.is_file() else None
+    if not ref.is_file():
+        return None
+    commit = ref.read_text().strip()
+    _inside(repo_root, commit, f"cache record {ref}, which names", asked)
+    return commit
 
 
 def _write_ref(repo_root: Path, revision: str, commit: str) -> None:
@@ -315,9 +381,69 @@ def verify(folder: str | Path) -> dict[str, bool]:
 # ---------------------------------------------------------------- messages
 
 
-def _why(error: Exception) -> str:
-    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return f"the hub could not be reached ({type(error).__name__}: {text[:200]})"
+_NETWORK_ERRNOS = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.EHOSTDOWN,
+                   errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.ETIMEDOUT}
+
+
+def _connection_errors() -> tuple[type[BaseException], ...]:
+    """Failures to reach a server at all, from whichever HTTP library did the asking (only one that
+    is imported can have raised)."""
+    found: list[type[BaseException]] = [ConnectionError, TimeoutError, socket.gaierror, socket.herror]
+    for module, names in (("httpx2", ("TransportError",)), ("httpx", ("TransportError",)),
+                          ("requests", ("ConnectionError", "Timeout")),
+                          ("urllib3", ("exceptions.ProtocolError", "exceptions.TimeoutError"))):
+        for name in names:
+            error = sys.modules.get(module)
+            for attribute in name.split("."):
+                error = getattr(error, attribute, None)
+            if isinstance(error, type) and issubclass(error, BaseException):
+                found.append(error)
+    return tuple(found)
+
+
+def _status(error: BaseException) -> int | None:
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    return status if isinstance(status, int) and not isinstance(status, bool) else None
+
+
+def _causes(error: BaseException):
+    """The error and what it wraps (W&B keeps the original in `.exc`), nearest first."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        wrapped = getattr(error, "exc", None)
+        error = wrapped if isinstance(wrapped, BaseException) else error.__cause__   # not __context__
+
+
+def _network_failure(error: BaseException, url: str | None = None, server: str = "the hub") -> str | None:
+    """Why asking the server failed, when it did not answer (the network) or answered with an error
+    status; None for anything else, which is a bug to let through unchanged."""
+    for cause in _causes(error):
+        if (status := _status(cause)) is not None and status >= 400:
+            try:
+                phrase = http.HTTPStatus(status).phrase
+            except ValueError:
+                phrase = "an error"
+            where = url or getattr(cause.response, "url", None)
+            return f"{server} answered {status} {phrase}" + (f" for {where}" if where else "")
+    for cause in _causes(error):
+        connection = isinstance(cause, _connection_errors())
+        if connection or (isinstance(cause, OSError) and cause.errno in _NETWORK_ERRNOS):
+            text = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+            return f"{server} could not be reached ({type(cause).__name__}: {text[:200]})"
+    return None
+
+
+def _advice(why: str) -> str:
+    """What to do first, after `why` (from `_network_failure` or the offline check)."""
+    if " answered 5" in why:
+        return "Try again later (the server is in trouble)"
+    if " answered " in why:
+        return ("Check the artifact's name and your access (`wandb login`)" if why.startswith("W&B")
+                else "Check the name and your access (a gated or private repository needs a token in "
+                     "HF_TOKEN)")
+    return "Connect to the internet"
 
 
 def _unavailable(asked: str, folder: Path, files: Iterable[HubFile], why: str) -> ModelUnavailableError:
@@ -325,9 +451,9 @@ def _unavailable(asked: str, folder: Path, files: Iterable[HubFile], why: str) -
     return ModelUnavailableError(
         f"Model {asked!r} is not available: {why}, and the cache ({folder}) lacks "
         f"{', '.join(missing) or 'verified copies of its files'}. "
-        "Connect to the internet, or copy the model's files (config.json, flax_model.msgpack and its tokenizer "
-        "files) into a folder and pass that folder's path instead of the name, or point NBKIT_CACHE at a cache "
-        "that has them (e.g. on Google Drive).")
+        f"{_advice(why)}, or copy the model's files (config.json, flax_model.msgpack and its tokenizer "
+        "files) into a folder and pass that folder's path instead of the name, or point NBKIT_CACHE at a "
+        "cache that has them (e.g. on Google Drive).")
 
 
 # ---------------------------------------------------------------- W&B
@@ -336,7 +462,8 @@ def _unavailable(asked: str, folder: Path, files: Iterable[HubFile], why: str) -
 def _fetch_artifact(artifact: WandbArtifact, root: Path, asked: str, progress: bool) -> Path:
     """A W&B artifact into `<root>/wandb/…/<version>`, through the `wandb` package (optional extra)."""
     artifact_root = root / "wandb" / f"{artifact.entity}--{artifact.project}--{artifact.name}"
-    version = _read_ref(artifact_root, artifact.version) or artifact.version
+    _inside(artifact_root, artifact.version, "version", asked)
+    version = _read_ref(artifact_root, artifact.version, asked) or artifact.version
     folder = artifact_root / version
     if _read_verified(folder).get("complete") and all((folder / n).is_file() for n in REQUIRED_FILES):
         return folder
@@ -347,15 +474,17 @@ def _fetch_artifact(artifact: WandbArtifact, root: Path, asked: str, progress: b
     except ImportError:
         raise ModelUnavailableError(
             f"Model {asked!r} is the W&B artifact {artifact.full_name}, which needs the `wandb` package: "
-            "pip install 'nbkit[wandb]' (then `wandb login --anonymously`), or download the artifact elsewhere "
-            "and pass its folder.") from None
+            "pip install 'nbkit[wandb]' (then `wandb login --anonymously`), or download the artifact "
+            "elsewhere and pass its folder.") from None
     try:
         remote = wandb.Api().artifact(artifact.full_name)
-        folder = artifact_root / remote.version
-        partial = artifact_root / (remote.version + ".partial")
+        folder = _inside(artifact_root, remote.version, "version W&B named", asked)
+        partial = _inside(artifact_root, remote.version + ".partial", "version W&B named", asked)
         remote.download(root=str(partial))   # wandb checks each file against the artifact's digests
-    except Exception as error:  # noqa: BLE001
-        raise _unavailable(asked, folder, [HubFile("", "", n) for n in REQUIRED_FILES], _why(error)) from error
+    except Exception as error:  # only the network's and the server's failures are handled
+        if (why := _network_failure(error, server="W&B")) is None:
+            raise
+        raise _unavailable(asked, folder, [HubFile("", "", n) for n in REQUIRED_FILES], why) from error
     if folder.exists():
         shutil.rmtree(folder)   # an earlier attempt stopped between the move and the record
     os.replace(partial, folder)

@@ -34,12 +34,14 @@ def _dallebart_key(key: tuple[str, ...], value):
     return key, (value.T if key[-1] == "kernel" else value)
 
 
-def load_dallebart(folder: str | Path, dtype: Any = jnp.float32, place: Place | None = None) -> tuple[DalleBart, dict]:
+def load_dallebart(folder: str | Path, dtype: Any = jnp.float32,
+                   place: Place | None = None) -> tuple[DalleBart, dict]:
     """The model and its weights from a model folder (config.json + flax_model.msgpack),
     whatever layout and precision the file was saved in; computes in `dtype`. `place` puts
     each tensor on its device(s) as it is read (see `load_params`)."""
     model = DalleBart(DalleBartConfig.from_folder(folder), dtype)
-    params = load_params(Path(folder) / WEIGHTS_FILE, dallebart_shapes(model), dtype, _dallebart_key, FUSED_FROM, place)
+    params = load_params(Path(folder) / WEIGHTS_FILE, dallebart_shapes(model), dtype, _dallebart_key,
+                         FUSED_FROM, place)
     return model, params
 
 
