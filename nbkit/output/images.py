@@ -54,7 +54,8 @@ def _wrap(text: str, font, width: int) -> list[str]:
     return lines + [line] if line else lines
 
 
-def make_grid(images: Sequence[np.ndarray], columns: int | None = None, caption: str | None = None) -> Image.Image:
+def make_grid(images: Sequence[np.ndarray], columns: int | None = None,
+              caption: str | None = None) -> Image.Image:
     """Tiles equal-size uint8 RGB images, row by row, with an optional caption (the prompt)
     wrapped in a white band under the grid. Tiles are copied pixel for pixel."""
     images = [_check_pixels(image, f"image {i}") for i, image in enumerate(images)]
@@ -84,11 +85,13 @@ def make_grid(images: Sequence[np.ndarray], columns: int | None = None, caption:
         caption = caption.encode("latin-1", "replace").decode("latin-1")
     lines = _wrap(caption, font, grid.width - 2 * CAPTION_MARGIN)
     line_height = font.getbbox("Ágjy|")[3] + 4
-    framed = Image.new("RGB", (grid.width, grid.height + len(lines) * line_height + 2 * CAPTION_MARGIN), "white")
+    band = len(lines) * line_height + 2 * CAPTION_MARGIN
+    framed = Image.new("RGB", (grid.width, grid.height + band), "white")
     framed.paste(grid, (0, 0))
     draw = ImageDraw.Draw(framed)
     for i, line in enumerate(lines):
-        draw.text((CAPTION_MARGIN, grid.height + CAPTION_MARGIN + i * line_height), line, font=font, fill="black")
+        top = grid.height + CAPTION_MARGIN + i * line_height
+        draw.text((CAPTION_MARGIN, top), line, font=font, fill="black")
     return framed
 
 
