@@ -132,15 +132,103 @@ def test_condition_scale_one_runs_no_unconditioned_rows(tiny):
     """At scale 1 the mix is the conditioned logits: the program that skips the other half costs half."""
     model, params, tokenizer = tiny
     prompts = tokenizer(["a cat", "a dog"])
+    settings = SamplingSettings(condition_scale=1).as_arrays(model.config)
+    nothing_kept = (jnp.zeros((2, 256), jnp.int32), jnp.zeros((2, 256), bool), 0)
     args = (params, prompts.input_ids, prompts.attention_mask, prompts.input_ids_uncond,
-            prompts.attention_mask_uncond, jax.random.PRNGKey(0),
-            SamplingSettings(condition_scale=1).as_arrays(model.config))
+            prompts.attention_mask_uncond, jax.random.PRNGKey(0), settings, *nothing_kept)
     flops = {}
     for mixed in (True, False):
         sampler = compiled_sampler(model, None, mixed)
         state = jax.eval_shape(sampler.start, *args)
-        cost = sampler.advance.lower(params, state, args[-1], 1, 2).compile().cost_analysis()
+        cost = sampler.advance.lower(params, state, settings, 1, 2).compile().cost_analysis()
         flops[mixed] = (cost[0] if isinstance(cost, list) else cost)["flops"]
     assert flops[False] < 0.55 * flops[True]
-    one = sample_image_tokens(model, params, prompts, jax.random.PRNGKey(3), SamplingSettings(condition_scale=1))
+    one = sample_image_tokens(model, params, prompts, jax.random.PRNGKey(3),
+                              SamplingSettings(condition_scale=1))
     assert one.shape == (2, model.config.image_length)
+
+
+def _known(rows: int, model, seed: int = 0):
+    """Random image tokens to keep (codes 0..63: the tiny VQGAN's codebook size)."""
+    return np.random.default_rng(seed).integers(0, 64, (rows, model.config.image_length)).astype(np.int32)
+
+
+def test_kept_tokens_come_out_exactly_and_the_rest_is_drawn(tiny):
+    model, params, tokenizer = tiny
+    prompts = tokenizer(["a cat", "a dog", "a cow"])
+    known = _known(3, model)
+    kept = np.zeros_like(known, bool)
+    kept[0, :100] = True                        # a prefix (a variation keeping 6¼ rows)
+    kept[1, ::3] = True                         # any pattern
+    kept[2, 200:] = True                        # a suffix (what follows a hole)
+    keys = jax.random.split(jax.random.PRNGKey(5), 3)
+    tokens = np.asarray(sample_image_tokens(model, params, prompts, keys, known=known, kept=kept,
+                                            codebook_size=64))
+    np.testing.assert_array_equal(tokens[kept], known[kept])
+    free = np.asarray(sample_image_tokens(model, params, prompts, keys, codebook_size=64))
+    assert (tokens[~kept] != free[~kept]).any()          # conditioning on kept tokens changes what follows
+    everything = np.ones_like(kept)
+    np.testing.assert_array_equal(
+        sample_image_tokens(model, params, prompts, keys, known=known, kept=everything, codebook_size=64),
+        known)
+
+
+@pytest.mark.parametrize("prefix", [1, 16, 37, 128, 255])
+def test_a_kept_prefix_run_in_one_pass_equals_forcing_it_step_by_step(tiny, prefix):
+    """Float32: the prefix's cache filled a row of tokens per call gives the tokens of forcing the same
+    tokens one step at a time, bit for bit (the keys advance the same way in both)."""
+    model, params, tokenizer = tiny
+    prompts = tokenizer(["a cat", "a dog"])
+    sampler = compiled_sampler(model, 64, True)
+    settings = SamplingSettings().as_arrays(model.config)
+    known = jnp.asarray(_known(2, model, prefix))
+    kept = jnp.zeros((2, 256), bool).at[:, :prefix].set(True)
+    keys = jax.random.split(jax.random.PRNGKey(prefix), 2)
+    args = (params, prompts.input_ids, prompts.attention_mask, prompts.input_ids_uncond,
+            prompts.attention_mask_uncond, keys, settings, known, kept)
+    one_pass = sampler.advance(params, sampler.start(*args, prefix), settings, prefix, 256).tokens
+    step_by_step = sampler.advance(params, sampler.start(*args, 0), settings, 1, 256).tokens
+    np.testing.assert_array_equal(np.asarray(one_pass), np.asarray(step_by_step))
+    np.testing.assert_array_equal(np.asarray(one_pass)[:, :prefix], np.asarray(known)[:, :prefix])
+
+
+def test_any_mask_and_any_kept_prefix_use_the_same_programs(tiny, count_compilations):
+    model, params, tokenizer = tiny
+    prompts = tokenizer(["a cat", "a dog"])
+    keys = jax.random.split(jax.random.PRNGKey(1), 2)
+    sample_image_tokens(model, params, prompts, keys, codebook_size=64).block_until_ready()
+    with count_compilations() as counter:
+        for rows_kept in (0, 3, 8, 15, 16):
+            kept = np.zeros((2, 256), bool)
+            kept[:, :16 * rows_kept] = True
+            kept[1, 250:] = True
+            sample_image_tokens(model, params, prompts, keys, known=_known(2, model, rows_kept), kept=kept,
+                                codebook_size=64).block_until_ready()
+    assert counter.count == 0
+
+
+def test_the_kept_tokens_log_probability_is_what_the_model_gives_them(tiny):
+    """The log-probability the loop adds up for kept tokens equals a teacher-forced pass's."""
+    model, params, tokenizer = tiny
+    prompts = tokenizer(["a cat"])
+    settings = SamplingSettings(condition_scale=1.0)
+    sampler = compiled_sampler(model, 64, False)
+    known = _known(1, model, 3)
+    kept = np.zeros((1, 256), bool)
+    kept[0, 240:] = True
+    arrays = settings.as_arrays(model.config)
+    args = (params, prompts.input_ids, prompts.attention_mask, prompts.input_ids_uncond,
+            prompts.attention_mask_uncond, jax.random.PRNGKey(0)[None], arrays, jnp.asarray(known),
+            jnp.asarray(kept), 0)
+    state = sampler.advance(params, sampler.start(*args), arrays, 1, 256)
+    start_token = [[model.config.decoder_start_token_id]]
+    inputs = np.concatenate([start_token, np.asarray(state.tokens)[:, :-1]], axis=1)
+    logits = np.asarray(model.apply({"params": params}, prompts.input_ids, prompts.attention_mask, inputs),
+                        np.float64)[0]
+    logits[:, 64:] = -np.inf                    # what the tiny VQGAN cannot decode is never drawn
+    if model.config.eos_token_id < logits.shape[-1]:
+        logits[:, model.config.eos_token_id] = -np.inf
+    top = logits.max(axis=-1, keepdims=True)
+    logprobs = logits - top - np.log(np.exp(logits - top).sum(axis=-1, keepdims=True))
+    expected = sum(logprobs[i, known[0, i]] for i in range(240, 256))
+    assert float(state.kept_logprob[0]) == pytest.approx(expected, rel=1e-5)

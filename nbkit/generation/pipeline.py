@@ -20,7 +20,7 @@ import time
 from collections.abc import Collection, Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -29,7 +29,7 @@ from jax.experimental import multihost_utils
 
 from nbkit.generation import sharding
 from nbkit.generation.device import detect, use_compilation_cache
-from nbkit.generation.sampling import CompiledSampler, SamplingSettings, compiled_sampler
+from nbkit.generation.sampling import CompiledSampler, SamplingSettings, compiled_sampler, kept_prefix
 from nbkit.models import vqgan as vqgan_module
 from nbkit.models.dallebart import DalleBart
 from nbkit.text.tokenizer import PromptTokenizer, check_prompts
@@ -81,7 +81,7 @@ class GenerationRequest:
         object.__setattr__(self, "seed", int(self.seed))
         if self.only is not None:
             only = frozenset((int(p), int(i)) for p, i in self.only)
-            outside = [pair for pair in only if not (0 <= pair[0] < len(self.prompts) and 0 <= pair[1] < self.n_images)]
+            outside = [(p, i) for p, i in only if not (0 <= p < len(self.prompts) and 0 <= i < self.n_images)]
             if outside:
                 raise ValueError(f"only= names images the request does not have: {sorted(outside)[:5]} "
                                  f"({len(self.prompts)} prompt(s) × {self.n_images} image(s)).")
@@ -145,7 +145,7 @@ class Done:
     timings: dict[str, float]   # seconds: tokens, pixels, total
 
 
-Event = Union[Progress, Batch, Done]
+Event = Progress | Batch | Done
 
 
 @dataclasses.dataclass
@@ -185,7 +185,7 @@ def image_keys(seed: int, prompt_indexes: np.ndarray, image_indexes: np.ndarray)
     """One raw PRNG key per image, from (seed, prompt index, image index) only (one compiled
     program for any number of images)."""
     return np.stack([np.asarray(_image_key(np.uint32(seed), np.uint32(p), np.uint32(i)))
-                     for p, i in zip(prompt_indexes, image_indexes)])
+                     for p, i in zip(prompt_indexes, image_indexes, strict=True)])
 
 
 def bucket_sizes(data_parallel: int, max_batch: int) -> list[int]:
@@ -207,14 +207,16 @@ class Pipeline:
         per_device = 8 if mesh.devices.flat[0].platform != "cpu" else 4
         self.max_batch = max_batch or data * per_device
         if self.max_batch % data:
-            raise ValueError(f"max_batch={self.max_batch} must be a multiple of the {data} data-parallel devices.")
+            raise ValueError(f"max_batch={self.max_batch} must be a multiple of the {data} data-parallel "
+                             "devices.")
         self.buckets = bucket_sizes(data, self.max_batch)
         self._decode = vqgan_module.compiled_decoder(vqgan)
         self._warm: set[tuple[int, bool]] = set()     # (bucket, super-conditioned) programs already run
 
     @classmethod
     def from_pretrained(cls, model: str | Path = "mini", vqgan: str | Path = "vqgan", dtype: Any = None,
-                        model_parallel: int = 1, max_batch: int | None = None, cache: str | Path | None = None,
+                        model_parallel: int = 1, max_batch: int | None = None,
+                        cache: str | Path | None = None,
                         progress: bool = True, devices: list | None = None,
                         compilation_cache: str | Path | None = None) -> Pipeline:
         """Named models (see `nbkit.weights.registry`), hub ids, W&B artifacts or local folders.
@@ -240,7 +242,8 @@ class Pipeline:
 
     def generate(self, prompts: Sequence[str], n_images: int = 1, seed: int | None = None,
                  temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
-                 condition_scale: float = 10.0, only: Collection[tuple[int, int]] | None = None) -> Generation:
+                 condition_scale: float = 10.0,
+                 only: Collection[tuple[int, int]] | None = None) -> Generation:
         """`n_images` images for each prompt, all at once. `seed` None draws one (see `.seed`)."""
         request = GenerationRequest(prompts, n_images, seed,
                                     SamplingSettings(temperature, top_k, top_p, condition_scale), only)
@@ -288,7 +291,8 @@ class Pipeline:
             chosen = np.arange(first, min(total, first + self.max_batch))
             size = next(b for b in self.buckets if b >= len(chosen))
             padded = np.concatenate([chosen, np.full(size - len(chosen), chosen[0])])
-            rows = [(request.prompts[prompt_of[row]], int(prompt_of[row]), int(image_of[row])) for row in chosen]
+            rows = [(request.prompts[prompt_of[row]], int(prompt_of[row]), int(image_of[row]))
+                    for row in chosen]
             program = (size, sampler.super_conditioned)
             compiling = program not in self._warm
 
@@ -298,8 +302,11 @@ class Pipeline:
                 timings["pixels"] += time.perf_counter() - began
                 return images
 
-            def progress(position: int, tokens: jax.Array | None = None, compiling=compiling) -> Progress:
-                return Progress(done * length + position * len(chosen), total * length, done, total,
+            rows_now = len(chosen)
+
+            def progress(position: int, tokens: jax.Array | None = None, compiling=compiling, done=done,
+                         rows_now=rows_now, decode=decode) -> Progress:
+                return Progress(done * length + position * rows_now, total * length, done, total,
                                 time.perf_counter() - started, compiling, position, tokens, decode)
 
             yield progress(0)
@@ -324,12 +331,19 @@ class Pipeline:
         timings["total"] = time.perf_counter() - started
         yield Done(total, timings)
 
-    def _start(self, sampler: CompiledSampler, tokenized, prompt_rows: np.ndarray, keys: np.ndarray, traced):
+    def _start(self, sampler: CompiledSampler, tokenized, prompt_rows: np.ndarray, keys: np.ndarray, traced,
+               known: np.ndarray | None = None, kept: np.ndarray | None = None):
+        """The sampler's state for one padded batch: prompts encoded, first token drawn, kept prefix run."""
         put = lambda value: sharding.put(value, sharding.rows(self.mesh))
+        shape = (len(prompt_rows), self.model.config.image_length)
+        known = np.zeros(shape, np.int32) if known is None else known
+        kept = np.zeros(shape, bool) if kept is None else kept
         return sampler.start(self.params, put(tokenized.input_ids[prompt_rows]),
                              put(tokenized.attention_mask[prompt_rows]),
                              put(tokenized.input_ids_uncond[prompt_rows]),
-                             put(tokenized.attention_mask_uncond[prompt_rows]), put(keys), traced)
+                             put(tokenized.attention_mask_uncond[prompt_rows]), put(keys), traced,
+                             put(known), put(kept), sharding.put(np.int32(kept_prefix(kept)),
+                                                                 sharding.replicated(self.mesh)))
 
     def _images(self, tokens: jax.Array, rows: list[tuple[str, int, int]], seed: int) -> list[GeneratedImage]:
         pixels = vqgan_module.to_uint8(sharding.to_host(self._decode(self.vqgan_params, tokens)))

@@ -45,14 +45,15 @@ class SamplingSettings:
         if self.temperature is not None and not (_is_number(self.temperature) and self.temperature > 0):
             raise ValueError(f"temperature must be a number > 0 (got {self.temperature!r}); 1.0 samples "
                              "as trained, lower is more conservative, higher more varied.")
-        if self.top_k is not None and (isinstance(self.top_k, bool) or not isinstance(self.top_k, (int, np.integer))
-                                       or self.top_k < 1):
+        whole = isinstance(self.top_k, (int, np.integer)) and not isinstance(self.top_k, bool)
+        if self.top_k is not None and (not whole or self.top_k < 1):
             raise ValueError(f"top_k must be a whole number ≥ 1 (got {self.top_k!r}); use a value as large "
                              "as the image vocabulary (e.g. 16384) to turn top-k filtering off.")
         if self.top_p is not None and not (_is_number(self.top_p) and 0 < self.top_p <= 1):
             raise ValueError(f"top_p must be in (0, 1] (got {self.top_p!r}); 1 turns it off.")
         if not (_is_number(self.condition_scale) and self.condition_scale >= 0):
-            raise ValueError(f"condition_scale must be a number ≥ 0 (got {self.condition_scale!r}); 1 means no "
+            raise ValueError(f"condition_scale must be a number ≥ 0 (got {self.condition_scale!r}); "
+                             "1 means no "
                              "super-conditioning, the official notebook uses 10.")
 
     @property
@@ -106,71 +107,108 @@ def filter_logits(logits: jax.Array, temperature, top_k, top_p) -> jax.Array:
     return jnp.where(logits >= threshold, logits, -jnp.inf)
 
 
+def _split(keys: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(keys for now, keys for later): one key for the batch, or one per row (shape (batch, 2))."""
+    if keys.ndim == 1:
+        return jax.random.split(keys)
+    return jax.vmap(jax.random.split, out_axes=1)(keys)
+
+
 def _draw(logits: jax.Array, keys: jax.Array) -> tuple[jax.Array, jax.Array]:
     """One token per row, and the keys for the next step.
 
     One key (shape (2,)) draws the whole batch at once, as the reference does; one key
     per row (shape (batch, 2)) makes each row independent of the others in the batch.
     """
+    now, later = _split(keys)
     if keys.ndim == 1:
-        now, later = jax.random.split(keys)
         return jax.random.categorical(now, logits, axis=-1), later
-    now, later = jax.vmap(jax.random.split, out_axes=1)(keys)
     return jax.vmap(lambda key, row: jax.random.categorical(key, row))(now, logits), later
 
 
-def _mix_and_filter(logits, settings, super_conditioned, codebook_size, eos_token_id):
-    """Super-conditioning, then masking of what is not an image code, then filtering.
+def _mix(logits: jax.Array, settings, super_conditioned: bool) -> jax.Array:
+    """The last position's logits; super-conditioned: uncond + scale · (cond − uncond).
 
     Super-conditioned rows come in pairs, (conditioned, unconditioned) for each image, so that the
     two halves of an image sit next to each other on the same device when rows are split over a mesh.
     """
     logits = logits[:, -1]
-    if super_conditioned:
-        pairs = logits.reshape(-1, 2, logits.shape[-1])
-        cond, uncond = pairs[:, 0], pairs[:, 1]
-        scale = settings["condition_scale"]
-        logits = uncond + scale * (cond - uncond)
+    if not super_conditioned:
+        return logits
+    pairs = logits.reshape(-1, 2, logits.shape[-1])
+    cond, uncond = pairs[:, 0], pairs[:, 1]
+    return uncond + settings["condition_scale"] * (cond - uncond)
+
+
+def _never_drawn(logits: jax.Array, codebook_size: int | None, eos_token_id: int) -> jax.Array:
+    """Masks what is not an image code: the end token (as the reference's min-length rule) and codes
+    the VQGAN cannot decode."""
     vocab = logits.shape[-1]
-    never = jnp.arange(vocab) == eos_token_id  # as the reference's min-length rule
+    never = jnp.arange(vocab) == eos_token_id
     if codebook_size is not None:
         never |= jnp.arange(vocab) >= codebook_size
-    logits = jnp.where(never, -jnp.inf, logits)
-    return filter_logits(logits, settings["temperature"], settings["top_k"], settings["top_p"])
+    return jnp.where(never, -jnp.inf, logits)
 
 
 @struct.dataclass
 class SamplerState:
     """Everything the loop carries from one token to the next, for one batch of images."""
 
-    tokens: jax.Array        # (images, image_length) int32: drawn so far, zeros after
-    cache: Any               # per decoder layer {"self_k", "self_v"}: (rows, heads, image_length, head_dim)
+    tokens: jax.Array        # (images, image_length) int32: drawn or kept so far, zeros after
+    cache: Any               # per decoder layer {"self_k", "self_v", …}: (rows, heads, positions, head_dim)
     keys: jax.Array          # (2,) one key for the batch, or (images, 2) one per image
     text_mask: jax.Array     # (rows, text_length) the prompts' attention mask, as the decoder's rows
+    known: jax.Array         # (images, image_length) int32: the tokens to keep where `kept`
+    kept: jax.Array          # (images, image_length) bool: positions that are never drawn
+    kept_logprob: jax.Array  # (images,) float32: the model's log-probability of the kept tokens it saw
+
+
+# A kept prefix is run through the decoder this many positions (one row of the token grid) per call:
+# its cost grows with the prefix, and the number of calls is a traced value, so one program serves
+# any prefix.
+PREFILL_CHUNK = 16
 
 
 @dataclass(frozen=True)
 class CompiledSampler:
     """The sampling loop for one architecture and dtype, as two compiled programs.
 
-    `start` encodes the prompts, projects their cross-attention keys/values into the cache and
-    draws the first token; `advance` draws tokens `begin`..`end` - 1. One `advance` over the whole
-    range is the fast path; several shorter ones let a caller look at (or stop) the images as they
-    form, at no cost when nobody does. Both take traced values only, so new prompts, settings, seeds
-    or step ranges never recompile.
+    `start` encodes the prompts, projects their cross-attention keys/values into the cache, draws
+    the first token and runs a kept prefix through the decoder; `advance` draws tokens
+    `begin`..`end` - 1. One `advance` over the whole range is the fast path; several shorter ones
+    let a caller look at (or stop) the images as they form, at no cost when nobody does. Both take
+    traced values only, so new prompts, settings, seeds, kept tokens, masks or step ranges never
+    recompile.
+
+    Kept tokens (`known` where `kept`) are never drawn: the output holds them exactly and the model
+    conditions on them as if it had drawn them. The random keys advance at every position, kept or
+    not, so an image's draws do not depend on how its kept prefix was computed.
 
     `super_conditioned=False` is the program for condition scale 1, which equals the conditioned
     logits alone: it runs no unconditioned rows (half the work), as the reference does.
     """
 
-    start: Any     # (params, TokenizedPrompts-like arrays, keys, settings) -> SamplerState
+    # (params, ids, mask, ids_uncond, mask_uncond, keys, settings, known, kept, prefix) -> SamplerState
+    start: Any
     advance: Any   # (params, state, settings, begin, end) -> SamplerState (the state is donated)
     image_length: int
     super_conditioned: bool
 
-    def __call__(self, params, input_ids, attention_mask, input_ids_uncond, attention_mask_uncond, keys, settings):
-        state = self.start(params, input_ids, attention_mask, input_ids_uncond, attention_mask_uncond, keys, settings)
-        return self.advance(params, state, settings, 1, self.image_length).tokens
+    def __call__(self, params, input_ids, attention_mask, input_ids_uncond, attention_mask_uncond, keys,
+                 settings, known=None, kept=None):
+        images, length = input_ids.shape[0], self.image_length
+        known = jnp.zeros((images, length), jnp.int32) if known is None else jnp.asarray(known, jnp.int32)
+        kept = jnp.zeros((images, length), bool) if kept is None else jnp.asarray(kept, bool)
+        prefix = kept_prefix(np.asarray(kept))
+        state = self.start(params, input_ids, attention_mask, input_ids_uncond, attention_mask_uncond, keys,
+                           settings, known, kept, prefix)
+        return self.advance(params, state, settings, max(prefix, 1), length).tokens
+
+
+def kept_prefix(kept: np.ndarray) -> int:
+    """How many positions from the start every row keeps: what `start` can run in one pass."""
+    leading = np.cumprod(np.asarray(kept, bool), axis=1).sum(axis=1)
+    return int(leading.min()) if len(leading) else 0
 
 
 @lru_cache(maxsize=16)
@@ -178,10 +216,9 @@ def compiled_sampler(model: DalleBart, codebook_size: int | None = None, super_c
                      mesh: Mesh | None = None) -> CompiledSampler:
     """The jitted sampling loop; calling it returns (batch, image_length) tokens.
 
-    Arguments: params, input_ids, attention_mask, input_ids_uncond, attention_mask_uncond, keys,
-    settings (from `SamplingSettings.as_arrays`). Tokens ≥ `codebook_size` (entries the VQGAN
-    cannot decode) are never drawn. With a `mesh`, the decoder's rows (and its cache) stay split
-    over the mesh's data axis: each device keeps its own images' rows, both halves of each.
+    Tokens ≥ `codebook_size` (entries the VQGAN cannot decode) are never drawn. With a `mesh`, the
+    decoder's rows (and its cache) stay split over the mesh's data axis: each device keeps its own
+    images' rows, both halves of each, and mixes, filters and draws them itself.
     """
     config = model.config
     rows_of = 2 if super_conditioned else 1
@@ -192,27 +229,50 @@ def compiled_sampler(model: DalleBart, codebook_size: int | None = None, super_c
         return jax.lax.with_sharding_constraint(tree, NamedSharding(mesh, PartitionSpec(DATA)))
 
     def step(params, tokens, index, cache, text_mask, text_states=None):
-        return model.apply({"params": params}, tokens, index, cache, text_mask, text_states, method=DalleBart.decode)
+        return model.apply({"params": params}, tokens, index, cache, text_mask, text_states,
+                           method=DalleBart.decode)
 
-    def pick_here(logits, keys, settings):
-        logits = _mix_and_filter(logits, settings, super_conditioned, codebook_size, config.eos_token_id)
-        return _draw(logits, keys)
+    def pick_here(logits, keys, settings, known, kept):
+        """This position's token per image (kept, or drawn) and the kept token's log-probability."""
+        mixed = _never_drawn(_mix(logits, settings, super_conditioned), codebook_size, config.eos_token_id)
+        filtered = filter_logits(mixed, settings["temperature"], settings["top_k"], settings["top_p"])
+        drawn, keys = _draw(filtered, keys)
+        logprob = jnp.take_along_axis(jax.nn.log_softmax(mixed), known[:, None], axis=-1)[:, 0]
+        return jnp.where(kept, known, drawn), keys, jnp.where(kept, logprob, 0.0)
 
-    def pick(logits, keys, settings):
-        """Each device mixes, filters and draws its own rows (XLA would gather the rows for a sort)."""
+    def pick(logits, keys, settings, known, kept):
+        """Each device picks for its own rows (XLA would gather the rows for a sort)."""
         if mesh is None or keys.ndim == 1:      # one key for the batch draws all rows at once
-            return pick_here(logits, keys, settings)
+            return pick_here(logits, keys, settings, known, kept)
         rows, whole = PartitionSpec(DATA), PartitionSpec()
-        return jax.shard_map(pick_here, mesh=mesh, in_specs=(rows, rows, whole), out_specs=(rows, rows),
-                             check_vma=False)(logits, keys, settings)
+        return jax.shard_map(pick_here, mesh=mesh, in_specs=(rows, rows, whole, rows, rows),
+                             out_specs=(rows, rows, rows), check_vma=False)(logits, keys, settings, known,
+                                                                            kept)
 
-    def decoder_rows(conditioned, unconditioned):
-        """(images, ...) twice → (images·2, ...) as (cond, uncond) pairs; or the conditioned rows alone."""
+    def decoder_rows(conditioned, unconditioned=None):
+        """(images, ...) → (images·2, ...) as (cond, uncond) pairs (the same tokens twice when no
+        unconditioned values are given); or the conditioned rows alone."""
         if not super_conditioned:
             return conditioned
+        unconditioned = conditioned if unconditioned is None else unconditioned
         return jnp.stack([conditioned, unconditioned], axis=1).reshape(-1, *conditioned.shape[1:])
 
-    def start(params, input_ids, attention_mask, input_ids_uncond, attention_mask_uncond, keys, settings):
+    def prefill(params, cache, text_mask, known, prefix):
+        """Runs the kept prefix through the decoder, a row of the token grid per call, so the cache
+        holds every position before `prefix` (later positions it writes are overwritten before
+        they are read)."""
+        inputs = jnp.concatenate([jnp.full((known.shape[0], 1), config.decoder_start_token_id, jnp.int32),
+                                  known[:, :-1]], axis=1)
+        inputs = decoder_rows(inputs)
+
+        def chunk(c, cache):
+            tokens = jax.lax.dynamic_slice_in_dim(inputs, c * PREFILL_CHUNK, PREFILL_CHUNK, axis=1)
+            return keep_rows_split(step(params, tokens, c * PREFILL_CHUNK, cache, text_mask)[1])
+
+        return jax.lax.fori_loop(0, (prefix + PREFILL_CHUNK - 1) // PREFILL_CHUNK, chunk, cache)
+
+    def start(params, input_ids, attention_mask, input_ids_uncond, attention_mask_uncond, keys, settings,
+              known, kept, prefix):
         images = input_ids.shape[0]
         text_ids = keep_rows_split(decoder_rows(input_ids, input_ids_uncond))
         text_mask = keep_rows_split(decoder_rows(attention_mask, attention_mask_uncond))
@@ -220,17 +280,22 @@ def compiled_sampler(model: DalleBart, codebook_size: int | None = None, super_c
         first_tokens = jnp.full((rows_of * images, 1), config.decoder_start_token_id, jnp.int32)
         cache = keep_rows_split(empty_cache(config, rows_of * images, model.dtype))
         logits, cache = step(params, first_tokens, 0, cache, text_mask, text_states)
-        first, keys = pick(logits, keys, settings)
-        tokens = jnp.zeros((images, config.image_length), jnp.int32).at[:, 0].set(first)
-        return SamplerState(keep_rows_split(tokens), keep_rows_split(cache), keys, text_mask)
+        first, keys, logprob = pick(logits, keys, settings, known[:, 0], kept[:, 0])
+        cache = prefill(params, cache, text_mask, known, prefix)
+        # The keys advance once per position, as if the kept prefix had been forced step by step.
+        keys = jax.lax.fori_loop(1, prefix, lambda _, keys: _split(keys)[1], keys)
+        tokens = jnp.where(kept, known, 0).at[:, 0].set(first)
+        return SamplerState(keep_rows_split(tokens), keep_rows_split(cache), keys, text_mask, known, kept,
+                            logprob)
 
     def advance(params, state, settings, begin, end):
         def body(index, state):
             previous = jnp.repeat(state.tokens[:, index - 1], rows_of)[:, None]
             logits, cache = step(params, previous, index, state.cache, state.text_mask)
-            token, keys = pick(logits, state.keys, settings)
+            token, keys, logprob = pick(logits, state.keys, settings, state.known[:, index],
+                                        state.kept[:, index])
             return state.replace(tokens=state.tokens.at[:, index].set(token), cache=keep_rows_split(cache),
-                                 keys=keys)
+                                 keys=keys, kept_logprob=state.kept_logprob + logprob)
 
         return jax.lax.fori_loop(begin, end, body, state)
 
@@ -239,15 +304,17 @@ def compiled_sampler(model: DalleBart, codebook_size: int | None = None, super_c
 
 
 def sample_image_tokens(model: DalleBart, params: Any, prompts: TokenizedPrompts, keys: jax.Array,
-                        settings: SamplingSettings = SamplingSettings(),
-                        codebook_size: int | None = None) -> jax.Array:
+                        settings: SamplingSettings = SamplingSettings(), codebook_size: int | None = None,
+                        known: Any = None, kept: Any = None) -> jax.Array:
     """(batch, image_length) image tokens for tokenized prompts.
 
-    `keys`: one PRNG key for the batch (the reference's semantics) or one per prompt.
+    `keys`: one PRNG key for the batch (the reference's semantics) or one per prompt. `known` and
+    `kept` ((batch, image_length) tokens and booleans): positions to keep rather than draw.
     """
     keys = jnp.asarray(keys)
     if keys.ndim == 2 and keys.shape[0] != len(prompts):
-        raise ValueError(f"Got {keys.shape[0]} keys for {len(prompts)} prompts: give one key, or one per prompt.")
+        raise ValueError(f"Got {keys.shape[0]} keys for {len(prompts)} prompts: give one key, or one per "
+                         "prompt.")
     sampler = compiled_sampler(model, codebook_size, settings.super_conditioned)
     return sampler(params, prompts.input_ids, prompts.attention_mask, prompts.input_ids_uncond,
-                   prompts.attention_mask_uncond, keys, settings.as_arrays(model.config))
+                   prompts.attention_mask_uncond, keys, settings.as_arrays(model.config), known, kept)
