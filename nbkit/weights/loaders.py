@@ -13,7 +13,7 @@ from nbkit.models.clip import CLIP, CLIPConfig
 from nbkit.models.clip import param_shapes as clip_shapes
 from nbkit.models.dallebart import DalleBart, DalleBartConfig
 from nbkit.models.dallebart import param_shapes as dallebart_shapes
-from nbkit.models.vqgan import VQGANConfig, VQGANDecoder
+from nbkit.models.vqgan import VQGANConfig, VQGANDecoder, VQGANEncoder
 from nbkit.models.vqgan import param_shapes as vqgan_shapes
 from nbkit.weights.checkpoint import Place, load_params, random_weights
 
@@ -62,6 +62,13 @@ def load_vqgan(folder: str | Path, dtype: Any = jnp.float32) -> tuple[VQGANDecod
     return model, params
 
 
+def load_vqgan_encoder(folder: str | Path, dtype: Any = jnp.float32) -> tuple[VQGANEncoder, dict]:
+    """The encoder and its weights (encoder, quant_conv, codebook; not the decoder), from the
+    same model folder: only for encoding images, so generation never holds these."""
+    model = VQGANEncoder(VQGANConfig.from_folder(folder), dtype)
+    params = load_params(Path(folder) / WEIGHTS_FILE, vqgan_shapes(model), dtype, _vqgan_key)
+    return model, params
+
 
 # ---- CLIP
 
@@ -84,7 +91,8 @@ def load_clip(folder: str | Path, dtype: Any = jnp.float32) -> tuple[CLIP, dict]
 # ---- benchmark weights
 
 
-def random_params(model: DalleBart | VQGANDecoder | CLIP, seed: int = 0) -> dict:
+def random_params(model: DalleBart | VQGANDecoder | VQGANEncoder | CLIP, seed: int = 0) -> dict:
     """Random weights of the model's real sizes, for benchmarks (norm scales 1, biases 0)."""
-    shapes = {DalleBart: dallebart_shapes, VQGANDecoder: vqgan_shapes, CLIP: clip_shapes}[type(model)](model)
+    shapes = {DalleBart: dallebart_shapes, VQGANDecoder: vqgan_shapes, VQGANEncoder: vqgan_shapes,
+              CLIP: clip_shapes}[type(model)](model)
     return random_weights(shapes, model.dtype, seed)
