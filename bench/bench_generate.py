@@ -49,11 +49,13 @@ def random_pipeline(architecture: str, dtype, max_batch: int | None = None) -> P
     config = PUBLISHED_ARCHITECTURES[architecture]
     mesh = make_mesh()
     model = DalleBart(config, dtype)
-    params = jax.tree.map(lambda leaf: weight_placer(mesh)(None, leaf), jax.jit(lambda: random_params(model))())
+    params = jax.tree.map(lambda leaf: weight_placer(mesh)(None, leaf),
+                          jax.jit(lambda: random_params(model))())
     decoder = vqgan_module.VQGANDecoder(vqgan_module.PUBLISHED_ARCHITECTURE, dtype)
     decoder_params = put_tree(jax.jit(lambda: random_params(decoder))(), mesh)
     tokenizer = PromptTokenizer.from_folder(TOKENIZER, max_length=config.max_text_length)
-    return Pipeline(model, params, tokenizer, decoder, decoder_params, mesh, max_batch, name=f"{architecture} (random)")
+    return Pipeline(model, params, tokenizer, decoder, decoder_params, mesh, max_batch,
+                    name=f"{architecture} (random)")
 
 
 def _timings(pipe: Pipeline, images: int, seed: int, progress_every: int | None) -> dict:
@@ -123,7 +125,8 @@ def main() -> None:
             table.append(f"| {name} | {row['first_s']:.1f} | {row['best_s']:.1f} | "
                          f"{row['best_s'] / ours:.2f}× |")
     notes = [
-        f"- nbkit VQGAN decode of the {args.images} images: {rows['nbkit']['pixels_s']:.1f} s (not in the table).",
+        f"- nbkit VQGAN decode of the {args.images} images: {rows['nbkit']['pixels_s']:.1f} s "
+        f"(not in the table).",
         f"- Progressive output: streamed with a `Progress` event every 32 tokens (read only for its "
         f"counts, as a progress bar does) the tokens took {watched['best_s']:.1f} s, without events "
         f"{ours:.1f} s (then each batch is one compiled call). Reading `Progress.images` costs a VQGAN "

@@ -57,7 +57,8 @@ def write_checkpoint(folder: Path, layers: int) -> int:
     from nbkit.models.dallebart import PUBLISHED_ARCHITECTURES, DalleBart, param_shapes
     from nbkit.weights.loaders import FUSED_FROM
 
-    config = dataclasses.replace(PUBLISHED_ARCHITECTURES["mega"], encoder_layers=layers, decoder_layers=layers)
+    config = dataclasses.replace(PUBLISHED_ARCHITECTURES["mega"], encoder_layers=layers,
+                                 decoder_layers=layers)
     rng = np.random.default_rng(0)
     stored = {}
     for key, spec in flatten_dict(param_shapes(DalleBart(config))).items():
@@ -80,7 +81,8 @@ def write_checkpoint(folder: Path, layers: int) -> int:
             tree[("model",) + key] = value
         else:
             tree[key] = value
-    tree = {k: (np.stack([v[i] for i in range(layers)]) if isinstance(v, dict) else v) for k, v in tree.items()}
+    tree = {k: (np.stack([v[i] for i in range(layers)]) if isinstance(v, dict) else v)
+            for k, v in tree.items()}
     folder.mkdir(parents=True, exist_ok=True)
     data = serialization.msgpack_serialize(unflatten_dict(tree))
     (folder / "flax_model.msgpack").write_bytes(data)
@@ -95,7 +97,8 @@ def main() -> None:
     parser.add_argument("--folder", type=Path, default=Path("/tmp/nbkit-bench-load"))
     parser.add_argument("--layers", type=int, default=8)
     args = parser.parse_args()
-    writer = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+    writer = subprocess.run([sys.executable, "-c",
+                             f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
                              f"from bench_load import write_checkpoint; from pathlib import Path; "
                              f"print(write_checkpoint(Path({str(args.folder)!r}), {args.layers}))"],
                             check=True, capture_output=True, text=True)

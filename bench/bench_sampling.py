@@ -29,7 +29,8 @@ from nbkit.weights.loaders import random_params
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["mini", "mega"], choices=sorted(PUBLISHED_ARCHITECTURES))
+    parser.add_argument("--models", nargs="+", default=["mini", "mega"],
+                        choices=sorted(PUBLISHED_ARCHITECTURES))
     parser.add_argument("--prompts", nargs="+", type=int, default=[1, 2, 4])
     parser.add_argument("--repeats", type=int, default=1)
     add_dtype_option(parser)
@@ -43,7 +44,7 @@ def main() -> None:
     for name in args.models:
         config = PUBLISHED_ARCHITECTURES[name]
         model = DalleBart(config, dtype)
-        params = jax.jit(lambda: random_params(model))()
+        params = jax.jit(lambda model=model: random_params(model))()
         sampler = compiled_sampler(model, config.image_vocab_size)
         settings = SamplingSettings(condition_scale=10.0).as_arrays(config)
         for rows in args.prompts:
@@ -60,8 +61,8 @@ def main() -> None:
                 compiled(*inputs[:5], jax.random.PRNGKey(repeat), settings).block_until_ready()
                 best = min(best, time.perf_counter() - start)
             tokens = rows * config.image_length
-            print(f"{name:<6} {rows:>7} {compile_s:>10.1f} {best:>9.2f} {tokens / best:>9.1f} {best / rows:>8.2f}",
-                  flush=True)
+            print(f"{name:<6} {rows:>7} {compile_s:>10.1f} {best:>9.2f} {tokens / best:>9.1f} "
+                  f"{best / rows:>8.2f}", flush=True)
         del params
 
 

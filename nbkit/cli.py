@@ -11,7 +11,8 @@ import sys
 import traceback
 from pathlib import Path
 
-EPILOG = "Models: mini, mega, mega-fp16 (W&B), a local folder, a hub id org/name[@revision] or entity/project/name:version."
+EPILOG = ("Models: mini, mega, mega-fp16 (W&B), a local folder, a hub id org/name[@revision] "
+          "or entity/project/name:version.")
 
 
 def _generate(args: argparse.Namespace) -> None:
@@ -33,8 +34,8 @@ def _generate(args: argparse.Namespace) -> None:
         if isinstance(event, Opened):
             folder = event.folder.path
             if event.already_complete:
-                print(f"already complete: all {event.already_saved} image(s) of this run (seed {request.seed}) "
-                      f"are in {folder}", file=sys.stderr)
+                print(f"already complete: all {event.already_saved} image(s) of this run "
+                      f"(seed {request.seed}) are in {folder}", file=sys.stderr)
                 break
             resumed = f", {event.already_saved} already saved" if event.already_saved else ""
             print(f"generating {event.to_make} image(s){resumed} for {len(request.prompts)} prompt(s) with "
@@ -96,7 +97,8 @@ def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(prog="nbkit", description="DALL·E mini / Mega text-to-image, in JAX.",
                                    epilog=EPILOG)
     main.add_argument("--debug", action="store_true", help="show tracebacks")
-    main.add_argument("--cache", help="model cache folder (default: $NBKIT_CACHE, Drive, ~/.cache/nbkit/models)")
+    main.add_argument("--cache",
+                      help="model cache folder (default: $NBKIT_CACHE, Drive, ~/.cache/nbkit/models)")
     commands = main.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     generate = commands.add_parser("generate", help="make images from prompts and save them", epilog=EPILOG)
@@ -108,7 +110,8 @@ def parser() -> argparse.ArgumentParser:
     generate.add_argument("--temperature", type=float)
     generate.add_argument("--top-k", type=int)
     generate.add_argument("--top-p", type=float)
-    generate.add_argument("--condition-scale", type=float, default=10.0, help="super-conditioning (default 10)")
+    generate.add_argument("--condition-scale", type=float, default=10.0,
+                          help="super-conditioning (default 10)")
     generate.add_argument("--out", help="output folder (default: $NBKIT_OUTPUT, Drive, ./nbkit-outputs)")
     generate.add_argument("--grid", action="store_true", help="also save a captioned grid per prompt")
     generate.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
@@ -118,7 +121,8 @@ def parser() -> argparse.ArgumentParser:
 
     rerank = commands.add_parser("rerank", help="score a run folder's images with CLIP, best first")
     rerank.add_argument("folder", metavar="DIR")
-    rerank.add_argument("--clip", default="clip-b32", help="CLIP model (default clip-b32; clip-l14 is better)")
+    rerank.add_argument("--clip", default="clip-b32",
+                        help="CLIP model (default clip-b32; clip-l14 is better)")
     rerank.set_defaults(run=_rerank)
 
     download = commands.add_parser("download", help="fetch models into the cache (for offline use)")
@@ -135,9 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.run(args)
     except KeyboardInterrupt:
-        print("nbkit: interrupted (finished images are saved; run the same command to resume)", file=sys.stderr)
+        print("nbkit: interrupted (finished images are saved; run the same command to resume)",
+              file=sys.stderr)
         return 130
-    except Exception as error:  # noqa: BLE001 - one line for the user, the traceback on request
+    except Exception as error:
         if args.debug:
             traceback.print_exc()
         message = str(error).strip() or type(error).__name__

@@ -9,7 +9,8 @@ import jax
 from nbkit.generation.pipeline import Pipeline
 
 hits = []
-jax.monitoring.register_event_listener(lambda name, **kw: hits.append(name) if name.endswith("cache_hits") else None)
+jax.monitoring.register_event_listener(
+    lambda name, **kw: hits.append(name) if name.endswith("cache_hits") else None)
 dallebart, vqgan, cache = sys.argv[1:4]
 pipe = Pipeline.from_pretrained(dallebart, vqgan, dtype="float32", progress=False, max_batch=1,
                                 compilation_cache=cache)

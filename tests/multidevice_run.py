@@ -42,6 +42,7 @@ for name, devices, model_parallel in [("one", jax.devices()[:1], 1), ("data8", N
         results[name]["step_collectives"] = step_collectives(pipe)
     if name == "model8":
         kernel = pipe.params["decoder"]["layers_0"]["GLU_0"]["Dense_2"]["kernel"]
-        results[name]["kernel_shard_rows"] = sorted({shard.data.shape[0] for shard in kernel.addressable_shards})
+        results[name]["kernel_shard_rows"] = sorted({shard.data.shape[0]
+                                                     for shard in kernel.addressable_shards})
         results[name]["kernel_rows"] = kernel.shape[0]
 print(json.dumps({"device_count": jax.device_count(), **results}))

@@ -7,7 +7,7 @@ from conftest import golden_params
 from flax import serialization
 from flax.traverse_util import flatten_dict
 
-from nbkit.weights.checkpoint import CheckpointError, load_params, read_msgpack, stream_msgpack
+from nbkit.weights.checkpoint import CheckpointError, load_params, stream_msgpack
 
 CHECKPOINTS = [param for kind in ("dallebart", "vqgan", "clip") for param in golden_params(kind)]
 
@@ -17,7 +17,7 @@ CHECKPOINTS = [param for kind in ("dallebart", "vqgan", "clip") for param in gol
 def test_streaming_reader_reads_what_flax_wrote(folder):
     path = folder / "flax_model.msgpack"
     reference = flatten_dict(serialization.msgpack_restore(path.read_bytes()))
-    streamed = read_msgpack(path)
+    streamed = dict(stream_msgpack(path))
     assert streamed.keys() == reference.keys()
     for key, value in reference.items():
         assert streamed[key].dtype == value.dtype and streamed[key].shape == value.shape, key
@@ -44,7 +44,7 @@ def test_damaged_files_are_named(tmp_path, content, message):
     path = tmp_path / "flax_model.msgpack"
     path.write_bytes(content)
     with pytest.raises(CheckpointError, match=message):
-        read_msgpack(path)
+        dict(stream_msgpack(path))
 
 
 def test_norms_without_a_stored_scale_get_scale_one_and_one_warning_naming_them(tmp_path):

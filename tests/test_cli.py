@@ -15,7 +15,8 @@ from nbkit.cli import main
 from nbkit.output.images import read_png_metadata
 
 FIXTURES = Path(__file__).parent / "fixtures" / "golden"
-TINY = ["--model", str(FIXTURES / "dallebart-tiny"), "--vqgan", str(FIXTURES / "vqgan-tiny"), "--dtype", "float32"]
+TINY = ["--model", str(FIXTURES / "dallebart-tiny"), "--vqgan", str(FIXTURES / "vqgan-tiny"),
+        "--dtype", "float32"]
 
 
 def test_generate_then_rerank(tmp_path, capsys):
@@ -39,7 +40,8 @@ def test_generate_then_rerank(tmp_path, capsys):
 
     assert main(["rerank", str(folder), "--clip", str(FIXTURES / "clip-tiny")]) == 0
     out, _ = capsys.readouterr()
-    assert out.splitlines()[0].startswith("1. an armchair in the shape of an avocado") and len(out.splitlines()) == 6
+    assert (out.splitlines()[0].startswith("1. an armchair in the shape of an avocado")
+            and len(out.splitlines()) == 6)
     assert [g["prompt"] for g in json.loads((folder / "ranking.json").read_text())] == [
         "an armchair in the shape of an avocado", "a red cube"]
 
@@ -77,9 +79,9 @@ def test_module_entry_point_usage_errors_exit_2():
 
 def _generate_in_a_process(out: Path, devices: int) -> list[dict]:
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-    run = subprocess.run([sys.executable, "-m", "nbkit", "generate", "a red cube", "sunset over a lake", "-n", "3",
-                          "--seed", "17", "--out", str(out), *TINY], capture_output=True, text=True, env=env,
-                         timeout=600)
+    run = subprocess.run([sys.executable, "-m", "nbkit", "generate", "a red cube", "sunset over a lake",
+                          "-n", "3", "--seed", "17", "--out", str(out), *TINY],
+                         capture_output=True, text=True, env=env, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     assert f"on {devices} cpu device(s)" in run.stderr
     folder = Path(run.stdout.strip().splitlines()[-1])
@@ -96,7 +98,7 @@ def test_1_and_8_devices_make_identical_tokens_and_pixels_within_one_level(tmp_p
     the truncation to uint8 can then fall one level apart (README: "What is identical")."""
     one, eight = _generate_in_a_process(tmp_path / "one", 1), _generate_in_a_process(tmp_path / "eight", 8)
     assert len(one) == len(eight) == 6
-    for a, b in zip(one, eight):
+    for a, b in zip(one, eight, strict=True):
         assert a["tokens"] == b["tokens"] and len(a["tokens"]) == 256
         assert a["png_tokens"] == a["tokens"] and b["png_tokens"] == b["tokens"]
         assert np.abs(a["pixels"] - b["pixels"]).max() <= 1

@@ -24,7 +24,7 @@ from nbkit.models.dallebart import (
     DalleBartConfig,
     param_shapes,
 )
-from nbkit.weights.checkpoint import CheckpointError, read_msgpack
+from nbkit.weights.checkpoint import CheckpointError, stream_msgpack
 from nbkit.weights.loaders import load_dallebart
 
 
@@ -52,7 +52,7 @@ def test_encoder_and_logits_match_the_reference_in_float32(folder):
 @pytest.mark.parametrize("folder", golden_params("dallebart"))
 def test_checkpoint_holds_exactly_the_parameters_the_model_uses(folder):
     """Whatever its layout, every stored tensor is used and every used tensor is stored."""
-    stored = read_msgpack(folder / "flax_model.msgpack")
+    stored = dict(stream_msgpack(folder / "flax_model.msgpack"))
     model, params = load_dallebart(folder)
     n_stored = sum(v.size for v in stored.values())
     n_loaded = sum(v.size for v in jax.tree_util.tree_leaves(params))
@@ -108,7 +108,7 @@ def other_layout(stored):
 
 def test_stacked_and_per_layer_files_load_to_the_same_tree(tmp_path):
     folder = golden_folder("dallebart")
-    stored = read_msgpack(folder / "flax_model.msgpack")
+    stored = dict(stream_msgpack(folder / "flax_model.msgpack"))
     shutil.copytree(folder, tmp_path / "m")
     (tmp_path / "m" / "flax_model.msgpack").write_bytes(
         serialization.msgpack_serialize(unflatten_dict(other_layout(stored))))
@@ -123,7 +123,7 @@ def test_a_layer_without_norm_scale_computes_with_scale_one_and_says_so(tmp_path
     """The reference's per-layer files can leave last-layer norm scales out (the golden per-layer file
     happens to keep them all, so they are dropped here): scale 1, and one warning naming the norms."""
     folder = next(f for f in golden_folders("dallebart") if f.name.endswith("-unscanned"))
-    per_layer = read_msgpack(folder / "flax_model.msgpack")
+    per_layer = dict(stream_msgpack(folder / "flax_model.msgpack"))
     last = max(int(p.rsplit("_", 1)[1]) for k in per_layer for p in k if re.fullmatch(r"\w+Layer_\d+", p))
     dropped = {k: v for k, v in per_layer.items()
                if not (k[-1] == "scale" and f"Layer_{last}" in "/".join(k))}

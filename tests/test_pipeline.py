@@ -12,7 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nbkit.generation.pipeline import Batch, Done, GenerationRequest, Pipeline, Progress, bucket_sizes, image_keys
+from nbkit.generation.pipeline import (
+    Batch,
+    Done,
+    GenerationRequest,
+    Pipeline,
+    Progress,
+    bucket_sizes,
+    image_keys,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "golden"
 DALLEBART, VQGAN = FIXTURES / "dallebart-tiny", FIXTURES / "vqgan-tiny"
@@ -48,7 +56,8 @@ def test_generate_returns_images_with_their_prompts_seed_and_tokens(pipe):
 def test_an_image_depends_on_seed_prompt_index_and_image_index_only(pipe):
     """Batch size, bucket, and the other rows of the batch do not change an image."""
     together = tokens_of(pipe.generate(PROMPTS, n_images=2, seed=5))           # 6 rows: batches 4 + 2
-    small = Pipeline(pipe.model, pipe.params, pipe.tokenizer, pipe.vqgan, pipe.vqgan_params, pipe.mesh, max_batch=1)
+    small = Pipeline(pipe.model, pipe.params, pipe.tokenizer, pipe.vqgan, pipe.vqgan_params, pipe.mesh,
+                     max_batch=1)
     one_by_one = tokens_of(small.generate(PROMPTS, n_images=2, seed=5))
     assert one_by_one == together
     keys = image_keys(5, np.array([0, 0, 2]), np.array([0, 1, 1]))
@@ -85,7 +94,7 @@ def test_the_stream_yields_progress_then_the_batch_then_done_and_changes_nothing
     batch = events[4]
     assert (batch.images_done, batch.images_total) == (2, 2)
     assert tokens_of(batch) == tokens_of(plain)
-    assert all((a.pixels == b.pixels).all() for a, b in zip(batch.images, plain.images))
+    assert all((a.pixels == b.pixels).all() for a, b in zip(batch.images, plain.images, strict=True))
     partial = progress[1].images[0].tokens
     assert (partial[:65] == plain.images[0].tokens[:65]).all() and not partial[65:].any()
     assert events[5].images_total == 2 and events[5].timings["total"] >= events[5].timings["tokens"] > 0
@@ -93,10 +102,12 @@ def test_the_stream_yields_progress_then_the_batch_then_done_and_changes_nothing
 
 def test_progress_images_read_late_are_still_their_own_batch(pipe):
     """Reading a Progress's images after the next batch has started decodes the rows it was made for."""
-    small = Pipeline(pipe.model, pipe.params, pipe.tokenizer, pipe.vqgan, pipe.vqgan_params, pipe.mesh, max_batch=2)
+    small = Pipeline(pipe.model, pipe.params, pipe.tokenizer, pipe.vqgan, pipe.vqgan_params, pipe.mesh,
+                     max_batch=2)
     events = list(small.stream(GenerationRequest(PROMPTS, 1, 8), progress_every=100))
     first_batch_progress = [e for e in events if isinstance(e, Progress) and e.position == 101][0]
-    finished = {(i.prompt_index, i.image_index): i.tokens for e in events if isinstance(e, Batch) for i in e.images}
+    finished = {(i.prompt_index, i.image_index): i.tokens
+                for e in events if isinstance(e, Batch) for i in e.images}
     late = first_batch_progress.images                                      # read after the whole stream
     assert [(i.prompt_index, i.image_index) for i in late] == [(0, 0), (1, 0)]
     for image in late:
@@ -104,7 +115,8 @@ def test_progress_images_read_late_are_still_their_own_batch(pipe):
 
 
 def test_leaving_the_loop_stops_and_keeps_the_finished_batches(pipe):
-    small = Pipeline(pipe.model, pipe.params, pipe.tokenizer, pipe.vqgan, pipe.vqgan_params, pipe.mesh, max_batch=2)
+    small = Pipeline(pipe.model, pipe.params, pipe.tokenizer, pipe.vqgan, pipe.vqgan_params, pipe.mesh,
+                     max_batch=2)
     kept, stream = [], small.stream(GenerationRequest(PROMPTS, 2, 4), progress_every=32)
     for event in stream:
         if isinstance(event, Batch):
@@ -127,8 +139,9 @@ def test_a_request_is_checked_once_and_draws_its_seed_there(pipe):
     request = GenerationRequest(PROMPTS[:1])
     assert isinstance(request.seed, int) and 0 <= request.seed < 2**31
     assert request.images == [(0, 0)] and GenerationRequest(PROMPTS, 2, 1, only=[(2, 1)]).images == [(2, 1)]
-    for bad, message in [({"n_images": 0}, "n_images"), ({"n_images": 1.5}, "n_images"), ({"seed": -1}, "seed"),
-                         ({"seed": "7"}, "seed"), ({"seed": 2**32}, "seed"), ({"only": [(3, 0)]}, "only=")]:
+    for bad, message in [({"n_images": 0}, "n_images"), ({"n_images": 1.5}, "n_images"),
+                         ({"seed": -1}, "seed"), ({"seed": "7"}, "seed"), ({"seed": 2**32}, "seed"),
+                         ({"only": [(3, 0)]}, "only=")]:
         with pytest.raises(ValueError, match=message):
             GenerationRequest(PROMPTS, **bad)
     with pytest.raises(TypeError, match="SamplingSettings"):
@@ -140,8 +153,8 @@ def test_a_request_is_checked_once_and_draws_its_seed_there(pipe):
 
 
 def test_bad_arguments_say_what_to_do(pipe):
-    for bad, message in [({"n_images": 0}, "n_images"), ({"seed": -1}, "seed"), ({"temperature": 0}, "temperature"),
-                         ({"top_p": 2}, "top_p")]:
+    for bad, message in [({"n_images": 0}, "n_images"), ({"seed": -1}, "seed"),
+                         ({"temperature": 0}, "temperature"), ({"top_p": 2}, "top_p")]:
         with pytest.raises(ValueError, match=message):
             pipe.generate(PROMPTS[:1], **bad)
     with pytest.raises(TypeError, match="Wrap it in a list"):
@@ -178,14 +191,16 @@ def test_two_processes_generate_together_as_one_host_does(pipe):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
     env.pop("XLA_FLAGS", None)
     script = str(Path(__file__).parent / "multihost_run.py")
-    processes = [subprocess.Popen([sys.executable, script, str(rank), port, str(DALLEBART), str(VQGAN)], env=env,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    processes = [subprocess.Popen([sys.executable, script, str(rank), port, str(DALLEBART), str(VQGAN)],
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for rank in (0, 1)]
     outputs = [process.communicate(timeout=600) for process in processes]
-    for process, (_, err) in zip(processes, outputs):
+    for process, (_, err) in zip(processes, outputs, strict=True):
         assert process.returncode == 0, err[-3000:]
     first, second = (json.loads(out.strip().splitlines()[-1]) for out, _ in outputs)
     assert first["processes"] == 2 and first["devices"] == 2
-    assert first["tokens"] == [image.tokens.tolist() for image in pipe.generate(PROMPTS, n_images=2, seed=7).images]
+    assert first["tokens"] == [image.tokens.tolist()
+                               for image in pipe.generate(PROMPTS, n_images=2, seed=7).images]
     assert first["unseeded_seed"] == second["unseeded_seed"]       # a drawn seed is shared by the hosts
 
 
@@ -194,7 +209,8 @@ def test_a_persistent_compilation_cache_is_used_by_the_next_session(tmp_path):
         **os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
     runs = []
     for _ in range(2):
-        out = subprocess.run([sys.executable, script, str(DALLEBART), str(VQGAN), str(tmp_path / "jax-cache")],
+        out = subprocess.run([sys.executable, script, str(DALLEBART), str(VQGAN),
+                              str(tmp_path / "jax-cache")],
                              env=env, capture_output=True, text=True, timeout=600)
         assert out.returncode == 0, out.stderr[-3000:]
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))

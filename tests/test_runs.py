@@ -39,7 +39,8 @@ def test_a_run_folder_holds_images_with_metadata_grids_and_manifest(pipe, tmp_pa
     assert metadata["settings"] == {"temperature": 0.9, "top_k": None, "top_p": None, "condition_scale": 10.0}
     assert metadata["model"] == pipe.name and metadata["nbkit_version"]
     first = generation.for_prompt(0)[0]
-    assert metadata["tokens"] == first.tokens.tolist() and len(metadata["tokens"]) == 256    # the image's identity
+    # the image's identity
+    assert metadata["tokens"] == first.tokens.tolist() and len(metadata["tokens"]) == 256
     assert metadata["jax_version"] == jax.__version__
     assert metadata["jax_threefry_partitionable"] == jax.config.jax_threefry_partitionable
     manifest = next(e for e in folder.entries() if (e["prompt_index"], e["image_index"]) == (0, 0))
@@ -82,7 +83,8 @@ def test_a_saved_png_reproduces_its_image(pipe, tmp_path):
 def test_reproduce_refuses_another_model_and_checks_the_tokens(pipe, tmp_path):
     folder, _ = runs.generate_to_folder(pipe, PROMPTS[:1], tmp_path, n_images=1, seed=6)
     png = folder.image_path(folder.entries()[0])
-    other = Pipeline(pipe.model, pipe.params, pipe.tokenizer, pipe.vqgan, pipe.vqgan_params, pipe.mesh, name="mega")
+    other = Pipeline(pipe.model, pipe.params, pipe.tokenizer, pipe.vqgan, pipe.vqgan_params, pipe.mesh,
+                     name="mega")
     with pytest.raises(ValueError, match="made with the model .* but this pipeline runs 'mega'"):
         runs.reproduce(other, png)
     metadata = read_png_metadata(png)
@@ -141,7 +143,8 @@ def test_rerank_keeps_a_prompt_given_twice_as_two_groups(pipe, tmp_path):
 def test_a_failed_rerank_leaves_the_previous_ranking_whole(pipe, tmp_path, monkeypatch):
     folder, _ = runs.generate_to_folder(pipe, PROMPTS[:1], tmp_path, n_images=2, seed=3)
     reranker = Reranker.from_folder(FIXTURES / "clip-tiny")
-    first = (folder.path / runs.RANKING_FILE).read_bytes() if runs.rerank_folder(folder.path, reranker) else b""
+    first = ((folder.path / runs.RANKING_FILE).read_bytes() if runs.rerank_folder(folder.path, reranker)
+             else b"")
 
     def disk_full(fd):
         raise OSError(28, "No space left on device")

@@ -23,7 +23,8 @@ PROVIDED = {"IPython", "google"}
 
 
 def run_script(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(SCRIPT), *args], env={"PATH": "/usr/bin:/bin", "PYTHON": "/no/such/python3"},
+    return subprocess.run(["bash", str(SCRIPT), *args],
+                          env={"PATH": "/usr/bin:/bin", "PYTHON": "/no/such/python3"},
                           capture_output=True, text=True)
 
 

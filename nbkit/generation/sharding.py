@@ -22,7 +22,8 @@ def make_mesh(model_parallel: int = 1, devices: list | None = None) -> Mesh:
     """`devices` (default: all) as a (data, model) grid; `model_parallel` devices share each model copy."""
     devices = list(devices or jax.devices())
     if model_parallel < 1 or len(devices) % model_parallel:
-        raise ValueError(f"model_parallel={model_parallel} must divide the number of devices ({len(devices)}).")
+        raise ValueError(f"model_parallel={model_parallel} must divide the number of devices "
+                         f"({len(devices)}).")
     return Mesh(np.array(devices).reshape(len(devices) // model_parallel, model_parallel), (DATA, MODEL))
 
 

@@ -38,7 +38,7 @@ class TowerConfig:
     patch_size: int = 32  # vision
 
     @classmethod
-    def from_dict(cls, values: dict) -> "TowerConfig":
+    def from_dict(cls, values: dict) -> TowerConfig:
         config = config_from_dict(cls, values)
         if config.hidden_act not in _ACTIVATIONS:
             raise ValueError(f"config.json: hidden_act={config.hidden_act!r} is not supported "
@@ -53,7 +53,7 @@ class CLIPConfig:
     projection_dim: int = 512
 
     @classmethod
-    def from_folder(cls, folder: str | Path) -> "CLIPConfig":
+    def from_folder(cls, folder: str | Path) -> CLIPConfig:
         values = read_json(Path(folder) / "config.json", "a CLIP model folder needs its config.json")
         return cls(TowerConfig.from_dict(values.get("text_config", {})),
                    TowerConfig.from_dict(values.get("vision_config", {})),
@@ -95,7 +95,8 @@ class EncoderLayer(nn.Module):
     def __call__(self, x, bias):
         config = self.config
         norm = partial(nn.LayerNorm, epsilon=config.layer_norm_eps, dtype=self.dtype)
-        x = x + SelfAttention(config.num_attention_heads, self.dtype, name="self_attn")(norm(name="layer_norm1")(x), bias)
+        attention = SelfAttention(config.num_attention_heads, self.dtype, name="self_attn")
+        x = x + attention(norm(name="layer_norm1")(x), bias)
         x = x + MLP(config, self.dtype, name="mlp")(norm(name="layer_norm2")(x))
         return x
 
@@ -106,7 +107,8 @@ class MLP(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        h = _ACTIVATIONS[self.config.hidden_act](nn.Dense(self.config.intermediate_size, dtype=self.dtype, name="fc1")(x))
+        activation = _ACTIVATIONS[self.config.hidden_act]
+        h = activation(nn.Dense(self.config.intermediate_size, dtype=self.dtype, name="fc1")(x))
         return nn.Dense(self.config.hidden_size, dtype=self.dtype, name="fc2")(h)
 
 
@@ -159,11 +161,12 @@ class VisionEmbeddings(nn.Module):
     def __call__(self, pixels):
         config = self.config
         patch = (config.patch_size, config.patch_size)
-        patches = nn.Conv(config.hidden_size, kernel_size=patch, strides=patch, padding="VALID", use_bias=False,
-                          dtype=self.dtype, name="patch_embedding")(pixels)
+        patches = nn.Conv(config.hidden_size, kernel_size=patch, strides=patch, padding="VALID",
+                          use_bias=False, dtype=self.dtype, name="patch_embedding")(pixels)
         patches = patches.reshape(patches.shape[0], -1, config.hidden_size)
         class_token = self.param("class_embedding", nn.initializers.normal(0.02), (config.hidden_size,))
-        class_tokens = jnp.broadcast_to(class_token.astype(self.dtype), (patches.shape[0], 1, config.hidden_size))
+        class_tokens = jnp.broadcast_to(class_token.astype(self.dtype),
+                                        (patches.shape[0], 1, config.hidden_size))
         x = jnp.concatenate([class_tokens, patches], axis=1)
         positions = nn.Embed(x.shape[1], config.hidden_size, dtype=self.dtype, name="position_embedding")
         return x + positions(jnp.arange(x.shape[1])[None])
@@ -225,7 +228,8 @@ def param_shapes(model: CLIP) -> dict:
     vision = model.config.vision
     ids = jnp.zeros((1, model.config.text.max_position_embeddings), jnp.int32)
     pixels = jnp.zeros((1, vision.image_size, vision.image_size, 3), jnp.float32)
-    return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), ids, jnp.ones_like(ids), pixels)["params"])
+    return jax.eval_shape(
+        lambda: model.init(jax.random.PRNGKey(0), ids, jnp.ones_like(ids), pixels)["params"])
 
 
 # ---- inputs --------------------------------------------------------------------------

@@ -105,7 +105,7 @@ class DalleBartConfig:
                 )
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "DalleBartConfig":
+    def from_dict(cls, values: dict[str, Any]) -> DalleBartConfig:
         unsupported = {
             "use_cosine_attention": False, "use_swin_position_embeddings": False,
             "use_alibi": False, "tie_word_embeddings": False, "sinkhorn_iters": 1,
@@ -119,8 +119,9 @@ class DalleBartConfig:
         return config_from_dict(cls, values)
 
     @classmethod
-    def from_folder(cls, folder: str | Path) -> "DalleBartConfig":
-        return cls.from_dict(read_json(Path(folder) / CONFIG_FILE, "a DalleBart model folder needs its config.json"))
+    def from_folder(cls, folder: str | Path) -> DalleBartConfig:
+        return cls.from_dict(read_json(Path(folder) / CONFIG_FILE,
+                                       "a DalleBart model folder needs its config.json"))
 
     @property
     def decoder_vocab_size(self) -> int:
@@ -219,15 +220,18 @@ class Attention(nn.Module):
         """
         width = x.shape[-1]
         dense = partial(Dense, use_bias=self.use_bias, dtype=self.dtype)
-        split_heads = lambda t: t.reshape(t.shape[:2] + (self.heads, width // self.heads)).transpose(0, 2, 1, 3)
+        split_heads = lambda t: (t.reshape(t.shape[:2] + (self.heads, width // self.heads))
+                                  .transpose(0, 2, 1, 3))
         if self.self_attention:
-            query, keys, values = map(split_heads, jnp.split(dense(3 * width, name="qkv_proj")(x), 3, axis=-1))
+            query, keys, values = map(split_heads,
+                                      jnp.split(dense(3 * width, name="qkv_proj")(x), 3, axis=-1))
         else:
             query = split_heads(dense(width, name="q_proj")(x))
             if source is None:
                 keys, values = cached
             else:
-                keys, values = map(split_heads, jnp.split(dense(2 * width, name="kv_proj")(source), 2, axis=-1))
+                keys, values = map(split_heads,
+                                   jnp.split(dense(2 * width, name="kv_proj")(source), 2, axis=-1))
         if source is not None:
             if cached is not None:
                 write = lambda cache, new: jax.lax.dynamic_update_slice_in_dim(
@@ -235,7 +239,8 @@ class Attention(nn.Module):
                 keys, values = write(cached[0], keys), write(cached[1], values)
         output = _softmax_attention(query, keys, values, bias, self.dtype)
         if self.use_head_scale:
-            output = output * self.param("head_scale", nn.initializers.ones, (1, 1, self.heads, 1)).transpose(0, 2, 1, 3)
+            head_scale = self.param("head_scale", nn.initializers.ones, (1, 1, self.heads, 1))
+            output = output * head_scale.transpose(0, 2, 1, 3)
         output = output.transpose(0, 2, 1, 3).reshape(x.shape[:2] + (width,))
         return dense(width, name="out_proj")(output), (keys, values)
 
@@ -363,7 +368,8 @@ class Encoder(nn.Module):
     def __call__(self, input_ids, attention_mask):
         config = self.config
         positions = jnp.arange(input_ids.shape[1])[None]
-        x = _embed(config, self.dtype, input_ids, positions, config.encoder_vocab_size, config.max_text_length)
+        x = _embed(config, self.dtype, input_ids, positions, config.encoder_vocab_size,
+                   config.max_text_length)
         bias = _padding_bias(attention_mask)
         for i in range(config.encoder_layers):
             x, _ = EncoderLayer(config, self.dtype, name=f"layers_{i}")(x, bias)
@@ -382,7 +388,8 @@ class Decoder(nn.Module):
         own position (earlier ones from the cache) and to the text."""
         config = self.config
         positions = index + jnp.arange(tokens.shape[1])
-        x = _embed(config, self.dtype, tokens, positions[None], config.decoder_vocab_size, config.image_length)
+        x = _embed(config, self.dtype, tokens, positions[None], config.decoder_vocab_size,
+                   config.image_length)
         cached_positions = jnp.arange(cache[0]["self_k"].shape[2])
         self_bias = jnp.where(cached_positions[None, :] <= positions[:, None], 0.0, -jnp.inf)[None, None]
         text_bias, new_cache = _padding_bias(text_mask), []

@@ -49,14 +49,15 @@ class ImagePreprocessing:
     image_std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
 
     @classmethod
-    def from_folder(cls, folder: str | Path) -> "ImagePreprocessing":
+    def from_folder(cls, folder: str | Path) -> ImagePreprocessing:
         values = read_json(Path(folder) / "preprocessor_config.json", "it says how CLIP expects its images")
         size, crop = values.get("size", 224), values.get("crop_size", 224)
         size = size.get("shortest_edge", 224) if isinstance(size, dict) else size
         crop = (crop["height"], crop["width"]) if isinstance(crop, dict) else (crop, crop)
         return cls(size, crop[0], crop[1], values.get("resample", Image.BICUBIC),
                    values.get("rescale_factor", 1 / 255),
-                   tuple(values.get("image_mean", cls.image_mean)), tuple(values.get("image_std", cls.image_std)))
+                   tuple(values.get("image_mean", cls.image_mean)),
+                   tuple(values.get("image_std", cls.image_std)))
 
     def __call__(self, images) -> np.ndarray:
         """Images (PIL, or uint8 / [0, 1] float arrays) → (batch, crop_h, crop_w, 3) float32."""
@@ -71,7 +72,8 @@ class ImagePreprocessing:
         image = image.convert("RGB")
         width, height = image.size
         scale = self.shortest_edge / min(width, height)
-        size = (self.shortest_edge, int(scale * height)) if width <= height else (int(scale * width), self.shortest_edge)
+        size = ((self.shortest_edge, int(scale * height)) if width <= height
+                else (int(scale * width), self.shortest_edge))
         array = np.asarray(image.resize(size, resample=self.resample))
         top = (array.shape[0] - self.crop_height) // 2
         left = (array.shape[1] - self.crop_width) // 2
@@ -92,14 +94,15 @@ class Reranker:
         self.batch_size = batch_size
 
     @classmethod
-    def from_folder(cls, folder: str | Path, dtype: Any = jnp.float32, batch_size: int = 16) -> "Reranker":
+    def from_folder(cls, folder: str | Path, dtype: Any = jnp.float32, batch_size: int = 16) -> Reranker:
         model, params = load_clip(folder, dtype)
         tokenizer = CLIPTokenizer.from_folder(folder, model.config.text.max_position_embeddings)
         return cls(model, params, tokenizer, ImagePreprocessing.from_folder(folder), batch_size)
 
     @cached_property
     def _embed_images(self):
-        return jax.jit(lambda params, pixels: self.model.apply({"params": params}, pixels, method=CLIP.embed_images))
+        return jax.jit(lambda params, pixels: self.model.apply({"params": params}, pixels,
+                                                               method=CLIP.embed_images))
 
     @cached_property
     def _embed_text(self):
@@ -111,7 +114,7 @@ class Reranker:
 
     def _embed_all(self, embed, array: np.ndarray, *more: np.ndarray) -> np.ndarray:
         out = []
-        batches = zip(*(_padded_batches(a, self.batch_size) for a in (array, *more)))
+        batches = zip(*(_padded_batches(a, self.batch_size) for a in (array, *more)), strict=True)
         for parts in batches:
             count = parts[0][1]
             out.append(np.asarray(embed(self.params, *(jnp.asarray(p) for p, _ in parts)))[:count])
@@ -121,7 +124,8 @@ class Reranker:
         """CLIP score of each image against the prompt at the same position."""
         prompts = check_prompts(prompts)
         if len(images) != len(prompts):
-            raise ValueError(f"Got {len(images)} images and {len(prompts)} prompts: give one prompt per image.")
+            raise ValueError(f"Got {len(images)} images and {len(prompts)} prompts: "
+                             f"give one prompt per image.")
         unique = sorted(set(prompts))
         ids, mask = self.tokenizer(unique)
         text = self._embed_all(self._embed_text, ids, mask)
@@ -134,6 +138,6 @@ class Reranker:
         """For each prompt (in order of first appearance), its images best first."""
         scores = self.scores(images, prompts)
         ranked: dict[str, list[RankedImage]] = {}
-        for index, (prompt, score) in enumerate(zip(prompts, scores)):
+        for index, (prompt, score) in enumerate(zip(prompts, scores, strict=True)):
             ranked.setdefault(prompt, []).append(RankedImage(index, float(score)))
         return {prompt: sorted(items, key=lambda item: -item.score) for prompt, items in ranked.items()}

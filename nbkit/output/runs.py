@@ -65,7 +65,8 @@ def stream_to_folder(pipe: Pipeline, request: GenerationRequest, out: str | Path
     and settings) reopens its folder and makes only the images it lacks; a complete one makes none."""
     settings = dataclasses.asdict(request.settings)
     key = run_key(request.prompts, request.seed, request.n_images, pipe.name, settings)
-    folder = RunFolder.resume_or_create(Path(out), request.prompts, key, len(request.prompts) * request.n_images)
+    folder = RunFolder.resume_or_create(Path(out), request.prompts, key,
+                                        len(request.prompts) * request.n_images)
     saved = {(e.get("prompt_index"), e.get("image_index")) for e in folder.entries()}
     missing = [pair for pair in GenerationRequest(request.prompts, request.n_images, request.seed).images
                if pair not in saved]
@@ -81,7 +82,8 @@ def stream_to_folder(pipe: Pipeline, request: GenerationRequest, out: str | Path
 
 
 def generate_to_folder(pipe: Pipeline, prompts: list[str], out: str | Path, n_images: int = 1,
-                       seed: int | None = None, grid: bool = True, **sampling: Any) -> tuple[RunFolder, Generation]:
+                       seed: int | None = None, grid: bool = True,
+                       **sampling: Any) -> tuple[RunFolder, Generation]:
     """`stream_to_folder` run to its end: the folder, and the images made this time."""
     request = GenerationRequest(prompts, n_images, seed, SamplingSettings(**sampling))
     folder, images, timings = None, [], {}
@@ -122,18 +124,21 @@ def reproduce(pipe: Pipeline, png: str | Path) -> GeneratedImage:
     """
     record = ImageRecord.from_metadata(read_png_metadata(png))
     if record.model != pipe.name:
-        raise ValueError(f"{png} was made with the model {record.model!r}, but this pipeline runs {pipe.name!r}: "
-                         f"load that model (Pipeline.from_pretrained({record.model!r}) or --model) to reproduce it.")
+        raise ValueError(f"{png} was made with the model {record.model!r}, but this pipeline runs "
+                         f"{pipe.name!r}: load that model (Pipeline.from_pretrained({record.model!r}) "
+                         f"or --model) to reproduce it.")
     prompts = [" "] * record.prompt_index + [record.prompt]     # the image's key uses its prompt's index
-    request = GenerationRequest(prompts, record.image_index + 1, record.seed, SamplingSettings(**dict(record.settings)),
+    request = GenerationRequest(prompts, record.image_index + 1, record.seed,
+                                SamplingSettings(**dict(record.settings)),
                                 only=[(record.prompt_index, record.image_index)])
     with _prng(record.jax_threefry_partitionable):
         image = pipe.collect(request).images[0]
     if record.tokens and tuple(image.tokens.tolist()) != record.tokens:
         differ = int(np.sum(np.asarray(record.tokens) != image.tokens))
         raise ValueError(f"{png}: the regenerated image differs from the recorded one in {differ} of "
-                         f"{len(record.tokens)} tokens. It was made with jax {record.jax_version} (this is jax "
-                         f"{jax.__version__}); a jax whose random numbers differ cannot make it again.")
+                         f"{len(record.tokens)} tokens. It was made with jax {record.jax_version} "
+                         f"(this is jax {jax.__version__}); a jax whose random numbers differ "
+                         f"cannot make it again.")
     return image
 
 
@@ -145,8 +150,8 @@ def rerank_folder(folder: str | Path, reranker: Any) -> list[dict[str, Any]]:
     run = RunFolder.open(Path(folder))
     entries = [e for e in run.entries() if "file" in e and run.image_path(e).is_file()]
     if not entries:
-        raise ValueError(f"{folder} has no saved images (no manifest.jsonl entries): pick a run folder made by "
-                         "nbkit, e.g. one printed by `python -m nbkit generate`.")
+        raise ValueError(f"{folder} has no saved images (no manifest.jsonl entries): "
+                         "pick a run folder made by nbkit, e.g. one printed by `python -m nbkit generate`.")
     by_prompt: dict[int, list[dict]] = {}
     for entry in entries:
         by_prompt.setdefault(entry["prompt_index"], []).append(entry)
@@ -157,11 +162,13 @@ def rerank_folder(folder: str | Path, reranker: Any) -> list[dict[str, Any]]:
         images = [Image.open(run.image_path(e)).convert("RGB") for e in group]
         scores = reranker.scores(images, [prompt] * len(images))
         order = sorted(range(len(group)), key=lambda i: -scores[i])
-        ranked = [{"file": group[i]["file"], "image_index": group[i]["image_index"], "score": float(scores[i])}
-                  for i in order]
-        caption = prompt + "  |  CLIP: " + " ".join(f"#{r['image_index'] + 1} {r['score']:.2f}" for r in ranked)
+        ranked = [{"file": group[i]["file"], "image_index": group[i]["image_index"],
+                   "score": float(scores[i])} for i in order]
+        caption = prompt + "  |  CLIP: " + " ".join(f"#{r['image_index'] + 1} {r['score']:.2f}"
+                                                    for r in ranked)
         data = png_bytes(make_grid([np.asarray(images[i]) for i in order], caption=caption),
-                         {"kind": "ranked grid", "prompt": prompt, "prompt_index": prompt_index, "ranking": ranked})
+                         {"kind": "ranked grid", "prompt": prompt, "prompt_index": prompt_index,
+                          "ranking": ranked})
         grid = f"{prompt_index:03d}_{slugify(prompt)}_ranked.png"      # derived: a new ranking replaces it
         atomic_replace(run.path / grid, data)
         ranking.append({"prompt_index": prompt_index, "prompt": prompt, "grid": grid, "images": ranked})

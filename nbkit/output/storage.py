@@ -195,7 +195,8 @@ class ImageRecord:
     def to_metadata(self) -> dict[str, Any]:
         return {"prompt": self.prompt, "prompt_index": self.prompt_index, "image_index": self.image_index,
                 "seed": self.seed, "model": self.model, "settings": dict(self.settings),
-                "nbkit_version": self.nbkit_version, "tokens": list(self.tokens), "jax_version": self.jax_version,
+                "nbkit_version": self.nbkit_version, "tokens": list(self.tokens),
+                "jax_version": self.jax_version,
                 "jax_threefry_partitionable": self.jax_threefry_partitionable}
 
     @classmethod

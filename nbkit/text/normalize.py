@@ -48,7 +48,7 @@ class HashtagSplitter:
         self._longest = max(len(word) for word in self._cost)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "HashtagSplitter":
+    def from_file(cls, path: str | Path) -> HashtagSplitter:
         lines = Path(path).read_text(encoding="utf8").splitlines()
         return cls(line.split()[0] for line in lines if line.strip())
 
@@ -152,7 +152,7 @@ class TextNormalizer:
         ]
 
     @classmethod
-    def from_folder(cls, folder: str | Path) -> "TextNormalizer":
+    def from_folder(cls, folder: str | Path) -> TextNormalizer:
         path = Path(folder) / WORD_FREQUENCY_FILE
         if not path.is_file():
             raise FileNotFoundError(

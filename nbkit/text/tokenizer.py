@@ -128,7 +128,7 @@ class PromptTokenizer:
 
     @classmethod
     def from_folder(cls, folder: str | Path, max_length: int | None = None,
-                    normalize_text: bool | None = None) -> "PromptTokenizer":
+                    normalize_text: bool | None = None) -> PromptTokenizer:
         """The tokenizer of a model folder; length and normalization default to its config.json."""
         folder = Path(folder)
         if max_length is None or normalize_text is None:
@@ -160,11 +160,12 @@ class CLIPTokenizer:
         self._encode = encoder
 
     @classmethod
-    def from_folder(cls, folder: str | Path, length: int = 77) -> "CLIPTokenizer":
+    def from_folder(cls, folder: str | Path, length: int = 77) -> CLIPTokenizer:
         folder = Path(folder)
         path = folder / "tokenizer.json"
         if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing: the CLIP tokenizer needs it. Download the model folder again.")
+            raise FileNotFoundError(f"{path} is missing: the CLIP tokenizer needs it. "
+                                    f"Download the model folder again.")
         pad = "<|endoftext|>"
         for name in ("tokenizer_config.json", "special_tokens_map.json"):
             if (folder / name).is_file():

@@ -162,11 +162,6 @@ def random_weights(shapes: Any, dtype: Any, seed: int = 0) -> Any:
     return jax.tree_util.tree_unflatten(structure, leaves)
 
 
-def read_msgpack(path: str | Path) -> FlatParams:
-    """The file's tensors as numpy arrays, keyed by their path in the tree."""
-    return dict(stream_msgpack(path))
-
-
 def split_layers(flat: FlatParams) -> FlatParams:
     """Both published layouts → one sub-tree per layer, named `layers_0`, `layers_1`, ...
 

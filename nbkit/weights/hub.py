@@ -370,14 +370,6 @@ def _complete(folder: Path, files: tuple[HubFile, ...]) -> bool:
     return bool(verified.get("complete")) and all(_verified_ok(folder, f.filename, verified) for f in files)
 
 
-def verify(folder: str | Path) -> dict[str, bool]:
-    """Hashes every recorded file of a cached model folder again: {file: intact}."""
-    folder = Path(folder)
-    verified = _read_verified(folder)
-    return {name: (folder / name).is_file() and _hash(folder / name, stamp["hash"]) == stamp["hash"]
-            for name, stamp in verified.items() if isinstance(stamp, dict)}
-
-
 # ---------------------------------------------------------------- messages
 
 

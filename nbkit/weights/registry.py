@@ -65,7 +65,8 @@ class RegisteredModel:
 
 
 def _hub_files(repo: str, revision: str, names: tuple[str, ...], **known: tuple[int | None, str]):
-    """Files of one repo at one revision; `known` maps a file's name (dots as underscores) to (size, sha256)."""
+    """Files of one repo at one revision; `known` maps a file's name (dots as underscores) to
+    (size, sha256)."""
     files = []
     for name in names:
         size, sha256 = known.get(name.replace(".", "_").replace("-", "_"), (None, None))
@@ -79,19 +80,26 @@ _CLIP_FILES = ("config.json", "flax_model.msgpack", "tokenizer.json", "vocab.jso
                "tokenizer_config.json", "special_tokens_map.json", "preprocessor_config.json")
 _WORDS = HubFile(MINI_REPO, MINI_REVISION, WORD_FREQUENCIES, 34_196_068,
                  "26bc86b265dacb1f3974fc5aec5fd2523319a2a5207c6ff5c3c602a0f146574b")
+# sha256 of each model's flax_model.msgpack (the LFS oids named above).
+_MINI_SHA256 = "df70127fbf804aaec7b9eeb54bc123283405ea74e5047bede4986638a384951a"
+_MEGA_SHA256 = "35a6c84b02cff45f7257283dbc7f2e4c403950ef146d9f0c9f5e6b9848b9602c"
+_VQGAN_SHA256 = "5ef1a8f63877e450b2616169dcd1ab8f7b8a5eb95160549a1805e9e4511caa93"
+_CLIP_B32_SHA256 = "2a2994d89bebd77abba5a554789dd9152a7e25467b79d88f6bd237d2dec5051c"
+_CLIP_L14_SHA256 = "156f677ed4495acd1ec7197249c091b85c240267c82f2f7f2e4eae4177931fed"
 
 MODELS: dict[str, RegisteredModel] = {m.name: m for m in (
     RegisteredModel(
         "mini", DALLEBART, "DALL·E mini", "mini", MINI_REPO, MINI_REVISION,
         files=_hub_files(MINI_REPO, MINI_REVISION, ("config.json", "flax_model.msgpack") + _BART_TOKENIZER,
-                         flax_model_msgpack=(1_751_336_743, "df70127fbf804aaec7b9eeb54bc123283405ea74e5047bede4986638a384951a"))
+                         flax_model_msgpack=(1_751_336_743, _MINI_SHA256))
         + (_WORDS,),
         download_bytes=1_789_000_000, license_url="https://huggingface.co/dalle-mini/dalle-mini"),
     RegisteredModel(
-        "mega", DALLEBART, "DALL·E Mega", "mega", "dalle-mini/dalle-mega", "661203c9f0b19db31c8c857bad6c9c2315a95b42",
+        "mega", DALLEBART, "DALL·E Mega", "mega", "dalle-mini/dalle-mega",
+        "661203c9f0b19db31c8c857bad6c9c2315a95b42",
         files=_hub_files("dalle-mini/dalle-mega", "661203c9f0b19db31c8c857bad6c9c2315a95b42",
                          ("config.json", "flax_model.msgpack") + _BART_TOKENIZER,
-                         flax_model_msgpack=(None, "35a6c84b02cff45f7257283dbc7f2e4c403950ef146d9f0c9f5e6b9848b9602c"))
+                         flax_model_msgpack=(None, _MEGA_SHA256))
         + (_WORDS,),
         download_bytes=10_440_000_000, license_url="https://huggingface.co/dalle-mini/dalle-mega"),
     RegisteredModel(
@@ -103,26 +111,27 @@ MODELS: dict[str, RegisteredModel] = {m.name: m for m in (
         "e93a26e7707683d349bf5d5c41c5b0ef69b677a9",
         files=_hub_files("dalle-mini/vqgan_imagenet_f16_16384", "e93a26e7707683d349bf5d5c41c5b0ef69b677a9",
                          ("config.json", "flax_model.msgpack"),
-                         flax_model_msgpack=(None, "5ef1a8f63877e450b2616169dcd1ab8f7b8a5eb95160549a1805e9e4511caa93")),
+                         flax_model_msgpack=(None, _VQGAN_SHA256)),
         download_bytes=304_000_000,
         license_url="https://github.com/CompVis/taming-transformers/blob/master/License.txt"),
     RegisteredModel(
         "clip-b32", CLIP, "CLIP ViT-B/32 (reranking)", "clip-b32", "openai/clip-vit-base-patch32",
         "3d74acf9a28c67741b2f4f2ea7635f0aaf6f0268",
-        files=_hub_files("openai/clip-vit-base-patch32", "3d74acf9a28c67741b2f4f2ea7635f0aaf6f0268", _CLIP_FILES,
-                         flax_model_msgpack=(None, "2a2994d89bebd77abba5a554789dd9152a7e25467b79d88f6bd237d2dec5051c")),
+        files=_hub_files("openai/clip-vit-base-patch32", "3d74acf9a28c67741b2f4f2ea7635f0aaf6f0268",
+                         _CLIP_FILES, flax_model_msgpack=(None, _CLIP_B32_SHA256)),
         download_bytes=609_000_000, license_url="https://github.com/openai/CLIP/blob/main/LICENSE"),
     RegisteredModel(
-        "clip-l14", CLIP, "CLIP ViT-L/14 (reranking, slower, better)", "clip-l14", "openai/clip-vit-large-patch14",
+        "clip-l14", CLIP, "CLIP ViT-L/14 (reranking, slower, better)", "clip-l14",
+        "openai/clip-vit-large-patch14",
         files=_hub_files("openai/clip-vit-large-patch14", "main", _CLIP_FILES,
-                         flax_model_msgpack=(1_710_486_359, "156f677ed4495acd1ec7197249c091b85c240267c82f2f7f2e4eae4177931fed")),
+                         flax_model_msgpack=(1_710_486_359, _CLIP_L14_SHA256)),
         download_bytes=1_714_000_000, license_url="https://github.com/openai/CLIP/blob/main/LICENSE"),
 )}
 
 DALLEBART_MODELS = tuple(name for name, model in MODELS.items() if model.kind == DALLEBART)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def parameter_count(kind: str, architecture: str) -> int:
     """Counted from the published architecture's parameter shapes (nothing is allocated)."""
     if kind == DALLEBART:
