@@ -24,7 +24,8 @@ def _generate(args: argparse.Namespace) -> None:
     from nbkit.places import output_root
 
     settings = SamplingSettings(args.temperature, args.top_k, args.top_p, args.condition_scale)
-    request = GenerationRequest(args.prompts, args.n, args.seed, settings)     # checked before loading models
+    # Checked before the models are loaded:
+    request = GenerationRequest(args.prompts, args.n, args.seed, settings, negative_prompt=args.negative)
     pipe = Pipeline.from_pretrained(args.model, args.vqgan, dtype=args.dtype, cache=args.cache,
                                     compilation_cache=args.compilation_cache)
     out = output_root(args.out)
@@ -112,6 +113,9 @@ def parser() -> argparse.ArgumentParser:
     generate.add_argument("--top-p", type=float)
     generate.add_argument("--condition-scale", type=float, default=10.0,
                           help="super-conditioning (default 10)")
+    generate.add_argument("--negative", default="", metavar="TEXT",
+                          help="what the images should not show (in place of the empty prompt in "
+                               "super-conditioning)")
     generate.add_argument("--out", help="output folder (default: $NBKIT_OUTPUT, Drive, ./nbkit-outputs)")
     generate.add_argument("--grid", action="store_true", help="also save a captioned grid per prompt")
     generate.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],

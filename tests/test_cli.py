@@ -102,3 +102,22 @@ def test_1_and_8_devices_make_identical_tokens_and_pixels_within_one_level(tmp_p
         assert a["tokens"] == b["tokens"] and len(a["tokens"]) == 256
         assert a["png_tokens"] == a["tokens"] and b["png_tokens"] == b["tokens"]
         assert np.abs(a["pixels"] - b["pixels"]).max() <= 1
+
+
+def test_generate_with_a_negative_prompt_records_it_and_reproduces(tmp_path, capsys):
+    from nbkit.generation.pipeline import Pipeline
+    from nbkit.output import runs
+
+    args = ["generate", "a red cube", "-n", "1", "--seed", "4", "--out", str(tmp_path), *TINY]
+    assert main([*args, "--negative", "a blue sphere"]) == 0
+    with_negative = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    assert main(args) == 0
+    without = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    assert with_negative != without                     # another batch, so another run folder
+    png = next(with_negative.glob("*_000.png"))
+    metadata = read_png_metadata(png)
+    assert metadata["negative_prompt"] == "a blue sphere"
+    assert metadata["tokens"] != read_png_metadata(next(without.glob("*_000.png")))["tokens"]
+    pipe = Pipeline.from_pretrained(TINY[1], TINY[3], dtype="float32", progress=False)
+    pipe.name = metadata["model"]
+    assert runs.reproduce(pipe, png).tokens.tolist() == metadata["tokens"]

@@ -217,3 +217,20 @@ def test_a_persistent_compilation_cache_is_used_by_the_next_session(tmp_path):
     assert runs[0]["cache_hits"] == 0 and any((tmp_path / "jax-cache").iterdir())
     assert runs[1]["cache_hits"] >= 3                     # start, advance, the VQGAN decoder
     assert runs[1]["tokens"] == runs[0]["tokens"]
+
+
+def test_a_negative_prompt_replaces_the_empty_prompt_and_an_empty_one_changes_nothing(pipe):
+    plain = tokens_of(pipe.generate(PROMPTS[:2], n_images=2, seed=5))
+    assert tokens_of(pipe.generate(PROMPTS[:2], n_images=2, seed=5, negative_prompt="")) == plain
+    assert tokens_of(pipe.generate(PROMPTS[:2], n_images=2, seed=5, negative_prompt=["", ""])) == plain
+    negative = tokens_of(pipe.generate(PROMPTS[:2], n_images=2, seed=5, negative_prompt="a blue sphere"))
+    assert all(negative[key] != plain[key] for key in plain)
+    only_first = tokens_of(pipe.generate(PROMPTS[:2], n_images=2, seed=5,
+                                         negative_prompt=["a blue sphere", ""]))
+    assert only_first[(0, 0)] == negative[(0, 0)] and only_first[(1, 0)] == plain[(1, 0)]
+    tokenized = pipe.tokenizer(PROMPTS[:2], ["a blue sphere", ""])
+    alone = pipe.tokenizer(["a blue sphere"])
+    np.testing.assert_array_equal(tokenized.input_ids_uncond[0], alone.input_ids[0])
+    np.testing.assert_array_equal(tokenized.input_ids_uncond[1], pipe.tokenizer(["x"]).input_ids_uncond[0])
+    with pytest.raises(ValueError, match="negative_prompt must be one text, or one text per prompt"):
+        GenerationRequest(PROMPTS, negative_prompt=["only one"])

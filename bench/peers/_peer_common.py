@@ -10,8 +10,8 @@ import json
 import socket
 import sys
 import time
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
-from typing import Callable
 
 import numpy as np
 
@@ -72,7 +72,8 @@ def check_tokens(tokens: np.ndarray, upper: int = CODEBOOK_SIZE) -> np.ndarray:
     """Fail loudly unless tokens are (4, 256) integers in [0, upper)."""
     tokens = np.asarray(tokens)
     if tokens.shape != (IMAGES, IMAGE_TOKENS) or not np.issubdtype(tokens.dtype, np.integer):
-        sys.exit(f"error: expected ({IMAGES}, {IMAGE_TOKENS}) integer image tokens, got {tokens.shape} {tokens.dtype}")
+        sys.exit(f"error: expected ({IMAGES}, {IMAGE_TOKENS}) integer image tokens, "
+                 f"got {tokens.shape} {tokens.dtype}")
     if tokens.min() < 0 or tokens.max() >= upper:
         sys.exit(f"error: image tokens outside [0, {upper}): min {tokens.min()}, max {tokens.max()}")
     return tokens
@@ -97,7 +98,8 @@ def time_runs(run: Callable[[int], np.ndarray], repeats: int,
     return first_s, runs_s
 
 
-def report(impl: str, first_s: float, runs_s: list[float], found_versions: dict[str, str], **extra: object) -> None:
+def report(impl: str, first_s: float, runs_s: list[float], found_versions: dict[str, str],
+           **extra: object) -> None:
     """The one line on stdout."""
     print(json.dumps({"impl": impl, "first_s": round(first_s, 3), "runs_s": [round(s, 3) for s in runs_s],
                       "best_s": round(min(runs_s), 3), "images": IMAGES, "image_tokens": IMAGE_TOKENS,

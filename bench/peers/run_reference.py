@@ -97,8 +97,9 @@ def main() -> None:
                               attention_mask_uncond=attention_mask_uncond).sequences
 
     def run(seed: int) -> np.ndarray:
-        sequences = np.asarray(generate(params, input_ids, attention_mask, input_ids_uncond, attention_mask_uncond,
-                                        jax.random.PRNGKey(seed)))  # np.asarray waits for the result
+        # np.asarray waits for the result
+        sequences = np.asarray(generate(params, input_ids, attention_mask, input_ids_uncond,
+                                        attention_mask_uncond, jax.random.PRNGKey(seed)))
         if sequences.shape != (IMAGES, IMAGE_TOKENS + 1) or not (sequences[:, 0] == START_TOKEN).all():
             sys.exit(f"error: expected ({IMAGES}, {IMAGE_TOKENS + 1}) sequences starting with {START_TOKEN}, "
                      f"got {sequences.shape}")
@@ -113,7 +114,8 @@ def main() -> None:
         return tokens
 
     first_s, runs_s = time_runs(run, args.repeats, check)
-    report("reference", first_s, runs_s, versions("dalle-mini", "jax", "jaxlib", "flax", "transformers", "numpy"))
+    report("reference", first_s, runs_s,
+           versions("dalle-mini", "jax", "jaxlib", "flax", "transformers", "numpy"))
 
 
 if __name__ == "__main__":

@@ -58,6 +58,9 @@ class GenerationRequest:
 
     `only`: make just these (prompt index, image index) images — the rest of a resumed run, or
     one image to reproduce; their keys are those they have in the whole request.
+    `negative_prompt`: what the images should not show — one text for every prompt, or one per
+    prompt; it takes the empty prompt's place in super-conditioning (logits = negative + scale ·
+    (prompt − negative)). Empty means none: exactly the images made without one.
     """
 
     prompts: Sequence[str]
@@ -65,9 +68,17 @@ class GenerationRequest:
     seed: int | None = None
     settings: SamplingSettings = SamplingSettings()
     only: Collection[tuple[int, int]] | None = None
+    negative_prompt: str | Sequence[str] = ""
 
     def __post_init__(self):
         object.__setattr__(self, "prompts", tuple(check_prompts(self.prompts)))
+        negative = self.negative_prompt
+        negative = [negative] * len(self.prompts) if isinstance(negative, str) else list(negative)
+        if len(negative) != len(self.prompts) or not all(isinstance(text, str) for text in negative):
+            raise ValueError("negative_prompt must be one text, or one text per prompt "
+                             f"({len(self.prompts)}); "
+                             f"got {self.negative_prompt!r}.")
+        object.__setattr__(self, "negative_prompt", tuple(negative))
         if not _whole(self.n_images) or self.n_images < 1:
             raise ValueError(f"n_images must be a whole number ≥ 1 (got {self.n_images!r}).")
         if self.seed is None:
@@ -242,11 +253,12 @@ class Pipeline:
 
     def generate(self, prompts: Sequence[str], n_images: int = 1, seed: int | None = None,
                  temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
-                 condition_scale: float = 10.0,
-                 only: Collection[tuple[int, int]] | None = None) -> Generation:
+                 condition_scale: float = 10.0, only: Collection[tuple[int, int]] | None = None,
+                 negative_prompt: str | Sequence[str] = "") -> Generation:
         """`n_images` images for each prompt, all at once. `seed` None draws one (see `.seed`)."""
         request = GenerationRequest(prompts, n_images, seed,
-                                    SamplingSettings(temperature, top_k, top_p, condition_scale), only)
+                                    SamplingSettings(temperature, top_k, top_p, condition_scale), only,
+                                    negative_prompt)
         return self.collect(request)
 
     def collect(self, request: GenerationRequest) -> Generation:
@@ -280,7 +292,7 @@ class Pipeline:
         prompt_of = np.array([p for p, _ in wanted], np.int64)
         image_of = np.array([i for _, i in wanted], np.int64)
         keys = image_keys(request.seed, prompt_of, image_of) if wanted else np.zeros((0, 2), np.uint32)
-        tokenized = self.tokenizer(list(request.prompts))
+        tokenized = self.tokenizer(list(request.prompts), list(request.negative_prompt))
         sampler = self.sampler(request.settings)
         traced = jax.tree.map(lambda value: sharding.put(value, sharding.replicated(self.mesh)),
                               request.settings.as_arrays(self.model.config))

@@ -52,10 +52,11 @@ def _prng_setting() -> bool:
     return bool(jax.config.jax_threefry_partitionable)
 
 
-def record_of(image: GeneratedImage, model: str, settings: SamplingSettings) -> ImageRecord:
+def record_of(image: GeneratedImage, model: str, request: GenerationRequest) -> ImageRecord:
     return ImageRecord(image.prompt, image.prompt_index, image.image_index, image.seed, model,
-                       dataclasses.asdict(settings), tokens=tuple(image.tokens.tolist()),
-                       jax_version=jax.__version__, jax_threefry_partitionable=_prng_setting())
+                       dataclasses.asdict(request.settings), tokens=tuple(image.tokens.tolist()),
+                       jax_version=jax.__version__, jax_threefry_partitionable=_prng_setting(),
+                       negative_prompt=request.negative_prompt[image.prompt_index])
 
 
 def stream_to_folder(pipe: Pipeline, request: GenerationRequest, out: str | Path, grid: bool = True,
@@ -64,7 +65,8 @@ def stream_to_folder(pipe: Pipeline, request: GenerationRequest, out: str | Path
     it is passed on. First yields `Opened`. The same request again (same prompts, seed, count, model
     and settings) reopens its folder and makes only the images it lacks; a complete one makes none."""
     settings = dataclasses.asdict(request.settings)
-    key = run_key(request.prompts, request.seed, request.n_images, pipe.name, settings)
+    key = run_key(request.prompts, request.seed, request.n_images, pipe.name, settings,
+                  request.negative_prompt)
     folder = RunFolder.resume_or_create(Path(out), request.prompts, key,
                                         len(request.prompts) * request.n_images)
     saved = {(e.get("prompt_index"), e.get("image_index")) for e in folder.entries()}
@@ -74,7 +76,7 @@ def stream_to_folder(pipe: Pipeline, request: GenerationRequest, out: str | Path
     for event in pipe.stream(dataclasses.replace(request, only=missing), progress_every):
         if isinstance(event, Batch):
             for image in event.images:
-                folder.save_image(image.pixels, record_of(image, pipe.name, request.settings))
+                folder.save_image(image.pixels, record_of(image, pipe.name, request))
         elif isinstance(event, Done) and grid and missing:
             for prompt_index, prompt in enumerate(request.prompts):
                 folder.save_grid(saved_pixels(folder, prompt_index), prompt, prompt_index)
@@ -82,10 +84,11 @@ def stream_to_folder(pipe: Pipeline, request: GenerationRequest, out: str | Path
 
 
 def generate_to_folder(pipe: Pipeline, prompts: list[str], out: str | Path, n_images: int = 1,
-                       seed: int | None = None, grid: bool = True,
+                       seed: int | None = None, grid: bool = True, negative_prompt: str | list[str] = "",
                        **sampling: Any) -> tuple[RunFolder, Generation]:
     """`stream_to_folder` run to its end: the folder, and the images made this time."""
-    request = GenerationRequest(prompts, n_images, seed, SamplingSettings(**sampling))
+    request = GenerationRequest(prompts, n_images, seed, SamplingSettings(**sampling),
+                                negative_prompt=negative_prompt)
     folder, images, timings = None, [], {}
     for event in stream_to_folder(pipe, request, out, grid):
         if isinstance(event, Opened):
@@ -130,7 +133,8 @@ def reproduce(pipe: Pipeline, png: str | Path) -> GeneratedImage:
     prompts = [" "] * record.prompt_index + [record.prompt]     # the image's key uses its prompt's index
     request = GenerationRequest(prompts, record.image_index + 1, record.seed,
                                 SamplingSettings(**dict(record.settings)),
-                                only=[(record.prompt_index, record.image_index)])
+                                only=[(record.prompt_index, record.image_index)],
+                                negative_prompt=[""] * record.prompt_index + [record.negative_prompt])
     with _prng(record.jax_threefry_partitionable):
         image = pipe.collect(request).images[0]
     if record.tokens and tuple(image.tokens.tolist()) != record.tokens:

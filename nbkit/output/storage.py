@@ -146,10 +146,14 @@ def _settings_items(settings: Any) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted(out, key=lambda item: item[0]))
 
 
-def run_key(prompts: Sequence[str], seed: int, n_images: int, model: str, settings: Any) -> str:
-    """Identifies a batch: the same prompts, seed, count, model and settings give the same key."""
+def run_key(prompts: Sequence[str], seed: int, n_images: int, model: str, settings: Any,
+            negative_prompts: Sequence[str] = ()) -> str:
+    """Identifies a batch: the same prompts, seed, count, model, settings and negative prompts give
+    the same key (empty negative prompts leave it as it was before they existed)."""
     batch = {"prompts": list(prompts), "seed": seed, "n_images": n_images, "model": model,
              "settings": dict(_settings_items(settings))}
+    if any(negative_prompts):
+        batch["negative_prompts"] = list(negative_prompts)
     return hashlib.sha256(json.dumps(batch, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -173,6 +177,7 @@ class ImageRecord:
     tokens: tuple[int, ...] = ()  # the image tokens (256 for the published models)
     jax_version: str | None = None
     jax_threefry_partitionable: bool | None = None
+    negative_prompt: str = ""
 
     def __post_init__(self):
         object.__setattr__(self, "settings", _settings_items(self.settings))
@@ -197,7 +202,8 @@ class ImageRecord:
                 "seed": self.seed, "model": self.model, "settings": dict(self.settings),
                 "nbkit_version": self.nbkit_version, "tokens": list(self.tokens),
                 "jax_version": self.jax_version,
-                "jax_threefry_partitionable": self.jax_threefry_partitionable}
+                "jax_threefry_partitionable": self.jax_threefry_partitionable,
+                "negative_prompt": self.negative_prompt}
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, Any]) -> ImageRecord:

@@ -139,18 +139,32 @@ class PromptTokenizer:
         normalizer = TextNormalizer.from_folder(folder) if normalize_text else None
         return cls(_load_bpe(folder, special), special["pad_token"], max_length, normalizer)
 
-    def __call__(self, prompts: Sequence[str]) -> TokenizedPrompts:
+    def __call__(self, prompts: Sequence[str],
+                 negative_prompts: Sequence[str] | None = None) -> TokenizedPrompts:
+        """`negative_prompts` (one per prompt) take the empty prompt's place in the unconditioned rows
+        of super-conditioning; an empty one is exactly the empty prompt."""
         prompts = check_prompts(prompts)
-        normalized = [self.normalizer(p) for p in prompts] if self.normalizer else prompts
-        ids, mask = self._encode(normalized)
+        ids, mask = self._encode(self._normalize(prompts))
         repeat = (len(prompts), 1)
+        ids_uncond, mask_uncond = np.tile(self._uncond_ids, repeat), np.tile(self._uncond_mask, repeat)
+        if negative_prompts is not None:
+            if len(negative_prompts) != len(prompts):
+                raise ValueError(f"Got {len(negative_prompts)} negative prompts for {len(prompts)} prompts: "
+                                 "give one per prompt.")
+            given = [i for i, text in enumerate(negative_prompts) if text]
+            if given:
+                texts = self._normalize(check_prompts([negative_prompts[i] for i in given]))
+                ids_uncond[given], mask_uncond[given] = self._encode(texts)
         return TokenizedPrompts(
             input_ids=ids,
             attention_mask=mask,
-            input_ids_uncond=np.tile(self._uncond_ids, repeat),
-            attention_mask_uncond=np.tile(self._uncond_mask, repeat),
-            normalized=tuple(normalized),
+            input_ids_uncond=ids_uncond,
+            attention_mask_uncond=mask_uncond,
+            normalized=tuple(self._normalize(prompts)) if self.normalizer else tuple(prompts),
         )
+
+    def _normalize(self, texts: list[str]) -> list[str]:
+        return [self.normalizer(text) for text in texts] if self.normalizer else texts
 
 
 class CLIPTokenizer:
