@@ -66,16 +66,31 @@ def intro(notebook: str, title: str, text: str):
 def install():
     return code(f"""
         #@title Install nbkit (skipped when it is already installed)
-        import importlib, importlib.util, os, sys
+        import importlib
+        import importlib.util
+        import os
+        import sys
+
         spec = importlib.util.find_spec("nbkit")
         if spec is None or spec.origin is None:  # not installed (a bare folder named nbkit does not count)
             !test -d {SOURCE_FOLDER} || git clone -q {REPOSITORY} {SOURCE_FOLDER}
             !bash {SOURCE_FOLDER}/setup_colab.sh
             sys.path.insert(0, os.path.abspath("{SOURCE_FOLDER}"))  # this kernel started before the install
             importlib.invalidate_caches()
+
         import nbkit
+
         print("nbkit", nbkit.__version__)
         """, form=True)
+
+
+def show_results():
+    """The cell after a prompt form: widgets vanish from a saved notebook, plain output stays."""
+    return code("""
+        #@title Show the results as plain images (these stay in the saved notebook)
+        #@markdown Run this after a run in the form above has ended.
+        form.show_results()
+        """)
 
 
 def next_step(text: str):
@@ -104,7 +119,8 @@ SNIPPETS = {
         VQGAN = "vqgan"  #@param {type:"string"}
         """,
     "SAMPLING_FIELDS": """
-        #@markdown **Sampling** (the official notebook's: temperature 1, top-k 50, top-p 1 = off, condition scale 10):
+        #@markdown **Sampling** (the official notebook's: temperature 1, top-k 50, top-p 1 = off,
+        #@markdown condition scale 10):
         TEMPERATURE = 1.0  #@param {type:"slider", min:0.1, max:2.0, step:0.05}
         TOP_K = 50  #@param {type:"integer"}
         TOP_P = 1.0  #@param {type:"slider", min:0.05, max:1.0, step:0.05}
@@ -128,7 +144,7 @@ def quickstart():
         code("""
             #@title Settings
             {MODEL_FIELDS}
-            PROMPTS = ["sunset over a lake in the mountains", "an armchair in the shape of an avocado"]  #@param {type:"raw"}
+            PROMPTS = ["sunset over a lake in the mountains", "an avocado armchair"]  #@param {type:"raw"}
             N_IMAGES = 4  #@param {type:"slider", min:1, max:16, step:1}
             #@markdown **Seed**: -1 draws a new one each run (it is printed, and saved in every PNG).
             SEED = -1  #@param {type:"integer"}
@@ -147,23 +163,19 @@ def quickstart():
             """),
         code("""
             #@title Generate and save to Drive
-            folder, result = runs.generate_to_folder(pipe, PROMPTS, drive / "nbkit" / "outputs", n_images=N_IMAGES,
-                                                     seed=None if SEED < 0 else SEED)
+            folder, result = runs.generate_to_folder(pipe, PROMPTS, drive / "nbkit" / "outputs",
+                                                     n_images=N_IMAGES, seed=None if SEED < 0 else SEED)
             print(f"seed {result.seed}, {result.timings['total']:.1f} s, saved in {folder.path}")
-            entries = folder.entries()
-            ui.show_images([folder.path / e["file"] for e in entries],
-                           captions=[f"{e['prompt'][:24]} #{e['image_index'] + 1}" for e in entries]);
+            ui.show_run(folder)
             """),
         code("""
             #@title Rank each prompt's images with CLIP, best first
             if RERANK:
                 from nbkit.output.rerank import Reranker
+
                 reranker = Reranker.from_folder(hub.fetch(CLIP, cache=drive / "nbkit" / "models"))
                 ranking = runs.rerank_folder(folder.path, reranker)
-                for prompt, ranked in ranking.items():
-                    print(prompt)
-                    ui.show_images([folder.path / r["file"] for r in ranked],
-                                   captions=[f"CLIP score {r['score']:.2f}" for r in ranked])
+                ui.show_ranking(ranking, folder.path)
             """),
         md("""
             ## More prompts: the form
@@ -172,10 +184,13 @@ def quickstart():
             """),
         code("""
             #@title Show the prompt form
-            display(ui.GenerateForm(pipe, out=drive / "nbkit" / "outputs"))
+            form = ui.GenerateForm(pipe, out=drive / "nbkit" / "outputs")
+            display(form)
             """),
+        show_results(),
         next_step(f"""
-            the step-by-step notebooks explain each part: {link("01_install.ipynb")}, {link("02_pick_model.ipynb")},
+            the step-by-step notebooks explain each part: {link("01_install.ipynb")},
+            {link("02_pick_model.ipynb")},
             {link("03_generate.ipynb")}, {link("04_save_to_drive.ipynb")}, {link("05_rerank.ipynb")}.
             """),
     ])
@@ -218,7 +233,8 @@ def pick_model_step():
             """),
         code("""
             #@title Download it (and the VQGAN and CLIP models) into the cache on Drive
-            #@markdown **Model**: blank for the one chosen above; or a name, a folder, a hub id `org/name`, a W&B artifact.
+            #@markdown **Model**: blank for the one chosen above; or a name, a folder, a hub id `org/name`,
+            #@markdown a W&B artifact.
             MODEL = ""  #@param {type:"string"}
             VQGAN = "vqgan"  #@param {type:"string"}
             #@markdown **CLIP**, to rank images in 05_rerank:
@@ -239,8 +255,8 @@ def generate_step():
     return notebook([
         intro(name, "3 · Generate images", """
             Loads the model (from the cache on Drive when 02_pick_model downloaded it there) and shows the
-            prompt form: type prompts, click **Generate**, watch the images form. Each run is saved in a folder
-            on Drive. The last cells do the same from code, with the settings in their form.
+            prompt form: type prompts, click **Generate**, watch the images form. Each run is saved in a
+            folder on Drive. The last cells do the same from code, with the settings in their form.
             """),
         install(),
         code("""
@@ -259,8 +275,9 @@ def generate_step():
             colab.enable_widgets()
 
             def load(model):
-                return Pipeline.from_pretrained(model, VQGAN, dtype=None if DTYPE == "auto" else DTYPE, cache=cache,
-                                                compilation_cache=drive / "nbkit" / "jax-cache" if drive else None)
+                return Pipeline.from_pretrained(
+                    model, VQGAN, dtype=None if DTYPE == "auto" else DTYPE, cache=cache,
+                    compilation_cache=drive / "nbkit" / "jax-cache" if drive else None)
 
             pipe = load(MODEL)
             print(f"{pipe.name} loaded; runs are saved in {out}")
@@ -272,15 +289,17 @@ def generate_step():
             """),
         code("""
             #@title Show the prompt form
-            display(ui.GenerateForm(pipe, out=out, load=load))
+            form = ui.GenerateForm(pipe, out=out, load=load)
+            display(form)
             """),
+        show_results(),
         md("""
             ## Or from code
             The same run without the form: set the fields and run the two cells.
             """),
         code("""
             #@title Settings
-            PROMPTS = ["sunset over a lake in the mountains", "the Eiffel tower landing on the moon"]  #@param {type:"raw"}
+            PROMPTS = ["sunset over a lake", "the Eiffel tower on the moon"]  #@param {type:"raw"}
             N_IMAGES = 4  #@param {type:"slider", min:1, max:16, step:1}
             #@markdown **Seed**: -1 draws a new one each run (it is printed, and saved in every PNG).
             SEED = -1  #@param {type:"integer"}
@@ -292,11 +311,11 @@ def generate_step():
                 pipe, PROMPTS, out, n_images=N_IMAGES, seed=None if SEED < 0 else SEED,
                 temperature=TEMPERATURE, top_k=TOP_K, top_p=TOP_P, condition_scale=CONDITION_SCALE)
             print(f"seed {result.seed}, {result.timings['total']:.1f} s, saved in {folder.path}")
-            entries = folder.entries()
-            ui.show_images([folder.path / e["file"] for e in entries],
-                           captions=[f"{e['prompt'][:24]} #{e['image_index'] + 1}" for e in entries]);
+            ui.show_run(folder)
             """),
-        next_step(f"""{link("04_save_to_drive.ipynb")}: what is saved, and making an image again from its PNG."""),
+        next_step(f"""
+            {link("04_save_to_drive.ipynb")}: what is saved, and making an image again from its PNG.
+            """),
     ])
 
 
@@ -305,7 +324,8 @@ def save_to_drive_step():
     return notebook([
         intro(name, "4 · Save to Drive, and make an image again from its PNG", """
             Saves a run on Google Drive: one PNG per image that carries its prompt, seed and settings, a grid
-            per prompt and a manifest. Then reads one PNG's metadata back and makes the same image again from it.
+            per prompt and a manifest. Then reads one PNG's metadata back and makes the same image again
+            from it.
             With a fixed seed, running the generate cell again reopens the same folder and only makes what is
             missing (an interrupted run resumes).
             """),
@@ -323,7 +343,8 @@ def save_to_drive_step():
             {MODEL_FIELDS}
             PROMPTS = ["a lighthouse on a cliff at dawn"]  #@param {type:"raw"}
             N_IMAGES = 4  #@param {type:"slider", min:1, max:16, step:1}
-            #@markdown **Seed**: fixed here, so that running the next cell again resumes this run instead of starting anew.
+            #@markdown **Seed**: fixed here, so that running the next cell again resumes this run
+            #@markdown instead of starting anew.
             SEED = 42  #@param {type:"integer"}
             """, form=True),
         code("""
@@ -350,7 +371,7 @@ def save_to_drive_step():
             again = runs.reproduce(pipe, png)
             saved = runs.saved_pixels(folder, metadata["prompt_index"])[metadata["image_index"]]
             print("Same pixels as the saved image:", bool((again.pixels == saved).all()))
-            ui.show_images([saved, again.pixels], captions=["saved on Drive", "made again from its metadata"]);
+            ui.show_images([saved, again.pixels], captions=["saved on Drive", "made again from its metadata"])
             """),
         next_step(f"""{link("05_rerank.ipynb")}: rank a saved run's images with CLIP."""),
     ])
@@ -398,10 +419,7 @@ def rerank_step():
             else:
                 reranker = Reranker.from_folder(hub.fetch(CLIP, cache=drive / "nbkit" / "models"))
                 ranking = runs.rerank_folder(run_folder, reranker)
-                for prompt, ranked in ranking.items():
-                    print(prompt)
-                    ui.show_images([run_folder / r["file"] for r in ranked],
-                                   captions=[f"CLIP score {r['score']:.2f}" for r in ranked])
+                ui.show_ranking(ranking, run_folder)
                 print(f"Saved {run_folder / 'ranking.json'} and a best-first grid per prompt (*_ranked.png).")
             """),
     ])

@@ -4,6 +4,7 @@ HTML views (images, rankings), which must stay in a saved notebook, so must not 
 from __future__ import annotations
 
 import base64
+import html
 import io
 import re
 from pathlib import Path
@@ -63,6 +64,11 @@ def shown_html(monkeypatch) -> list[dict]:
     return shown
 
 
+def status(form: ui.GenerateForm) -> str:
+    """The status line as text."""
+    return html.unescape(re.sub(r"<[^>]+>", "", form.status.value))
+
+
 def inlined_pngs(markup: str) -> list[bytes]:
     return [base64.b64decode(data) for data in re.findall(r'src="data:image/png;base64,([^"]+)"', markup)]
 
@@ -115,7 +121,8 @@ def test_stop_keeps_the_finished_images_and_drops_the_empty_slots(pipe, tmp_path
     on_event(form, lambda event: isinstance(event, Batch) and form.stop_button.click())  # after 1 image
     run(form)
     assert form.stopped and 1 <= len(form.result.images) < 6
-    assert form.status.value.startswith(f"Stopped: kept {len(form.result.images)} of 6")
+    assert status(form).startswith(f"Stopped: kept {len(form.result.images)} of 6")
+    assert form.progress_label.value == f"{len(form.result.images)} / 6 images · stopped"    # no time left
     assert len(form.folder.entries()) == len(form.result.images)
     pngs = gallery_pngs(form)                # no grey (or broken) slot is left for the images never made
     assert len(pngs) == len(form.result.images) and ui.placeholder_png() not in pngs
@@ -129,7 +136,7 @@ def test_stop_while_idle_does_nothing(pipe):
     final = form.status.value
     form.stop_button.click()
     form.stop()
-    assert form.status.value == final and final.startswith("Done:")
+    assert form.status.value == final and status(form).startswith("Done:")
 
 
 def test_the_buttons_come_back_only_when_the_run_has_ended(pipe):
@@ -147,11 +154,12 @@ def test_a_stop_clicked_as_the_run_ends_leaves_the_final_message(pipe):
     form = form_for(pipe, n_images=1)
     on_event(form, lambda event: event.__class__.__name__ == "Done" and form.stop())   # too late to stop
     run(form)
-    assert form.status.value.startswith("Done:") and not form.stopped
-    final = lambda change: change["new"].startswith("Done:") and form.stop()   # Stop just as "Done" shows
+    assert status(form).startswith("Done:") and not form.stopped
+    form = form_for(pipe, n_images=1)
+    final = lambda change: ">Done:" in change["new"] and form.stop()   # Stop just as "Done" shows
     form.status.observe(final, names="value")
     run(form)
-    assert form.status.value.startswith("Done:")
+    assert status(form).startswith("Done:")
 
 
 # ---------------------------------------------------------------- checking what was typed
@@ -219,12 +227,28 @@ def test_a_new_run_and_an_error_clear_the_previous_images_and_bar(pipe):
     assert form.show_results() is None and form.results_html() == ""        # nothing of the old run
 
 
+def test_an_error_mid_run_keeps_the_finished_images_and_resets_the_bar(pipe, monkeypatch):
+    form = form_for(pipe, n_images=2)
+    events = form._events
+
+    def failing_after_one_image(request):
+        for event in events(request):
+            yield event
+            if isinstance(event, Batch):
+                raise RuntimeError("the accelerator went away")
+    monkeypatch.setattr(form, "_events", failing_after_one_image)
+    run(form)
+    assert "the accelerator went away" in status(form) and "Kept 1 finished image(s)" in status(form)
+    assert form.progress.value == 0 and form.progress_label.value == "" and form.bar.layout.display == "none"
+    assert len(gallery_pngs(form)) == 1 and ui.placeholder_png() not in gallery_pngs(form)
+
+
 def test_a_run_starts_with_an_empty_gallery_and_bar(pipe):
     form = form_for(pipe, n_images=1, load=lambda name: pipe)
     run(form)
     assert form.gallery.children and form.progress.value > 0
     seen = []
-    loading = lambda change: change["new"].startswith("Loading") and seen.append(
+    loading = lambda change: ">Loading" in change["new"] and seen.append(
         (form.gallery.children, form.progress.value, form.progress_label.value))
     form.status.observe(loading, names="value")
     form.model.value = "mini"                       # a model to load first: the old images must not stay
@@ -330,3 +354,27 @@ def test_a_device_of_unknown_memory_says_so_in_the_model_picker():
         assert "fits" not in choice.label and "too big" not in choice.label
     picker = ui.ModelPicker(device)
     assert picker.value == choices[0].name
+
+
+def test_the_form_leaves_its_last_images_as_plain_output_under_itself(pipe, monkeypatch):
+    class Handle:
+        def __init__(self):
+            self.updates = []
+
+        def update(self, bundle, raw=False):
+            self.updates.append(bundle)
+
+    shown, handle = [], Handle()
+    fake_display = lambda obj, **kwargs: shown.append(obj) or (handle if kwargs.get("display_id") else None)
+    monkeypatch.setattr("IPython.display.display", fake_display)
+    form = form_for(pipe, n_images=1)
+    form._ipython_display_()                  # display(form) in a notebook
+    widget_view = shown[0]["application/vnd.jupyter.widget-view+json"]
+    assert widget_view["model_id"] == form.widget.model_id and len(shown) == 2
+    assert "prompt form" in shown[0]["text/plain"]                   # not "VBox(children=…" on GitHub
+    run(form)
+    markup = handle.updates[-1]["text/html"]
+    assert "<details>" in markup and len(inlined_pngs(markup)) == 2 and "<b>#1</b> a red cube" in markup
+    form.seed.value = "²"
+    run(form)                                 # an error: the old images go from the plain output too
+    assert handle.updates[-1] == {"text/plain": ""} and form.bar.layout.display == "none"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from nbkit import places
 from nbkit.places import DRIVE_FOLDER, DRIVE_MOUNT, MY_DRIVE, drive_mounted, is_colab
 
 
@@ -30,3 +31,9 @@ def enable_widgets() -> None:
     if is_colab():
         from google.colab import output
         output.enable_custom_widget_manager()
+
+
+def output_root() -> Path:
+    """Where runs are saved when Drive is not used: $NBKIT_OUTPUT, else ./nbkit-outputs (Drive's
+    nbkit/outputs when it is mounted)."""
+    return places.output_root()

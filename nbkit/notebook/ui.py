@@ -1,12 +1,22 @@
-"""Notebook widgets (ipywidgets). Each widget's logic is a plain function too, for code without widgets."""
+"""Notebook views: the model picker and the prompt form (ipywidgets), and plain HTML views of images
+and rankings. Widgets live only while the kernel does (a saved notebook shows "Error displaying
+widget"), so whatever should stay in the saved notebook is shown as plain HTML output instead.
+"""
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import dataclasses
+import functools
 import html
+import io
+import math
+import re
 import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -23,11 +33,12 @@ class ModelChoice:
     download_bytes: int
     memory_bytes: int            # at the device's recommended dtype, with the VQGAN
     dtype: str
-    fits: bool
+    fits: bool | None            # None: the device does not report its memory
 
     @property
     def label(self) -> str:
-        verdict = "fits this device" if self.fits else "too big for one device here"
+        verdict = {True: "fits this device", False: "too big for one device here",
+                   None: "memory unknown (compare with your device's)"}[self.fits]
         return (f"{self.name} — {self.title} · {self.download_bytes / 1e9:.1f} GB download · "
                 f"needs {self.memory_bytes / GIB:.1f} GiB in {self.dtype} · {verdict}")
 
@@ -52,7 +63,8 @@ class ModelPicker:
         self.widget = ipywidgets.Dropdown(
             options=[(choice.label, choice.name) for choice in self.choices],
             value=self.device.largest_model() or self.choices[0].name,
-            description="Model", layout=ipywidgets.Layout(width="100%"), style={"description_width": "initial"})
+            description="Model", layout=ipywidgets.Layout(width="100%"),
+            style={"description_width": "initial"})
 
     @property
     def value(self) -> str:
@@ -71,38 +83,150 @@ def pick_model(device: DeviceInfo | None = None) -> ModelPicker:
     return picker
 
 
-def _png(image) -> bytes:
-    import io
+# ---------------------------------------------------------------- plain HTML views (they stay when saved)
 
+
+def _png(image) -> bytes:
+    """PNG bytes of a uint8 array, a PIL image, PNG bytes or a PNG file's path."""
     from PIL import Image
 
+    if isinstance(image, bytes):
+        return image
     if isinstance(image, (str, Path)):
-        image = Image.open(image)
+        return Path(image).read_bytes()
     buffer = io.BytesIO()
     (image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))).save(buffer, "PNG")
     return buffer.getvalue()
 
 
-def show_images(images: Sequence, captions: Sequence[str] | None = None, columns: int = 4, size: int = 192):
-    """Displays images (uint8 arrays, PIL images or PNG paths) in a grid, with optional captions."""
-    import ipywidgets
+@functools.cache
+def placeholder_png() -> bytes:
+    """A light grey square for an image still to come (an empty image shows as a broken one)."""
+    from PIL import Image
+
+    return _png(Image.new("RGB", (256, 256), (232, 232, 232)))
+
+
+_IMAGE_STYLE = "display: block; width: 100%; height: auto"
+_CAPTION_STYLE = ("font: 12px/1.5 system-ui, sans-serif; color: #333; overflow: hidden; "
+                  "text-overflow: ellipsis; white-space: nowrap")
+
+
+def caption_html(number: int | None, text: str) -> str:
+    """A one-line caption: the image's number always shows, the text ends in … when too long and is
+    whole on hover."""
+    label = f"#{number} {text}" if number is not None else text
+    number_part = f"<b>#{number}</b> " if number is not None else ""
+    return (f'<div title="{html.escape(label)}" style="{_CAPTION_STYLE}">'
+            f"{number_part}{html.escape(text)}</div>")
+
+
+def _tile(png: bytes, caption: str, size: int) -> str:
+    source = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    width = f"width: {size}px; max-width: 100%; width: min({size}px, calc(50% - 4px))"  # 2 a row on a phone
+    return (f'<figure style="margin: 0; {width}">'
+            f'<img src="{source}" alt="" style="{_IMAGE_STYLE}; border-radius: 2px">'
+            f"<figcaption>{caption}</figcaption></figure>")
+
+
+def _wrapping(tiles: Sequence[str]) -> str:
+    return f'<div style="display: flex; flex-wrap: wrap; gap: 10px 8px">{"".join(tiles)}</div>'
+
+
+def images_html(images: Sequence, captions: Sequence[str] | None = None, size: int = 192,
+                numbers: Sequence[int] | None = None) -> str:
+    """The images as one HTML block of <img> tiles (PNG data inlined) that wrap to the page's width."""
+    captions = list(captions) if captions is not None else [""] * len(images)
+    numbers = list(numbers) if numbers is not None else [None] * len(images)
+    if not len(captions) == len(numbers) == len(images):
+        raise ValueError(f"{len(images)} image(s), {len(captions)} caption(s), {len(numbers)} number(s).")
+    tiles = []
+    for image, caption, number in zip(images, captions, numbers, strict=True):
+        labelled = caption or number is not None
+        tiles.append(_tile(_png(image), caption_html(number, caption) if labelled else "", size))
+    return _wrapping(tiles)
+
+
+def _show_html(markup: str, text: str) -> None:
+    """Displays HTML as plain output (with a text version), which a saved notebook keeps."""
     from IPython.display import display
 
-    cells = [ipywidgets.VBox([ipywidgets.Image(value=_png(image), format="png", width=size, height=size)]
-                             + ([ipywidgets.Label(captions[i])] if captions else []))
-             for i, image in enumerate(images)]
-    grid = ipywidgets.GridBox(cells, layout=ipywidgets.Layout(grid_template_columns=f"repeat({columns}, {size + 8}px)"))
-    display(grid)
-    return grid
+    display({"text/html": markup, "text/plain": text}, raw=True)
+
+
+def show_images(images: Sequence, captions: Sequence[str] | None = None, size: int = 192,
+                numbers: Sequence[int] | None = None) -> None:
+    """Shows images (uint8 arrays, PIL images, PNG bytes or paths) as plain output, with optional
+    captions and image numbers (#n, kept when a caption is cut): it stays in the saved notebook."""
+    markup = images_html(images, captions, size, numbers)
+    _show_html(markup, f"{len(images)} image(s)" + (": " + "; ".join(captions) if captions else ""))
+
+
+def show_run(folder: Any, size: int = 192) -> None:
+    """A run folder's saved images (a RunFolder or its path), prompt by prompt, as plain output."""
+    from nbkit.output.storage import RunFolder
+
+    run = RunFolder.open(Path(getattr(folder, "path", folder)))
+    entries = sorted(run.entries(), key=lambda entry: (entry["prompt_index"], entry["image_index"]))
+    show_images([run.image_path(entry) for entry in entries], [entry["prompt"] for entry in entries], size,
+                numbers=[entry["image_index"] + 1 for entry in entries])
+
+
+def score_digits(scores: Sequence[float], least: int = 4, most: int = 8) -> int:
+    """Decimals enough to tell different scores apart (at least `least`)."""
+    distinct = set(scores)
+    for digits in range(least, most + 1):
+        if len({f"{score:.{digits}f}" for score in distinct}) == len(distinct):
+            return digits
+    return most
+
+
+def ranking_html(ranking: Sequence[dict], folder: str | Path, size: int = 192) -> str:
+    """`runs.rerank_folder`'s result as HTML: per prompt, its images best first with their number and
+    CLIP score, and the best-first grid saved in `folder` (names are read only from inside it)."""
+    from nbkit.output.storage import RunFolder
+
+    run = RunFolder(Path(folder))
+    digits = score_digits([image["score"] for group in ranking for image in group["images"]])
+    sections = []
+    for group in ranking:
+        tiles = [_tile(_png(run.image_path(image)),
+                       caption_html(image["image_index"] + 1, f"score {image['score']:.{digits}f}"), size)
+                 for image in group["images"]]
+        grid = run.image_path({"file": group["grid"]})
+        saved = (f'<details style="margin-top: 6px"><summary title="{html.escape(group["grid"])}" '
+                 f'style="{_CAPTION_STYLE}; cursor: pointer">'
+                 f"Saved best-first grid: {html.escape(group['grid'])}</summary>"
+                 f'<img src="data:image/png;base64,{base64.b64encode(grid.read_bytes()).decode("ascii")}" '
+                 f'alt="{html.escape(group["grid"])}" style="display: block; max-width: 100%; height: auto">'
+                 "</details>") if grid.is_file() else ""
+        sections.append(f'<section style="margin-bottom: 16px">'
+                        f'<h4 style="margin: 4px 0 8px; overflow-wrap: anywhere">'
+                        f'{html.escape(group["prompt"])}</h4>{_wrapping(tiles)}{saved}</section>')
+    return "".join(sections)
+
+
+def show_ranking(ranking: Sequence[dict], folder: str | Path, size: int = 192) -> None:
+    """Shows a ranking (see `ranking_html`) as plain output, which stays in the saved notebook."""
+    digits = score_digits([image["score"] for group in ranking for image in group["images"]])
+    scored = lambda image: f"#{image['image_index'] + 1} {image['score']:.{digits}f}"
+    text = "\n".join(f"{group['prompt']}: " + ", ".join(map(scored, group["images"])) for group in ranking)
+    _show_html(ranking_html(ranking, folder, size), text)
+
+
+# ---------------------------------------------------------------- the prompt form
 
 
 @dataclasses.dataclass(frozen=True)
 class FormValues:
-    """What the form asks for, checked: the same arguments `runs.generate_to_folder` takes."""
+    """What the form asks for, checked: the arguments of a `GenerationRequest`."""
     prompts: list[str]
     n_images: int
     seed: int | None
     sampling: dict
+
+
+_ASCII_DIGITS = re.compile(r"[0-9]+")      # not str.isdigit: it takes "²" and "١٢"
 
 
 def read_form(prompts: str, n_images: int, seed: str, temperature: float, top_k: int, top_p: float,
@@ -111,22 +235,58 @@ def read_form(prompts: str, n_images: int, seed: str, temperature: float, top_k:
     lines = [line.strip() for line in prompts.splitlines() if line.strip()]
     if not lines:
         raise ValueError("Type at least one prompt (one per line).")
+    if isinstance(n_images, bool) or not isinstance(n_images, (int, np.integer)) or n_images < 1:
+        raise ValueError(f"Images per prompt must be a whole number ≥ 1 (got {n_images!r}).")
     seed = seed.strip()
-    if seed and not (seed.isdigit() and int(seed) < 2**32):
-        raise ValueError(f"The seed must be a whole number from 0 to 4294967295, or blank for a random one "
-                         f"(got {seed!r}).")
-    sampling = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "condition_scale": condition_scale}
+    if seed and not (_ASCII_DIGITS.fullmatch(seed) and int(seed) < 2**32):
+        raise ValueError(f"The seed must be a whole number from 0 to 4294967295 in digits 0-9, or blank for "
+                         f"a random one (got {seed!r}).")
+    sampling = {"temperature": temperature, "top_k": top_k, "top_p": top_p,
+                "condition_scale": condition_scale}
     SamplingSettings(**sampling)             # raises a ValueError naming the bad setting
     return FormValues(lines, int(n_images), int(seed) if seed else None, sampling)
 
 
+class TimeLeft:
+    """Estimates the seconds left from the pace since compiling last ended: a compilation's minutes
+    say nothing about the pace of sampling."""
+
+    def __init__(self):
+        self._since: tuple[float, int] | None = None      # (elapsed, tokens done) when the pace began
+
+    def update(self, elapsed: float, tokens_done: int, tokens_total: int, compiling: bool) -> float | None:
+        if compiling or self._since is None:
+            self._since = None if compiling else (elapsed, tokens_done)
+            return None
+        seconds, tokens = elapsed - self._since[0], tokens_done - self._since[1]
+        return (tokens_total - tokens_done) * seconds / tokens if tokens > 0 and seconds > 0 else None
+
+
+def _duration(seconds: float) -> str:
+    return f"{math.ceil(seconds)} s" if seconds < 90 else f"{round(seconds / 60)} min"
+
+
+def progress_text(images_done: int, images_total: int, tokens_done: int, tokens_total: int,
+                  seconds_left: float | None, compiling: bool = False) -> str:
+    """What the progress bar's label says: compiling, or images done, percent and time left."""
+    if compiling:
+        return "compiling (first run only)…"
+    percent = math.floor(100 * tokens_done / tokens_total) if tokens_total else 100
+    known = seconds_left is not None and tokens_done < tokens_total
+    left = f" · about {_duration(seconds_left)} left" if known else ""
+    return f"{images_done} / {images_total} images · {percent}%{left}"
+
+
 class GenerateForm:
     """The prompt form: settings, Generate and Stop, a progress bar, and a gallery that fills in
-    as the images form. Generation runs in a thread so that Stop can be clicked; a second click
-    on Generate while it runs does nothing. Errors appear as a message in the form.
+    as the images form. Generation runs in a thread so that Stop can be clicked; Generate stays
+    disabled until that thread has ended. Errors appear as a message in the form.
 
-    `out`: a folder to save each run in (see `runs.generate_to_folder`); `load(name)`: makes a
-    Pipeline for another model chosen in the form's Model field.
+    `out`: a folder to save each run in (see `runs.stream_to_folder`); `load(name)`: makes a
+    Pipeline for another model chosen in the form's Model field. The gallery is widgets, which
+    a saved notebook cannot show: `display(form)` also puts a plain output under the form that
+    each run's end fills in (where the frontend applies display updates from a thread, as
+    JupyterLab does), and `show_results()`, run in a later cell, shows them as plain output anywhere.
     """
 
     def __init__(self, pipe: Any, out: str | Path | None = None, load: Callable[[str], Any] | None = None,
@@ -137,107 +297,276 @@ class GenerateForm:
         self.progress_every = progress_every
         on_cpu = pipe.mesh.devices.flat[0].platform == "cpu"
         self.decode_every = decode_every or (256 if on_cpu else 64)     # partial images cost a VQGAN decode
-        wide = w.Layout(width="100%")
         style = {"description_width": "initial"}
-        self.prompts = w.Textarea(placeholder="one prompt per line", description="Prompts", layout=wide, style=style)
-        self.n_images = w.BoundedIntText(value=4, min=1, max=64, description="Images per prompt", style=style)
-        self.seed = w.Text(value="", placeholder="blank = random", description="Seed", style=style)
-        self.temperature = w.BoundedFloatText(value=1.0, min=0.01, max=10.0, step=0.05, description="Temperature",
-                                              style=style)
-        self.top_k = w.BoundedIntText(value=50, min=1, max=16384, description="Top-k", style=style)
-        self.top_p = w.BoundedFloatText(value=1.0, min=0.01, max=1.0, step=0.05, description="Top-p", style=style)
-        self.condition_scale = w.BoundedFloatText(value=10.0, min=0.0, max=100.0, step=0.5,
-                                                  description="Condition scale", style=style)
+        field = lambda: w.Layout(width="auto", min_width="150px")
+        # Unbounded number fields: a bounded one silently clamps (top-k 0 → 1); read_form says what is wrong.
+        self.prompts = w.Textarea(placeholder="one prompt per line", description="Prompts",
+                                  layout=w.Layout(width="100%", height="5em"), style=style)
+        self.n_images = w.IntText(value=4, description="Images per prompt", style=style, layout=field())
+        self.seed = w.Text(value="", placeholder="blank = random", description="Seed", style=style,
+                           layout=field())
+        self.temperature = w.FloatText(value=1.0, step=0.05, description="Temperature", style=style,
+                                       layout=field())
+        self.top_k = w.IntText(value=50, description="Top-k", style=style, layout=field())
+        self.top_p = w.FloatText(value=1.0, step=0.05, description="Top-p", style=style, layout=field())
+        self.condition_scale = w.FloatText(value=10.0, step=0.5, description="Condition scale", style=style,
+                                           layout=field())
         names = list(registry.DALLEBART_MODELS)
-        self.model = w.Dropdown(options=names + ([pipe.name] if pipe.name not in names else []), value=pipe.name,
-                                description="Model", style=style, disabled=load is None)
+        self.model = w.Dropdown(options=names + ([pipe.name] if pipe.name not in names else []),
+                                value=pipe.name, description="Model", style=style, disabled=load is None,
+                                layout=field())
         self.generate_button = w.Button(description="Generate", button_style="primary", icon="play")
         self.stop_button = w.Button(description="Stop", icon="stop", disabled=True)
-        self.progress = w.IntProgress(value=0, min=0, max=1, description="", layout=wide)
+        self.progress = w.IntProgress(value=0, min=0, max=1, layout=w.Layout(flex="1 1 auto", width="auto"))
+        self.progress_label = w.HTML(layout=w.Layout(flex="0 1 auto"))
         self.status = w.HTML()
-        self.gallery = w.GridBox(layout=w.Layout(grid_template_columns="repeat(4, 200px)"))
+        self.gallery = w.GridBox(layout=w.Layout(
+            grid_template_columns="repeat(auto-fill, minmax(min(150px, calc(50% - 4px)), 1fr))",
+            grid_gap="8px"))                            # at least two a row, also on a phone
         self.generate_button.on_click(self.generate)
         self.stop_button.on_click(self.stop)
-        settings = w.HBox([self.n_images, self.seed, self.model])
-        sampling = w.HBox([self.temperature, self.top_k, self.top_p, self.condition_scale])
-        self.widget = w.VBox([self.prompts, settings, sampling, w.HBox([self.generate_button, self.stop_button]),
-                              self.progress, self.status, self.gallery])
-        self.result, self.folder, self.error = None, None, None
-        self._cells: dict[tuple[int, int], Any] = {}
-        self._lock, self._stopping, self._thread = threading.Lock(), threading.Event(), None
+        settings = w.HBox([self.n_images, self.seed, self.model], layout=w.Layout(flex_flow="row wrap"))
+        sampling = w.HBox([self.temperature, self.top_k, self.top_p, self.condition_scale],
+                          layout=w.Layout(flex_flow="row wrap"))
+        buttons = w.HBox([self.generate_button, self.stop_button])
+        self.bar = w.HBox([self.progress, self.progress_label],      # hidden until a run has a bar to show
+                          layout=w.Layout(display="none", align_items="center", flex_flow="row wrap"))
+        self.widget = w.VBox([self.prompts, settings, sampling, buttons, self.bar, self.status, self.gallery])
+        self.result, self.folder, self.error, self.seed_used, self.stopped = None, None, None, None, False
+        self.already_complete = False
+        self._slots: dict[tuple[int, int], Any] = {}      # (prompt, image) → its Image widget
+        self._cells: dict[tuple[int, int], Any] = {}      # → its gallery cell (image and caption)
+        self._finished: dict[tuple[int, int], tuple[str, bytes]] = {}     # → (prompt, PNG) once finished
+        self._lock, self._stopping = threading.RLock(), threading.Event()    # R: widget observers call back
+        self._thread, self._active = None, False
+        self._plain_outputs: list = []          # display handles of the plain output under the form
 
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        """True from Generate until the run's thread has done its last action."""
+        return self._active
 
     def generate(self, _button=None) -> None:
         """Starts a run (the Generate button); does nothing while one runs."""
         with self._lock:
-            if self.running:
+            if self._active:
                 return
+            if self._thread is not None:
+                self._thread.join()         # it has done its last action: it ends at once
+            self._active = True
             self.generate_button.disabled, self.stop_button.disabled = True, False
             self._stopping.clear()
             self._thread = threading.Thread(target=self._run, daemon=True)
             self._thread.start()
 
     def stop(self, _button=None) -> None:
-        """Ends the run after the current step; finished images are kept (and saved)."""
-        self._stopping.set()
-        self.status.value = "Stopping after the current step…"
+        """Ends the run after the current step; finished images are kept (and saved). Idle: does nothing."""
+        with self._lock:
+            if not self._active or self._stopping.is_set():
+                return
+            self._stopping.set()
+            self._say("Stopping after the current step…")
 
     def wait(self, timeout: float | None = None) -> None:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    # -- the run, in its thread
+
     def _run(self) -> None:
-        from nbkit.generation.pipeline import draw_seed
+        from nbkit.generation.pipeline import Generation, GenerationRequest
+
+        self._clear()
+        made, timings, status = [], {}, ""
+        try:
+            values = read_form(self.prompts.value, self.n_images.value, self.seed.value,
+                               self.temperature.value, self.top_k.value, self.top_p.value,
+                               self.condition_scale.value)
+            if self.model.value != self.pipe.name:
+                self._say(f"Loading {html.escape(self.model.value)}…")
+                self.pipe = self.load(self.model.value)
+            request = GenerationRequest(values.prompts, values.n_images, values.seed,
+                                        SamplingSettings(**values.sampling))
+            self.seed_used = request.seed
+            self._start_gallery(request)
+            self._say(f"Generating with seed <b>{request.seed}</b>…")
+            with contextlib.closing(self._events(request)) as events:
+                for event in events:
+                    timings = self._show(event, made) or timings
+                    if self._stopping.is_set() and not timings:
+                        self.stopped = True
+                        self.progress_label.value = f"{len(made)} / {len(request.images)} images · stopped"
+                        break
+            self.result = Generation(made, request, self.pipe.name, timings)
+            status = self._summary(request, timings)
+        except Exception as error:  # shown to the user in the form, not as a traceback
+            self.error = error
+            self._hide_bar()
+            kept = f" Kept {len(self._finished)} finished image(s)." if self._finished else ""
+            status = (f"<span style='color:#b00020'><b>Error:</b> "
+                      f"{html.escape(str(error) or type(error).__name__)}</span>{kept}")
+        finally:
+            self._finish(status)
+
+    def _events(self, request):
         from nbkit.output import runs
 
-        self.error = None
-        try:
-            values = read_form(self.prompts.value, self.n_images.value, self.seed.value, self.temperature.value,
-                               self.top_k.value, self.top_p.value, self.condition_scale.value)
-            if self.model.value != self.pipe.name:
-                self.status.value = f"Loading {html.escape(self.model.value)}…"
-                self.pipe = self.load(self.model.value)
-            seed = draw_seed() if values.seed is None else values.seed
-            self._start_gallery(values)
-            self.status.value = f"Generating with seed <b>{seed}</b>…"
-            options = dict(n_images=values.n_images, seed=seed, on_progress=self._show,
-                           should_stop=self._stopping.is_set, progress_every=self.progress_every, **values.sampling)
-            if self.out is not None:
-                self.folder, self.result = runs.generate_to_folder(self.pipe, values.prompts, self.out, **options)
-            else:
-                self.result = self.pipe.generate(values.prompts, **options)
-            made = len(self.result.images)
-            where = f" Saved in {html.escape(str(self.folder.path))}." if self.folder else ""
-            verb = "Stopped: kept" if self.result.stopped else "Done:"
-            self.status.value = (f"{verb} {made} image(s), seed <b>{seed}</b>, "
-                                 f"{self.result.timings['total']:.1f} s.{where}")
-        except Exception as error:  # noqa: BLE001 - shown to the user in the form, not as a traceback
-            self.error = error
-            self.status.value = (f"<span style='color:#b00020'><b>Error:</b> "
-                                 f"{html.escape(str(error) or type(error).__name__)}</span>")
-        finally:
-            self.generate_button.disabled, self.stop_button.disabled = False, True
+        if self.out is not None:
+            return runs.stream_to_folder(self.pipe, request, self.out, progress_every=self.progress_every)
+        return self.pipe.stream(request, self.progress_every)
 
-    def _start_gallery(self, values: FormValues) -> None:
+    def _clear(self) -> None:
+        """Nothing of the previous run stays on show: not its images, its bar or its result."""
+        self.result, self.folder, self.error, self.seed_used, self.stopped = None, None, None, None, False
+        self.already_complete = False
+        self._slots, self._cells, self._finished = {}, {}, {}
+        self.gallery.children = ()
+        self._hide_bar()
+        self._show_plain("")
+        self._say("Starting…")
+        self._time_left, self._reports = TimeLeft(), 0
+
+    def _say(self, message: str) -> None:
+        """The status line (HTML); wrapped lines get the spacing of text, not of a row of widgets."""
+        self.status.value = f'<div style="line-height: 1.45; margin: 4px 0">{message}</div>'
+
+    def _hide_bar(self) -> None:
+        self.progress.value, self.progress.max, self.progress_label.value = 0, 1, ""
+        self.bar.layout.display = "none"
+
+    def _start_gallery(self, request) -> None:
         import ipywidgets as w
 
-        self._cells = {(p, i): w.Image(format="png", width=192, height=192)
-                       for p in range(len(values.prompts)) for i in range(values.n_images)}
-        self.gallery.children = [w.VBox([image, w.Label(f"{values.prompts[p][:28]} #{i + 1}")])
-                                 for (p, i), image in self._cells.items()]
-        self.progress.value, self.progress.max, self._reports = 0, len(self._cells) * 256, 0
+        self.bar.layout.display = "flex"
+        self._slots = {pair: w.Image(value=placeholder_png(), format="png", layout=w.Layout(width="100%"))
+                       for pair in request.images}
+        self._cells = {pair: w.VBox([image, w.HTML(caption_html(pair[1] + 1, request.prompts[pair[0]]))],
+                                    layout=w.Layout(min_width="0"))
+                       for pair, image in self._slots.items()}
+        self.gallery.children = tuple(self._cells.values())
 
-    def _show(self, progress) -> None:
-        self.progress.value, self.progress.max = progress.tokens_done, progress.tokens_total
-        self._reports += 1
-        if progress.final or self._reports % max(1, self.decode_every // self.progress_every) == 0:
-            for image in progress.images:
-                cell = self._cells.get((image.prompt_index, image.image_index))
-                if cell is not None:
-                    cell.value = _png(image.pixels)
+    def _fill(self, pair: tuple[int, int], prompt: str, png: bytes) -> None:
+        self._finished[pair] = (prompt, png)
+        if pair in self._slots:
+            self._slots[pair].value = png
+
+    def _show(self, event, made: list) -> dict | None:
+        """Shows one event of the stream; returns the timings when it is the last."""
+        from nbkit.generation.pipeline import Batch, Done, Progress
+        from nbkit.output.runs import Opened
+
+        if isinstance(event, Opened):
+            self.folder, self.already_complete = event.folder, event.already_complete
+            for entry in event.folder.entries():
+                pair = (entry.get("prompt_index"), entry.get("image_index"))
+                with contextlib.suppress(OSError, ValueError):
+                    self._fill(pair, entry.get("prompt", ""), event.folder.image_path(entry).read_bytes())
+        elif isinstance(event, Progress):
+            self.progress.max, self.progress.value = max(1, event.tokens_total), event.tokens_done
+            done, total = event.tokens_done, event.tokens_total
+            left = self._time_left.update(event.elapsed, done, total, event.compiling)
+            self.progress_label.value = progress_text(event.images_done, event.images_total, done, total,
+                                                      left, event.compiling)
+            self._reports += 1
+            if event.position and self._reports % max(1, self.decode_every // self.progress_every) == 0:
+                for image in event.images:          # partial: not kept as finished
+                    if (image.prompt_index, image.image_index) in self._slots:
+                        self._slots[image.prompt_index, image.image_index].value = _png(image.pixels)
+        elif isinstance(event, Batch):
+            made += event.images
+            for image in event.images:
+                self._fill((image.prompt_index, image.image_index), image.prompt, _png(image.pixels))
+            tokens_total = self.progress.max
+            tokens_done = round(tokens_total * event.images_done / max(1, event.images_total))
+            self.progress.value = tokens_done
+            left = self._time_left.update(event.elapsed, tokens_done, tokens_total, False)
+            self.progress_label.value = progress_text(event.images_done, event.images_total, tokens_done,
+                                                      tokens_total, left)
+        elif isinstance(event, Done):
+            if event.images_total:
+                self.progress_label.value = (progress_text(event.images_total, event.images_total, 1, 1, None)
+                                             + f" · {event.timings['total']:.1f} s")
+            else:
+                self.progress.max = self.progress.value = 1
+                self.progress_label.value = "nothing left to make"
+            return event.timings
+        return None
+
+    def _summary(self, request, timings: dict) -> str:
+        where = f" Saved in {html.escape(str(self.folder.path))}." if self.folder else ""
+        seed = f"seed <b>{request.seed}</b>"
+        if self.already_complete:
+            return (f"Already complete: this run's {len(self._finished)} image(s) ({seed}, same prompts and "
+                    f"settings) were made before; nothing was made again.{where}")
+        if self.stopped:
+            return (f"Stopped: kept {len(self._finished)} of {len(request.images)} image(s), {seed}.{where}")
+        return f"Done: {len(self._finished)} image(s), {seed}, {timings['total']:.1f} s.{where}"
+
+    def _finish(self, status: str) -> None:
+        """The thread's last action: drop the slots that got no finished image, say how the run ended
+        (after any Stop's message), then free the buttons."""
+        with self._lock:
+            self._active = False            # first: a Stop from here on finds nothing to stop
+            self._say(status)
+            if self._slots:
+                kept = [cell for pair, cell in self._cells.items() if pair in self._finished]
+                self.gallery.children = tuple(kept)
+            self._show_plain(self._results_summary() if self._finished else "")
+            self.generate_button.disabled, self.stop_button.disabled = False, True
+
+    # -- plain output
+
+    def _ipython_display_(self):
+        """display(form): the widgets, and under them a plain output that each run's end fills in with
+        its images, folded (the gallery shows them live), so that the saved notebook keeps them."""
+        from IPython.display import display
+
+        bundle = dict(self.widget._repr_mimebundle_() or {})
+        if bundle:        # where widgets do not show (a saved notebook on GitHub): this, not a VBox repr
+            bundle["text/plain"] = "The nbkit prompt form (a widget: it works while the notebook runs)."
+            display(bundle, raw=True)
+        else:
+            display(self.widget)
+        self._plain_outputs.append(display({"text/plain": ""}, raw=True, display_id=True))
+
+    def _show_plain(self, markup: str) -> None:
+        """Replaces the plain output under each displayed form (a display update: JupyterLab applies it
+        from this thread, and it is what the saved notebook keeps)."""
+        for handle in self._plain_outputs:
+            with contextlib.suppress(Exception):     # no frontend (a script, a test): nothing to update
+                handle.update({"text/html": markup, "text/plain": ""} if markup else {"text/plain": ""},
+                              raw=True)
+
+    def _results_summary(self) -> str:
+        count = len(self._finished)
+        summary = f"The last run's {count} image(s) as plain output (kept in the saved notebook)"
+        return (f'<details><summary style="{_CAPTION_STYLE}; cursor: pointer">{summary}</summary>'
+                f"{self.results_html()}</details>")
+
+    def results_html(self) -> str:
+        """The last run's finished images (with the seed and folder) as HTML; '' when there are none."""
+        if not self._finished:
+            return ""
+        pairs = sorted(self._finished)
+        header = [f"seed {self.seed_used}" if self.seed_used is not None else "",
+                  f"saved in {self.folder.path}" if self.folder else "",
+                  "stopped" if self.stopped else ""]
+        header_line = " · ".join(part for part in header if part)
+        return (f'<div style="{_CAPTION_STYLE}; margin-bottom: 6px">{html.escape(header_line)}</div>'
+                + images_html([self._finished[pair][1] for pair in pairs],
+                              [self._finished[pair][0] for pair in pairs], numbers=[i + 1 for _, i in pairs]))
+
+    def show_results(self) -> None:
+        """Shows the last run's images as plain output: run it in the cell after the form, and the
+        images stay in the saved notebook (the form's gallery is widgets, which do not)."""
+        if self.running:
+            print("A run is still going: run this cell again when it has ended.")
+        elif not self._finished:
+            print("No images yet: click Generate in the form above, then run this cell again.")
+        else:
+            count = len(self._finished)
+            _show_html(self.results_html(), f"{count} image(s), seed {self.seed_used}"
+                       + (f", saved in {self.folder.path}" if self.folder else ""))
