@@ -91,6 +91,18 @@ class AttnBlock(nn.Module):
         return x + _conv1(channels, dtype=self.dtype, name="proj_out")(h)
 
 
+def _level_blocks(config: VQGANConfig, level: int, count: int, dtype: Any, x):
+    """`count` resnet blocks at one resolution level, each followed by attention where that
+    resolution has it (called inside a parent's compact method, whose parameters they become)."""
+    channels = config.ch * config.ch_mult[level]
+    resolution = config.resolution // 2**level
+    for i in range(count):
+        x = ResnetBlock(channels, dtype, name=f"block_{i}")(x)
+        if resolution in config.attn_resolutions:
+            x = AttnBlock(dtype, name=f"attn_{i}")(x)
+    return x
+
+
 class UpBlock(nn.Module):
     """One resolution level: resnet (+ attention) blocks, then 2× nearest upsampling."""
 
@@ -100,16 +112,10 @@ class UpBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        config = self.config
-        channels = config.ch * config.ch_mult[self.level]
-        resolution = config.resolution // 2**self.level
-        for i in range(config.num_res_blocks + 1):
-            x = ResnetBlock(channels, self.dtype, name=f"block_{i}")(x)
-            if resolution in config.attn_resolutions:
-                x = AttnBlock(self.dtype, name=f"attn_{i}")(x)
+        x = _level_blocks(self.config, self.level, self.config.num_res_blocks + 1, self.dtype, x)
         if self.level != 0:
             x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
-            if config.resamp_with_conv:
+            if self.config.resamp_with_conv:
                 x = Upsample(self.dtype, name="upsample")(x)
         return x
 
@@ -193,12 +199,7 @@ class DownBlock(nn.Module):
     @nn.compact
     def __call__(self, x):
         config = self.config
-        channels = config.ch * config.ch_mult[self.level]
-        resolution = config.resolution // 2**self.level
-        for i in range(config.num_res_blocks):
-            x = ResnetBlock(channels, self.dtype, name=f"block_{i}")(x)
-            if resolution in config.attn_resolutions:
-                x = AttnBlock(self.dtype, name=f"attn_{i}")(x)
+        x = _level_blocks(config, self.level, config.num_res_blocks, self.dtype, x)
         if self.level != len(config.ch_mult) - 1:
             if config.resamp_with_conv:
                 x = Downsample(self.dtype, name="downsample")(x)
