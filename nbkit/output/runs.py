@@ -70,8 +70,7 @@ def stream_to_folder(pipe: Pipeline, request: GenerationRequest, out: str | Path
     folder = RunFolder.resume_or_create(Path(out), request.prompts, key,
                                         len(request.prompts) * request.n_images)
     saved = {(e.get("prompt_index"), e.get("image_index")) for e in folder.entries()}
-    missing = [pair for pair in GenerationRequest(request.prompts, request.n_images, request.seed).images
-               if pair not in saved]
+    missing = [pair for pair in dataclasses.replace(request, only=None).images if pair not in saved]
     yield Opened(folder, len(saved), len(missing))
     for event in pipe.stream(dataclasses.replace(request, only=missing), progress_every):
         if isinstance(event, Batch):
