@@ -37,6 +37,7 @@ import sys
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 from nbkit.places import model_cache
 from nbkit.weights.registry import _WORDS, MODELS, WORD_FREQUENCIES, HubFile
@@ -183,9 +184,9 @@ def _fetch_hub(repo: str, revision: str, root: Path, progress: bool, asked: str,
         raise ModelUnavailableError(f"Model {asked!r}: {repo}@{revision} has no config.json, so it is not a "
                                     "model nbkit can load (Flax DALL·E mini/Mega, VQGAN or CLIP).") from None
     except Exception as error:  # only the network's and the server's failures are handled
-        if (why := _network_failure(error, url)) is None:
+        if (failure := _network_failure(error, url)) is None:
             raise
-        raise _unavailable(asked, repo_root / (commit or revision), files, why) from error
+        raise _unavailable(asked, repo_root / (commit or revision), files, *failure) from error
     if not commit:
         raise ModelUnavailableError(f"Model {asked!r}: the hub at {_endpoint()} did not say which commit "
                                     f"{repo}@{revision} is (no X-Repo-Commit header). Is HF_ENDPOINT a hub?")
@@ -234,9 +235,9 @@ def _fetch_files(files: tuple[HubFile, ...], folder: Path, root: Path, progress:
                 f"{file.repo}@{file.revision} has no {file.filename}, which nbkit needs "
                 "(a DALL·E mini/Mega, VQGAN or CLIP checkpoint in Flax format).") from None
         except Exception as error:  # only the network's and the server's failures are handled
-            if (why := _network_failure(error, url)) is None:
+            if (failure := _network_failure(error, url)) is None:
                 raise
-            raise _unavailable(asked, folder, files, why) from error
+            raise _unavailable(asked, folder, files, *failure) from error
         digest = file.sha256 or meta.etag
         size = meta.size if file.size is None else file.size
         if meta.size is not None and size != meta.size:
@@ -408,9 +409,15 @@ def _causes(error: BaseException):
         error = wrapped if isinstance(wrapped, BaseException) else error.__cause__   # not __context__
 
 
-def _network_failure(error: BaseException, url: str | None = None, server: str = "the hub") -> str | None:
+class _Failure(NamedTuple):
+    why: str        # what happened, for the message
+    advice: str     # what to do first
+
+
+def _network_failure(error: BaseException, url: str | None = None,
+                     server: str = "the hub") -> _Failure | None:
     """Why asking the server failed, when it did not answer (the network) or answered with an error
-    status; None for anything else, which is a bug to let through unchanged."""
+    status, and what to do about it; None for anything else, which is a bug to let through unchanged."""
     for cause in _causes(error):
         if (status := _status(cause)) is not None and status >= 400:
             try:
@@ -418,32 +425,31 @@ def _network_failure(error: BaseException, url: str | None = None, server: str =
             except ValueError:
                 phrase = "an error"
             where = url or getattr(cause.response, "url", None)
-            return f"{server} answered {status} {phrase}" + (f" for {where}" if where else "")
+            why = f"{server} answered {status} {phrase}" + (f" for {where}" if where else "")
+            if status >= 500:
+                return _Failure(why, "Try again later (the server is in trouble)")
+            if server == "W&B":
+                return _Failure(why, "Check the artifact's name and your access (`wandb login`)")
+            return _Failure(why, "Check the name and your access (a gated or private repository needs a "
+                                 "token in HF_TOKEN)")
     for cause in _causes(error):
         connection = isinstance(cause, _connection_errors())
         if connection or (isinstance(cause, OSError) and cause.errno in _NETWORK_ERRNOS):
             text = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-            return f"{server} could not be reached ({type(cause).__name__}: {text[:200]})"
+            return _Failure(f"{server} could not be reached ({type(cause).__name__}: {text[:200]})", _CONNECT)
     return None
 
 
-def _advice(why: str) -> str:
-    """What to do first, after `why` (from `_network_failure` or the offline check)."""
-    if " answered 5" in why:
-        return "Try again later (the server is in trouble)"
-    if " answered " in why:
-        return ("Check the artifact's name and your access (`wandb login`)" if why.startswith("W&B")
-                else "Check the name and your access (a gated or private repository needs a token in "
-                     "HF_TOKEN)")
-    return "Connect to the internet"
+_CONNECT = "Connect to the internet"
 
 
-def _unavailable(asked: str, folder: Path, files: Iterable[HubFile], why: str) -> ModelUnavailableError:
+def _unavailable(asked: str, folder: Path, files: Iterable[HubFile], why: str,
+                 advice: str = _CONNECT) -> ModelUnavailableError:
     missing = [f.filename for f in files if not (folder / f.filename).is_file()]
     return ModelUnavailableError(
         f"Model {asked!r} is not available: {why}, and the cache ({folder}) lacks "
         f"{', '.join(missing) or 'verified copies of its files'}. "
-        f"{_advice(why)}, or copy the model's files (config.json, flax_model.msgpack and its tokenizer "
+        f"{advice}, or copy the model's files (config.json, flax_model.msgpack and its tokenizer "
         "files) into a folder and pass that folder's path instead of the name, or point NBKIT_CACHE at a "
         "cache that has them (e.g. on Google Drive).")
 
@@ -474,9 +480,9 @@ def _fetch_artifact(artifact: WandbArtifact, root: Path, asked: str, progress: b
         partial = _inside(artifact_root, remote.version + ".partial", "version W&B named", asked)
         remote.download(root=str(partial))   # wandb checks each file against the artifact's digests
     except Exception as error:  # only the network's and the server's failures are handled
-        if (why := _network_failure(error, server="W&B")) is None:
+        if (failure := _network_failure(error, server="W&B")) is None:
             raise
-        raise _unavailable(asked, folder, [HubFile("", "", n) for n in REQUIRED_FILES], why) from error
+        raise _unavailable(asked, folder, [HubFile("", "", n) for n in REQUIRED_FILES], *failure) from error
     if folder.exists():
         shutil.rmtree(folder)   # an earlier attempt stopped between the move and the record
     os.replace(partial, folder)
