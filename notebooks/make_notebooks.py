@@ -333,7 +333,7 @@ def save_to_drive_step():
         code("""
             #@title Mount Google Drive
             from nbkit import Pipeline, colab, runs, ui
-            from nbkit.output.images import read_png_metadata
+            from nbkit.png import read_png_metadata
 
             drive = colab.mount_drive()
             out = drive / "nbkit" / "outputs"

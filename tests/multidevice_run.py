@@ -7,10 +7,9 @@ import re
 import sys
 
 import jax
-import numpy as np
 
 from nbkit.generation import sharding
-from nbkit.generation.pipeline import Pipeline
+from nbkit.generation.pipeline import ImageTask, Pipeline
 from nbkit.generation.sampling import SamplingSettings
 
 COLLECTIVES = re.compile(r"\b(all-gather|all-reduce|all-to-all|collective-permute|reduce-scatter)[-.\w]*\(")
@@ -23,8 +22,7 @@ def step_collectives(pipe):
     traced = jax.tree.map(lambda v: sharding.put(v, sharding.replicated(pipe.mesh)),
                           settings.as_arrays(pipe.model.config))
     rows = pipe.buckets[0]
-    tokenized = pipe.tokenizer(["a"] * rows)
-    state = pipe._start(sampler, tokenized, np.arange(rows), np.zeros((rows, 2), np.uint32), traced)
+    state = pipe._start(sampler, [ImageTask("a", 0, row) for row in range(rows)], traced)
     text = sampler.advance.lower(pipe.params, state, traced, 1, 2).compile().as_text()
     return sorted({match.group(1) for match in COLLECTIVES.finditer(text)})
 

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from nbkit.cli import main
-from nbkit.output.images import read_png_metadata
+from nbkit.png import read_png_metadata
 
 FIXTURES = Path(__file__).parent / "fixtures" / "golden"
 TINY = ["--model", str(FIXTURES / "dallebart-tiny"), "--vqgan", str(FIXTURES / "vqgan-tiny"),

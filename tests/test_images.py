@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFont
 
-from nbkit.output.images import CAPTION_MARGIN, make_grid, png_bytes, read_png_metadata
+from nbkit.output.images import CAPTION_MARGIN, make_grid
+from nbkit.png import png_bytes, read_png_metadata
 
 H, W = 24, 40  # not square, so a transposed tile would show
 

@@ -22,7 +22,7 @@ import nbclient
 import nbformat
 import pytest
 
-from nbkit.output.images import read_png_metadata
+from nbkit.png import read_png_metadata
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"

@@ -12,8 +12,8 @@ from PIL import Image
 
 from nbkit.generation.pipeline import Batch, GenerationRequest, Pipeline
 from nbkit.output import runs
-from nbkit.output.images import png_bytes, read_png_metadata
 from nbkit.output.rerank import Reranker
+from nbkit.png import png_bytes, read_png_metadata
 
 FIXTURES = Path(__file__).parent / "fixtures" / "golden"
 PROMPTS = ["a red cube", "an avocado armchair"]

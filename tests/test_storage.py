@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from nbkit.output import storage
-from nbkit.output.images import read_png_metadata
 from nbkit.output.storage import (
     ImageRecord,
     RunFolder,
@@ -18,6 +17,7 @@ from nbkit.output.storage import (
     run_key,
     slugify,
 )
+from nbkit.png import read_png_metadata
 
 HOSTILE = ["an armchair in the shape of an avocado", "", "/", "..", ".", "../../../etc/passwd",
            "..\\..\\windows\\system32", "a/b\\c", "x" * 500, "🦄🥑🎨", "日本語のプロンプト", "\x00", "a\x00b",

@@ -16,7 +16,7 @@ from PIL import Image
 from nbkit.generation.device import DeviceInfo
 from nbkit.generation.pipeline import Batch, Pipeline, Progress
 from nbkit.notebook import ui
-from nbkit.output.images import read_png_metadata
+from nbkit.png import read_png_metadata
 
 FIXTURES = Path(__file__).parent / "fixtures" / "golden"
 PROMPTS = "a red cube\n\n  an avocado armchair  \n"

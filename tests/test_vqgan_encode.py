@@ -17,7 +17,7 @@ from nbkit.models.vqgan import (
     nearest_codes,
     to_uint8,
 )
-from nbkit.output.images import png_bytes
+from nbkit.png import png_bytes
 from nbkit.weights.checkpoint import CheckpointError
 from nbkit.weights.loaders import WEIGHTS_FILE, load_vqgan, load_vqgan_encoder
 

@@ -15,7 +15,6 @@ and sampling settings are traced values: new prompts, seeds or settings reuse th
 from __future__ import annotations
 
 import dataclasses
-import secrets
 import time
 from collections.abc import Collection, Iterator, Sequence
 from functools import cached_property
@@ -25,84 +24,24 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import multihost_utils
 
 from nbkit.generation import sharding
 from nbkit.generation.device import detect, use_compilation_cache
+from nbkit.generation.from_image import (
+    SourceImage,
+    extension_request,
+    fill_request,
+    open_source,
+    variation_request,
+)
+from nbkit.generation.kept import Direction, KeptTokens, seamless_tokens, whole
+from nbkit.generation.request import GenerationRequest, ImageTask
 from nbkit.generation.sampling import CompiledSampler, SamplingSettings, compiled_sampler, kept_prefix
 from nbkit.models import vqgan as vqgan_module
 from nbkit.models.dallebart import DalleBart
-from nbkit.text.tokenizer import PromptTokenizer, check_prompts
+from nbkit.text.tokenizer import PromptTokenizer
 from nbkit.weights import hub
-from nbkit.weights.loaders import load_dallebart, load_vqgan
-
-SEED_LIMIT = 2**32
-
-
-def draw_seed() -> int:
-    """A random seed, the same on every host of a multi-host run."""
-    seed = secrets.randbelow(2**31)
-    if jax.process_count() > 1:
-        seed = int(multihost_utils.broadcast_one_to_all(np.int32(seed)))
-    return seed
-
-
-def _whole(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-@dataclasses.dataclass(frozen=True)
-class GenerationRequest:
-    """What to make, checked once where it enters. A seed left as None is drawn here, once, so
-    the request (and everything made from it) always knows its seed.
-
-    `only`: make just these (prompt index, image index) images — the rest of a resumed run, or
-    one image to reproduce; their keys are those they have in the whole request.
-    `negative_prompt`: what the images should not show — one text for every prompt, or one per
-    prompt; it takes the empty prompt's place in super-conditioning (logits = negative + scale ·
-    (prompt − negative)). Empty means none: exactly the images made without one.
-    """
-
-    prompts: Sequence[str]
-    n_images: int = 1
-    seed: int | None = None
-    settings: SamplingSettings = SamplingSettings()
-    only: Collection[tuple[int, int]] | None = None
-    negative_prompt: str | Sequence[str] = ""
-
-    def __post_init__(self):
-        object.__setattr__(self, "prompts", tuple(check_prompts(self.prompts)))
-        negative = self.negative_prompt
-        negative = [negative] * len(self.prompts) if isinstance(negative, str) else list(negative)
-        if len(negative) != len(self.prompts) or not all(isinstance(text, str) for text in negative):
-            raise ValueError("negative_prompt must be one text, or one text per prompt "
-                             f"({len(self.prompts)}); "
-                             f"got {self.negative_prompt!r}.")
-        object.__setattr__(self, "negative_prompt", tuple(negative))
-        if not _whole(self.n_images) or self.n_images < 1:
-            raise ValueError(f"n_images must be a whole number ≥ 1 (got {self.n_images!r}).")
-        if self.seed is None:
-            object.__setattr__(self, "seed", draw_seed())
-        elif not _whole(self.seed) or not 0 <= self.seed < SEED_LIMIT:
-            raise ValueError(f"seed must be a whole number in [0, 2³²) or None for a random one "
-                             f"(got {self.seed!r}).")
-        if not isinstance(self.settings, SamplingSettings):
-            raise TypeError(f"settings must be a SamplingSettings (got {type(self.settings).__name__}).")
-        object.__setattr__(self, "n_images", int(self.n_images))
-        object.__setattr__(self, "seed", int(self.seed))
-        if self.only is not None:
-            only = frozenset((int(p), int(i)) for p, i in self.only)
-            outside = [(p, i) for p, i in only if not (0 <= p < len(self.prompts) and 0 <= i < self.n_images)]
-            if outside:
-                raise ValueError(f"only= names images the request does not have: {sorted(outside)[:5]} "
-                                 f"({len(self.prompts)} prompt(s) × {self.n_images} image(s)).")
-            object.__setattr__(self, "only", only)
-
-    @property
-    def images(self) -> list[tuple[int, int]]:
-        """(prompt index, image index) of each image to make, in order."""
-        every = [(p, i) for p in range(len(self.prompts)) for i in range(self.n_images)]
-        return every if self.only is None else [pair for pair in every if pair in self.only]
+from nbkit.weights.loaders import load_dallebart, load_vqgan, load_vqgan_encoder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +52,11 @@ class GeneratedImage:
     seed: int
     tokens: np.ndarray          # (256,) image codes: the image's identity
     pixels: np.ndarray          # (256, 256, 3) uint8
+    negative_prompt: str = ""
+    kept: KeptTokens | None = dataclasses.field(default=None, repr=False)
+    # How likely the model found the kept tokens it reached after drawing some (the tokens after a
+    # filled region): the sum of their log-probabilities under the mixed logits. 0 with none kept.
+    kept_logprob: float = 0.0
 
 
 # ---- the events of a stream
@@ -132,6 +76,7 @@ class Progress:
     position: int               # tokens drawn so far in each row of this batch
     tokens: jax.Array | None = dataclasses.field(default=None, repr=False)   # (batch, 256), own copy
     _decode: Any = dataclasses.field(default=None, repr=False, compare=False)
+    batch: range = range(0)     # which of the stream's tasks this batch makes (their indexes)
 
     @cached_property
     def images(self) -> list[GeneratedImage]:
@@ -146,6 +91,7 @@ class Batch:
     images_done: int
     images_total: int
     elapsed: float
+    batch: range = range(0)     # which of the stream's tasks these are (their indexes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,11 +138,12 @@ def _image_key(seed, prompt_index, image_index):
     return jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), prompt_index), image_index)
 
 
-def image_keys(seed: int, prompt_indexes: np.ndarray, image_indexes: np.ndarray) -> np.ndarray:
+def image_keys(seeds: int | np.ndarray, prompt_indexes: np.ndarray, image_indexes: np.ndarray) -> np.ndarray:
     """One raw PRNG key per image, from (seed, prompt index, image index) only (one compiled
-    program for any number of images)."""
+    program for any number of images). `seeds`: one for all, or one per image."""
+    seeds = np.broadcast_to(np.asarray(seeds, np.int64), np.shape(prompt_indexes))
     return np.stack([np.asarray(_image_key(np.uint32(seed), np.uint32(p), np.uint32(i)))
-                     for p, i in zip(prompt_indexes, image_indexes, strict=True)])
+                     for seed, p, i in zip(seeds, prompt_indexes, image_indexes, strict=True)])
 
 
 def bucket_sizes(data_parallel: int, max_batch: int) -> list[int]:
@@ -211,8 +158,9 @@ def bucket_sizes(data_parallel: int, max_batch: int) -> list[int]:
 class Pipeline:
     def __init__(self, model: DalleBart, params: Any, tokenizer: PromptTokenizer,
                  vqgan: vqgan_module.VQGANDecoder, vqgan_params: Any, mesh: jax.sharding.Mesh,
-                 max_batch: int | None = None, name: str = "model"):
+                 max_batch: int | None = None, name: str = "model", vqgan_folder: str | Path | None = None):
         self.model, self.params, self.tokenizer = model, params, tokenizer
+        self.vqgan_folder = vqgan_folder     # where the encoder's weights are, when an image is encoded
         self.vqgan, self.vqgan_params, self.mesh, self.name = vqgan, vqgan_params, mesh, name
         data = sharding.data_size(mesh)
         per_device = 8 if mesh.devices.flat[0].platform != "cpu" else 4
@@ -246,7 +194,67 @@ class Pipeline:
         dallebart, params = load_dallebart(folder, dtype, place=sharding.weight_placer(mesh))
         decoder, decoder_params = load_vqgan(vqgan_folder, dtype)
         return cls(dallebart, params, PromptTokenizer.from_folder(folder), decoder,
-                   sharding.put_tree(decoder_params, mesh), mesh, max_batch, name=str(model))
+                   sharding.put_tree(decoder_params, mesh), mesh, max_batch, name=str(model),
+                   vqgan_folder=vqgan_folder)
+
+    # ---- starting from an image
+
+    @cached_property
+    def _encoder(self):
+        if self.vqgan_folder is None:
+            raise ValueError("This pipeline was built without its VQGAN folder, so it cannot encode images: "
+                             "use Pipeline.from_pretrained, or pass vqgan_folder=.")
+        model, params = load_vqgan_encoder(self.vqgan_folder, jnp.float32)
+        return model, params
+
+    def encode_image(self, image: Any) -> np.ndarray:
+        """Any image (path, PIL image, array) → its (256,) tokens. The encoder is loaded on first use."""
+        model, params = self._encoder
+        pixels = vqgan_module.image_to_pixels(image, model.config.resolution)
+        return vqgan_module.encode(model, params, pixels[None])[0]
+
+    def source(self, image: Any) -> SourceImage:
+        """What `vary`, `extend` and `fill` start from (see `nbkit.generation.from_image.open_source`)."""
+        return open_source(image, self.encode_image)
+
+    def vary(self, source: Any, n_images: int = 4, keep_rows: int = 8, seed: int | None = None,
+             prompt: str | None = None, negative_prompt: str | None = None,
+             settings: SamplingSettings | None = None) -> Generation:
+        """Variations of an image: its first `keep_rows` rows of tokens (of 16) kept, the rest drawn anew
+        (0: new images from the prompt; 16: the source's tokens). `source`: a PNG nbkit saved (its tokens
+        and prompt come from its metadata), a GeneratedImage, or any image (encoded; give `prompt`)."""
+        return self.collect(variation_request(self.source(source), n_images, keep_rows, seed, prompt,
+                                              negative_prompt, settings))
+
+    def extend(self, source: Any, direction: Direction = "down", rows: int = 8, n_images: int = 1,
+               seed: int | None = None, prompt: str | None = None, negative_prompt: str | None = None,
+               settings: SamplingSettings | None = None) -> Generation:
+        """The picture continued `down` or to the `right` by `rows` (1–15) rows or columns of tokens: the
+        grid moves up or left, what is still inside is kept, the new band is drawn."""
+        return self.collect(extension_request(self.source(source), direction, rows, n_images, seed, prompt,
+                                              negative_prompt, settings))
+
+    def fill(self, source: Any, region: tuple[int, int, int, int], n_images: int = 8, seed: int | None = None,
+             prompt: str | None = None, negative_prompt: str | None = None,
+             settings: SamplingSettings | None = None) -> Generation:
+        """A region (top, left, bottom, right, in token cells of 16 px) drawn anew, everything else kept.
+        The model cannot see the kept tokens after the hole while drawing it, so `n_images` candidates are
+        drawn and returned best first by how likely the model finds those kept tokens afterwards
+        (`kept_logprob`); rerank them with CLIP for the best match to the prompt."""
+        generation = self.collect(fill_request(self.source(source), region, n_images, seed, prompt,
+                                               negative_prompt, settings))
+        generation.images.sort(key=lambda image: -image.kept_logprob)
+        return generation
+
+    def decode_grid(self, tokens: np.ndarray) -> np.ndarray:
+        """A (rows, columns) grid of tokens of any size → one uint8 picture of (16·rows, 16·columns) px:
+        the VQGAN decodes it as one image, so pieces laid side by side blend without seams."""
+        return vqgan_module.to_uint8(vqgan_module.decode_grid(self.vqgan, self.vqgan_params, tokens))
+
+    def seamless(self, images: Sequence[GeneratedImage], columns: int | None = None) -> np.ndarray:
+        """Images' tokens laid out as a grid (`columns` wide, default square) and decoded as one picture,
+        so the cells blend into one large image (min-dalle's `is_seamless`)."""
+        return self.decode_grid(seamless_tokens([image.tokens for image in images], columns))
 
     def sampler(self, settings: SamplingSettings) -> CompiledSampler:
         return compiled_sampler(self.model, self.vqgan.config.n_embed, settings.super_conditioned, self.mesh)
@@ -278,52 +286,64 @@ class Pipeline:
         start-of-batch `Progress` is yielded then. Leave the loop to stop; finished batches stay
         with the consumer.
         """
-        if progress_every is not None and not (_whole(progress_every) and progress_every >= 1):
-            raise ValueError(f"progress_every must be a whole number ≥ 1 or None (got {progress_every!r}).")
         if not isinstance(request, GenerationRequest):
             raise TypeError(f"stream takes a GenerationRequest (got {type(request).__name__}); "
                             "for prompts, use generate().")
-        return self._stream(request, progress_every)
+        return self.stream_tasks(request.tasks(), request.settings, progress_every)
 
-    def _stream(self, request: GenerationRequest, progress_every: int | None) -> Iterator[Event]:
+    def stream_tasks(self, tasks: Sequence[ImageTask], settings: SamplingSettings,
+                     progress_every: int | None = None) -> Iterator[Event]:
+        """`stream` for any list of images to make — from several requests at once, as the server's
+        worker packs them; batches take the tasks in order, `max_batch` at a time."""
+        if progress_every is not None and not (whole(progress_every) and progress_every >= 1):
+            raise ValueError(f"progress_every must be a whole number ≥ 1 or None (got {progress_every!r}).")
+        tasks = list(tasks)
+        length, codes = self.model.config.image_length, self.vqgan.config.n_embed
+        for task in tasks:
+            if not isinstance(task, ImageTask):
+                raise TypeError(f"stream_tasks takes ImageTasks (got {type(task).__name__}).")
+            kept = task.kept
+            if kept is not None and (len(kept.tokens) != length or int(kept.tokens.max(initial=0)) >= codes):
+                raise ValueError(f"Kept tokens must be {length} codes below {codes} for this model (got "
+                                 f"{len(kept.tokens)} up to {int(kept.tokens.max(initial=0))}): they come "
+                                 "from another VQGAN.")
+        return self._stream(tasks, settings, progress_every)
+
+    def _stream(self, tasks: list[ImageTask], settings: SamplingSettings,
+                progress_every: int | None) -> Iterator[Event]:
         started = time.perf_counter()
         timings = {"tokens": 0.0, "pixels": 0.0}
-        wanted = request.images
-        prompt_of = np.array([p for p, _ in wanted], np.int64)
-        image_of = np.array([i for _, i in wanted], np.int64)
-        keys = image_keys(request.seed, prompt_of, image_of) if wanted else np.zeros((0, 2), np.uint32)
-        tokenized = self.tokenizer(list(request.prompts), list(request.negative_prompt))
-        sampler = self.sampler(request.settings)
+        sampler = self.sampler(settings)
         traced = jax.tree.map(lambda value: sharding.put(value, sharding.replicated(self.mesh)),
-                              request.settings.as_arrays(self.model.config))
+                              settings.as_arrays(self.model.config))
         length = self.model.config.image_length
-        total, done = len(wanted), 0
+        total, done = len(tasks), 0
         every = progress_every or length
         for first in range(0, total, self.max_batch):
-            chosen = np.arange(first, min(total, first + self.max_batch))
+            chosen = tasks[first:first + self.max_batch]
+            indexes = range(first, first + len(chosen))
             size = next(b for b in self.buckets if b >= len(chosen))
-            padded = np.concatenate([chosen, np.full(size - len(chosen), chosen[0])])
-            rows = [(request.prompts[prompt_of[row]], int(prompt_of[row]), int(image_of[row]))
-                    for row in chosen]
+            padded = chosen + [chosen[0]] * (size - len(chosen))
             program = (size, sampler.super_conditioned)
             compiling = program not in self._warm
 
-            def decode(tokens: jax.Array, rows=rows) -> list[GeneratedImage]:
+            def decode(tokens: jax.Array, logprob=None, chosen=chosen) -> list[GeneratedImage]:
                 began = time.perf_counter()
-                images = self._images(tokens, rows, request.seed)
+                images = self._images(tokens, chosen, logprob)
                 timings["pixels"] += time.perf_counter() - began
                 return images
 
             rows_now = len(chosen)
 
             def progress(position: int, tokens: jax.Array | None = None, compiling=compiling, done=done,
-                         rows_now=rows_now, decode=decode) -> Progress:
+                         rows_now=rows_now, decode=decode, indexes=indexes) -> Progress:
                 return Progress(done * length + position * rows_now, total * length, done, total,
-                                time.perf_counter() - started, compiling, position, tokens, decode)
+                                time.perf_counter() - started, compiling, position, tokens, decode,
+                                batch=indexes)
 
             yield progress(0)
             began = time.perf_counter()
-            state = self._start(sampler, tokenized, prompt_of[padded], keys[padded], traced)
+            state = self._start(sampler, padded, traced)
             for begin in range(1, length, every):
                 end = min(begin + every, length)
                 state = sampler.advance(self.params, state, traced, begin, end)
@@ -337,28 +357,35 @@ class Pipeline:
             state.tokens.block_until_ready()
             timings["tokens"] += time.perf_counter() - began
             self._warm.add(program)
-            images = decode(state.tokens)
+            images = decode(state.tokens, state.kept_logprob)
             done += len(chosen)
-            yield Batch(images, done, total, time.perf_counter() - started)
+            yield Batch(images, done, total, time.perf_counter() - started, batch=indexes)
         timings["total"] = time.perf_counter() - started
         yield Done(total, timings)
 
-    def _start(self, sampler: CompiledSampler, tokenized, prompt_rows: np.ndarray, keys: np.ndarray, traced,
-               known: np.ndarray | None = None, kept: np.ndarray | None = None):
+    def _start(self, sampler: CompiledSampler, tasks: list[ImageTask], traced):
         """The sampler's state for one padded batch: prompts encoded, first token drawn, kept prefix run."""
         put = lambda value: sharding.put(value, sharding.rows(self.mesh))
-        shape = (len(prompt_rows), self.model.config.image_length)
-        known = np.zeros(shape, np.int32) if known is None else known
-        kept = np.zeros(shape, bool) if kept is None else kept
-        return sampler.start(self.params, put(tokenized.input_ids[prompt_rows]),
-                             put(tokenized.attention_mask[prompt_rows]),
-                             put(tokenized.input_ids_uncond[prompt_rows]),
-                             put(tokenized.attention_mask_uncond[prompt_rows]), put(keys), traced,
-                             put(known), put(kept), sharding.put(np.int32(kept_prefix(kept)),
-                                                                 sharding.replicated(self.mesh)))
+        tokenized = self.tokenizer([task.prompt for task in tasks], [task.negative_prompt for task in tasks])
+        keys = image_keys(np.array([task.seed for task in tasks], np.int64),
+                          np.array([task.prompt_index for task in tasks], np.int64),
+                          np.array([task.image_index for task in tasks], np.int64))
+        length = self.model.config.image_length
+        known = np.zeros((len(tasks), length), np.int32)
+        kept = np.zeros((len(tasks), length), bool)
+        for row, task in enumerate(tasks):
+            if task.kept is not None:
+                known[row], kept[row] = task.kept.tokens, task.kept.mask
+        return sampler.start(self.params, put(tokenized.input_ids), put(tokenized.attention_mask),
+                             put(tokenized.input_ids_uncond), put(tokenized.attention_mask_uncond),
+                             put(keys), traced, put(known), put(kept),
+                             sharding.put(np.int32(kept_prefix(kept)), sharding.replicated(self.mesh)))
 
-    def _images(self, tokens: jax.Array, rows: list[tuple[str, int, int]], seed: int) -> list[GeneratedImage]:
+    def _images(self, tokens: jax.Array, tasks: list[ImageTask], logprob=None) -> list[GeneratedImage]:
         pixels = vqgan_module.to_uint8(sharding.to_host(self._decode(self.vqgan_params, tokens)))
         codes = sharding.to_host(tokens)
-        return [GeneratedImage(prompt, prompt_index, image_index, seed, codes[slot], pixels[slot])
-                for slot, (prompt, prompt_index, image_index) in enumerate(rows)]
+        logprob = np.zeros(len(codes), np.float32) if logprob is None else sharding.to_host(logprob)
+        return [GeneratedImage(task.prompt, task.prompt_index, task.image_index, task.seed, codes[slot],
+                               pixels[slot], task.negative_prompt, task.kept,
+                               float(logprob[slot]) if task.kept is not None else 0.0)
+                for slot, task in enumerate(tasks)]

@@ -158,7 +158,11 @@ class MidBlock(nn.Module):
 
 
 class VQGANDecoder(nn.Module):
-    """Image tokens (batch, grid²) → pixels (batch, resolution, resolution, 3), about [0, 1]."""
+    """Image tokens (batch, grid²) → pixels (batch, resolution, resolution, 3), about [0, 1].
+
+    Token grids of any size, (batch, rows, columns), decode to (batch, 16·rows, 16·columns, 3): the
+    decoder is convolutional (and its attention spans whatever grid it gets), which is what seamless
+    grids and extended pictures use."""
 
     config: VQGANConfig
     dtype: Any = jnp.float32
@@ -167,8 +171,9 @@ class VQGANDecoder(nn.Module):
     def __call__(self, codes):
         config = self.config
         codebook = nn.Embed(config.n_embed, config.embed_dim, dtype=self.dtype, name="embedding")
-        side = config.grid_size
-        z = codebook(codes).reshape(codes.shape[0], side, side, config.embed_dim)
+        if codes.ndim == 2:
+            codes = codes.reshape(codes.shape[0], config.grid_size, config.grid_size)
+        z = codebook(codes)
         z = _conv1(config.z_channels, dtype=self.dtype, name="post_quant_conv")(z)
         return Decoder(config, self.dtype, name="decoder")(z).astype(jnp.float32)
 
@@ -286,6 +291,17 @@ def decode(model: VQGANDecoder, params: dict, codes) -> jax.Array:
         raise ValueError(f"Codes must be in [0, {model.config.n_embed}); got {bad[:5].tolist()}. "
                          "Sample with codebook_size equal to the VQGAN's n_embed.")
     return compiled_decoder(model)(params, jnp.asarray(codes, jnp.int32))
+
+
+def decode_grid(model: VQGANDecoder, params: dict, tokens) -> jax.Array:
+    """One (rows, columns) grid of codes of any size → (16·rows, 16·columns, 3) float32 pixels, unclipped:
+    the grid decoded as one picture. Each new grid shape compiles once."""
+    tokens = np.asarray(tokens)
+    if tokens.ndim != 2 or 0 in tokens.shape or not np.issubdtype(tokens.dtype, np.integer):
+        raise ValueError(f"Expected one (rows, columns) grid of codes, got {tokens.dtype} {tokens.shape}.")
+    if tokens.min() < 0 or tokens.max() >= model.config.n_embed:
+        raise ValueError(f"Codes must be in [0, {model.config.n_embed}); these come from another VQGAN.")
+    return compiled_decoder(model)(params, jnp.asarray(tokens, jnp.int32)[None])[0]
 
 
 def to_uint8(pixels) -> np.ndarray:

@@ -19,6 +19,7 @@ import jax
 import numpy as np
 from PIL import Image
 
+from nbkit.generation.kept import KeptTokens, tokens_sha256
 from nbkit.generation.pipeline import (
     Batch,
     Done,
@@ -29,8 +30,9 @@ from nbkit.generation.pipeline import (
     Pipeline,
 )
 from nbkit.generation.sampling import SamplingSettings
-from nbkit.output.images import make_grid, png_bytes, read_png_metadata
+from nbkit.output.images import make_grid
 from nbkit.output.storage import ImageRecord, RunFolder, atomic_replace, run_key, slugify
+from nbkit.png import png_bytes, read_png_metadata
 
 RANKING_FILE = "ranking.json"
 
@@ -42,6 +44,7 @@ class Opened:
     folder: RunFolder
     already_saved: int
     to_make: int
+    missing: list[tuple[int, int]] = dataclasses.field(default_factory=list, repr=False)
 
     @property
     def already_complete(self) -> bool:
@@ -53,10 +56,27 @@ def _prng_setting() -> bool:
 
 
 def record_of(image: GeneratedImage, model: str, request: GenerationRequest) -> ImageRecord:
+    kept = image.kept
     return ImageRecord(image.prompt, image.prompt_index, image.image_index, image.seed, model,
                        dataclasses.asdict(request.settings), tokens=tuple(image.tokens.tolist()),
                        jax_version=jax.__version__, jax_threefry_partitionable=_prng_setting(),
-                       negative_prompt=request.negative_prompt[image.prompt_index])
+                       negative_prompt=request.negative_prompt[image.prompt_index],
+                       kept_mask=kept.mask_hex() if kept is not None and kept.count else "",
+                       source=request.source, kept_logprob=image.kept_logprob if kept is not None else None)
+
+
+def open_run(model: str, request: GenerationRequest, out: str | Path) -> Opened:
+    """The run folder under `out` for `request` — the one an earlier identical request made (same
+    prompts, seed, count, model, settings, negative prompts and kept tokens), else a new one — and what
+    it still lacks (`Opened.missing`: (prompt index, image index) pairs, in order)."""
+    kept = [None if k is None else tokens_sha256(np.concatenate([k.tokens, k.mask])) for k in request.kept]
+    settings = dataclasses.asdict(request.settings)
+    key = run_key(request.prompts, request.seed, request.n_images, model, settings, request.negative_prompt, kept)
+    folder = RunFolder.resume_or_create(Path(out), request.prompts, key,
+                                        len(request.prompts) * request.n_images)
+    saved = {(e.get("prompt_index"), e.get("image_index")) for e in folder.entries()}
+    missing = [pair for pair in dataclasses.replace(request, only=None).images if pair not in saved]
+    return Opened(folder, len(saved), len(missing), missing)
 
 
 def stream_to_folder(pipe: Pipeline, request: GenerationRequest, out: str | Path, grid: bool = True,
@@ -64,14 +84,9 @@ def stream_to_folder(pipe: Pipeline, request: GenerationRequest, out: str | Path
     """The pipeline's stream for `request`, saving each `Batch` into a run folder under `out` before
     it is passed on. First yields `Opened`. The same request again (same prompts, seed, count, model
     and settings) reopens its folder and makes only the images it lacks; a complete one makes none."""
-    settings = dataclasses.asdict(request.settings)
-    key = run_key(request.prompts, request.seed, request.n_images, pipe.name, settings,
-                  request.negative_prompt)
-    folder = RunFolder.resume_or_create(Path(out), request.prompts, key,
-                                        len(request.prompts) * request.n_images)
-    saved = {(e.get("prompt_index"), e.get("image_index")) for e in folder.entries()}
-    missing = [pair for pair in dataclasses.replace(request, only=None).images if pair not in saved]
-    yield Opened(folder, len(saved), len(missing))
+    opened = open_run(pipe.name, request, out)
+    folder, missing = opened.folder, opened.missing
+    yield opened
     for event in pipe.stream(dataclasses.replace(request, only=missing), progress_every):
         if isinstance(event, Batch):
             for image in event.images:
@@ -130,10 +145,14 @@ def reproduce(pipe: Pipeline, png: str | Path) -> GeneratedImage:
                          f"{pipe.name!r}: load that model (Pipeline.from_pretrained({record.model!r}) "
                          f"or --model) to reproduce it.")
     prompts = [" "] * record.prompt_index + [record.prompt]     # the image's key uses its prompt's index
+    kept = None
+    if record.kept_mask:     # kept tokens come out exactly as given: the image's own tokens hold them
+        kept = KeptTokens.from_record(np.asarray(record.tokens), record.kept_mask)
     request = GenerationRequest(prompts, record.image_index + 1, record.seed,
                                 SamplingSettings(**dict(record.settings)),
                                 only=[(record.prompt_index, record.image_index)],
-                                negative_prompt=[""] * record.prompt_index + [record.negative_prompt])
+                                negative_prompt=[""] * record.prompt_index + [record.negative_prompt],
+                                kept=[None] * record.prompt_index + [kept])
     with _prng(record.jax_threefry_partitionable):
         image = pipe.collect(request).images[0]
     if record.tokens and tuple(image.tokens.tolist()) != record.tokens:

@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 
 from nbkit import __version__
-from nbkit.output.images import make_grid, png_bytes, read_png_metadata
+from nbkit.output.images import make_grid
+from nbkit.png import png_bytes, read_png_metadata
 
 MANIFEST = "manifest.jsonl"
 RUN_FILE = "run.json"
@@ -147,13 +148,16 @@ def _settings_items(settings: Any) -> tuple[tuple[str, Any], ...]:
 
 
 def run_key(prompts: Sequence[str], seed: int, n_images: int, model: str, settings: Any,
-            negative_prompts: Sequence[str] = ()) -> str:
-    """Identifies a batch: the same prompts, seed, count, model, settings and negative prompts give
-    the same key (empty negative prompts leave it as it was before they existed)."""
+            negative_prompts: Sequence[str] = (), kept: Sequence[str | None] = ()) -> str:
+    """Identifies a batch: the same prompts, seed, count, model, settings, negative prompts and kept
+    tokens (a hash per prompt, or None) give the same key (empty negative prompts and nothing kept leave
+    it as it was before they existed)."""
     batch = {"prompts": list(prompts), "seed": seed, "n_images": n_images, "model": model,
              "settings": dict(_settings_items(settings))}
     if any(negative_prompts):
         batch["negative_prompts"] = list(negative_prompts)
+    if any(kept):
+        batch["kept"] = list(kept)
     return hashlib.sha256(json.dumps(batch, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -178,6 +182,9 @@ class ImageRecord:
     jax_version: str | None = None
     jax_threefry_partitionable: bool | None = None
     negative_prompt: str = ""
+    kept_mask: str = ""          # positions kept rather than drawn (hex, raster order); "" for none
+    source: Mapping[str, Any] | None = None   # what the image started from (file, tokens_sha256, edit…)
+    kept_logprob: float | None = None         # how likely the model found the kept tokens after a hole
 
     def __post_init__(self):
         object.__setattr__(self, "settings", _settings_items(self.settings))
@@ -203,7 +210,9 @@ class ImageRecord:
                 "nbkit_version": self.nbkit_version, "tokens": list(self.tokens),
                 "jax_version": self.jax_version,
                 "jax_threefry_partitionable": self.jax_threefry_partitionable,
-                "negative_prompt": self.negative_prompt}
+                "negative_prompt": self.negative_prompt,
+                **({"kept_mask": self.kept_mask, "source": dict(self.source or {}),
+                    "kept_logprob": self.kept_logprob} if self.kept_mask else {})}
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, Any]) -> ImageRecord:

@@ -1,0 +1,120 @@
+"""What to make: a request (prompts, count, seed, settings, negative prompts, kept tokens), checked once
+where it enters, and the images it asks for as `ImageTask`s, each with everything its tokens depend on."""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+from nbkit.generation.kept import KeptTokens, whole
+from nbkit.generation.sampling import SamplingSettings
+from nbkit.text.tokenizer import check_prompts
+
+SEED_LIMIT = 2**32
+
+
+def draw_seed() -> int:
+    """A random seed, the same on every host of a multi-host run."""
+    seed = secrets.randbelow(2**31)
+    if jax.process_count() > 1:
+        seed = int(multihost_utils.broadcast_one_to_all(np.int32(seed)))
+    return seed
+
+
+def _per_prompt(value: Any, prompts: int, name: str, kind: type, what: str, optional: bool = False) -> tuple:
+    """One value for every prompt, or one per prompt → a tuple with one per prompt."""
+    fits = lambda v: isinstance(v, kind) or (optional and v is None)
+    values = [value] * prompts if fits(value) or isinstance(value, (str, bytes)) else list(value)
+    if len(values) != prompts or not all(fits(v) for v in values):
+        raise ValueError(f"{name} must be one {what}, or one {what} per prompt ({prompts}); got {value!r}.")
+    return tuple(values)
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageTask:
+    """One image to make: everything its tokens depend on besides the model and the sampling settings.
+    Its random key comes from (seed, prompt_index, image_index) alone, so tasks from different requests
+    (or people) can share a batch and still get exactly their own images."""
+
+    prompt: str
+    seed: int
+    prompt_index: int = 0
+    image_index: int = 0
+    negative_prompt: str = ""
+    kept: KeptTokens | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationRequest:
+    """What to make, checked once where it enters. A seed left as None is drawn here, once, so
+    the request (and everything made from it) always knows its seed.
+
+    `only`: make just these (prompt index, image index) images — the rest of a resumed run, or
+    one image to reproduce; their keys are those they have in the whole request.
+    `negative_prompt`: what the images should not show — one text for every prompt, or one per
+    prompt; it takes the empty prompt's place in super-conditioning (logits = negative + scale ·
+    (prompt − negative)). Empty means none: exactly the images made without one.
+    `kept`: image tokens to keep rather than draw (variations, extending, filling a region) — one
+    `KeptTokens` for every prompt, or one (or None) per prompt.
+    `source`: what the images started from (a file name, its tokens' hash, how many rows were kept…),
+    recorded with them; it plays no part in making them.
+    """
+
+    prompts: Sequence[str]
+    n_images: int = 1
+    seed: int | None = None
+    settings: SamplingSettings = SamplingSettings()
+    only: Collection[tuple[int, int]] | None = None
+    negative_prompt: str | Sequence[str] = ""
+    kept: KeptTokens | Sequence[KeptTokens | None] | None = None
+    source: Mapping[str, Any] | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "prompts", tuple(check_prompts(self.prompts)))
+        count = len(self.prompts)
+        object.__setattr__(self, "negative_prompt",
+                           _per_prompt(self.negative_prompt, count, "negative_prompt", str, "text"))
+        object.__setattr__(self, "kept",
+                           _per_prompt(self.kept, count, "kept", KeptTokens, "KeptTokens", optional=True))
+        if self.source is not None:
+            if not isinstance(self.source, Mapping):
+                raise ValueError(f"source must be a mapping of what the images started from (got "
+                                 f"{self.source!r}).")
+            object.__setattr__(self, "source", dict(self.source))
+        if not whole(self.n_images) or self.n_images < 1:
+            raise ValueError(f"n_images must be a whole number ≥ 1 (got {self.n_images!r}).")
+        if self.seed is None:
+            object.__setattr__(self, "seed", draw_seed())
+        elif not whole(self.seed) or not 0 <= self.seed < SEED_LIMIT:
+            raise ValueError(f"seed must be a whole number in [0, 2³²) or None for a random one "
+                             f"(got {self.seed!r}).")
+        if not isinstance(self.settings, SamplingSettings):
+            raise TypeError(f"settings must be a SamplingSettings (got {type(self.settings).__name__}).")
+        object.__setattr__(self, "n_images", int(self.n_images))
+        object.__setattr__(self, "seed", int(self.seed))
+        if self.only is not None:
+            only = frozenset((int(p), int(i)) for p, i in self.only)
+            outside = [(p, i) for p, i in only if not (0 <= p < len(self.prompts) and 0 <= i < self.n_images)]
+            if outside:
+                raise ValueError(f"only= names images the request does not have: {sorted(outside)[:5]} "
+                                 f"({len(self.prompts)} prompt(s) × {self.n_images} image(s)).")
+            object.__setattr__(self, "only", only)
+
+    @property
+    def images(self) -> list[tuple[int, int]]:
+        """(prompt index, image index) of each image to make, in order."""
+        every = [(p, i) for p in range(len(self.prompts)) for i in range(self.n_images)]
+        return every if self.only is None else [pair for pair in every if pair in self.only]
+
+    def tasks(self) -> list[ImageTask]:
+        """The images to make, in order, each with all it depends on."""
+        return [ImageTask(self.prompts[p], self.seed, p, i, self.negative_prompt[p], self.kept[p])
+                for p, i in self.images]
+
+
