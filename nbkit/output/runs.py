@@ -71,7 +71,8 @@ def open_run(model: str, request: GenerationRequest, out: str | Path) -> Opened:
     it still lacks (`Opened.missing`: (prompt index, image index) pairs, in order)."""
     kept = [None if k is None else tokens_sha256(np.concatenate([k.tokens, k.mask])) for k in request.kept]
     settings = dataclasses.asdict(request.settings)
-    key = run_key(request.prompts, request.seed, request.n_images, model, settings, request.negative_prompt, kept)
+    key = run_key(request.prompts, request.seed, request.n_images, model, settings, request.negative_prompt,
+                  kept)
     folder = RunFolder.resume_or_create(Path(out), request.prompts, key,
                                         len(request.prompts) * request.n_images)
     saved = {(e.get("prompt_index"), e.get("image_index")) for e in folder.entries()}
