@@ -135,7 +135,24 @@ def parser() -> argparse.ArgumentParser:
 
     info = commands.add_parser("info", help="devices, recommended dtype and model, cache contents")
     info.set_defaults(run=_info)
+
+    serve = commands.add_parser("serve", help="a web page and an HTTP API, shared by many people",
+                                epilog=EPILOG)
+    _add_serve_arguments(serve)
+    serve.set_defaults(run=_serve)
     return main
+
+
+def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    from nbkit.server.command import add_arguments
+
+    add_arguments(parser)
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from nbkit.server.command import run
+
+    run(args)
 
 
 def main(argv: list[str] | None = None) -> int:

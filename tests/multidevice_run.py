@@ -22,7 +22,7 @@ def step_collectives(pipe):
     traced = jax.tree.map(lambda v: sharding.put(v, sharding.replicated(pipe.mesh)),
                           settings.as_arrays(pipe.model.config))
     rows = pipe.buckets[0]
-    state = pipe._start(sampler, [ImageTask("a", 0, row) for row in range(rows)], traced)
+    state, _ = pipe._start(sampler, [ImageTask("a", 0, row) for row in range(rows)], traced)
     text = sampler.advance.lower(pipe.params, state, traced, 1, 2).compile().as_text()
     return sorted({match.group(1) for match in COLLECTIVES.finditer(text)})
 

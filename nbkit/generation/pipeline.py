@@ -343,8 +343,8 @@ class Pipeline:
 
             yield progress(0)
             began = time.perf_counter()
-            state = self._start(sampler, padded, traced)
-            for begin in range(1, length, every):
+            state, prefix = self._start(sampler, padded, traced)
+            for begin in range(max(prefix, 1), length, every):
                 end = min(begin + every, length)
                 state = sampler.advance(self.params, state, traced, begin, end)
                 if end < length:
@@ -364,7 +364,8 @@ class Pipeline:
         yield Done(total, timings)
 
     def _start(self, sampler: CompiledSampler, tasks: list[ImageTask], traced):
-        """The sampler's state for one padded batch: prompts encoded, first token drawn, kept prefix run."""
+        """The sampler's state for one padded batch (prompts encoded, first token drawn, kept prefix run),
+        and the length of that prefix: drawing goes on from there."""
         put = lambda value: sharding.put(value, sharding.rows(self.mesh))
         tokenized = self.tokenizer([task.prompt for task in tasks], [task.negative_prompt for task in tasks])
         keys = image_keys(np.array([task.seed for task in tasks], np.int64),
@@ -376,10 +377,12 @@ class Pipeline:
         for row, task in enumerate(tasks):
             if task.kept is not None:
                 known[row], kept[row] = task.kept.tokens, task.kept.mask
-        return sampler.start(self.params, put(tokenized.input_ids), put(tokenized.attention_mask),
-                             put(tokenized.input_ids_uncond), put(tokenized.attention_mask_uncond),
-                             put(keys), traced, put(known), put(kept),
-                             sharding.put(np.int32(kept_prefix(kept)), sharding.replicated(self.mesh)))
+        prefix = kept_prefix(kept)
+        state = sampler.start(self.params, put(tokenized.input_ids), put(tokenized.attention_mask),
+                              put(tokenized.input_ids_uncond), put(tokenized.attention_mask_uncond),
+                              put(keys), traced, put(known), put(kept),
+                              sharding.put(np.int32(prefix), sharding.replicated(self.mesh)))
+        return state, prefix
 
     def _images(self, tokens: jax.Array, tasks: list[ImageTask], logprob=None) -> list[GeneratedImage]:
         pixels = vqgan_module.to_uint8(sharding.to_host(self._decode(self.vqgan_params, tokens)))

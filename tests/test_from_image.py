@@ -1,0 +1,194 @@
+"""Starting from an image, on the tiny fixture models: what each edit keeps (pure), variations, extending,
+filling a region, seamless grids, packing tasks of different requests, and saving/reproducing them."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from PIL import Image
+from test_pipeline import DALLEBART, VQGAN
+
+from nbkit.generation.from_image import SourceImage
+from nbkit.generation.kept import KeptTokens, seamless_tokens, stitched_tokens, tokens_sha256
+from nbkit.generation.pipeline import Batch, GenerationRequest, Pipeline
+from nbkit.generation.sampling import SamplingSettings
+from nbkit.output.runs import reproduce, stream_to_folder
+from nbkit.png import read_png_metadata
+
+GRID = np.arange(256).reshape(16, 16) % 64
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return Pipeline.from_pretrained(DALLEBART, VQGAN, dtype="float32", progress=False)
+
+
+@pytest.fixture(scope="module")
+def made(pipe):
+    """A generated image to start from."""
+    return pipe.generate(["a red cube"], seed=3).images[0]
+
+
+# ---- what each edit keeps (no model)
+
+
+def test_first_rows_keeps_whole_rows_and_nothing_else():
+    kept = KeptTokens.first_rows(GRID, 5)
+    assert kept.mask.reshape(16, 16)[:5].all() and not kept.mask.reshape(16, 16)[5:].any()
+    assert kept.tokens.reshape(16, 16)[:5].tolist() == GRID[:5].tolist() and kept.count == 80
+    assert KeptTokens.first_rows(GRID, 0).count == 0 and KeptTokens.first_rows(GRID, 16).count == 256
+    with pytest.raises(ValueError, match="keep_rows must be a whole number from 0 to 16"):
+        KeptTokens.first_rows(GRID, 17)
+
+
+def test_shifting_moves_the_grid_and_keeps_what_is_still_inside():
+    down = KeptTokens.shifted(GRID, "down", 3)
+    assert down.tokens.reshape(16, 16)[:13].tolist() == GRID[3:].tolist()
+    assert down.mask.reshape(16, 16)[:13].all() and not down.mask.reshape(16, 16)[13:].any()
+    right = KeptTokens.shifted(GRID, "right", 4)
+    assert right.tokens.reshape(16, 16)[:, :12].tolist() == GRID[:, 4:].tolist()
+    assert right.mask.reshape(16, 16)[:, :12].all() and not right.mask.reshape(16, 16)[:, 12:].any()
+    for bad in (0, 16):
+        with pytest.raises(ValueError, match="Extend by 1 to 15"):
+            KeptTokens.shifted(GRID, "down", bad)
+    with pytest.raises(ValueError, match="direction must be one of down, right"):
+        KeptTokens.shifted(GRID, "up", 2)
+
+
+def test_a_region_to_fill_is_the_only_part_not_kept_and_masks_survive_the_record():
+    kept = KeptTokens.outside(GRID, 4, 5, 8, 11)
+    mask = kept.mask.reshape(16, 16)
+    assert not mask[4:8, 5:11].any() and mask.sum() == 256 - 4 * 6
+    back = KeptTokens.from_record(GRID.reshape(-1), kept.mask_hex())
+    assert back == kept and len(kept.mask_hex()) == 64
+    with pytest.raises(ValueError, match="0 ≤ top < bottom ≤ 16"):
+        KeptTokens.outside(GRID, 8, 0, 8, 4)
+
+
+def test_seamless_and_stitched_grids_lay_tokens_side_by_side():
+    grids = [np.full(256, value) for value in range(4)]
+    whole = seamless_tokens(grids)
+    assert whole.shape == (32, 32) and whole[0, 16] == 1 and whole[16, 0] == 2 and whole[31, 31] == 3
+    assert seamless_tokens(grids, columns=4).shape == (16, 64)
+    with pytest.raises(ValueError, match="multiple of columns"):
+        seamless_tokens(grids[:3], columns=2)
+    wide = stitched_tokens(GRID, [np.roll(GRID, 1), np.roll(GRID, 2)], "right", 4)
+    assert wide.shape == (16, 24) and wide[:, 16:20].tolist() == np.roll(GRID, 1)[:, 12:].tolist()
+    tall = stitched_tokens(GRID, [GRID + 1], "down", 5)
+    assert tall.shape == (21, 16) and tall[16:].tolist() == (GRID + 1)[11:].tolist()
+
+
+# ---- on the model
+
+
+def test_variations_keep_the_first_rows_exactly_and_draw_the_rest(pipe, made):
+    varied = pipe.vary(made, n_images=3, keep_rows=6, seed=9).images
+    source = made.tokens.reshape(16, 16)
+    for image in varied:
+        assert image.tokens.reshape(16, 16)[:6].tolist() == source[:6].tolist()
+        assert image.prompt == "a red cube"
+    assert len({image.tokens[96:].tobytes() for image in varied}) == 3
+    assert pipe.vary(made, n_images=1, keep_rows=16, seed=1).images[0].tokens.tolist() == made.tokens.tolist()
+    fresh = pipe.generate(["a red cube"], n_images=2, seed=9)
+    nothing_kept = pipe.vary(made, n_images=2, keep_rows=0, seed=9)
+    assert [i.tokens.tolist() for i in nothing_kept.images] == [i.tokens.tolist() for i in fresh.images]
+
+
+def test_keep_rows_and_masks_never_recompile(pipe, made, count_compilations):
+    pipe.vary(made, n_images=2, keep_rows=4, seed=1)
+    with count_compilations() as counter:
+        for rows in (1, 9, 15):
+            pipe.vary(made, n_images=2, keep_rows=rows, seed=rows)
+        pipe.extend(made, "right", 5, n_images=2, seed=2)
+        pipe.fill(made, (3, 3, 9, 9), n_images=2, seed=2)
+    assert counter.count == 0
+
+
+def test_packing_tasks_of_different_requests_changes_no_image(pipe, made):
+    """What the server relies on: an image's tokens depend on its own task only."""
+    plain = GenerationRequest(["an avocado armchair"], 2, seed=4)
+    varied = GenerationRequest(["a red cube"], 2, seed=8, kept=KeptTokens.first_rows(made.tokens, 7),
+                               negative_prompt="blue")
+    alone = [image.tokens.tolist() for r in (plain, varied) for image in pipe.collect(r).images]
+    events = list(pipe.stream_tasks(plain.tasks() + varied.tasks(), SamplingSettings()))
+    together = [image for e in events if isinstance(e, Batch) for image in e.images]
+    assert [image.tokens.tolist() for image in together] == alone
+    assert [e.batch for e in events if isinstance(e, Batch)] == [range(0, 4)]
+
+
+def test_extending_keeps_the_shifted_picture_and_stitches_a_panorama(pipe, made):
+    down = pipe.extend(made, "down", 4, seed=5).images[0]
+    assert down.tokens.reshape(16, 16)[:12].tolist() == made.tokens.reshape(16, 16)[4:].tolist()
+    right = pipe.extend(made, "right", 6, seed=5).images[0]
+    assert right.tokens.reshape(16, 16)[:, :10].tolist() == made.tokens.reshape(16, 16)[:, 6:].tolist()
+    panorama = pipe.decode_grid(stitched_tokens(made.tokens, [right.tokens], "right", 6))
+    assert panorama.shape == (256, 352, 3) and panorama.dtype == np.uint8
+    with pytest.raises(ValueError, match="Extend by 1 to 15"):
+        pipe.extend(made, "down", 16)
+
+
+def test_filling_keeps_everything_outside_and_ranks_candidates_by_the_kept_tokens_after_it(pipe, made):
+    filled = pipe.fill(made, (2, 4, 6, 12), n_images=4, seed=6).images
+    mask = KeptTokens.outside(made.tokens, 2, 4, 6, 12).mask
+    for image in filled:
+        assert image.tokens[mask].tolist() == made.tokens[mask].tolist()
+        assert np.isfinite(image.kept_logprob) and image.kept_logprob < 0
+    scores = [image.kept_logprob for image in filled]
+    assert scores == sorted(scores, reverse=True) and len(set(scores)) > 1
+
+
+def test_a_seamless_grid_is_decoded_as_one_picture(pipe):
+    images = pipe.generate(["a red cube"], n_images=4, seed=2).images
+    one = pipe.seamless(images[:1])
+    # a 1×1 grid is the image itself, up to one level of the uint8 truncation (another batch size sums
+    # the convolutions in another order)
+    assert np.abs(one.astype(int) - images[0].pixels).max() <= 1
+    whole = pipe.seamless(images)
+    assert whole.shape == (512, 512, 3)
+    tiled = np.concatenate([np.concatenate([i.pixels for i in images[r:r + 2]], axis=1) for r in (0, 2)])
+    assert np.abs(whole.astype(int) - tiled).mean() > 1          # blended, not pasted side by side
+
+
+def test_a_source_is_a_saved_png_exactly_or_any_image_encoded(pipe, made, tmp_path):
+    events = list(stream_to_folder(pipe, GenerationRequest(["a red cube"], 1, seed=3), tmp_path))
+    saved = next(events[0].folder.path.glob("*_000.png"))
+    source = pipe.source(saved)
+    assert source.tokens.tolist() == made.tokens.tolist() and source.prompt == "a red cube"
+    assert not source.encoded and "_encoder" not in pipe.__dict__     # the encoder is not loaded for it
+    plain = tmp_path / "photo.jpg"
+    Image.fromarray(made.pixels).save(plain)
+    with pytest.raises(ValueError, match="its prompt is unknown: give one"):
+        pipe.vary(plain, keep_rows=4)
+    encoded = pipe.source(plain)
+    assert encoded.encoded and encoded.tokens.shape == (256,) and encoded.prompt is None
+    varied = pipe.vary(plain, n_images=1, keep_rows=4, seed=1, prompt="a cube").images[0]
+    assert varied.tokens[:64].tolist() == encoded.tokens[:64].tolist() and varied.prompt == "a cube"
+
+
+def test_a_saved_variation_records_its_source_and_is_reproduced(pipe, made, tmp_path):
+    source = SourceImage(made.tokens, made.prompt, name="cube.png")
+    from nbkit.generation.from_image import variation_request
+
+    request = variation_request(source, n_images=2, keep_rows=5, seed=12, negative_prompt="fog")
+    events = list(stream_to_folder(pipe, request, tmp_path))
+    folder = events[0].folder
+    pngs = sorted(p for p in folder.path.glob("*.png") if "grid" not in p.name)
+    assert len(pngs) == 2
+    metadata = read_png_metadata(pngs[1])
+    assert metadata["source"] == {"file": "cube.png", "tokens_sha256": tokens_sha256(made.tokens),
+                                  "encoded": False, "edit": "vary", "keep_rows": 5}
+    assert metadata["negative_prompt"] == "fog" and len(metadata["kept_mask"]) == 64
+    again = reproduce(pipe, pngs[1])
+    assert again.tokens.tolist() == metadata["tokens"]
+    # the same request again reopens the folder; another source makes another run
+    assert list(stream_to_folder(pipe, request, tmp_path))[0].folder.path == folder.path
+    other = dataclasses.replace(request, kept=KeptTokens.first_rows(made.tokens, 6))
+    assert list(stream_to_folder(pipe, other, tmp_path))[0].folder.path != folder.path
+
+
+def test_kept_tokens_from_another_vqgan_are_refused(pipe):
+    request = GenerationRequest(["x"], kept=KeptTokens.first_rows(np.full(256, 500), 2))
+    with pytest.raises(ValueError, match="below 64 for this model"):
+        pipe.collect(request)
