@@ -1,4 +1,4 @@
-"""`python -m nbkit` (or `nbkit`): generate, rerank, download, info.
+"""`python -m nbkit` (or `nbkit`): generate, vary, extend, fill, rerank, download, info, serve.
 
 Exit codes: 0 success, 2 bad usage (argparse), 1 failure with one clear line (`--debug`
 shows the traceback).
@@ -15,46 +15,125 @@ EPILOG = ("Models: mini, mega, mega-fp16 (W&B), a local folder, a hub id org/nam
           "or entity/project/name:version.")
 
 
-def _generate(args: argparse.Namespace) -> None:
+def _settings(args: argparse.Namespace):
+    from nbkit.generation.sampling import SamplingSettings
+
+    return SamplingSettings(args.temperature, args.top_k, args.top_p, args.condition_scale)
+
+
+def _pipeline(args: argparse.Namespace):
+    from nbkit.generation.pipeline import Pipeline
+
+    return Pipeline.from_pretrained(args.model, args.vqgan, dtype=args.dtype, cache=args.cache,
+                                    compilation_cache=args.compilation_cache)
+
+
+def _make(pipe, request, args: argparse.Namespace, what: str):
+    """Runs `request` into its run folder with a progress bar; returns the folder."""
     from tqdm.auto import tqdm
 
-    from nbkit.generation.pipeline import Batch, Done, GenerationRequest, Pipeline, Progress
-    from nbkit.generation.sampling import SamplingSettings
+    from nbkit.generation.pipeline import Batch, Done, Progress
     from nbkit.output.runs import Opened, stream_to_folder
     from nbkit.places import output_root
 
-    settings = SamplingSettings(args.temperature, args.top_k, args.top_p, args.condition_scale)
-    # Checked before the models are loaded:
-    request = GenerationRequest(args.prompts, args.n, args.seed, settings, negative_prompt=args.negative)
-    pipe = Pipeline.from_pretrained(args.model, args.vqgan, dtype=args.dtype, cache=args.cache,
-                                    compilation_cache=args.compilation_cache)
-    out = output_root(args.out)
     devices = f"{pipe.mesh.devices.size} {pipe.mesh.devices.flat[0].platform} device(s)"
     bar, made, folder = None, 0, None
-    for event in stream_to_folder(pipe, request, out, grid=args.grid, progress_every=16):
+    length = pipe.model.config.image_length
+    for event in stream_to_folder(pipe, request, output_root(args.out), grid=args.grid, progress_every=16):
         if isinstance(event, Opened):
-            folder = event.folder.path
+            folder = event.folder
             if event.already_complete:
                 print(f"already complete: all {event.already_saved} image(s) of this run "
-                      f"(seed {request.seed}) are in {folder}", file=sys.stderr)
+                      f"(seed {request.seed}) are in {folder.path}", file=sys.stderr)
                 break
             resumed = f", {event.already_saved} already saved" if event.already_saved else ""
-            print(f"generating {event.to_make} image(s){resumed} for {len(request.prompts)} prompt(s) with "
-                  f"{args.model} on {devices}, seed {request.seed} → {folder}", file=sys.stderr)
-            bar = tqdm(total=event.to_make * pipe.model.config.image_length, unit="token", file=sys.stderr,
-                       disable=None, desc="compiling (first batch only)")
+            print(f"{what} {event.to_make} image(s){resumed} for {len(request.prompts)} prompt(s) with "
+                  f"{args.model} on {devices}, seed {request.seed} → {folder.path}", file=sys.stderr)
+            bar = tqdm(total=event.to_make * length, unit="token", file=sys.stderr, disable=None,
+                       desc="compiling (first batch only)")
         elif isinstance(event, Progress):
             bar.set_description("compiling (first batch only)" if event.compiling else "drawing image tokens")
             bar.update(event.tokens_done - bar.n)
         elif isinstance(event, Batch):
             made += len(event.images)
-            bar.update(event.images_done * pipe.model.config.image_length - bar.n)
+            bar.update(event.images_done * length - bar.n)
         elif isinstance(event, Done):
             bar.close()
             timings = event.timings
             print(f"seed {request.seed}; {made} new image(s) in {timings['total']:.1f} s "
                   f"(tokens {timings['tokens']:.1f} s, pixels {timings['pixels']:.1f} s)", file=sys.stderr)
-    print(folder)
+    return folder
+
+
+def _generate(args: argparse.Namespace) -> None:
+    from nbkit.generation.request import GenerationRequest
+    from nbkit.output.runs import save_seamless
+
+    # Checked before the models are loaded:
+    request = GenerationRequest(args.prompts, args.n, args.seed, _settings(args),
+                                negative_prompt=args.negative or "")
+    if args.seamless and round(args.n ** 0.5) ** 2 != args.n:
+        raise ValueError(f"--seamless lays each prompt's images out as a square: give -n 4, 9 or 16 "
+                         f"(got -n {args.n}).")
+    pipe = _pipeline(args)
+    folder = _make(pipe, request, args, "generating")
+    if args.seamless:
+        for prompt_index in range(len(request.prompts)):
+            print(f"seamless: {save_seamless(pipe, folder, prompt_index)}", file=sys.stderr)
+    print(folder.path)
+
+
+def _source_path(image: str) -> Path:
+    path = Path(image)
+    if not path.is_file():
+        raise FileNotFoundError(f"No image at {path}: give a PNG that nbkit saved, or any image file "
+                                "(then also --prompt).")
+    return path
+
+
+def _vary(args: argparse.Namespace) -> None:
+    from nbkit.generation.from_image import variation_request
+
+    source = _source_path(args.image)
+    pipe = _pipeline(args)
+    request = variation_request(pipe.source(source), args.n, args.keep_rows, args.seed, args.prompt,
+                                args.negative, _settings(args))
+    what = f"varying {source.name} (first {args.keep_rows} of 16 rows kept):"
+    print(_make(pipe, request, args, what).path)
+
+
+def _extend(args: argparse.Namespace) -> None:
+    from nbkit.output.runs import extend_to_folder
+    from nbkit.places import output_root
+
+    source = _source_path(args.image)
+    direction, rows = ("down", args.down) if args.down is not None else ("right", args.right)
+    pipe = _pipeline(args)
+    print(f"extending {source.name} {direction} by {rows} token rows/columns, {args.times} time(s)",
+          file=sys.stderr)
+    folder, pieces, stitched = extend_to_folder(pipe, source, direction, rows, output_root(args.out),
+                                                args.times, args.seed, args.prompt, args.negative,
+                                                _settings(args))
+    for piece in pieces:
+        print(f"piece: {piece}", file=sys.stderr)
+    print(stitched)
+
+
+def _fill(args: argparse.Namespace) -> None:
+    from nbkit.generation.from_image import fill_request
+    from nbkit.output.storage import RunFolder
+
+    source = _source_path(args.image)
+    pipe = _pipeline(args)
+    request = fill_request(pipe.source(source), tuple(args.region), args.n, args.seed, args.prompt,
+                           args.negative, _settings(args))
+    folder = _make(pipe, request, args, f"filling region {args.region} of {source.name}:")
+    ranked = sorted(RunFolder.open(folder.path).entries(), key=lambda e: -(e.get("kept_logprob") or 0))
+    print("candidates, most likely first (log-probability of the kept tokens after the region):",
+          file=sys.stderr)
+    for entry in ranked:
+        print(f"  {entry['kept_logprob']:10.2f}  {entry['file']}", file=sys.stderr)
+    print(folder.path)
 
 
 def _rerank(args: argparse.Namespace) -> None:
@@ -94,6 +173,27 @@ def _info(args: argparse.Namespace) -> None:
         print(f"  {source}  {size / 1e9:.2f} GB  {folder}")
 
 
+def _add_making_arguments(command: argparse.ArgumentParser, grid: bool = True) -> None:
+    """The model, seed, sampling and output options every command that makes images shares."""
+    command.add_argument("--model", default="mini", help="DALL·E model (default mini)")
+    command.add_argument("--vqgan", default="vqgan", help="image decoder (default vqgan)")
+    command.add_argument("--seed", type=int, help="same seed, same image tokens (default: random, printed)")
+    command.add_argument("--temperature", type=float)
+    command.add_argument("--top-k", type=int)
+    command.add_argument("--top-p", type=float)
+    command.add_argument("--condition-scale", type=float, default=10.0,
+                         help="super-conditioning (default 10)")
+    command.add_argument("--negative", default=None, metavar="TEXT",
+                         help="what the images should not show (in place of the empty prompt in "
+                              "super-conditioning)")
+    command.add_argument("--out", help="output folder (default: $NBKIT_OUTPUT, Drive, ./nbkit-outputs)")
+    if grid:
+        command.add_argument("--grid", action="store_true", help="also save a captioned grid per prompt")
+    command.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
+                         help="compute dtype (default: the device's recommended one)")
+    command.add_argument("--compilation-cache", help="folder to keep compiled programs in between runs")
+
+
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(prog="nbkit", description="DALL·E mini / Mega text-to-image, in JAX.",
                                    epilog=EPILOG)
@@ -105,23 +205,42 @@ def parser() -> argparse.ArgumentParser:
     generate = commands.add_parser("generate", help="make images from prompts and save them", epilog=EPILOG)
     generate.add_argument("prompts", nargs="+", metavar="PROMPT")
     generate.add_argument("-n", type=int, default=1, help="images per prompt (default 1)")
-    generate.add_argument("--model", default="mini", help="DALL·E model (default mini)")
-    generate.add_argument("--vqgan", default="vqgan", help="image decoder (default vqgan)")
-    generate.add_argument("--seed", type=int, help="same seed, same image tokens (default: random, printed)")
-    generate.add_argument("--temperature", type=float)
-    generate.add_argument("--top-k", type=int)
-    generate.add_argument("--top-p", type=float)
-    generate.add_argument("--condition-scale", type=float, default=10.0,
-                          help="super-conditioning (default 10)")
-    generate.add_argument("--negative", default="", metavar="TEXT",
-                          help="what the images should not show (in place of the empty prompt in "
-                               "super-conditioning)")
-    generate.add_argument("--out", help="output folder (default: $NBKIT_OUTPUT, Drive, ./nbkit-outputs)")
-    generate.add_argument("--grid", action="store_true", help="also save a captioned grid per prompt")
-    generate.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
-                          help="compute dtype (default: the device's recommended one)")
-    generate.add_argument("--compilation-cache", help="folder to keep compiled programs in between runs")
+    generate.add_argument("--seamless", action="store_true",
+                          help="also decode each prompt's images (-n 4, 9, 16…) as one seamless picture")
+    _add_making_arguments(generate)
     generate.set_defaults(run=_generate)
+
+    vary = commands.add_parser("vary", help="variations of an image: keep its first rows, draw the rest",
+                               epilog=EPILOG)
+    vary.add_argument("image", metavar="IMAGE", help="a PNG nbkit saved, or any image (then --prompt)")
+    vary.add_argument("-n", type=int, default=4, help="how many variations (default 4)")
+    vary.add_argument("--keep-rows", type=int, default=8,
+                      help="rows of 16 kept from the top (default 8; 0 = new images, 16 = the image itself)")
+    vary.add_argument("--prompt", help="what to draw (default: the prompt the PNG was made with)")
+    _add_making_arguments(vary)
+    vary.set_defaults(run=_vary)
+
+    extend = commands.add_parser("extend", help="continue an image down or to the right", epilog=EPILOG)
+    extend.add_argument("image", metavar="IMAGE", help="a PNG nbkit saved, or any image (then --prompt)")
+    way = extend.add_mutually_exclusive_group(required=True)
+    way.add_argument("--down", type=int, metavar="R", help="add R rows of tokens (16 px each) below, 1–15")
+    way.add_argument("--right", type=int, metavar="R", help="add R columns of tokens on the right, 1–15")
+    extend.add_argument("--times", type=int, default=1, help="extend again from each new piece (a panorama)")
+    extend.add_argument("--prompt", help="what to draw (default: the prompt the PNG was made with)")
+    _add_making_arguments(extend, grid=False)
+    extend.set_defaults(run=_extend)
+
+    fill = commands.add_parser("fill", help="draw a region of an image anew (inpainting, best effort)",
+                               epilog=EPILOG)
+    fill.add_argument("image", metavar="IMAGE", help="a PNG nbkit saved, or any image (then --prompt)")
+    fill.add_argument("--region", type=int, nargs=4, required=True,
+                      metavar=("TOP", "LEFT", "BOTTOM", "RIGHT"),
+                      help="token cells (16 px each, 0–16) to draw anew: rows TOP..BOTTOM-1, "
+                           "columns LEFT..RIGHT-1")
+    fill.add_argument("-n", type=int, default=8, help="candidates to draw and rank (default 8)")
+    fill.add_argument("--prompt", help="what to draw (default: the prompt the PNG was made with)")
+    _add_making_arguments(fill)
+    fill.set_defaults(run=_fill)
 
     rerank = commands.add_parser("rerank", help="score a run folder's images with CLIP, best first")
     rerank.add_argument("folder", metavar="DIR")

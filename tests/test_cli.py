@@ -121,3 +121,54 @@ def test_generate_with_a_negative_prompt_records_it_and_reproduces(tmp_path, cap
     pipe = Pipeline.from_pretrained(TINY[1], TINY[3], dtype="float32", progress=False)
     pipe.name = metadata["model"]
     assert runs.reproduce(pipe, png).tokens.tolist() == metadata["tokens"]
+
+
+def test_vary_extend_and_fill_from_a_saved_png(tmp_path, capsys):
+    assert main(["generate", "a red cube", "-n", "4", "--seed", "5", "--seamless", "--out", str(tmp_path),
+                 *TINY]) == 0
+    out, err = capsys.readouterr()
+    folder = Path(out.strip().splitlines()[-1])
+    seamless = next(folder.glob("*_seamless.png"))
+    assert Image.open(seamless).size == (512, 512) and read_png_metadata(seamless)["kind"] == "seamless"
+    source = sorted(folder.glob("000_*_s5_000.png"))[0]
+    source_tokens = read_png_metadata(source)["tokens"]
+
+    assert main(["vary", str(source), "-n", "2", "--keep-rows", "5", "--seed", "1", "--negative", "fog",
+                 "--out", str(tmp_path), *TINY]) == 0
+    out, err = capsys.readouterr()
+    varied = sorted(Path(out.strip().splitlines()[-1]).glob("*.png"))
+    assert len(varied) == 2 and "first 5 of 16 rows kept" in err
+    metadata = read_png_metadata(varied[0])
+    assert metadata["tokens"][:80] == source_tokens[:80] and metadata["prompt"] == "a red cube"
+    assert metadata["source"]["file"] == source.name and metadata["source"]["keep_rows"] == 5
+    assert metadata["negative_prompt"] == "fog"
+
+    assert main(["extend", str(source), "--right", "4", "--times", "2", "--seed", "2", "--out", str(tmp_path),
+                 *TINY]) == 0
+    out, err = capsys.readouterr()
+    stitched = Path(out.strip().splitlines()[-1])
+    assert Image.open(stitched).size == (256 + 2 * 4 * 16, 256)
+    pieces = read_png_metadata(stitched)["pieces"]
+    assert len(pieces) == 2 and all((stitched.parent / piece).is_file() for piece in pieces)
+    second = read_png_metadata(stitched.parent / pieces[1])
+    assert second["source"]["file"] == pieces[0] and second["image_index"] == 1
+
+    assert main(["fill", str(source), "--region", "4", "4", "8", "12", "-n", "3", "--seed", "2",
+                 "--out", str(tmp_path), *TINY]) == 0
+    out, err = capsys.readouterr()
+    scores = [float(line.split()[0]) for line in err.splitlines() if line.startswith("  ") and ".png" in line]
+    assert len(scores) == 3 and scores == sorted(scores, reverse=True)
+
+
+def test_bad_edits_are_one_line_errors(tmp_path, capsys):
+    plain = tmp_path / "photo.png"
+    Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(plain)
+    assert main(["vary", str(plain), *TINY, "--out", str(tmp_path)]) == 1
+    assert "its prompt is unknown: give one" in capsys.readouterr().err
+    assert main(["vary", str(tmp_path / "missing.png"), *TINY]) == 1
+    assert "No image at" in capsys.readouterr().err
+    assert main(["vary", str(plain), "--prompt", "x", "--keep-rows", "20", *TINY, "--out",
+                 str(tmp_path)]) == 1
+    assert "keep_rows must be a whole number from 0 to 16" in capsys.readouterr().err
+    assert main(["generate", "x", "-n", "3", "--seamless", *TINY]) == 1
+    assert "give -n 4, 9 or 16" in capsys.readouterr().err

@@ -378,3 +378,25 @@ def test_the_form_leaves_its_last_images_as_plain_output_under_itself(pipe, monk
     form.seed.value = "²"
     run(form)                                 # an error: the old images go from the plain output too
     assert handle.updates[-1] == {"text/plain": ""} and form.bar.layout.display == "none"
+
+
+def test_variations_of_a_gallery_image_keep_its_first_rows_and_use_the_negative_prompt(pipe, tmp_path):
+    form = form_for(pipe, n_images=1, out=tmp_path)
+    form.negative_prompt.value = "  blue fog "
+    run(form)
+    source = {(i.prompt_index, i.image_index): i for i in form.result.images}[(1, 0)]
+    assert source.negative_prompt == "blue fog"
+    buttons = [cell.children[2] for cell in form.gallery.children]
+    assert [b.description for b in buttons] == ["Variations", "Variations"]
+    form.keep_rows.value, form.n_images.value = 5, 2
+    buttons[1].click()                       # the avocado armchair's image
+    form.wait(300)
+    assert "first 5 of 16 rows kept" in status(form) and form.error is None
+    varied = form.result.images
+    assert len(varied) == 2 and all(image.prompt == "an avocado armchair" for image in varied)
+    for image in varied:
+        assert image.tokens[:80].tolist() == source.tokens[:80].tolist()
+        assert image.negative_prompt == "blue fog"
+    saved = read_png_metadata(next(form.folder.path.glob("*_001.png")))
+    assert saved["source"]["keep_rows"] == 5 and saved["negative_prompt"] == "blue fog"
+    assert len(gallery_pngs(form)) == 2

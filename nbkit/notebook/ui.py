@@ -311,6 +311,12 @@ class GenerateForm:
         self.top_p = w.FloatText(value=1.0, step=0.05, description="Top-p", style=style, layout=field())
         self.condition_scale = w.FloatText(value=10.0, step=0.5, description="Condition scale", style=style,
                                            layout=field())
+        self.negative_prompt = w.Text(value="", placeholder="what the images should not show (optional)",
+                                      description="Negative prompt", style=style,
+                                      layout=w.Layout(width="100%"))
+        self.keep_rows = w.IntSlider(value=8, min=0, max=16, description="Variations keep rows", style=style,
+                                     layout=w.Layout(width="auto", min_width="260px"),
+                                     tooltip="rows of 16 kept from the top of the image you vary")
         names = list(registry.DALLEBART_MODELS)
         self.model = w.Dropdown(options=names + ([pipe.name] if pipe.name not in names else []),
                                 value=pipe.name, description="Model", style=style, disabled=load is None,
@@ -328,15 +334,20 @@ class GenerateForm:
         settings = w.HBox([self.n_images, self.seed, self.model], layout=w.Layout(flex_flow="row wrap"))
         sampling = w.HBox([self.temperature, self.top_k, self.top_p, self.condition_scale],
                           layout=w.Layout(flex_flow="row wrap"))
-        buttons = w.HBox([self.generate_button, self.stop_button])
+        buttons = w.HBox([self.generate_button, self.stop_button, self.keep_rows],
+                         layout=w.Layout(flex_flow="row wrap", align_items="center"))
         self.bar = w.HBox([self.progress, self.progress_label],      # hidden until a run has a bar to show
                           layout=w.Layout(display="none", align_items="center", flex_flow="row wrap"))
-        self.widget = w.VBox([self.prompts, settings, sampling, buttons, self.bar, self.status, self.gallery])
+        self.widget = w.VBox([self.prompts, self.negative_prompt, settings, sampling, buttons, self.bar,
+                              self.status, self.gallery])
         self.result, self.folder, self.error, self.seed_used, self.stopped = None, None, None, None, False
         self.already_complete = False
         self._slots: dict[tuple[int, int], Any] = {}      # (prompt, image) → its Image widget
         self._cells: dict[tuple[int, int], Any] = {}      # → its gallery cell (image and caption)
         self._finished: dict[tuple[int, int], tuple[str, bytes]] = {}     # → (prompt, PNG) once finished
+        self._sources: dict[tuple[int, int], Any] = {}     # → what "Variations" starts from (image or PNG)
+        self._variation_of: Any = None                     # the source of the run about to start, if varying
+        self._made_what = "image(s)"                       # what the run makes, for its summary
         self._lock, self._stopping = threading.RLock(), threading.Event()    # R: widget observers call back
         self._thread, self._active = None, False
         self._plain_outputs: list = []          # display handles of the plain output under the form
@@ -351,9 +362,18 @@ class GenerateForm:
 
     def generate(self, _button=None) -> None:
         """Starts a run (the Generate button); does nothing while one runs."""
+        self._begin(None)
+
+    def vary(self, pair: tuple[int, int]) -> None:
+        """Starts a run of variations of the gallery's image `pair` (its "Variations" button): its first
+        `keep_rows` rows kept, the form's count, seed, settings and negative prompt."""
+        self._begin(self._sources[pair])
+
+    def _begin(self, variation_of: Any) -> None:
         with self._lock:
             if self._active:
                 return
+            self._variation_of = variation_of
             if self._thread is not None:
                 self._thread.join()         # it has done its last action: it ends at once
             self._active = True
@@ -377,8 +397,10 @@ class GenerateForm:
     # -- the run, in its thread
 
     def _run(self) -> None:
+        from nbkit.generation.from_image import variation_request
         from nbkit.generation.pipeline import Generation, GenerationRequest
 
+        source, self._variation_of = self._variation_of, None
         self._clear()
         made, timings, status = [], {}, ""
         try:
@@ -388,11 +410,20 @@ class GenerateForm:
             if self.model.value != self.pipe.name:
                 self._say(f"Loading {html.escape(self.model.value)}…")
                 self.pipe = self.load(self.model.value)
-            request = GenerationRequest(values.prompts, values.n_images, values.seed,
-                                        SamplingSettings(**values.sampling))
+            negative = self.negative_prompt.value.strip()
+            if source is None:
+                request = GenerationRequest(values.prompts, values.n_images, values.seed,
+                                            SamplingSettings(**values.sampling), negative_prompt=negative)
+                doing, self._made_what = "Generating", "image(s)"
+            else:
+                request = variation_request(self.pipe.source(source), values.n_images, self.keep_rows.value,
+                                            values.seed, negative_prompt=negative or None,
+                                            settings=SamplingSettings(**values.sampling))
+                doing = f"Varying (first {self.keep_rows.value} of 16 rows kept)"
+                self._made_what = f"variation(s), first {self.keep_rows.value} of 16 rows kept"
             self.seed_used = request.seed
             self._start_gallery(request)
-            self._say(f"Generating with seed <b>{request.seed}</b>…")
+            self._say(f"{doing} with seed <b>{request.seed}</b>…")
             with contextlib.closing(self._events(request)) as events:
                 for event in events:
                     timings = self._show(event, made) or timings
@@ -422,7 +453,7 @@ class GenerateForm:
         """Nothing of the previous run stays on show: not its images, its bar or its result."""
         self.result, self.folder, self.error, self.seed_used, self.stopped = None, None, None, None, False
         self.already_complete = False
-        self._slots, self._cells, self._finished = {}, {}, {}
+        self._slots, self._cells, self._finished, self._sources = {}, {}, {}, {}
         self.gallery.children = ()
         self._hide_bar()
         self._show_plain("")
@@ -448,10 +479,17 @@ class GenerateForm:
                        for pair, image in self._slots.items()}
         self.gallery.children = tuple(self._cells.values())
 
-    def _fill(self, pair: tuple[int, int], prompt: str, png: bytes) -> None:
-        self._finished[pair] = (prompt, png)
+    def _fill(self, pair: tuple[int, int], prompt: str, png: bytes, source: Any) -> None:
+        import ipywidgets as w
+
+        self._finished[pair], self._sources[pair] = (prompt, png), source
         if pair in self._slots:
             self._slots[pair].value = png
+            button = w.Button(description="Variations", icon="clone", layout=w.Layout(width="auto"),
+                              tooltip="new images keeping the first rows of this one (the slider: how many)")
+            button.on_click(lambda _button, pair=pair: self.vary(pair))
+            cell = self._cells[pair]
+            cell.children = (*cell.children[:2], button)
 
     def _show(self, event, made: list) -> dict | None:
         """Shows one event of the stream; returns the timings when it is the last."""
@@ -463,7 +501,8 @@ class GenerateForm:
             for entry in event.folder.entries():
                 pair = (entry.get("prompt_index"), entry.get("image_index"))
                 with contextlib.suppress(OSError, ValueError):
-                    self._fill(pair, entry.get("prompt", ""), event.folder.image_path(entry).read_bytes())
+                    path = event.folder.image_path(entry)
+                    self._fill(pair, entry.get("prompt", ""), path.read_bytes(), path)
         elif isinstance(event, Progress):
             self.progress.max, self.progress.value = max(1, event.tokens_total), event.tokens_done
             done, total = event.tokens_done, event.tokens_total
@@ -478,7 +517,7 @@ class GenerateForm:
         elif isinstance(event, Batch):
             made += event.images
             for image in event.images:
-                self._fill((image.prompt_index, image.image_index), image.prompt, _png(image.pixels))
+                self._fill((image.prompt_index, image.image_index), image.prompt, _png(image.pixels), image)
             tokens_total = self.progress.max
             tokens_done = round(tokens_total * event.images_done / max(1, event.images_total))
             self.progress.value = tokens_done
@@ -503,7 +542,7 @@ class GenerateForm:
                     f"settings) were made before; nothing was made again.{where}")
         if self.stopped:
             return (f"Stopped: kept {len(self._finished)} of {len(request.images)} image(s), {seed}.{where}")
-        return f"Done: {len(self._finished)} image(s), {seed}, {timings['total']:.1f} s.{where}"
+        return f"Done: {len(self._finished)} {self._made_what}, {seed}, {timings['total']:.1f} s.{where}"
 
     def _finish(self, status: str) -> None:
         """The thread's last action: drop the slots that got no finished image, say how the run ended

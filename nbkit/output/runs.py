@@ -19,7 +19,15 @@ import jax
 import numpy as np
 from PIL import Image
 
-from nbkit.generation.kept import KeptTokens, tokens_sha256
+from nbkit.generation.from_image import SourceImage, extension_request
+from nbkit.generation.kept import (
+    Direction,
+    KeptTokens,
+    seamless_tokens,
+    stitched_tokens,
+    tokens_sha256,
+    whole,
+)
 from nbkit.generation.pipeline import (
     Batch,
     Done,
@@ -113,6 +121,62 @@ def generate_to_folder(pipe: Pipeline, prompts: list[str], out: str | Path, n_im
         elif isinstance(event, Done):
             timings = event.timings
     return folder, Generation(images, request, pipe.name, timings)
+
+
+def extend_to_folder(pipe: Pipeline, source: Any, direction: Direction, rows: int, out: str | Path,
+                     times: int = 1, seed: int | None = None, prompt: str | None = None,
+                     negative_prompt: str | None = None,
+                     settings: SamplingSettings | None = None) -> tuple[RunFolder, list[Path], Path]:
+    """A picture extended `times` times by `rows` rows (`down`) or columns (`right`), each piece from the
+    one before, saved as it is made into one run folder, then the whole stitched picture: its token grid
+    decoded as one image, so there are no seams. Returns (folder, pieces' PNGs, the stitched PNG).
+
+    Piece i is image i of the chain's request (its key from (seed, 0, i)), and records the piece it
+    extends, so `reproduce` makes each piece again; the same call again resumes an interrupted chain."""
+    if not whole(times) or times < 1:
+        raise ValueError(f"times must be a whole number ≥ 1 (got {times!r}).")
+    start = pipe.source(source)
+    first = extension_request(start, direction, rows, times, seed, prompt, negative_prompt, settings)
+    opened = open_run(pipe.name, first, out)
+    folder = opened.folder
+    saved = {e.get("image_index"): e for e in folder.entries() if e.get("prompt_index") == 0}
+    previous, pieces, piece_tokens = start, [], []
+    for index in range(times):
+        if index in saved:
+            entry = saved[index]
+            tokens, path = np.asarray(entry["tokens"], np.int32), folder.image_path(entry)
+        else:
+            request = extension_request(previous, direction, rows, times, first.seed, first.prompts[0],
+                                        first.negative_prompt[0], first.settings)
+            request = dataclasses.replace(request, only=[(0, index)])
+            image = pipe.collect(request).images[0]
+            path = folder.save_image(image.pixels, record_of(image, pipe.name, request))
+            tokens = image.tokens
+        pieces.append(path)
+        piece_tokens.append(tokens)
+        previous = SourceImage(tokens, first.prompts[0], first.negative_prompt[0], path.name)
+    grid = stitched_tokens(start.tokens, piece_tokens, direction, rows)
+    metadata = {"kind": "extended", "prompt": first.prompts[0], "direction": direction, "rows": rows,
+                "source": start.describe(), "pieces": [p.name for p in pieces], "seed": first.seed,
+                "grid_shape": list(grid.shape), "tokens": grid.reshape(-1).tolist()}
+    stitched = folder.write_png(f"{slugify(first.prompts[0])}_s{first.seed}_{direction}_x{times}",
+                                png_bytes(pipe.decode_grid(grid), metadata))
+    return folder, pieces, stitched
+
+
+def save_seamless(pipe: Pipeline, folder: RunFolder, prompt_index: int, columns: int | None = None) -> Path:
+    """A prompt's saved images decoded together as one seamless picture (see `Pipeline.seamless`)."""
+    entries = sorted((e for e in folder.entries() if e.get("prompt_index") == prompt_index
+                      and e.get("tokens")), key=lambda e: e["image_index"])
+    if not entries:
+        raise ValueError(f"{folder.path} has no saved images with tokens for prompt {prompt_index + 1}.")
+    grid = seamless_tokens([np.asarray(e["tokens"], np.int32) for e in entries], columns)
+    prompt = entries[0]["prompt"]
+    metadata = {"kind": "seamless", "prompt": prompt, "prompt_index": prompt_index,
+                "files": [e["file"] for e in entries], "grid_shape": list(grid.shape),
+                "tokens": grid.reshape(-1).tolist()}
+    return folder.write_png(f"{prompt_index:03d}_{slugify(prompt)}_seamless",
+                            png_bytes(pipe.decode_grid(grid), metadata))
 
 
 def saved_pixels(folder: RunFolder, prompt_index: int) -> list[np.ndarray]:
