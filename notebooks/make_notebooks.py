@@ -422,6 +422,138 @@ def rerank_step():
                 ui.show_ranking(ranking, run_folder)
                 print(f"Saved {run_folder / 'ranking.json'} and a best-first grid per prompt (*_ranked.png).")
             """),
+        next_step(f"""
+            {link("06_from_an_image.ipynb")}: variations of an image, extending it, filling a region.
+            """),
+    ])
+
+
+def from_an_image_step():
+    name = "06_from_an_image.ipynb"
+    return notebook([
+        intro(name, "6 · Start from an image: variations, extending, filling a region", """
+            DALL·E mini draws an image as 16 rows of 16 tokens, one after another. Keep some of an image's
+            tokens and draw the rest, and you get **variations** (keep the first rows), a picture **extended**
+            down or to the right (a panorama, a tall image), or a **region filled** anew. Start from an image
+            nbkit saved (its prompt and tokens come from the PNG) or upload any picture. A **negative prompt**
+            says what the new parts should not show. Everything is saved next to your other runs.
+            """),
+        install(),
+        code("""
+            #@title Model
+            {MODEL_FIELDS}
+            DTYPE = "auto"  #@param ["auto", "bfloat16", "float16", "float32"]
+            SAVE_TO_DRIVE = True  #@param {type:"boolean"}
+            """, form=True),
+        code("""
+            #@title Load the model
+            from nbkit import Pipeline, colab, runs, ui
+            from nbkit.generation.from_image import fill_request, variation_request
+
+            drive = colab.mount_drive() if SAVE_TO_DRIVE else None
+            out = drive / "nbkit" / "outputs" if drive else colab.output_root()
+            pipe = Pipeline.from_pretrained(
+                MODEL, VQGAN, dtype=None if DTYPE == "auto" else DTYPE,
+                cache=drive / "nbkit" / "models" if drive else None,
+                compilation_cache=drive / "nbkit" / "jax-cache" if drive else None)
+            print(f"{pipe.name} loaded; runs are saved in {out}")
+            """),
+        code("""
+            #@title The image to start from
+            #@markdown **Image**: blank for the newest image saved in the output folder (one is made from
+            #@markdown the prompt below if there is none yet), or the path of an image. Tick **Upload** to
+            #@markdown pick a file from your computer instead.
+            IMAGE = ""  #@param {type:"string"}
+            UPLOAD = False  #@param {type:"boolean"}
+            #@markdown **Prompt**: what the picture shows. An image nbkit saved brings its own prompt;
+            #@markdown any other image needs this one.
+            PROMPT = "a lighthouse on a cliff at dawn"  #@param {type:"string"}
+            #@markdown **Negative prompt**: what the new parts should not show (blank: none, or the saved
+            #@markdown image's own).
+            NEGATIVE_PROMPT = ""  #@param {type:"string"}
+            #@markdown **Seed**: -1 draws a new one each time (it is saved in every PNG).
+            SEED = -1  #@param {type:"integer"}
+            """, form=True),
+        code("""
+            #@title Open it
+            seed = None if SEED < 0 else SEED
+            negative = NEGATIVE_PROMPT or None
+            image_path = colab.upload_image(out) if UPLOAD else (IMAGE or runs.newest_image(out))
+            if image_path is None:
+                print("No saved image yet: making one from the prompt.")
+                first, _ = runs.generate_to_folder(pipe, [PROMPT], out, seed=seed,
+                                                   negative_prompt=NEGATIVE_PROMPT)
+                image_path = first.path / first.entries()[0]["file"]
+            source = pipe.source(image_path)
+            prompt = None if source.prompt else PROMPT        # a saved image's own prompt, else this one
+            how = "encoded with the VQGAN encoder" if source.encoded else "tokens from its metadata"
+            print(f"{image_path} ({how}); prompt: {prompt or source.prompt!r}")
+            ui.show_images([pipe.decode_grid(source.tokens.reshape(16, 16))], captions=["the source"])
+            """),
+        md("""
+            ## Variations
+            Keep the first rows of the image and draw the rest anew: 0 rows makes new images from the prompt,
+            16 gives the image back. Around 6–10 keeps the composition and changes the details.
+            """),
+        code("""
+            #@title Make variations
+            KEEP_ROWS = 8  #@param {type:"slider", min:0, max:16, step:1}
+            N_IMAGES = 4  #@param {type:"slider", min:1, max:16, step:1}
+            varied, result = runs.make_to_folder(
+                pipe, variation_request(source, N_IMAGES, KEEP_ROWS, seed, prompt, negative), out)
+            print(f"{len(result.images)} variation(s), seed {result.seed}, saved in {varied.path}")
+            ui.show_run(varied)
+            """),
+        code("""
+            #@title A seamless picture of the variations
+            #@markdown The variations' tokens laid out side by side, COLUMNS to a row, and decoded as ONE
+            #@markdown picture, so they blend into each other. The number of variations must fill the rows.
+            COLUMNS = 2  #@param {type:"integer"}
+            picture = runs.save_seamless(pipe, varied, 0, columns=COLUMNS)
+            print(f"saved {picture}")
+            ui.show_images([picture], size=384)
+            """),
+        md("""
+            ## Extend the picture
+            Move the picture up (**down**) or left (**right**) by some rows or columns of tokens (16 px
+            each) and draw the new band. Repeated, each piece continues the last: a panorama or a tall image,
+            decoded as one picture without seams.
+            """),
+        code("""
+            #@title Extend
+            DIRECTION = "right"  #@param ["down", "right"]
+            ROWS = 8  #@param {type:"slider", min:1, max:15, step:1}
+            TIMES = 2  #@param {type:"slider", min:1, max:8, step:1}
+            extended, pieces, stitched = runs.extend_to_folder(
+                pipe, source, DIRECTION, ROWS, out, TIMES, seed, prompt, negative)
+            print(f"{len(pieces)} piece(s) and the whole picture saved in {extended.path}")
+            ui.show_images([stitched], captions=[f"extended {DIRECTION} {TIMES}× by {ROWS}"], size=384)
+            """),
+        md("""
+            ## Fill a region (best effort)
+            Draw a rectangle of token cells anew and keep everything else. The model draws in reading order,
+            so it cannot see the part of the image below and to the right of the region while drawing it:
+            several candidates are drawn and ranked by how likely the model finds the kept tokens after the
+            region (higher is a better fit). Rerank them with CLIP (05_rerank) for the best match to the
+            prompt.
+            """),
+        code("""
+            #@title Fill
+            #@markdown The region in token cells (0–16; 16 px each): rows TOP to BOTTOM-1, columns LEFT to
+            #@markdown RIGHT-1.
+            TOP = 4  #@param {type:"slider", min:0, max:15, step:1}
+            LEFT = 4  #@param {type:"slider", min:0, max:15, step:1}
+            BOTTOM = 12  #@param {type:"slider", min:1, max:16, step:1}
+            RIGHT = 12  #@param {type:"slider", min:1, max:16, step:1}
+            N_CANDIDATES = 4  #@param {type:"slider", min:1, max:16, step:1}
+            region = (TOP, LEFT, BOTTOM, RIGHT)
+            filled, _ = runs.make_to_folder(
+                pipe, fill_request(source, region, N_CANDIDATES, seed, prompt, negative), out)
+            best_first = sorted(filled.entries(), key=lambda entry: -entry["kept_logprob"])
+            print(f"{len(best_first)} candidate(s), best first, saved in {filled.path}")
+            ui.show_images([filled.image_path(entry) for entry in best_first],
+                           captions=[f"log-probability {entry['kept_logprob']:.1f}" for entry in best_first])
+            """),
     ])
 
 
@@ -432,6 +564,7 @@ NOTEBOOKS = {
     "03_generate.ipynb": generate_step,
     "04_save_to_drive.ipynb": save_to_drive_step,
     "05_rerank.ipynb": rerank_step,
+    "06_from_an_image.ipynb": from_an_image_step,
 }
 
 

@@ -21,6 +21,7 @@ import ipykernel  # noqa: F401  (the "python3" kernel that nbclient starts)
 import nbclient
 import nbformat
 import pytest
+from PIL import Image
 
 from nbkit.png import read_png_metadata
 
@@ -28,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 GOLDEN = Path(__file__).parent / "fixtures" / "golden"
 NAMES = ["00_quickstart.ipynb", "01_install.ipynb", "02_pick_model.ipynb", "03_generate.ipynb",
-         "04_save_to_drive.ipynb", "05_rerank.ipynb"]
+         "04_save_to_drive.ipynb", "05_rerank.ipynb", "06_from_an_image.ipynb"]
 SEED = 7
 OVERRIDES = {
     "MODEL": str(GOLDEN / "dallebart-tiny"),
@@ -229,3 +230,27 @@ def test_rerank_without_a_run_folder_says_to_run_generate_first(workspace):
     text = run("05_rerank.ipynb", workspace)
     assert "run 03_generate first" in text
     assert not list(workspace["drive"].rglob("ranking.json"))
+
+
+def test_from_an_image_varies_extends_and_fills_with_a_negative_prompt(workspace):
+    text = run("06_from_an_image.ipynb", workspace, PROMPT="a red cube", NEGATIVE_PROMPT="fog", TIMES=2,
+               N_CANDIDATES=2)
+    assert "No saved image yet: making one from the prompt." in text and "tokens from its metadata" in text
+    first, varied, extended, filled = run_folders(workspace["outputs"])     # made in this order
+    [source] = [e["file"] for e in json_lines(first / "manifest.jsonl")]
+    variations = json_lines(varied / "manifest.jsonl")
+    assert len(variations) == OVERRIDES["N_IMAGES"]
+    for entry in variations:
+        assert entry["source"]["file"] == source and entry["source"]["keep_rows"] == 8
+        assert entry["negative_prompt"] == "fog" and entry["prompt"] == "a red cube"
+    [seamless] = varied.glob("*_seamless.png")
+    assert Image.open(seamless).size == (2 * 256, 256)                   # COLUMNS = 2
+    [stitched] = extended.glob("*_right_x2.png")
+    assert Image.open(stitched).size == (256 + 2 * 8 * 16, 256)
+    candidates = json_lines(filled / "manifest.jsonl")
+    assert len(candidates) == 2 and all(entry["source"]["region"] == [4, 4, 12, 12] for entry in candidates)
+    assert "candidate(s), best first" in text and "log-probability" in text
+
+
+def json_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]

@@ -33,6 +33,34 @@ def enable_widgets() -> None:
         output.enable_custom_widget_manager()
 
 
+def upload_image(folder: str | Path) -> Path | None:
+    """Colab's file picker: the chosen image is saved (never over another file) in `folder`/uploads and
+    its path returned. Elsewhere there is no picker: says to give the image's path, and returns None."""
+    if not is_colab():
+        print("Uploading works in Colab; here, give the image's path instead (IMAGE).")
+        return None
+    from google.colab import files
+
+    from nbkit.output.storage import atomic_write, slugify
+
+    chosen = files.upload()
+    if not chosen:
+        print("No file was chosen.")
+        return None
+    name, data = next(iter(chosen.items()))
+    uploads = Path(folder) / "uploads"
+    uploads.mkdir(parents=True, exist_ok=True)
+    stem, suffix = Path(name).stem, Path(name).suffix.lower()[:8]
+    for attempt in range(1, 1000):
+        path = uploads / f"{slugify(stem)}{'' if attempt == 1 else f'-{attempt}'}{suffix}"
+        try:
+            atomic_write(path, data)
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"No free file name for {name} in {uploads}.")
+
+
 def output_root() -> Path:
     """Where runs are saved when Drive is not used: $NBKIT_OUTPUT, else ./nbkit-outputs (Drive's
     nbkit/outputs when it is mounted)."""

@@ -106,12 +106,9 @@ def stream_to_folder(pipe: Pipeline, request: GenerationRequest, out: str | Path
         yield event
 
 
-def generate_to_folder(pipe: Pipeline, prompts: list[str], out: str | Path, n_images: int = 1,
-                       seed: int | None = None, grid: bool = True, negative_prompt: str | list[str] = "",
-                       **sampling: Any) -> tuple[RunFolder, Generation]:
+def make_to_folder(pipe: Pipeline, request: GenerationRequest, out: str | Path,
+                   grid: bool = True) -> tuple[RunFolder, Generation]:
     """`stream_to_folder` run to its end: the folder, and the images made this time."""
-    request = GenerationRequest(prompts, n_images, seed, SamplingSettings(**sampling),
-                                negative_prompt=negative_prompt)
     folder, images, timings = None, [], {}
     for event in stream_to_folder(pipe, request, out, grid):
         if isinstance(event, Opened):
@@ -121,6 +118,28 @@ def generate_to_folder(pipe: Pipeline, prompts: list[str], out: str | Path, n_im
         elif isinstance(event, Done):
             timings = event.timings
     return folder, Generation(images, request, pipe.name, timings)
+
+
+def generate_to_folder(pipe: Pipeline, prompts: list[str], out: str | Path, n_images: int = 1,
+                       seed: int | None = None, grid: bool = True, negative_prompt: str | list[str] = "",
+                       **sampling: Any) -> tuple[RunFolder, Generation]:
+    """Prompts → a run folder (see `make_to_folder`)."""
+    request = GenerationRequest(prompts, n_images, seed, SamplingSettings(**sampling),
+                                negative_prompt=negative_prompt)
+    return make_to_folder(pipe, request, out, grid)
+
+
+def newest_image(root: str | Path) -> Path | None:
+    """The newest single image (one with its tokens recorded) in the run folders under `root`, or None."""
+    found = []
+    for manifest in Path(root).glob("*/manifest.jsonl"):
+        folder = RunFolder(manifest.parent)
+        for entry in folder.entries():
+            with contextlib.suppress(ValueError, OSError):
+                path = folder.image_path(entry)
+                if entry.get("tokens") and path.is_file():
+                    found.append((path.stat().st_mtime, path.name, path))
+    return max(found)[2] if found else None
 
 
 def extend_to_folder(pipe: Pipeline, source: Any, direction: Direction, rows: int, out: str | Path,
