@@ -400,3 +400,21 @@ def test_variations_of_a_gallery_image_keep_its_first_rows_and_use_the_negative_
     saved = read_png_metadata(next(form.folder.path.glob("*_001.png")))
     assert saved["source"]["keep_rows"] == 5 and saved["negative_prompt"] == "blue fog"
     assert len(gallery_pngs(form)) == 2
+
+
+def test_the_seamless_button_decodes_each_prompts_images_as_one_picture_and_saves_it(pipe, tmp_path):
+    form = form_for(pipe, n_images=2, out=tmp_path)
+    assert form.seamless_button.disabled
+    run(form)
+    assert not form.seamless_button.disabled
+    form.seamless_button.click()
+    pictures = form.seamless(None)
+    assert [picture.shape for picture in pictures] == [(256, 512, 3)] * 2          # 2 images: one row
+    by_prompt = {p: [i for i in form.result.images if i.prompt_index == p] for p in (0, 1)}
+    expected = pipe.seamless(by_prompt[1], columns=2)
+    np.testing.assert_array_equal(pictures[1], expected)
+    saved = sorted(form.folder.path.glob("*_seamless*.png"))
+    assert len(saved) == 4 and read_png_metadata(saved[0])["kind"] == "seamless"     # two clicks, two each
+    assert len(form.seamless_view.children) == 2
+    run(form)                                                     # a new run clears the pictures
+    assert form.seamless_view.children == ()

@@ -323,6 +323,9 @@ class GenerateForm:
                                 layout=field())
         self.generate_button = w.Button(description="Generate", button_style="primary", icon="play")
         self.stop_button = w.Button(description="Stop", icon="stop", disabled=True)
+        self.seamless_button = w.Button(description="Seamless picture", icon="th-large", disabled=True,
+                                        tooltip="each prompt's images decoded together as one picture")
+        self.seamless_view = w.VBox()
         self.progress = w.IntProgress(value=0, min=0, max=1, layout=w.Layout(flex="1 1 auto", width="auto"))
         self.progress_label = w.HTML(layout=w.Layout(flex="0 1 auto"))
         self.status = w.HTML()
@@ -334,12 +337,13 @@ class GenerateForm:
         settings = w.HBox([self.n_images, self.seed, self.model], layout=w.Layout(flex_flow="row wrap"))
         sampling = w.HBox([self.temperature, self.top_k, self.top_p, self.condition_scale],
                           layout=w.Layout(flex_flow="row wrap"))
-        buttons = w.HBox([self.generate_button, self.stop_button, self.keep_rows],
+        self.seamless_button.on_click(self.seamless)
+        buttons = w.HBox([self.generate_button, self.stop_button, self.seamless_button, self.keep_rows],
                          layout=w.Layout(flex_flow="row wrap", align_items="center"))
         self.bar = w.HBox([self.progress, self.progress_label],      # hidden until a run has a bar to show
                           layout=w.Layout(display="none", align_items="center", flex_flow="row wrap"))
         self.widget = w.VBox([self.prompts, self.negative_prompt, settings, sampling, buttons, self.bar,
-                              self.status, self.gallery])
+                              self.status, self.gallery, self.seamless_view])
         self.result, self.folder, self.error, self.seed_used, self.stopped = None, None, None, None, False
         self.already_complete = False
         self._slots: dict[tuple[int, int], Any] = {}      # (prompt, image) → its Image widget
@@ -455,6 +459,8 @@ class GenerateForm:
         self.already_complete = False
         self._slots, self._cells, self._finished, self._sources = {}, {}, {}, {}
         self.gallery.children = ()
+        self.seamless_view.children = ()
+        self.seamless_button.disabled = True
         self._hide_bar()
         self._show_plain("")
         self._say("Starting…")
@@ -555,6 +561,37 @@ class GenerateForm:
                 self.gallery.children = tuple(kept)
             self._show_plain(self._results_summary() if self._finished else "")
             self.generate_button.disabled, self.stop_button.disabled = False, True
+            self.seamless_button.disabled = len(self._finished) < 2
+
+    def seamless(self, _button=None) -> list[np.ndarray]:
+        """The Seamless picture button: each prompt's finished images laid out as a square (or a row, when
+        their count is not a square) and decoded as one picture, shown under the gallery and saved in the
+        run's folder. Returns the pictures."""
+        import ipywidgets as w
+
+        from nbkit.generation.kept import seamless_tokens
+        from nbkit.png import read_png_metadata
+
+        if self.running or len(self._finished) < 2:
+            return []
+        pictures, views = [], []
+        for prompt_index in sorted({p for p, _ in self._finished}):
+            pairs = sorted(pair for pair in self._finished if pair[0] == prompt_index)
+            tokens = [np.asarray(read_png_metadata(source)["tokens"]) if isinstance(source, Path)
+                      else source.tokens for source in (self._sources[pair] for pair in pairs)]
+            side = math.isqrt(len(tokens))
+            columns = side if side * side == len(tokens) else len(tokens)
+            picture = self.pipe.decode_grid(seamless_tokens(tokens, columns))
+            if self.folder is not None:
+                from nbkit.output import runs
+                runs.save_seamless(self.pipe, self.folder, prompt_index, columns)
+            pictures.append(picture)
+            caption = caption_html(None, f"{self._finished[pairs[0]][0]} (seamless, {len(pairs)} images)")
+            views.append(w.VBox([w.Image(value=_png(picture), format="png",
+                                         layout=w.Layout(max_width="100%", width=f"{picture.shape[1]}px")),
+                                 w.HTML(caption)]))
+        self.seamless_view.children = tuple(views)
+        return pictures
 
     # -- plain output
 
