@@ -386,7 +386,7 @@ def test_variations_of_a_gallery_image_keep_its_first_rows_and_use_the_negative_
     run(form)
     source = {(i.prompt_index, i.image_index): i for i in form.result.images}[(1, 0)]
     assert source.negative_prompt == "blue fog"
-    buttons = [cell.children[2] for cell in form.gallery.children]
+    buttons = [cell.children[2].children[0] for cell in form.gallery.children]
     assert [b.description for b in buttons] == ["Variations", "Variations"]
     form.keep_rows.value, form.n_images.value = 5, 2
     buttons[1].click()                       # the avocado armchair's image
@@ -418,3 +418,20 @@ def test_the_seamless_button_decodes_each_prompts_images_as_one_picture_and_save
     assert len(form.seamless_view.children) == 2
     run(form)                                                     # a new run clears the pictures
     assert form.seamless_view.children == ()
+
+
+def test_extend_continues_a_gallery_image_and_shows_it_joined_to_the_source(pipe, tmp_path):
+    form = form_for(pipe, n_images=1, out=tmp_path)
+    run(form)
+    source = form.result.images[0]
+    form.extend_direction.value, form.extend_rows.value, form.n_images.value = "down", 5, 1
+    form.gallery.children[0].children[2].children[1].click()          # its "Extend" button
+    form.wait(300)
+    assert form.error is None and "extension(s), down by 5" in status(form)
+    [extended] = form.result.images
+    assert extended.tokens[:11 * 16].tolist() == source.tokens[5 * 16:].tolist()
+    [joined] = form.seamless_view.children
+    picture = np.asarray(Image.open(io.BytesIO(bytes(joined.children[0].value))))
+    assert picture.shape == ((16 + 5) * 16, 256, 3)
+    saved = read_png_metadata(next(form.folder.path.glob("*_000.png")))
+    assert saved["source"]["edit"] == "extend" and saved["source"]["rows"] == 5

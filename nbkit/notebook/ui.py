@@ -317,6 +317,10 @@ class GenerateForm:
         self.keep_rows = w.IntSlider(value=8, min=0, max=16, description="Variations keep rows", style=style,
                                      layout=w.Layout(width="auto", min_width="260px"),
                                      tooltip="rows of 16 kept from the top of the image you vary")
+        self.extend_direction = w.Dropdown(options=["down", "right"], value="right", description="Extend",
+                                           style=style, layout=w.Layout(width="auto"))
+        self.extend_rows = w.IntSlider(value=8, min=1, max=15, description="by rows/columns", style=style,
+                                       layout=w.Layout(width="auto", min_width="240px"))
         names = list(registry.DALLEBART_MODELS)
         self.model = w.Dropdown(options=names + ([pipe.name] if pipe.name not in names else []),
                                 value=pipe.name, description="Model", style=style, disabled=load is None,
@@ -338,19 +342,21 @@ class GenerateForm:
         sampling = w.HBox([self.temperature, self.top_k, self.top_p, self.condition_scale],
                           layout=w.Layout(flex_flow="row wrap"))
         self.seamless_button.on_click(self.seamless)
-        buttons = w.HBox([self.generate_button, self.stop_button, self.seamless_button, self.keep_rows],
+        buttons = w.HBox([self.generate_button, self.stop_button, self.seamless_button],
                          layout=w.Layout(flex_flow="row wrap", align_items="center"))
+        edits = w.HBox([self.keep_rows, self.extend_direction, self.extend_rows],
+                       layout=w.Layout(flex_flow="row wrap", align_items="center"))
         self.bar = w.HBox([self.progress, self.progress_label],      # hidden until a run has a bar to show
                           layout=w.Layout(display="none", align_items="center", flex_flow="row wrap"))
-        self.widget = w.VBox([self.prompts, self.negative_prompt, settings, sampling, buttons, self.bar,
-                              self.status, self.gallery, self.seamless_view])
+        self.widget = w.VBox([self.prompts, self.negative_prompt, settings, sampling, edits, buttons,
+                              self.bar, self.status, self.gallery, self.seamless_view])
         self.result, self.folder, self.error, self.seed_used, self.stopped = None, None, None, None, False
         self.already_complete = False
         self._slots: dict[tuple[int, int], Any] = {}      # (prompt, image) → its Image widget
         self._cells: dict[tuple[int, int], Any] = {}      # → its gallery cell (image and caption)
         self._finished: dict[tuple[int, int], tuple[str, bytes]] = {}     # → (prompt, PNG) once finished
         self._sources: dict[tuple[int, int], Any] = {}     # → what "Variations" starts from (image or PNG)
-        self._variation_of: Any = None                     # the source of the run about to start, if varying
+        self._edit: tuple[str, Any] | None = None          # ("vary" | "extend", source) of the next run
         self._made_what = "image(s)"                       # what the run makes, for its summary
         self._lock, self._stopping = threading.RLock(), threading.Event()    # R: widget observers call back
         self._thread, self._active = None, False
@@ -371,13 +377,18 @@ class GenerateForm:
     def vary(self, pair: tuple[int, int]) -> None:
         """Starts a run of variations of the gallery's image `pair` (its "Variations" button): its first
         `keep_rows` rows kept, the form's count, seed, settings and negative prompt."""
-        self._begin(self._sources[pair])
+        self._begin(("vary", self._sources[pair]))
 
-    def _begin(self, variation_of: Any) -> None:
+    def extend(self, pair: tuple[int, int]) -> None:
+        """Starts a run that continues the gallery's image `pair` (its "Extend" button) in the chosen
+        direction; under the gallery, each result is shown joined to the image it continues."""
+        self._begin(("extend", self._sources[pair]))
+
+    def _begin(self, edit: tuple[str, Any] | None) -> None:
         with self._lock:
             if self._active:
                 return
-            self._variation_of = variation_of
+            self._edit = edit
             if self._thread is not None:
                 self._thread.join()         # it has done its last action: it ends at once
             self._active = True
@@ -401,10 +412,10 @@ class GenerateForm:
     # -- the run, in its thread
 
     def _run(self) -> None:
-        from nbkit.generation.from_image import variation_request
+        from nbkit.generation.from_image import extension_request, variation_request
         from nbkit.generation.pipeline import Generation, GenerationRequest
 
-        source, self._variation_of = self._variation_of, None
+        edit, self._edit = self._edit, None
         self._clear()
         made, timings, status = [], {}, ""
         try:
@@ -415,16 +426,22 @@ class GenerateForm:
                 self._say(f"Loading {html.escape(self.model.value)}…")
                 self.pipe = self.load(self.model.value)
             negative = self.negative_prompt.value.strip()
-            if source is None:
-                request = GenerationRequest(values.prompts, values.n_images, values.seed,
-                                            SamplingSettings(**values.sampling), negative_prompt=negative)
+            settings = SamplingSettings(**values.sampling)
+            if edit is None:
+                request = GenerationRequest(values.prompts, values.n_images, values.seed, settings,
+                                            negative_prompt=negative)
                 doing, self._made_what = "Generating", "image(s)"
-            else:
-                request = variation_request(self.pipe.source(source), values.n_images, self.keep_rows.value,
-                                            values.seed, negative_prompt=negative or None,
-                                            settings=SamplingSettings(**values.sampling))
+            elif edit[0] == "vary":
+                request = variation_request(self.pipe.source(edit[1]), values.n_images, self.keep_rows.value,
+                                            values.seed, negative_prompt=negative or None, settings=settings)
                 doing = f"Varying (first {self.keep_rows.value} of 16 rows kept)"
                 self._made_what = f"variation(s), first {self.keep_rows.value} of 16 rows kept"
+            else:
+                direction, rows = self.extend_direction.value, self.extend_rows.value
+                request = extension_request(self.pipe.source(edit[1]), direction, rows, values.n_images,
+                                            values.seed, negative_prompt=negative or None, settings=settings)
+                doing = f"Extending {direction} by {rows}"
+                self._made_what = f"extension(s), {direction} by {rows}"
             self.seed_used = request.seed
             self._start_gallery(request)
             self._say(f"{doing} with seed <b>{request.seed}</b>…")
@@ -437,6 +454,8 @@ class GenerateForm:
                         break
             self.result = Generation(made, request, self.pipe.name, timings)
             status = self._summary(request, timings)
+            if edit is not None and edit[0] == "extend" and made:
+                self._show_joined(self.pipe.source(edit[1]), made, request.source)
         except Exception as error:  # shown to the user in the form, not as a traceback
             self.error = error
             self._hide_bar()
@@ -491,11 +510,15 @@ class GenerateForm:
         self._finished[pair], self._sources[pair] = (prompt, png), source
         if pair in self._slots:
             self._slots[pair].value = png
-            button = w.Button(description="Variations", icon="clone", layout=w.Layout(width="auto"),
-                              tooltip="new images keeping the first rows of this one (the slider: how many)")
-            button.on_click(lambda _button, pair=pair: self.vary(pair))
+            vary = w.Button(description="Variations", icon="clone", layout=w.Layout(width="auto"),
+                            tooltip="new images keeping the first rows of this one (the slider: how many)")
+            vary.on_click(lambda _button, pair=pair: self.vary(pair))
+            extend = w.Button(description="Extend", icon="arrows-alt", layout=w.Layout(width="auto"),
+                              tooltip="continue this image down or to the right (the settings above)")
+            extend.on_click(lambda _button, pair=pair: self.extend(pair))
             cell = self._cells[pair]
-            cell.children = (*cell.children[:2], button)
+            actions = w.HBox([vary, extend], layout=w.Layout(flex_flow="row wrap"))
+            cell.children = (*cell.children[:2], actions)
 
     def _show(self, event, made: list) -> dict | None:
         """Shows one event of the stream; returns the timings when it is the last."""
@@ -562,6 +585,21 @@ class GenerateForm:
             self._show_plain(self._results_summary() if self._finished else "")
             self.generate_button.disabled, self.stop_button.disabled = False, True
             self.seamless_button.disabled = len(self._finished) < 2
+
+    def _show_joined(self, source, images: list, edit: dict) -> None:
+        """Each extension joined to the image it continues, decoded as one picture, under the gallery."""
+        import ipywidgets as w
+
+        from nbkit.generation.kept import stitched_tokens
+
+        views = []
+        for image in images:
+            joined = self.pipe.decode_grid(stitched_tokens(source.tokens, [image.tokens], edit["direction"],
+                                                           edit["rows"]))
+            caption = caption_html(image.image_index + 1, f"{image.prompt} (joined to the source)")
+            views.append(w.VBox([w.Image(value=_png(joined), format="png", layout=w.Layout(
+                max_width="100%", width=f"{joined.shape[1]}px")), w.HTML(caption)]))
+        self.seamless_view.children = tuple(views)
 
     def seamless(self, _button=None) -> list[np.ndarray]:
         """The Seamless picture button: each prompt's finished images laid out as a square (or a row, when
