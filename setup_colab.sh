@@ -67,6 +67,29 @@ else
   "$PYTHON" -m pip install --quiet --no-deps -e "$here" || fail "could not install nbkit from $here."
 fi
 
+# The page's browser tests (tests/test_page.py) drive Debian's Chromium: --test installs it with
+# apt-get when it is missing and this is root. A failure here is reported, not fatal.
+chromium=/usr/bin/chromium
+if [ "$extra" = test ] && [ ! -x "$chromium" ]; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "Installing chromium with apt-get (for the page's browser tests)..."
+    apt_log=$(mktemp)
+    apt_install() { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+    if { apt_install || { apt-get update -qq && apt_install; }; } >"$apt_log" 2>&1 && [ -x "$chromium" ]; then
+      rm -f "$apt_log"
+    else
+      tail -n 5 "$apt_log" >&2
+      rm -f "$apt_log"
+      echo "setup_colab.sh: could not install chromium with apt-get (above); tests/test_page.py needs" \
+           "$chromium and will fail without it." >&2
+    fi
+  elif command -v apt-get >/dev/null; then
+    echo "setup_colab.sh: no $chromium; tests/test_page.py needs it: sudo apt-get install -y chromium" >&2
+  else
+    echo "setup_colab.sh: no $chromium and no apt-get to install it: tests/test_page.py will be skipped." >&2
+  fi
+fi
+
 (cd / && "$PYTHON" - <<'PY') || fail "nbkit does not import; see the error above."
 import platform, jax, nbkit
 print(f"python {platform.python_version()} | jax {jax.__version__} | "

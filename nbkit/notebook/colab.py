@@ -65,3 +65,63 @@ def output_root() -> Path:
     """Where runs are saved when Drive is not used: $NBKIT_OUTPUT, else ./nbkit-outputs (Drive's
     nbkit/outputs when it is mounted)."""
     return places.output_root()
+
+
+_serving: dict[int, object] = {}     # port asked for → the server started on it in this kernel
+
+
+def serve(model: str = "mini", vqgan: str = "vqgan", clip: str | None = "clip-b32", *, pipe=None,
+          host: str = "127.0.0.1", port: int = 8000, out: str | Path | None = None, token: str | None = None,
+          max_queue: int = 16, max_images: int = 16, max_batch: int | None = None, dtype=None,
+          cache: str | Path | None = None, preview_every: int | None = 64, cors_origins: tuple[str, ...] = (),
+          window: bool = False, height: int = 820):
+    """`nbkit serve` inside this kernel: the page and the API from a background thread, so the notebook
+    stays usable. The models are loaded once (or pass a loaded `pipe`). On Colab the page is shown
+    through Colab's port proxy (an iframe below the cell, or a new tab with `window=True`); elsewhere
+    a link. Returns the server: `.url`, and `.stop()` (the batch in flight is finished and saved).
+    Starting again on the same port stops the earlier server first."""
+    import secrets
+
+    from nbkit.generation.pipeline import Pipeline
+    from nbkit.server.app import Running, ServerOptions, bind
+    from nbkit.server.command import check_origins, resolve_token
+
+    token, generated = resolve_token(host, token, lambda: secrets.token_urlsafe(16))
+    earlier = _serving.pop(port, None) if port else None
+    if earlier is not None:
+        earlier.stop()
+    folder = places.output_root(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    sock = bind(host, port)
+    if pipe is None:
+        pipe = Pipeline.from_pretrained(model, vqgan, dtype=dtype, max_batch=max_batch, cache=cache)
+    options = ServerOptions(out=folder.resolve(), host=host, token=token, cors_origins=check_origins(
+        list(cors_origins)), max_queue=max_queue, max_images=max_images, preview_every=preview_every,
+        model=str(pipe.name if model is None else model), vqgan=str(vqgan), clip=clip,
+        cache=None if cache is None else str(cache))
+    running = Running(pipe, options, sock).start()
+    if port:
+        _serving[port] = running
+    _show(running, window, height)
+    if generated:
+        print(f"A token is required (listening on {host}): {token}")
+    return running
+
+
+def _show(running, window: bool, height: int) -> None:
+    print(f"nbkit serving on {running.url} (stop it with .stop())")
+    path = f"/t/{running.options.token}/" if running.options.token else "/"
+    if is_colab():
+        from google.colab import output
+        if window:
+            output.serve_kernel_port_as_window(running.port, path=path)
+        else:
+            output.serve_kernel_port_as_iframe(running.port, path=path, height=height)
+        return
+    try:
+        from IPython import get_ipython
+        from IPython.display import HTML, display
+    except ImportError:
+        return
+    if getattr(get_ipython(), "kernel", None) is not None:
+        display(HTML(f'<a href="{running.url}" target="_blank">Open the nbkit page: {running.url}</a>'))
