@@ -93,6 +93,32 @@ def show_results():
         """)
 
 
+def model_and_load():
+    """The model's form fields, and the cell that loads it (`load(name)` for the form's model picker)."""
+    return [code("""
+        #@title Model
+        {MODEL_FIELDS}
+        DTYPE = "auto"  #@param ["auto", "bfloat16", "float16", "float32"]
+        SAVE_TO_DRIVE = True  #@param {type:"boolean"}
+        """, form=True), code("""
+        #@title Load the model
+        from nbkit import Pipeline, colab, runs, ui
+
+        drive = colab.mount_drive() if SAVE_TO_DRIVE else None
+        out = drive / "nbkit" / "outputs" if drive else colab.output_root()
+        cache = drive / "nbkit" / "models" if drive else None
+        colab.enable_widgets()
+
+        def load(model):
+            return Pipeline.from_pretrained(
+                model, VQGAN, dtype=None if DTYPE == "auto" else DTYPE, cache=cache,
+                compilation_cache=drive / "nbkit" / "jax-cache" if drive else None)
+
+        pipe = load(MODEL)
+        print(f"{pipe.name} loaded; runs are saved in {out}")
+        """)]
+
+
 def next_step(text: str):
     return md(f"**Next:** {dedent(text).strip()}")
 
@@ -259,29 +285,7 @@ def generate_step():
             folder on Drive. The last cells do the same from code, with the settings in their form.
             """),
         install(),
-        code("""
-            #@title Model
-            {MODEL_FIELDS}
-            DTYPE = "auto"  #@param ["auto", "bfloat16", "float16", "float32"]
-            SAVE_TO_DRIVE = True  #@param {type:"boolean"}
-            """, form=True),
-        code("""
-            #@title Load the model
-            from nbkit import Pipeline, colab, runs, ui
-
-            drive = colab.mount_drive() if SAVE_TO_DRIVE else None
-            out = drive / "nbkit" / "outputs" if drive else colab.output_root()
-            cache = drive / "nbkit" / "models" if drive else None
-            colab.enable_widgets()
-
-            def load(model):
-                return Pipeline.from_pretrained(
-                    model, VQGAN, dtype=None if DTYPE == "auto" else DTYPE, cache=cache,
-                    compilation_cache=drive / "nbkit" / "jax-cache" if drive else None)
-
-            pipe = load(MODEL)
-            print(f"{pipe.name} loaded; runs are saved in {out}")
-            """),
+        *model_and_load(),
         md("""
             ## The prompt form
             One prompt per line. A blank seed draws a new one (it is shown and saved with the images).
@@ -439,25 +443,7 @@ def from_an_image_step():
             says what the new parts should not show. Everything is saved next to your other runs.
             """),
         install(),
-        code("""
-            #@title Model
-            {MODEL_FIELDS}
-            DTYPE = "auto"  #@param ["auto", "bfloat16", "float16", "float32"]
-            SAVE_TO_DRIVE = True  #@param {type:"boolean"}
-            """, form=True),
-        code("""
-            #@title Load the model
-            from nbkit import Pipeline, colab, runs, ui
-            from nbkit.generation.from_image import fill_request, variation_request
-
-            drive = colab.mount_drive() if SAVE_TO_DRIVE else None
-            out = drive / "nbkit" / "outputs" if drive else colab.output_root()
-            pipe = Pipeline.from_pretrained(
-                MODEL, VQGAN, dtype=None if DTYPE == "auto" else DTYPE,
-                cache=drive / "nbkit" / "models" if drive else None,
-                compilation_cache=drive / "nbkit" / "jax-cache" if drive else None)
-            print(f"{pipe.name} loaded; runs are saved in {out}")
-            """),
+        *model_and_load(),
         code("""
             #@title The image to start from
             #@markdown **Image**: blank for the newest image saved in the output folder (one is made from
@@ -476,6 +462,8 @@ def from_an_image_step():
             """, form=True),
         code("""
             #@title Open it
+            from nbkit.generation.from_image import fill_request, variation_request
+
             seed = None if SEED < 0 else SEED
             negative = NEGATIVE_PROMPT or None
             image_path = colab.upload_image(out) if UPLOAD else (IMAGE or runs.newest_image(out))
