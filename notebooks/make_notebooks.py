@@ -542,6 +542,62 @@ def from_an_image_step():
             ui.show_images([filled.image_path(entry) for entry in best_first],
                            captions=[f"log-probability {entry['kept_logprob']:.1f}" for entry in best_first])
             """),
+        next_step(f"""
+            {link("07_web_app.ipynb")}: a web page for everyone, served from this runtime.
+            """),
+    ])
+
+
+def web_app_step():
+    name = "07_web_app.ipynb"
+    return notebook([
+        intro(name, "7 · A web page for everyone: `nbkit serve`", """
+            Starts nbkit's web server inside this notebook and shows its page below: prompts, progress with
+            previews, a gallery with variations and extensions, CLIP reranking and the saved runs. Several
+            people can use it at once: their requests share the same compiled batches on this one GPU or TPU,
+            and every image is saved (with its metadata) as soon as its batch ends. It also answers the
+            dalle-playground page's requests, so that page can use this notebook as its backend.
+            """),
+        install(),
+        code("""
+            #@title Model and server
+            {MODEL_FIELDS}
+            CLIP = "clip-b32"  #@param ["clip-b32", "clip-l14", ""] {allow-input: true}
+            DTYPE = "auto"  #@param ["auto", "bfloat16", "float16", "float32"]
+            SAVE_TO_DRIVE = True  #@param {type:"boolean"}
+            #@markdown **Port** of the server inside this runtime; **max images** per request.
+            PORT = 8000  #@param {type:"integer"}
+            MAX_IMAGES = 16  #@param {type:"integer"}
+            #@markdown Tick to open the page in a new browser tab instead of below the cell.
+            OPEN_IN_NEW_TAB = False  #@param {type:"boolean"}
+            """, form=True),
+        code("""
+            #@title Start the server (the page appears below)
+            from nbkit import colab
+
+            drive = colab.mount_drive() if SAVE_TO_DRIVE else None
+            out = drive / "nbkit" / "outputs" if drive else colab.output_root()
+            server = colab.serve(MODEL, VQGAN, CLIP or None, out=out, port=PORT, max_images=MAX_IMAGES,
+                                 dtype=None if DTYPE == "auto" else DTYPE,
+                                 cache=drive / "nbkit" / "models" if drive else None, window=OPEN_IN_NEW_TAB)
+            print(f"nbkit serving on {server.url}; images are saved in {out}")
+            """),
+        md("""
+            ## Reaching it from elsewhere
+            The page above reaches the server through Colab's port proxy, which only you can open. To share
+            it, or to use [dalle-playground](https://github.com/saharmor/dalle-playground)'s page with it,
+            start a tunnel of your choice to port 8000 (for example `cloudflared tunnel --url
+            http://127.0.0.1:8000`). Anyone with the tunnel's address can then use your GPU: start the server
+            with a token (`colab.serve(..., token="…")`, or `host="0.0.0.0"`, which makes one) and give out
+            `https://<tunnel address>/t/<token>` — paste that into the playground page as the backend URL.
+            See the README's *Web server* section for the API.
+            """),
+        code("""
+            #@title Stop the server (when you are done)
+            #@markdown The batch in flight is finished and saved first.
+            server.stop()
+            print("stopped")
+            """),
     ])
 
 
@@ -553,6 +609,7 @@ NOTEBOOKS = {
     "04_save_to_drive.ipynb": save_to_drive_step,
     "05_rerank.ipynb": rerank_step,
     "06_from_an_image.ipynb": from_an_image_step,
+    "07_web_app.ipynb": web_app_step,
 }
 
 

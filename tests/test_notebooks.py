@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 GOLDEN = Path(__file__).parent / "fixtures" / "golden"
 NAMES = ["00_quickstart.ipynb", "01_install.ipynb", "02_pick_model.ipynb", "03_generate.ipynb",
-         "04_save_to_drive.ipynb", "05_rerank.ipynb", "06_from_an_image.ipynb"]
+         "04_save_to_drive.ipynb", "05_rerank.ipynb", "06_from_an_image.ipynb",
+         "07_web_app.ipynb"]
 SEED = 7
 OVERRIDES = {
     "MODEL": str(GOLDEN / "dallebart-tiny"),
@@ -254,3 +255,9 @@ def test_from_an_image_varies_extends_and_fills_with_a_negative_prompt(workspace
 
 def json_lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_the_web_app_notebook_starts_the_server_and_stops_it(workspace):
+    text = run("07_web_app.ipynb", workspace, PORT=0)
+    assert re.search(r"nbkit serving on http://127\.0\.0\.1:\d+/", text), text
+    assert "stopped" in text and workspace["outputs"].is_dir()
