@@ -192,3 +192,18 @@ def test_kept_tokens_from_another_vqgan_are_refused(pipe):
     request = GenerationRequest(["x"], kept=KeptTokens.first_rows(np.full(256, 500), 2))
     with pytest.raises(ValueError, match="below 64 for this model"):
         pipe.collect(request)
+
+
+def test_fill_with_clip_orders_the_better_half_by_clip_score(pipe, made):
+    from test_pipeline import FIXTURES
+
+    from nbkit.output.rerank import Reranker
+
+    reranker = Reranker.from_folder(FIXTURES / "clip-tiny")
+    plain = pipe.fill(made, (8, 0, 16, 16), n_images=4, seed=3).images
+    ranked = pipe.fill(made, (8, 0, 16, 16), n_images=4, seed=3, reranker=reranker).images
+    key = lambda image: image.tokens.tobytes()
+    assert {key(i) for i in ranked[:2]} == {key(i) for i in plain[:2]}          # the better half stays first
+    assert [key(i) for i in ranked[2:]] == [key(i) for i in plain[2:]]
+    scores = reranker.scores([i.pixels for i in ranked[:2]], [i.prompt for i in ranked[:2]])
+    assert scores[0] >= scores[1]

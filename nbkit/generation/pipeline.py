@@ -236,14 +236,20 @@ class Pipeline:
 
     def fill(self, source: Any, region: tuple[int, int, int, int], n_images: int = 8, seed: int | None = None,
              prompt: str | None = None, negative_prompt: str | None = None,
-             settings: SamplingSettings | None = None) -> Generation:
+             settings: SamplingSettings | None = None, reranker: Any = None) -> Generation:
         """A region (top, left, bottom, right, in token cells of 16 px) drawn anew, everything else kept.
         The model cannot see the kept tokens after the hole while drawing it, so `n_images` candidates are
         drawn and returned best first by how likely the model finds those kept tokens afterwards
-        (`kept_logprob`); rerank them with CLIP for the best match to the prompt."""
+        (`kept_logprob`). With a `reranker` (CLIP: `nbkit.output.rerank.Reranker`), the better half by that
+        measure is then ordered by CLIP score against the prompt, the other half following."""
         generation = self.collect(fill_request(self.source(source), region, n_images, seed, prompt,
                                                negative_prompt, settings))
-        generation.images.sort(key=lambda image: -image.kept_logprob)
+        images = generation.images
+        images.sort(key=lambda image: -image.kept_logprob)
+        if reranker is not None and images:
+            better = images[:(len(images) + 1) // 2]
+            scores = reranker.scores([image.pixels for image in better], [image.prompt for image in better])
+            images[:len(better)] = [better[i] for i in np.argsort(-np.asarray(scores), kind="stable")]
         return generation
 
     def decode_grid(self, tokens: np.ndarray) -> np.ndarray:
