@@ -1,0 +1,367 @@
+"""The page of `python -m nbkit serve` in a real headless Chromium (Debian's package), against the real
+server with the tiny fixture models. The server runs behind a token, so every URL the page uses must stay
+under /t/<token>/.
+
+NBKIT_SCREENSHOTS=<folder> keeps screenshots (desktop and phone, during progress and with a gallery);
+NBKIT_CHROMIUM names another Chromium binary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect, sync_playwright
+from server_process import running_server
+
+CHROMIUM = Path(os.environ.get("NBKIT_CHROMIUM", "/usr/bin/chromium"))
+SCREENSHOTS = os.environ.get("NBKIT_SCREENSHOTS")
+TOKEN = "page-test-token"
+DESKTOP = {"width": 1280, "height": 860}
+PHONE = {"width": 390, "height": 844}
+TIMEOUT_MS = 90_000  # a generation with its first compile, on a busy machine
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+expect.set_options(timeout=TIMEOUT_MS)
+
+
+def chromium() -> str:
+    if CHROMIUM.is_file():
+        return str(CHROMIUM)
+    if shutil.which("apt-get"):
+        pytest.fail(f"No Chromium at {CHROMIUM}: `bash setup_colab.sh --test` installs it as root "
+                    "(apt-get install chromium), or set NBKIT_CHROMIUM to a Chromium binary.")
+    pytest.skip(f"No Chromium at {CHROMIUM} and no apt-get to install it: these tests drive Debian's "
+                "chromium package (or set NBKIT_CHROMIUM to a Chromium binary).")
+
+
+def api(server, path: str, body: dict | None = None) -> dict:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(server.url + path, data, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
+
+
+def finished(server, job: dict) -> dict:
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    while (status := api(server, f"api/jobs/{job['id']}"))["state"] not in ("done", "failed", "cancelled"):
+        assert time.monotonic() < deadline, f"the job did not finish: {status}"
+        time.sleep(0.2)
+    assert status["state"] == "done", status
+    return status
+
+
+def blocker(server) -> dict:
+    """A job that keeps the worker busy for a while, with other settings than the page's (so that they
+    cannot share a batch): the page's next job waits in the queue, and is watched from its start."""
+    return api(server, "api/jobs", {"prompts": ["a long queue"], "n_images": 8, "temperature": 0.9})
+
+
+def screenshot(page: Page, name: str):
+    if SCREENSHOTS:
+        Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
+        whole = not page.locator("dialog[open]").count()  # a modal shows in the window only
+        page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"), full_page=whole)
+
+
+def overflow(page: Page) -> int:
+    """How many pixels the page is wider than the window (0: nothing scrolls sideways)."""
+    return page.evaluate("document.scrollingElement.scrollWidth - innerWidth")
+
+
+def loaded_images(tiles) -> list[int]:
+    """The natural width of each tile's image (0: not loaded)."""
+    return tiles.locator("img").evaluate_all("imgs => imgs.map(i => i.complete ? i.naturalWidth : 0)")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with running_server(tmp_path_factory.mktemp("serve"), "--token", TOKEN) as server:
+        assert server.url.endswith(f"/t/{TOKEN}/"), server.url
+        yield server
+
+
+@pytest.fixture(scope="module")
+def info(server) -> dict:
+    return api(server, "api/info")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    executable = chromium()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def saved_run(server) -> dict:
+    """A finished job made through the API (two prompts × two images), for the tests that start from a
+    saved run."""
+    job = api(server, "api/jobs", {"prompts": ["a blue house", "a red boat"], "n_images": 2, "seed": 7})
+    return finished(server, job)
+
+
+@pytest.fixture
+def open_page(browser, server):
+    """Opens the page in a new browser context; the test fails if the page raised an error."""
+    contexts, errors = [], []
+
+    def open_(viewport=DESKTOP, scheme="dark") -> Page:
+        context = browser.new_context(viewport=viewport, color_scheme=scheme)
+        context.set_default_timeout(TIMEOUT_MS)
+        contexts.append(context)
+        page = context.new_page()
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(server.url)
+        expect(page.locator("#server-info")).to_have_class(re.compile(r"\bonline\b"))
+        return page
+
+    yield open_
+    for context in contexts:
+        context.close()
+    assert not errors, f"the page raised: {errors}"
+
+
+def open_saved_run(page: Page, run: str):
+    """Opens a run from the saved runs list; returns its section."""
+    page.locator(f'#runs li[data-run="{run}"] button').click()
+    section = page.locator(f'.run[data-run="{run}"]')
+    expect(section).to_be_visible()
+    return section
+
+
+def test_enter_generates_shift_enter_adds_a_line_and_the_gallery_fills(open_page, server):
+    page = open_page()
+    prompts = page.locator("#prompts")
+    prompts.press_sequentially("a red apple")
+    prompts.press("Shift+Enter")
+    prompts.press_sequentially("a green pear")
+    assert prompts.input_value() == "a red apple\na green pear"
+    expect(page.locator(".run")).to_have_count(0)  # Shift+Enter only starts a new line
+    page.fill("#n_images", "2")
+    prompts.press("Enter")
+
+    run = page.locator(".run")
+    expect(run).to_have_count(1)
+    expect(run.locator(".tile")).to_have_count(4)  # a place for each image at once
+    expect(run).to_have_attribute("data-state", "done")
+    states = run.get_attribute("data-states").split()
+    assert "running" in states and states[-1] == "done", states
+
+    expect(run.locator(".group h4")).to_have_text(["a red apple", "a green pear"])
+    tiles = run.locator(".tile:not(.pending)")
+    expect(tiles).to_have_count(4)
+    page.wait_for_function("[...document.querySelectorAll('.tile img')].every(i => i.complete)")
+    assert loaded_images(tiles) == [256] * 4
+    for src in tiles.locator("img").evaluate_all("imgs => imgs.map(i => i.src)"):
+        assert src.startswith(f"{server.url}api/images/") and src.endswith(".png"), src
+    name = run.get_attribute("data-run")
+    expect(page.locator(f'#runs li[data-run="{name}"]')).to_contain_text("a red apple")
+    screenshot(page, "desktop-gallery")
+
+
+def test_the_generate_button_shows_the_place_in_the_queue_then_progress_with_previews(open_page, server):
+    page = open_page()
+    page.fill("#prompts", "a yellow kite")
+    page.fill("#n_images", "2")
+    ahead = blocker(server)
+    page.get_by_role("button", name="Generate").click()
+    run = page.locator(".run")
+    expect(run.locator(".state-text")).to_have_text(re.compile(r"^In the queue: (next up|position \d+)$"))
+    assert run.locator(".bar").is_visible()
+    page.wait_for_function("document.querySelector('.run').dataset.previews > 0")
+    expect(run.locator(".state-text")).to_contain_text(re.compile(r"Generating \d+%"))
+    assert 0 < int(run.locator(".bar").get_attribute("aria-valuenow")) <= 100
+    expect(run.locator(".tile.previewing img").first).to_have_attribute("src", re.compile("^data:image/jpeg"))
+    screenshot(page, "desktop-progress")
+    expect(run).to_have_attribute("data-state", "done")
+    assert run.get_attribute("data-states").split() == ["queued", "running", "done"]
+    expect(run.locator(".tile:not(.pending)")).to_have_count(2)
+    expect(run.locator(".tile.previewing")).to_have_count(0)
+    assert finished(server, ahead)["images_done"] == 8
+
+
+def test_a_waiting_job_can_be_cancelled(open_page, server):
+    page = open_page()
+    page.fill("#prompts", "a job to cancel")
+    ahead = blocker(server)
+    page.locator("#prompts").press("Enter")
+    run = page.locator(".run")
+    expect(run.locator(".state-text")).to_contain_text("In the queue")
+    run.get_by_role("button", name="Cancel").click()
+    expect(run).to_have_attribute("data-state", "cancelled")
+    expect(run.locator(".run-notice")).to_have_text("Cancelled.")
+    expect(run.locator(".status")).to_be_hidden()
+    expect(run.locator(".tile")).to_have_count(0)
+    api(server, f"api/jobs/{ahead['id']}/cancel", {})
+
+
+def test_the_saved_runs_list_a_run_and_open_it_into_the_gallery(open_page, saved_run):
+    page = open_page()
+    item = page.locator(f'#runs li[data-run="{saved_run["run"]}"]')
+    expect(item).to_contain_text("a blue house")
+    expect(item).to_contain_text("4 images")
+    section = open_saved_run(page, saved_run["run"])
+    tiles = section.locator(".tile")
+    expect(tiles).to_have_count(4)
+    page.wait_for_function("[...document.querySelectorAll('.tile img')].every(i => i.complete)")
+    assert loaded_images(tiles) == [256] * 4
+
+
+def test_an_image_enlarges_downloads_as_png_and_makes_variations(open_page, saved_run):
+    page = open_page()
+    section = open_saved_run(page, saved_run["run"])
+    first = section.locator(".tile").first
+    src = first.locator("img").get_attribute("src")
+    file = first.locator("a[download]").get_attribute("download")
+    first.locator(".thumb").click()
+    viewer = page.locator("#viewer")
+    expect(viewer).to_be_visible()
+    assert page.locator("#viewer-img").get_attribute("src") == src
+    expect(page.locator("#viewer-title")).to_have_text("a blue house")
+
+    download = page.locator("#viewer-download")
+    href = download.evaluate("a => a.href")
+    assert href == first.locator("a[download]").evaluate("a => a.href")
+    assert re.search(rf"/t/{TOKEN}/api/images/{re.escape(saved_run['run'])}/[^/]+\.png$", href), href
+    assert download.get_attribute("download").endswith(".png")
+    png = page.request.get(href)
+    assert png.ok and png.headers["content-type"].startswith("image/png")
+    assert png.body().startswith(PNG_SIGNATURE)
+
+    page.locator("#viewer-vary").click()
+    page.locator("#keep_rows").fill("4")
+    expect(page.locator("#keep_rows-out")).to_have_text("4")
+    page.fill("#edit_n_images", "2")
+    screenshot(page, "desktop-lightbox")
+    with page.expect_request(lambda r: r.url.endswith("/api/jobs") and r.method == "POST") as sent:
+        page.get_by_role("button", name="Make variations").click()
+    assert sent.value.post_data_json["vary"] == {"image": f"{saved_run['run']}/{file}", "keep_rows": 4}
+    expect(viewer).to_be_hidden()
+    varied = page.locator(".run").first
+    expect(varied).to_contain_text("Variations")
+    expect(varied).to_have_attribute("data-state", "done")
+    assert varied.get_attribute("data-run") != saved_run["run"]
+    expect(varied.locator(".tile:not(.pending)")).to_have_count(2)
+    expect(varied.locator(".group h4").first).to_have_text("a blue house")
+
+
+def test_extend_to_the_right_from_an_image(open_page, saved_run):
+    page = open_page()
+    section = open_saved_run(page, saved_run["run"])
+    section.locator(".tile").nth(1).get_by_role("button", name=re.compile("^Extend")).click()
+    expect(page.locator("#viewer")).to_be_visible()
+    page.get_by_label("Right").check()
+    page.locator("#rows").fill("4")
+    page.fill("#edit_n_images", "1")
+    with page.expect_request(lambda r: r.url.endswith("/api/jobs") and r.method == "POST") as sent:
+        page.locator("#edit-submit").click()
+    extend = sent.value.post_data_json["extend"]
+    assert (extend["direction"], extend["rows"]) == ("right", 4)
+    extended = page.locator(".run").first
+    expect(extended).to_contain_text("Extended right")
+    expect(extended).to_have_attribute("data-state", "done")
+    expect(extended.locator(".tile:not(.pending)")).to_have_count(1)
+
+
+def test_rerank_with_clip_shows_the_scores_best_first(open_page, saved_run):
+    page = open_page()
+    section = open_saved_run(page, saved_run["run"])
+    section.get_by_role("button", name="Rerank with CLIP").click()
+    expect(section.locator(".rank-note")).to_be_visible()
+    for group in section.locator(".group").all():
+        scores = [float(text) for text in group.locator(".score").all_inner_texts()]
+        assert len(scores) == 2 and scores == sorted(scores, reverse=True), scores
+        assert group.locator(".tile").first.get_attribute("data-rank") == "1"
+        expect(group.locator(".tile.best")).to_have_count(1)
+    screenshot(page, "desktop-reranked")
+
+
+def test_bad_input_shows_a_readable_error_next_to_its_field(open_page, info):
+    page = open_page()
+    page.fill("#prompts", "a small cat")
+    page.fill("#n_images", str(info["max_images"] + 1))
+    page.get_by_role("button", name="Generate").click()
+    box = page.locator('.field[data-field="n_images"]')
+    expect(box).to_have_class(re.compile(r"\binvalid\b"))
+    expect(box.locator(".field-error")).to_contain_text(
+        re.compile(rf"^Images per prompt must be .*{info['max_images']}"))
+    expect(page.locator("#n_images")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#n_images")).to_be_focused()
+    screenshot(page, "desktop-error")
+    page.fill("#n_images", "1")  # editing the field clears its error
+    expect(box).not_to_have_class(re.compile(r"\binvalid\b"))
+
+    page.fill("#prompts", "a very long prompt " * (info["max_prompt_chars"] // 10))
+    page.locator("#prompts").press("Enter")
+    prompts = page.locator('.field[data-field="prompts"]')
+    expect(prompts).to_have_class(re.compile(r"\binvalid\b"))
+    expect(prompts.locator(".field-error")).to_contain_text(
+        re.compile(rf"^Prompt 1 is \d+ characters long.*{info['max_prompt_chars']}"))
+
+    page.fill("#prompts", "a small cat")
+    page.locator("#advanced summary").click()
+    page.fill("#temperature", "0")
+    page.locator("#advanced summary").click()  # closed again: the error must open it
+    page.get_by_role("button", name="Generate").click()
+    temperature = page.locator('.field[data-field="temperature"]')
+    expect(temperature.locator(".field-error")).to_contain_text(re.compile("^Temperature must be"))
+    expect(page.locator("#temperature")).to_be_visible()
+    expect(page.locator(".run")).to_have_count(0)
+
+
+def test_at_phone_width_nothing_overflows_sideways(open_page, server, saved_run):
+    page = open_page(PHONE, scheme="light")
+    assert overflow(page) <= 0
+    section = open_saved_run(page, saved_run["run"])
+    expect(section.locator(".tile")).to_have_count(4)
+    page.wait_for_function("[...document.querySelectorAll('.tile img')].every(i => i.complete)")
+    assert overflow(page) <= 0
+    screenshot(page, "phone-gallery")
+    section.locator(".tile .thumb").first.click()
+    page.locator("#viewer-extend").click()
+    assert overflow(page) <= 0
+    assert page.locator("#viewer").evaluate("d => d.getBoundingClientRect().right") <= PHONE["width"]
+    screenshot(page, "phone-lightbox")
+    page.keyboard.press("Escape")
+
+    page.fill("#prompts", "a lighthouse at night\na paper boat")
+    page.fill("#n_images", "2")
+    blocker(server)
+    page.locator("#prompts").press("Enter")
+    run = page.locator(".run").first
+    page.wait_for_function("document.querySelector('.run').dataset.previews > 0")
+    screenshot(page, "phone-progress")
+    assert overflow(page) <= 0
+    expect(run).to_have_attribute("data-state", "done")
+    assert overflow(page) <= 0
+
+
+def test_without_a_token_the_page_works_at_the_root(browser, tmp_path):
+    with running_server(tmp_path) as server:
+        assert "/t/" not in server.url, server.url
+        context = browser.new_context(viewport=DESKTOP)
+        context.set_default_timeout(TIMEOUT_MS)
+        errors = []
+        try:
+            page = context.new_page()
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.goto(server.url)
+            page.fill("#prompts", "a tree at the root")
+            page.fill("#n_images", "1")
+            page.locator("#prompts").press("Enter")
+            run = page.locator(".run")
+            expect(run).to_have_attribute("data-state", "done")
+            page.wait_for_function("[...document.querySelectorAll('.tile img')].every(i => i.complete)")
+            assert loaded_images(run.locator(".tile")) == [256]
+            assert run.locator("img").evaluate("i => i.src").startswith(f"{server.url}api/images/")
+        finally:
+            context.close()
+    assert not errors, f"the page raised: {errors}"
