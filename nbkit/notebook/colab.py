@@ -97,7 +97,7 @@ def serve(model: str = "mini", vqgan: str = "vqgan", clip: str | None = "clip-b3
         pipe = Pipeline.from_pretrained(model, vqgan, dtype=dtype, max_batch=max_batch, cache=cache)
     options = ServerOptions(out=folder.resolve(), host=host, token=token, cors_origins=check_origins(
         list(cors_origins)), max_queue=max_queue, max_images=max_images, preview_every=preview_every,
-        model=str(pipe.name if model is None else model), vqgan=str(vqgan), clip=clip,
+        model=pipe.name, vqgan=str(vqgan), clip=clip,
         cache=None if cache is None else str(cache))
     running = Running(pipe, options, sock).start()
     if port:

@@ -1,0 +1,132 @@
+"""`python -m nbkit serve`: its options, checked before the models load, and starting the server.
+
+Only argparse is imported at module level: the CLI imports this module whenever it builds its parser,
+and `--help` must not start jax.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+TOKEN_CHARACTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+MIN_TOKEN_LENGTH = 8
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be ≥ 1")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port number (0–65535; 0 picks a free one)")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="mini", help="DALL·E model (default mini)")
+    parser.add_argument("--vqgan", default="vqgan", help="image decoder (default vqgan)")
+    parser.add_argument("--clip", default="clip-b32",
+                        help="CLIP model for reranking, loaded on the first rerank (default clip-b32; "
+                             "'none' turns reranking off)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1: this machine only; any other "
+                             "needs a token, generated and printed if not given)")
+    parser.add_argument("--port", type=_port, default=8000, help="port (default 8000; 0: any free one)")
+    parser.add_argument("--out", help="output folder (default: $NBKIT_OUTPUT, Drive, ./nbkit-outputs)")
+    parser.add_argument("--token", help="require this token: in the address (/t/TOKEN/) or as "
+                                        "Authorization: Bearer TOKEN")
+    parser.add_argument("--max-queue", type=_positive, default=16,
+                        help="unfinished jobs accepted at once; more get 429 and Retry-After (default 16)")
+    parser.add_argument("--max-images", type=_positive, default=16, help="images per job (default 16)")
+    parser.add_argument("--max-batch", type=_positive,
+                        help="images drawn together in one batch, from one or several jobs (default: 8 "
+                             "per accelerator, 4 on CPU)")
+    parser.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                        help="a web page origin (https://example.com) that may call the API; repeat for "
+                             "more, * for any (the dalle-playground page may always call its routes)")
+    parser.add_argument("--preview-every", type=int, default=64, metavar="TOKENS",
+                        help="while someone watches a job, show its progress every this many tokens, "
+                             "with previews where decoding them takes at most a quarter of the time "
+                             "(default 64; 0: no previews, progress between batches only)")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
+                        help="compute dtype (default: the device's recommended one)")
+    parser.add_argument("--compilation-cache", help="folder to keep compiled programs in between runs")
+
+
+def resolve_token(host: str, token: str | None, new_token) -> tuple[str | None, bool]:
+    """The token to require, and whether it was made here: a given one is checked; one listening beyond
+    this machine without one gets `new_token()`."""
+    if token is not None:
+        if len(token) < MIN_TOKEN_LENGTH or any(c not in TOKEN_CHARACTERS for c in token):
+            raise ValueError(f"--token must be at least {MIN_TOKEN_LENGTH} letters, digits, - or _ (it goes "
+                             "in addresses); leave it out to have one made.")
+        return token, False
+    if host in LOCAL_HOSTS:
+        return None, False
+    return new_token(), True
+
+
+def check_origins(origins: list[str]) -> tuple[str, ...]:
+    """--cors-origin values: `*`, or scheme://host[:port] without a path (a trailing / is dropped)."""
+    checked = []
+    for origin in origins:
+        origin = origin.rstrip("/")
+        scheme, separator, rest = origin.partition("://")
+        if origin != "*" and (scheme not in ("http", "https") or not separator or not rest or "/" in rest):
+            raise ValueError(f"--cors-origin {origin!r} is not an origin: give scheme and host, such as "
+                             "https://example.com or http://localhost:3000, or * for any.")
+        checked.append(origin)
+    return tuple(checked)
+
+
+def run(args: argparse.Namespace) -> None:
+    import secrets
+    import signal
+    import sys
+
+    from nbkit.places import output_root
+
+    token, generated = resolve_token(args.host, args.token, lambda: secrets.token_urlsafe(16))
+    origins = check_origins(args.cors_origin)
+    if args.preview_every < 0:
+        raise ValueError(f"--preview-every must be ≥ 0 (got {args.preview_every}); 0 turns previews off.")
+    out = output_root(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    from nbkit.generation.pipeline import Pipeline
+    from nbkit.server.app import Running, ServerOptions, bind
+
+    sock = bind(args.host, args.port)        # a port in use fails now, not after the models load
+    clip = None if args.clip.lower() == "none" else args.clip
+    options = ServerOptions(out=out.resolve(), host=args.host, token=token, cors_origins=origins,
+                            max_queue=args.max_queue, max_images=args.max_images,
+                            preview_every=args.preview_every or None, model=args.model, vqgan=args.vqgan,
+                            clip=clip, cache=args.cache)
+    pipe = Pipeline.from_pretrained(args.model, args.vqgan, dtype=args.dtype, max_batch=args.max_batch,
+                                    cache=args.cache, compilation_cache=args.compilation_cache)
+    devices = f"{pipe.mesh.devices.size} {pipe.mesh.devices.flat[0].platform} device(s)"
+    running = None
+
+    def ready() -> None:
+        print(f"nbkit: {args.model} on {devices}, batches of up to {pipe.max_batch}; images go to {out}",
+              file=sys.stderr, flush=True)
+        if generated:
+            print(f"nbkit: listening on {args.host}, so a token is required: it is {token} (anyone with it "
+                  "can use this server; give --token to choose one)", file=sys.stderr, flush=True)
+        print(f"nbkit serving on {running.url}", flush=True)       # last: it says the server is ready
+
+    running = Running(pipe, options, sock, on_ready=ready)
+    # SIGTERM stops like Ctrl-C: the batch in flight is finished and saved first.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    running.serve()

@@ -1,0 +1,566 @@
+"""The one queue between the HTTP handlers and the one thread that owns the Pipeline.
+
+Generation is seconds to minutes of blocking device calls, so it runs in a worker thread, never on the
+event loop that answers clients. That one thread owns the Pipeline (its compiled programs and the
+device): jobs from every client wait in one FIFO queue, and the worker packs the images of consecutive
+jobs whose sampling settings agree into one compiled batch (`pack`): four people asking for two images
+each run as one batch of eight when `max_batch` allows. Every image depends only on its own task, so
+packing never changes an image.
+
+Each image is saved (PNG, then its manifest line) as soon as its batch ends, before anyone is told, so a
+client that goes away, or a server that is killed, loses at most the batch in flight; the same request
+again reopens its run folder (`open_run`) and makes only what it lacks. Listeners (the SSE streams, the
+playground's waiting requests) are callbacks that the HTTP side hands in; they are called on this thread
+and must only post the event onward.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import concurrent.futures
+import dataclasses
+import io
+import math
+import secrets
+import sys
+import threading
+import time
+from collections.abc import Callable, Hashable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from nbkit.generation.pipeline import Batch, GeneratedImage, Pipeline, Progress
+from nbkit.generation.request import GenerationRequest, ImageTask
+from nbkit.generation.sampling import SamplingSettings
+from nbkit.output.runs import open_run, record_of
+from nbkit.output.storage import RunFolder
+
+FINAL_STATES = ("done", "failed", "cancelled")
+KEPT_FINISHED_JOBS = 1000        # finished jobs remembered for status requests; older ones are forgotten
+FIRST_BATCH_GUESS_S = 10.0       # what a batch is assumed to take before one has been timed
+GATHER_S = 0.05                  # an idle worker waits this long after a job arrives, for others to pack
+GATHER_MAX_S = 0.5               # but never longer than this after the oldest waiting job arrived
+PREVIEW_QUALITY = 70             # JPEG quality of the previews: small, and they are soon replaced
+PREVIEW_SHARE = 0.25             # after a batch's first preview, previews take at most this share of it
+
+Listener = Callable[[str, dict], None]
+
+
+class QueueFull(Exception):
+    """The queue holds `max_queue` unfinished jobs: come back in `retry_after` seconds."""
+
+    def __init__(self, retry_after: int, max_queue: int):
+        super().__init__(f"The queue is full ({max_queue} unfinished jobs, --max-queue): "
+                         f"try again in about {retry_after} s.")
+        self.retry_after = retry_after
+
+
+class Stopping(Exception):
+    """The server is stopping and takes no new work."""
+
+
+# ---- what is pure: packing, estimates, one-line errors
+
+
+def settings_key(settings: SamplingSettings, defaults: Any) -> tuple:
+    """The values a batch is sampled with, unset settings resolved to the model's defaults: jobs with
+    equal keys draw with exactly the same settings, so they may share a batch."""
+    pick = lambda value, default: float(default if value is None else value)
+    return (pick(settings.temperature, defaults.temperature), pick(settings.top_k, defaults.top_k),
+            pick(settings.top_p, defaults.top_p), float(settings.condition_scale))
+
+
+def pack(heads: Sequence[tuple[Hashable, int, bool]], max_batch: int) -> list[int]:
+    """How many images to take from each job, in queue order, for the next batch.
+
+    `heads`: (settings key, images not yet started, runs alone) per unfinished job, oldest first.
+    The oldest job with images left sets the settings; the jobs after it join while their key is equal,
+    up to `max_batch` images. The first job that differs ends the batch (first come, first served: no
+    job is overtaken), and a job that must run alone (its packed batch failed once) is never packed.
+    """
+    counts, room, key = [], max_batch, None
+    for job_key, waiting, alone in heads:
+        if room == 0:
+            break
+        if waiting == 0:
+            counts.append(0)
+            continue
+        if key is not None and (job_key != key or alone):
+            break
+        key = job_key
+        take = min(waiting, room)
+        counts.append(take)
+        room -= take
+        if alone:
+            break
+    return counts
+
+
+def gather_delay(now: float, last_arrival: float, oldest_arrival: float, batch_full: bool,
+                 gather_s: float = GATHER_S, gather_max_s: float = GATHER_MAX_S) -> float:
+    """How long an idle worker waits before starting a batch that is not full: people who press the
+    button at the same moment arrive a few milliseconds apart, and a batch runs for seconds, so a short
+    wait lets them share it. Jobs that keep arriving cannot hold the batch back past `gather_max_s`."""
+    if batch_full:
+        return 0.0
+    return max(0.0, min(last_arrival + gather_s, oldest_arrival + gather_max_s) - now)
+
+
+def preview_due(previews_so_far: int, decoding_s: float, batch_s: float,
+                share: float = PREVIEW_SHARE) -> bool:
+    """Whether to decode a preview now: a batch's first always (it shows the picture forming); later ones
+    while decoding them has taken at most `share` of the batch's time. On an accelerator decoding is quick
+    and every preview is shown; on a CPU, where one decode can cost as much as 100 tokens, fewer are."""
+    return previews_so_far == 0 or decoding_s <= share * batch_s
+
+
+def retry_after_seconds(images_waiting: int, max_batch: int, seconds_per_batch: float) -> int:
+    """A client refused for a full queue should come back when about one batch's worth of it is done,
+    and not sooner than a second; never later than the whole queue's estimated time."""
+    batches = max(1, math.ceil(images_waiting / max(1, max_batch)))
+    return max(1, min(math.ceil(seconds_per_batch * batches), math.ceil(seconds_per_batch)))
+
+
+def jpeg_base64(pixels: np.ndarray, quality: int = 90) -> str:
+    """An image as base64 JPEG text: what previews and the playground's answers carry."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(pixels, np.uint8)).save(buffer, "JPEG", quality=quality)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def one_line(error: BaseException) -> str:
+    """An exception as one readable line (its first line, named by its type), for a failed job."""
+    text = (str(error).strip().splitlines() or [""])[0]
+    return f"{type(error).__name__}: {text}"[:300] if text else type(error).__name__
+
+
+def image_info(folder: RunFolder, entry: dict, batch: int | None) -> dict:
+    """What a client is told about one saved image (the HTTP side adds its URL)."""
+    return {"run": folder.path.name, "file": entry["file"], "prompt": entry.get("prompt"),
+            "prompt_index": entry.get("prompt_index"), "image_index": entry.get("image_index"),
+            "seed": entry.get("seed"), "batch": batch}
+
+
+def saved_images(folder: RunFolder) -> list[dict]:
+    """A run folder's images that are really there, in (prompt, image) order."""
+    found = []
+    for entry in folder.entries():
+        try:
+            if folder.image_path(entry).is_file():
+                found.append(image_info(folder, entry, None))
+        except ValueError:
+            continue
+    return sorted(found, key=lambda image: (image["prompt_index"], image["image_index"]))
+
+
+# ---- jobs
+
+
+@dataclasses.dataclass(eq=False)
+class Job:
+    """One client's request: the images its run folder lacked, made in the queue's order."""
+
+    id: str
+    request: GenerationRequest
+    folder: RunFolder
+    tasks: list[ImageTask]                 # the images this job makes (those its folder lacked)
+    key: tuple                             # settings_key: which jobs it may share a batch with
+    images: list[dict]                     # saved so far, earlier ones (a repeated request) first
+    already_saved: int
+    pending: collections.deque = dataclasses.field(default_factory=collections.deque)  # task indexes
+    arrived: float = dataclasses.field(default_factory=time.monotonic)
+    state: str = "queued"
+    in_flight: int = 0                     # its rows in the batch now running
+    position_now: int = 0                  # tokens drawn so far in each row of that batch
+    error: str | None = None
+    cancelling: bool = False               # cancelled while a batch with its images runs
+    alone: bool = False                    # a packed batch with it failed: it runs by itself now
+    batches: list[int] = dataclasses.field(default_factory=list)   # the batches that made its images
+    listeners: list[Listener] = dataclasses.field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINAL_STATES
+
+    @property
+    def images_total(self) -> int:
+        return self.already_saved + len(self.tasks)
+
+
+class JobQueue:
+    """Jobs in, images out: one worker thread makes every job's images, batch by batch.
+
+    `max_queue`: unfinished jobs (waiting or running) accepted at once; more are refused (`QueueFull`).
+    `preview_every`: tokens between progress events, with previews decoded then (when `preview_due`) for
+    the jobs someone listens to; None: progress only at batch boundaries.
+    """
+
+    def __init__(self, pipe: Pipeline, out: str | Path, max_queue: int = 16, preview_every: int | None = 64,
+                 log: Callable[[str], None] | None = None):
+        self.pipe, self.out, self.max_queue, self.preview_every = pipe, Path(out), max_queue, preview_every
+        self.log = log or _to_stderr
+        self.image_length = pipe.model.config.image_length
+        self._defaults = pipe.model.config
+        self._lock = threading.Condition()
+        self._submitting = threading.Lock()      # open_run looks for a run folder, then makes one
+        self._jobs: dict[str, Job] = {}
+        self._waiting: list[Job] = []            # unfinished jobs, oldest first
+        self._chores: collections.deque = collections.deque()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._seconds_per_batch = FIRST_BATCH_GUESS_S
+        self._last_arrival = 0.0
+        self.gather_s = GATHER_S
+        self.batches_run = 0
+        self.images_made = 0
+
+    # ---- the HTTP side
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="nbkit-worker", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Takes no new work; the worker finishes the batch in flight (saving it), then ends the jobs
+        still waiting (they can be sent again: their run folders keep what was made)."""
+        with self._lock:
+            self._stopping = True
+            self._lock.notify_all()
+
+    def join(self, timeout: float | None = None) -> bool:
+        if self._thread is not None:
+            self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return True
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def submit(self, request: GenerationRequest) -> Job:
+        """Queues `request` (blocking file IO: call it off the event loop). The same request as an
+        unfinished job returns that job; one whose run folder is complete returns a finished job with
+        the saved images. Raises QueueFull or Stopping."""
+        with self._submitting:
+            with self._lock:
+                self._check_room()
+            opened = open_run(self.pipe.name, request, self.out)
+            with self._lock:
+                for job in self._waiting:
+                    if job.folder.path == opened.folder.path:
+                        return job
+                self._check_room()
+                tasks = dataclasses.replace(request, only=opened.missing).tasks() if opened.missing else []
+                earlier = saved_images(opened.folder)
+                job = Job(secrets.token_hex(6), request, opened.folder, tasks,
+                          settings_key(request.settings, self._defaults), earlier, len(earlier),
+                          pending=collections.deque(range(len(tasks))))
+                self._jobs[job.id] = job
+                if tasks:
+                    self._waiting.append(job)
+                    self._last_arrival = job.arrived
+                    self._lock.notify_all()
+                else:
+                    job.state = "done"
+                    self._forget_old()
+        self.log(f"job {job.id}: {len(tasks)} image(s) to make"
+                 + (f", {job.already_saved} already saved" if job.already_saved else "")
+                 + f" → {opened.folder.path}")
+        return job
+
+    def get(self, job_id: str) -> Job | None:
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def status(self, job: Job) -> dict:
+        with self._lock:
+            return self._status(job)
+
+    def listen(self, job: Job, listener: Listener) -> list[tuple[str, dict]]:
+        """Adds `listener` to the job's events and returns what it missed so far, as events: its place in
+        the queue or its progress, the images already saved, and its end if it has ended."""
+        with self._lock:
+            status = self._status(job)
+            events: list[tuple[str, dict]] = []
+            if job.state == "queued":
+                events.append(("queued", {"position": status["position"]}))
+            elif job.state == "running":
+                events.append(("progress", {**_counts(status), "previews": []}))
+            events += [("image", image) for image in job.images]
+            if job.finished:
+                events.append(_final_event(job, status))
+            else:
+                job.listeners.append(listener)
+            return events
+
+    def unlisten(self, job: Job, listener: Listener) -> None:
+        with self._lock:
+            if listener in job.listeners:
+                job.listeners.remove(listener)
+
+    def cancel(self, job: Job) -> dict:
+        """Drops the job's images that have not started; those in the batch now running are still made
+        and saved, and the job ends as cancelled when that batch does."""
+        with self._lock:
+            if not job.finished:
+                job.pending.clear()
+                if job.in_flight:
+                    job.cancelling = True
+                else:
+                    self._finish(job, "cancelled")
+            return self._status(job)
+
+    def run_on_worker(self, chore: Callable[[], Any]) -> concurrent.futures.Future:
+        """Runs `chore` on the worker thread between two batches (the device has one owner), before any
+        waiting batch: a rerank does not wait for the whole queue."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        with self._lock:
+            if self._stopping:
+                future.set_exception(Stopping("The server is stopping."))
+            else:
+                self._chores.append((chore, future))
+                self._lock.notify_all()
+        return future
+
+    def info(self) -> dict:
+        with self._lock:
+            return {"jobs_waiting": len(self._waiting), "images_waiting": self._images_waiting(),
+                    "batches_run": self.batches_run, "images_made": self.images_made,
+                    "seconds_per_batch": round(self._seconds_per_batch, 3)}
+
+    # ---- under the lock
+
+    def _check_room(self) -> None:
+        if self._stopping:
+            raise Stopping("The server is stopping: it takes no new jobs.")
+        if len(self._waiting) >= self.max_queue:
+            raise QueueFull(retry_after_seconds(self._images_waiting(), self.pipe.max_batch,
+                                                self._seconds_per_batch), self.max_queue)
+
+    def _images_waiting(self) -> int:
+        return sum(len(job.pending) + job.in_flight for job in self._waiting)
+
+    def _position(self, job: Job) -> int:
+        """0 while its images are being made; else its place in line (1: next)."""
+        if job.state != "queued":
+            return 0
+        return 1 + self._waiting.index(job) if job in self._waiting else 0
+
+    def _status(self, job: Job) -> dict:
+        made = len(job.images)
+        return {"id": job.id, "state": job.state, "position": self._position(job),
+                "tokens_done": made * self.image_length + job.in_flight * job.position_now,
+                "tokens_total": job.images_total * self.image_length,
+                "images_done": made, "images_total": job.images_total, "already_saved": job.already_saved,
+                "seed": job.request.seed, "run": job.folder.path.name, "error": job.error,
+                "batches": sorted(set(job.batches)), "images": list(job.images)}
+
+    def _publish(self, job: Job, kind: str, data: dict) -> None:
+        for listener in list(job.listeners):
+            try:
+                listener(kind, data)
+            except Exception as error:       # a listener's failure must not stop the worker
+                self.log(f"job {job.id}: a listener failed ({one_line(error)}); dropping it")
+                job.listeners.remove(listener)
+
+    def _finish(self, job: Job, state: str, error: str | None = None) -> None:
+        job.state, job.error = state, error
+        job.pending.clear()
+        if job in self._waiting:
+            self._waiting.remove(job)
+        status = self._status(job)
+        self._publish(job, *_final_event(job, status))
+        job.listeners.clear()
+        self._forget_old()
+        self._lock.notify_all()
+
+    def _forget_old(self) -> None:
+        finished = [job for job in self._jobs.values() if job.finished]
+        for job in finished[:max(0, len(finished) - KEPT_FINISHED_JOBS)]:
+            del self._jobs[job.id]
+
+    def _gather_delay(self) -> float:
+        heads = [(job.key, len(job.pending), job.alone) for job in self._waiting]
+        full = sum(pack(heads, self.pipe.max_batch)) >= self.pipe.max_batch
+        oldest = min(job.arrived for job in self._waiting if job.pending)
+        return gather_delay(time.monotonic(), self._last_arrival, oldest, full, self.gather_s)
+
+    def _next_batch(self) -> list[tuple[Job, int]]:
+        heads = [(job.key, len(job.pending), job.alone) for job in self._waiting]
+        chosen = []
+        for job, count in zip(self._waiting, pack(heads, self.pipe.max_batch), strict=False):
+            for _ in range(count):
+                chosen.append((job, job.pending.popleft()))
+            if count:
+                job.in_flight += count
+                job.position_now = 0
+                job.state = "running"
+        return chosen
+
+    # ---- the worker thread
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                while not (self._stopping or self._chores or any(job.pending for job in self._waiting)):
+                    self._lock.wait()
+                if self._stopping:
+                    break
+                if not self._chores:
+                    delay = self._gather_delay()
+                    if delay > 0:
+                        self._lock.wait(delay)
+                        continue
+                chore = self._chores.popleft() if self._chores else None
+                chosen = [] if chore else self._next_batch()
+                if chosen:
+                    self.batches_run += 1
+                    batch_id = self.batches_run
+                    for queued in self._waiting:
+                        if queued.state == "queued":
+                            self._publish(queued, "queued", {"position": self._position(queued)})
+            if chore:
+                function, future = chore
+                if future.set_running_or_notify_cancel():
+                    try:
+                        future.set_result(function())
+                    except BaseException as error:
+                        future.set_exception(error)
+            elif chosen:
+                self._run_batch(batch_id, chosen)
+        self._stopped()
+
+    def _stopped(self) -> None:
+        with self._lock:
+            for _chore, future in self._chores:
+                future.set_exception(Stopping("The server stopped before this was done."))
+            self._chores.clear()
+            for job in list(self._waiting):
+                self._finish(job, "cancelled", "The server stopped before these images were made: send the "
+                                               "same request again to make the rest.")
+
+    def _run_batch(self, batch_id: int, chosen: list[tuple[Job, int]]) -> None:
+        owners = [job for job, _ in chosen]
+        tasks = [job.tasks[index] for job, index in chosen]
+        jobs = list(dict.fromkeys(owners))
+        # Progress is streamed whether or not anyone listens yet: a page subscribes only after its job was
+        # accepted, by when an idle worker has begun the batch. Previews are decoded only for listeners.
+        every = self.preview_every
+        saved = [False] * len(tasks)
+        began = time.perf_counter()
+        previews = {"count": 0, "seconds": 0.0}           # decoded in this batch so far
+        described = ", ".join(f"{owners.count(job)} of job {job.id}" for job in jobs)
+        self.log(f"batch {batch_id}: {len(tasks)} image(s) ({described})")
+        try:
+            for event in self.pipe.stream_tasks(tasks, jobs[0].request.settings, every):
+                if isinstance(event, Progress):
+                    self._progress(event, owners, jobs, previews, began)
+                elif isinstance(event, Batch):
+                    for slot, image in zip(event.batch, event.images, strict=True):
+                        saved[slot] = self._save(owners[slot], image, batch_id)
+        except Exception as error:
+            self._batch_failed(error, chosen, saved)
+        else:
+            elapsed = time.perf_counter() - began
+            # The first run of a batch size compiles: a poor guess of the next one's time.
+            self._seconds_per_batch = elapsed if self.batches_run == 1 else \
+                0.7 * self._seconds_per_batch + 0.3 * elapsed
+        with self._lock:
+            for job in jobs:
+                job.in_flight, job.position_now = 0, 0
+                if job.finished:
+                    continue
+                if job.cancelling:
+                    self._finish(job, "cancelled")
+                elif not job.pending:
+                    self._finish(job, "done")
+
+    def _progress(self, event: Progress, owners: list[Job], jobs: list[Job], spent: dict,
+                  began: float) -> None:
+        with self._lock:
+            for job in jobs:
+                job.position_now = event.position
+            watched = [job for job in jobs if job.listeners]
+        previews: dict[int, list[dict]] = {}
+        now = time.perf_counter()
+        if watched and event.tokens is not None and event.position > 0 and \
+                preview_due(spent["count"], spent["seconds"], now - began):
+            images = event.images                     # decoded here, once for the whole batch
+            for slot, image in enumerate(images):
+                if owners[slot].listeners:
+                    previews.setdefault(id(owners[slot]), []).append(
+                        {"prompt_index": image.prompt_index, "image_index": image.image_index,
+                         "data": "data:image/jpeg;base64," + jpeg_base64(image.pixels, PREVIEW_QUALITY)})
+            spent["count"] += 1
+            spent["seconds"] += time.perf_counter() - now
+        with self._lock:
+            for job in watched:
+                status = self._status(job)
+                self._publish(job, "progress", {**_counts(status), "previews": previews.get(id(job), [])})
+
+    def _save(self, job: Job, image: GeneratedImage, batch_id: int) -> bool:
+        try:
+            path = job.folder.save_image(image.pixels, record_of(image, self.pipe.name, job.request))
+        except Exception as error:
+            with self._lock:
+                if not job.finished:
+                    self._finish(job, "failed", f"Could not save an image: {one_line(error)}")
+            return False
+        name = path.name if path is not None else _saved_name(job.folder, image)
+        entry = {"file": name, "prompt": image.prompt, "prompt_index": image.prompt_index,
+                 "image_index": image.image_index, "seed": image.seed}
+        info = image_info(job.folder, entry, batch_id)
+        with self._lock:
+            job.images.append(info)
+            job.batches.append(batch_id)
+            job.in_flight -= 1
+            self.images_made += 1
+            self._publish(job, "image", info)
+        return True
+
+    def _batch_failed(self, error: Exception, chosen: list[tuple[Job, int]], saved: list[bool]) -> None:
+        """A batch of several jobs is tried again one job at a time, so that one job's bad input fails
+        only that job; a job alone in its batch fails, with the error as one line."""
+        message = one_line(error)
+        jobs = list(dict.fromkeys(job for job, _ in chosen))
+        self.log(f"batch failed ({message}); jobs: {', '.join(job.id for job in jobs)}")
+        with self._lock:
+            if len(jobs) > 1:
+                for (job, index), done in reversed(list(zip(chosen, saved, strict=True))):
+                    if not done and not job.finished and not job.cancelling:
+                        job.pending.appendleft(index)
+                for job in jobs:
+                    job.alone = True
+                    if job.pending and not job.finished:
+                        job.state = "queued"
+            else:
+                for job in jobs:
+                    if not job.finished:
+                        self._finish(job, "failed", message)
+
+
+def _to_stderr(line: str) -> None:
+    sys.stderr.write(line + "\n")        # one write: lines from two threads do not interleave
+    sys.stderr.flush()
+
+
+def _saved_name(folder: RunFolder, image: GeneratedImage) -> str:
+    """The file an image already in the manifest was saved as (save_image found it there)."""
+    for entry in folder.entries():
+        if (entry.get("prompt_index"), entry.get("image_index"), entry.get("seed")) == \
+                (image.prompt_index, image.image_index, image.seed):
+            return entry["file"]
+    raise FileNotFoundError(f"{folder.path}: an image said to be saved is not in its manifest.")
+
+
+def _counts(status: dict) -> dict:
+    return {name: status[name] for name in ("tokens_done", "tokens_total", "images_done", "images_total")}
+
+
+def _final_event(job: Job, status: dict) -> tuple[str, dict]:
+    return {"done": "done", "failed": "failed", "cancelled": "cancelled"}[job.state], status

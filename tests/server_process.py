@@ -1,0 +1,99 @@
+"""A real `python -m nbkit serve` with the tiny fixture models, on a free port, for the HTTP tests
+(tests/test_server.py) and the page's browser tests.
+
+    with running_server(tmp_path, "--max-queue", "2") as server:
+        urllib.request.urlopen(server.url + "api/info")
+
+Compiled programs are kept in one folder for all the servers a test session starts
+(--compilation-cache), so only the first one compiles.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import queue
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+GOLDEN = Path(__file__).parent / "fixtures" / "golden"
+TINY_MODELS = ("--model", str(GOLDEN / "dallebart-tiny"), "--vqgan", str(GOLDEN / "vqgan-tiny"),
+               "--clip", str(GOLDEN / "clip-tiny"))
+READY = "nbkit serving on "
+COMPILATION_CACHE = Path(tempfile.gettempdir()) / f"nbkit-test-compilation-cache-{os.getuid()}"
+
+
+@dataclasses.dataclass
+class Server:
+    url: str                          # ends with "/" (and with "t/<token>/" when a token is set)
+    out: Path                         # its output folder
+    process: subprocess.Popen
+    log: Path                         # its stderr
+    stdout: list[str] = dataclasses.field(default_factory=list)
+
+    def messages(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def _read_lines(stream, lines: queue.Queue) -> None:
+    for line in stream:
+        lines.put(line)
+    lines.put(None)
+
+
+def start_server(tmp_path: Path, *extra_args: str, out: Path | None = None, timeout: float = 180) -> Server:
+    """Starts the server and returns once it has printed its address (or fails with its messages)."""
+    out = out or tmp_path / "out"
+    log = tmp_path / f"server-{len(list(tmp_path.glob('server-*.log')))}.log"
+    command = [sys.executable, "-m", "nbkit", "serve", *TINY_MODELS, "--port", "0", "--out", str(out),
+               "--compilation-cache", str(COMPILATION_CACHE), *extra_args]
+    with open(log, "wb") as errors:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, text=True,
+                                   cwd=Path(__file__).parent.parent,
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=_read_lines, args=(process.stdout, lines), daemon=True).start()
+    server = Server("", out, process, log)
+    while True:
+        try:
+            line = lines.get(timeout=timeout)
+        except queue.Empty:
+            process.kill()
+            raise TimeoutError(f"The server printed no address in {timeout} s:\n"
+                               f"{server.messages()}") from None
+        if line is None:
+            process.wait()
+            raise RuntimeError(f"The server exited ({process.returncode}) before serving:\n"
+                               f"{server.messages()}")
+        server.stdout.append(line)
+        if line.startswith(READY):
+            server.url = line[len(READY):].strip()
+            return server
+
+
+def stop_server(server: Server, timeout: float = 60) -> int:
+    """Ctrl-C, as a person would stop it; killed if it does not stop in `timeout` s. Its exit code."""
+    if server.process.poll() is None:
+        server.process.send_signal(signal.SIGINT)
+        try:
+            server.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait()
+    return server.process.returncode
+
+
+@contextlib.contextmanager
+def running_server(tmp_path: Path, *extra_args: str, out: Path | None = None) -> Iterator[Server]:
+    """A served `python -m nbkit serve` with the tiny models (port 0), stopped with SIGINT after."""
+    server = start_server(tmp_path, *extra_args, out=out)
+    try:
+        yield server
+    finally:
+        stop_server(server)
