@@ -153,8 +153,8 @@ def test_previews_are_decoded_first_once_a_batch_then_within_a_share_of_its_time
 
 
 def test_retry_after_is_about_one_batch_and_at_least_a_second():
-    assert retry_after_seconds(0, 4, 0.2) == 1
-    assert retry_after_seconds(40, 4, 12.5) == 13
+    assert retry_after_seconds(0.2) == 1
+    assert retry_after_seconds(12.5) == 13
 
 
 # ---- the shared server

@@ -606,6 +606,7 @@ class GenerateForm:
         their count is not a square) and decoded as one picture, shown under the gallery and saved in the
         run's folder. Returns the pictures."""
         import ipywidgets as w
+        from PIL import Image
 
         from nbkit.generation.kept import seamless_tokens
         from nbkit.png import read_png_metadata
@@ -615,14 +616,16 @@ class GenerateForm:
         pictures, views = [], []
         for prompt_index in sorted({p for p, _ in self._finished}):
             pairs = sorted(pair for pair in self._finished if pair[0] == prompt_index)
-            tokens = [np.asarray(read_png_metadata(source)["tokens"]) if isinstance(source, Path)
-                      else source.tokens for source in (self._sources[pair] for pair in pairs)]
-            side = math.isqrt(len(tokens))
-            columns = side if side * side == len(tokens) else len(tokens)
-            picture = self.pipe.decode_grid(seamless_tokens(tokens, columns))
-            if self.folder is not None:
+            side = math.isqrt(len(pairs))
+            columns = side if side * side == len(pairs) else len(pairs)
+            if self.folder is not None:     # decoded once, saved, and shown from the saved PNG
                 from nbkit.output import runs
-                runs.save_seamless(self.pipe, self.folder, prompt_index, columns)
+                saved = runs.save_seamless(self.pipe, self.folder, prompt_index, columns)
+                picture = np.asarray(Image.open(saved).convert("RGB"))
+            else:
+                tokens = [np.asarray(read_png_metadata(source)["tokens"]) if isinstance(source, Path)
+                          else source.tokens for source in (self._sources[pair] for pair in pairs)]
+                picture = self.pipe.decode_grid(seamless_tokens(tokens, columns))
             pictures.append(picture)
             caption = caption_html(None, f"{self._finished[pairs[0]][0]} (seamless, {len(pairs)} images)")
             views.append(w.VBox([w.Image(value=_png(picture), format="png",

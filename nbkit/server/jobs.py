@@ -118,11 +118,10 @@ def preview_due(previews_so_far: int, decoding_s: float, batch_s: float,
     return previews_so_far == 0 or decoding_s <= share * batch_s
 
 
-def retry_after_seconds(images_waiting: int, max_batch: int, seconds_per_batch: float) -> int:
-    """A client refused for a full queue should come back when about one batch's worth of it is done,
-    and not sooner than a second; never later than the whole queue's estimated time."""
-    batches = max(1, math.ceil(images_waiting / max(1, max_batch)))
-    return max(1, min(math.ceil(seconds_per_batch * batches), math.ceil(seconds_per_batch)))
+def retry_after_seconds(seconds_per_batch: float) -> int:
+    """A client refused for a full queue should come back when about one batch is done (the queue then
+    has room), and not sooner than a second."""
+    return max(1, math.ceil(seconds_per_batch))
 
 
 def jpeg_base64(pixels: np.ndarray, quality: int = 90) -> str:
@@ -339,8 +338,7 @@ class JobQueue:
         if self._stopping:
             raise Stopping("The server is stopping: it takes no new jobs.")
         if len(self._waiting) >= self.max_queue:
-            raise QueueFull(retry_after_seconds(self._images_waiting(), self.pipe.max_batch,
-                                                self._seconds_per_batch), self.max_queue)
+            raise QueueFull(retry_after_seconds(self._seconds_per_batch), self.max_queue)
 
     def _images_waiting(self) -> int:
         return sum(len(job.pending) + job.in_flight for job in self._waiting)
