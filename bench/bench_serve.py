@@ -31,13 +31,15 @@ import jax.numpy as jnp
 from bench_generate import random_pipeline
 
 from nbkit.generation.pipeline import Pipeline
-from nbkit.server.app import Running, ServerOptions, bind
+from nbkit.server.launch import launch
+from nbkit.server.options import ServerOptions
 
 GOLDEN = Path(__file__).parent.parent / "tests" / "fixtures" / "golden"
 
 
 def post_job(url: str, body: dict) -> tuple[int, dict]:
-    request = urllib.request.Request(url + "api/jobs", json.dumps(body).encode(), method="POST")
+    request = urllib.request.Request(url + "api/jobs", json.dumps(body).encode(),
+                                     {"Content-Type": "application/json"}, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=600) as response:
             return response.status, json.loads(response.read())
@@ -142,7 +144,7 @@ def main() -> None:
         out = Path(folder)
         options = ServerOptions(out=out, max_queue=max(64, 3 * args.clients), max_images=max(16, args.images),
                                 preview_every=args.preview_every or None, model=pipe.name, clip=None)
-        server = Running(pipe, options, bind("127.0.0.1", 0), log=lambda line: None).start()
+        server = launch(options, 0, lambda: pipe, background=True)
         try:
             print("compiling: one job of each batch size ...", flush=True)
             total = args.clients * args.images

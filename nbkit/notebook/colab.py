@@ -83,8 +83,10 @@ def serve(model: str = "mini", vqgan: str = "vqgan", clip: str | None = "clip-b3
     import secrets
 
     from nbkit.generation.pipeline import Pipeline
-    from nbkit.server.app import Running, ServerOptions, bind
     from nbkit.server.command import check_origins, resolve_token
+    from nbkit.server.gate import COLAB_PROXY_HOSTS
+    from nbkit.server.launch import launch
+    from nbkit.server.options import ServerOptions
 
     token, generated = resolve_token(host, token, lambda: secrets.token_urlsafe(16))
     earlier = _serving.pop(port, None) if port else None
@@ -92,14 +94,13 @@ def serve(model: str = "mini", vqgan: str = "vqgan", clip: str | None = "clip-b3
         earlier.stop()
     folder = places.output_root(out)
     folder.mkdir(parents=True, exist_ok=True)
-    sock = bind(host, port)
-    if pipe is None:
-        pipe = Pipeline.from_pretrained(model, vqgan, dtype=dtype, max_batch=max_batch, cache=cache)
     options = ServerOptions(out=folder.resolve(), host=host, token=token, cors_origins=check_origins(
-        list(cors_origins)), max_queue=max_queue, max_images=max_images, preview_every=preview_every,
-        model=pipe.name, vqgan=str(vqgan), clip=clip,
-        cache=None if cache is None else str(cache))
-    running = Running(pipe, options, sock).start()
+        list(cors_origins)), allow_hosts=COLAB_PROXY_HOSTS if is_colab() else (), max_queue=max_queue,
+        max_images=max_images, preview_every=preview_every, model=getattr(pipe, "name", model),
+        vqgan=str(vqgan), clip=clip, cache=None if cache is None else str(cache))
+    load = (lambda: pipe) if pipe is not None else \
+        (lambda: Pipeline.from_pretrained(model, vqgan, dtype=dtype, max_batch=max_batch, cache=cache))
+    running = launch(options, port, load, background=True)
     if port:
         _serving[port] = running
     _show(running, window, height)

@@ -1,8 +1,15 @@
 """`nbkit serve`: a web page and an HTTP API in front of one Pipeline, shared by many people.
 
     command.py   the command's options (imported by the CLI's parser: argparse only at module level)
-    app.py       the HTTP API (Starlette), its token and CORS gate, uvicorn around it
-    jobs.py      the FIFO queue and the one worker thread that owns the Pipeline and packs batches
+    options.py   ServerOptions, what a server was asked for
+    launch.py    the one launcher (bind, load, uvicorn, stop) behind `nbkit serve` and `colab.serve`
+    gate.py      what every request passes first: token, Host, Origin, content type, CORS
+    routes.py    the HTTP routes (Starlette) and the app behind the gate
+    protocol.py  request bodies checked into typed inputs; the answers' JSON shapes
+    build.py     a checked job body → GenerationRequest (reading a source image)
+    folders.py   reading the output folder: runs and images by plain name, as manifests list them
+    jobs.py      the FIFO queue and the worker thread that packs jobs into batches
+    batches.py   the seam that runs one packed batch (a Pipeline today)
     static/      the page
 
 Nothing is imported here: `python -m nbkit --help` imports this package and must stay quick.

@@ -55,6 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                         help="a web page origin (https://example.com) that may call the API; repeat for "
                              "more, * for any (the dalle-playground page may always call its routes)")
+    parser.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                        help="without a token, the server answers only to this machine's names "
+                             "(localhost, 127.0.0.1, ::1): also answer to NAME (NAME:PORT for one port, "
+                             ".example.com for its subdomains), e.g. a tunnel's or a reverse proxy's name; "
+                             "repeat for more")
     parser.add_argument("--preview-every", type=int, default=64, metavar="TOKENS",
                         help="while someone watches a job, show its progress every this many tokens, "
                              "with previews where decoding them takes at most a quarter of the time "
@@ -90,9 +95,21 @@ def check_origins(origins: list[str]) -> tuple[str, ...]:
     return tuple(checked)
 
 
+def check_hosts(hosts: list[str]) -> tuple[str, ...]:
+    """--allow-host values: a host name (or .suffix), optionally with :port, without scheme or path."""
+    checked = []
+    for host in hosts:
+        host = host.strip().lower()
+        if not host or "/" in host or "@" in host or " " in host:
+            raise ValueError(f"--allow-host {host!r} is not a host name: give a name such as "
+                             "my-tunnel.example or my-tunnel.example:443 (no scheme or path), .example.com "
+                             "for its subdomains.")
+        checked.append(host)
+    return tuple(checked)
+
+
 def run(args: argparse.Namespace) -> None:
     import secrets
-    import signal
     import sys
 
     from nbkit.places import output_root
@@ -105,20 +122,21 @@ def run(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
     from nbkit.generation.pipeline import Pipeline
-    from nbkit.server.app import Running, ServerOptions, bind
+    from nbkit.server.launch import launch
+    from nbkit.server.options import ServerOptions
 
-    sock = bind(args.host, args.port)        # a port in use fails now, not after the models load
     clip = None if args.clip.lower() == "none" else args.clip
     options = ServerOptions(out=out.resolve(), host=args.host, token=token, cors_origins=origins,
-                            max_queue=args.max_queue, max_images=args.max_images,
-                            preview_every=args.preview_every or None, model=args.model, vqgan=args.vqgan,
-                            clip=clip, cache=args.cache)
-    pipe = Pipeline.from_pretrained(args.model, args.vqgan, dtype=args.dtype, max_batch=args.max_batch,
-                                    cache=args.cache, compilation_cache=args.compilation_cache)
-    devices = f"{pipe.mesh.devices.size} {pipe.mesh.devices.flat[0].platform} device(s)"
-    running = None
+                            allow_hosts=check_hosts(args.allow_host), max_queue=args.max_queue,
+                            max_images=args.max_images, preview_every=args.preview_every or None,
+                            model=args.model, vqgan=args.vqgan, clip=clip, cache=args.cache)
 
-    def ready() -> None:
+    def load() -> Pipeline:
+        return Pipeline.from_pretrained(args.model, args.vqgan, dtype=args.dtype, max_batch=args.max_batch,
+                                        cache=args.cache, compilation_cache=args.compilation_cache)
+
+    def announce(running, pipe) -> None:
+        devices = f"{pipe.mesh.devices.size} {pipe.mesh.devices.flat[0].platform} device(s)"
         print(f"nbkit: {args.model} on {devices}, batches of up to {pipe.max_batch}; images go to {out}",
               file=sys.stderr, flush=True)
         if generated:
@@ -126,7 +144,4 @@ def run(args: argparse.Namespace) -> None:
                   "can use this server; give --token to choose one)", file=sys.stderr, flush=True)
         print(f"nbkit serving on {running.url}", flush=True)       # last: it says the server is ready
 
-    running = Running(pipe, options, sock, on_ready=ready)
-    # SIGTERM stops like Ctrl-C: the batch in flight is finished and saved first.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    running.serve()
+    launch(options, args.port, load, background=False, announce=announce)

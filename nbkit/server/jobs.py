@@ -1,26 +1,26 @@
-"""The one queue between the HTTP handlers and the one thread that owns the Pipeline.
+"""The one queue between the HTTP handlers and the one thread that runs batches on the device.
 
 Generation is seconds to minutes of blocking device calls, so it runs in a worker thread, never on the
-event loop that answers clients. That one thread owns the Pipeline (its compiled programs and the
-device): jobs from every client wait in one FIFO queue, and the worker packs the images of consecutive
-jobs whose sampling settings agree into one compiled batch (`pack`): four people asking for two images
-each run as one batch of eight when `max_batch` allows. Every image depends only on its own task, so
-packing never changes an image.
+event loop that answers clients. Jobs from every client wait in one FIFO queue, and the worker packs the
+images of consecutive jobs whose sampling settings agree into one batch (`pack`): four people asking for
+two images each run as one batch of eight when `max_batch` allows. Every image depends only on its own
+task, so packing never changes an image. What runs a batch is behind `BatchRunner` (batches.py).
 
 Each image is saved (PNG, then its manifest line) as soon as its batch ends, before anyone is told, so a
 client that goes away, or a server that is killed, loses at most the batch in flight; the same request
-again reopens its run folder (`open_run`) and makes only what it lacks. Listeners (the SSE streams, the
-playground's waiting requests) are callbacks that the HTTP side hands in; they are called on this thread
-and must only post the event onward.
+again reopens its run folder (`open_run`) and makes only what it lacks. The same request while its job
+is still waiting or running joins that job (it counts one more client); a job is cancelled only when
+every client that asked for it has cancelled. Listeners (the SSE streams, the waiting /generate calls)
+are callbacks the HTTP side hands in; they are called on this thread and must only post the event on.
+
+Nothing here builds JSON: events and statuses are the dataclasses below, which protocol.py presents.
 """
 
 from __future__ import annotations
 
-import base64
 import collections
 import concurrent.futures
 import dataclasses
-import io
 import math
 import secrets
 import sys
@@ -31,36 +31,84 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
-from nbkit.generation.pipeline import Batch, GeneratedImage, Pipeline, Progress
+from nbkit.generation.pipeline import Batch, GeneratedImage, Progress
 from nbkit.generation.request import GenerationRequest, ImageTask
 from nbkit.generation.sampling import SamplingSettings
 from nbkit.output.runs import open_run, record_of
 from nbkit.output.storage import RunFolder
+from nbkit.server.batches import BatchRunner
+from nbkit.server.folders import SavedImage, saved_images
 
 FINAL_STATES = ("done", "failed", "cancelled")
 KEPT_FINISHED_JOBS = 1000        # finished jobs remembered for status requests; older ones are forgotten
 FIRST_BATCH_GUESS_S = 10.0       # what a batch is assumed to take before one has been timed
 GATHER_S = 0.05                  # an idle worker waits this long after a job arrives, for others to pack
 GATHER_MAX_S = 0.5               # but never longer than this after the oldest waiting job arrived
-PREVIEW_QUALITY = 70             # JPEG quality of the previews: small, and they are soon replaced
 PREVIEW_SHARE = 0.25             # after a batch's first preview, previews take at most this share of it
 
-Listener = Callable[[str, dict], None]
+Listener = Callable[[str, Any], None]
 
 
 class QueueFull(Exception):
-    """The queue holds `max_queue` unfinished jobs: come back in `retry_after` seconds."""
+    """The queue holds `max_queue` unfinished jobs and reranks: come back in `retry_after` seconds."""
 
     def __init__(self, retry_after: int, max_queue: int):
-        super().__init__(f"The queue is full ({max_queue} unfinished jobs, --max-queue): "
+        super().__init__(f"The queue is full ({max_queue} unfinished jobs and reranks, --max-queue): "
                          f"try again in about {retry_after} s.")
         self.retry_after = retry_after
 
 
 class Stopping(Exception):
     """The server is stopping and takes no new work."""
+
+
+class Busy(Exception):
+    """The same thing (a rerank of one run) is already being done."""
+
+
+# ---- what clients are told, as data
+
+
+@dataclasses.dataclass(frozen=True)
+class JobStatus:
+    id: str
+    state: str
+    position: int                  # 0 while its images are being made (or it has ended); 1: next
+    tokens_done: int
+    tokens_total: int
+    images_done: int
+    images_total: int
+    already_saved: int
+    seed: int | None
+    run: str
+    error: str | None
+    batches: tuple[int, ...]
+    images: tuple[SavedImage, ...]
+    clients: int                   # requests still wanting this job (identical requests share it)
+
+
+@dataclasses.dataclass(frozen=True)
+class Queued:
+    position: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Preview:
+    prompt_index: int
+    image_index: int
+    pixels: np.ndarray = dataclasses.field(repr=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class Forming:
+    """A batch with the job's images is being drawn (progress event)."""
+
+    tokens_done: int
+    tokens_total: int
+    images_done: int
+    images_total: int
+    previews: tuple[Preview, ...] = ()
 
 
 # ---- what is pure: packing, estimates, one-line errors
@@ -118,17 +166,19 @@ def preview_due(previews_so_far: int, decoding_s: float, batch_s: float,
     return previews_so_far == 0 or decoding_s <= share * batch_s
 
 
-def retry_after_seconds(seconds_per_batch: float) -> int:
-    """A client refused for a full queue should come back when about one batch is done (the queue then
-    has room), and not sooner than a second."""
-    return max(1, math.ceil(seconds_per_batch))
+def retry_after_seconds(images_ahead: int, max_batch: int, seconds_per_batch: float) -> int:
+    """A client refused for a full queue should come back when the queue has room: when the oldest
+    unfinished job, whose `images_ahead` are still to make, has had its batches; at least a second."""
+    batches = max(1, math.ceil(images_ahead / max_batch))
+    return max(1, math.ceil(batches * seconds_per_batch))
 
 
-def jpeg_base64(pixels: np.ndarray, quality: int = 90) -> str:
-    """An image as base64 JPEG text: what previews and the playground's answers carry."""
-    buffer = io.BytesIO()
-    Image.fromarray(np.asarray(pixels, np.uint8)).save(buffer, "JPEG", quality=quality)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+def batch_seconds(previous: float | None, elapsed: float, compiled: bool) -> float | None:
+    """The running estimate of a batch's time: a batch that compiled says nothing about the next ones
+    and is left out; the first timed batch sets it, later ones move it by 30 %."""
+    if compiled:
+        return previous
+    return elapsed if previous is None else 0.7 * previous + 0.3 * elapsed
 
 
 def one_line(error: BaseException) -> str:
@@ -137,42 +187,25 @@ def one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}"[:300] if text else type(error).__name__
 
 
-def image_info(folder: RunFolder, entry: dict, batch: int | None) -> dict:
-    """What a client is told about one saved image (the HTTP side adds its URL)."""
-    return {"run": folder.path.name, "file": entry["file"], "prompt": entry.get("prompt"),
-            "prompt_index": entry.get("prompt_index"), "image_index": entry.get("image_index"),
-            "seed": entry.get("seed"), "batch": batch}
-
-
-def saved_images(folder: RunFolder) -> list[dict]:
-    """A run folder's images that are really there, in (prompt, image) order."""
-    found = []
-    for entry in folder.entries():
-        try:
-            if folder.image_path(entry).is_file():
-                found.append(image_info(folder, entry, None))
-        except ValueError:
-            continue
-    return sorted(found, key=lambda image: (image["prompt_index"], image["image_index"]))
-
-
 # ---- jobs
 
 
 @dataclasses.dataclass(eq=False)
 class Job:
-    """One client's request: the images its run folder lacked, made in the queue's order."""
+    """One request (and every identical request sent while it waits or runs): the images its run
+    folder lacked, made in the queue's order."""
 
     id: str
     request: GenerationRequest
     folder: RunFolder
     tasks: list[ImageTask]                 # the images this job makes (those its folder lacked)
     key: tuple                             # settings_key: which jobs it may share a batch with
-    images: list[dict]                     # saved so far, earlier ones (a repeated request) first
+    images: list[SavedImage]               # saved so far, earlier ones (a repeated request) first
     already_saved: int
     pending: collections.deque = dataclasses.field(default_factory=collections.deque)  # task indexes
     arrived: float = dataclasses.field(default_factory=time.monotonic)
     state: str = "queued"
+    clients: int = 1                       # requests that want it and have not cancelled
     in_flight: int = 0                     # its rows in the batch now running
     position_now: int = 0                  # tokens drawn so far in each row of that batch
     error: str | None = None
@@ -190,28 +223,38 @@ class Job:
         return self.already_saved + len(self.tasks)
 
 
+@dataclasses.dataclass
+class _Chore:
+    """Work for the device between batches (a rerank), run on the worker thread."""
+
+    function: Callable[[], Any]
+    future: concurrent.futures.Future
+    run: str
+
+
 class JobQueue:
     """Jobs in, images out: one worker thread makes every job's images, batch by batch.
 
-    `max_queue`: unfinished jobs (waiting or running) accepted at once; more are refused (`QueueFull`).
-    `preview_every`: tokens between progress events, with previews decoded then (when `preview_due`) for
-    the jobs someone listens to; None: progress only at batch boundaries.
+    `max_queue`: unfinished jobs and reranks (waiting or running) accepted at once; more are refused
+    (`QueueFull`). `preview_every`: tokens between progress events, with previews decoded then (when
+    `preview_due`) for the jobs someone listens to; None: progress only at batch boundaries.
     """
 
-    def __init__(self, pipe: Pipeline, out: str | Path, max_queue: int = 16, preview_every: int | None = 64,
-                 log: Callable[[str], None] | None = None):
-        self.pipe, self.out, self.max_queue, self.preview_every = pipe, Path(out), max_queue, preview_every
+    def __init__(self, runner: BatchRunner, out: str | Path, max_queue: int = 16,
+                 preview_every: int | None = 64, log: Callable[[str], None] | None = None):
+        self.runner, self.out = runner, Path(out)
+        self.max_queue, self.preview_every = max_queue, preview_every
         self.log = log or _to_stderr
-        self.image_length = pipe.model.config.image_length
-        self._defaults = pipe.model.config
+        self.image_length = runner.image_length
         self._lock = threading.Condition()
-        self._submitting = threading.Lock()      # open_run looks for a run folder, then makes one
+        self._opening = threading.Lock()         # open_run looks for a run folder, then makes one
         self._jobs: dict[str, Job] = {}
         self._waiting: list[Job] = []            # unfinished jobs, oldest first
-        self._chores: collections.deque = collections.deque()
+        self._chores: collections.deque[_Chore] = collections.deque()
+        self._reranking: set[str] = set()        # runs with a rerank waiting or running
         self._stopping = False
         self._thread: threading.Thread | None = None
-        self._seconds_per_batch = FIRST_BATCH_GUESS_S
+        self._seconds_per_batch: float | None = None    # None until a batch that did not compile ends
         self._last_arrival = 0.0
         self.gather_s = GATHER_S
         self.batches_run = 0
@@ -242,31 +285,33 @@ class JobQueue:
         return self._stopping
 
     def submit(self, request: GenerationRequest) -> Job:
-        """Queues `request` (blocking file IO: call it off the event loop). The same request as an
-        unfinished job returns that job; one whose run folder is complete returns a finished job with
-        the saved images. Raises QueueFull or Stopping."""
-        with self._submitting:
-            with self._lock:
-                self._check_room()
-            opened = open_run(self.pipe.name, request, self.out)
-            with self._lock:
-                for job in self._waiting:
-                    if job.folder.path == opened.folder.path:
-                        return job
-                self._check_room()
-                tasks = dataclasses.replace(request, only=opened.missing).tasks() if opened.missing else []
-                earlier = saved_images(opened.folder)
-                job = Job(secrets.token_hex(6), request, opened.folder, tasks,
-                          settings_key(request.settings, self._defaults), earlier, len(earlier),
-                          pending=collections.deque(range(len(tasks))))
-                self._jobs[job.id] = job
-                if tasks:
-                    self._waiting.append(job)
-                    self._last_arrival = job.arrived
-                    self._lock.notify_all()
-                else:
-                    job.state = "done"
-                    self._forget_old()
+        """Queues `request` (blocking file IO: call it off the event loop). The same request as a job
+        still waiting or running joins that job (never one that ended or is being cancelled); one whose
+        run folder is complete returns a finished job with the saved images. Raises QueueFull or
+        Stopping."""
+        with self._lock:
+            self._check_room()
+        with self._opening:                      # only submits wait here, never status or event requests
+            opened = open_run(self.runner.name, request, self.out)
+        earlier = saved_images(opened.folder)
+        with self._lock:
+            for job in self._waiting:
+                if job.folder.path == opened.folder.path and not job.cancelling:
+                    job.clients += 1
+                    return job
+            self._check_room()
+            tasks = dataclasses.replace(request, only=opened.missing).tasks() if opened.missing else []
+            job = Job(secrets.token_hex(6), request, opened.folder, tasks,
+                      settings_key(request.settings, self.runner.defaults), earlier, len(earlier),
+                      pending=collections.deque(range(len(tasks))))
+            self._jobs[job.id] = job
+            if tasks:
+                self._waiting.append(job)
+                self._last_arrival = job.arrived
+                self._lock.notify_all()
+            else:
+                job.state = "done"
+                self._forget_old()
         self.log(f"job {job.id}: {len(tasks)} image(s) to make"
                  + (f", {job.already_saved} already saved" if job.already_saved else "")
                  + f" → {opened.folder.path}")
@@ -276,23 +321,23 @@ class JobQueue:
         with self._lock:
             return self._jobs.get(job_id)
 
-    def status(self, job: Job) -> dict:
+    def status(self, job: Job) -> JobStatus:
         with self._lock:
             return self._status(job)
 
-    def listen(self, job: Job, listener: Listener) -> list[tuple[str, dict]]:
+    def listen(self, job: Job, listener: Listener) -> list[tuple[str, Any]]:
         """Adds `listener` to the job's events and returns what it missed so far, as events: its place in
         the queue or its progress, the images already saved, and its end if it has ended."""
         with self._lock:
             status = self._status(job)
-            events: list[tuple[str, dict]] = []
+            events: list[tuple[str, Any]] = []
             if job.state == "queued":
-                events.append(("queued", {"position": status["position"]}))
+                events.append(("queued", Queued(status.position)))
             elif job.state == "running":
-                events.append(("progress", {**_counts(status), "previews": []}))
+                events.append(("progress", _forming(status)))
             events += [("image", image) for image in job.images]
             if job.finished:
-                events.append(_final_event(job, status))
+                events.append((job.state, status))
             else:
                 job.listeners.append(listener)
             return events
@@ -302,43 +347,53 @@ class JobQueue:
             if listener in job.listeners:
                 job.listeners.remove(listener)
 
-    def cancel(self, job: Job) -> dict:
-        """Drops the job's images that have not started; those in the batch now running are still made
-        and saved, and the job ends as cancelled when that batch does."""
+    def cancel(self, job: Job) -> JobStatus:
+        """One client gives up the job. When no other client still wants it, its images that have not
+        started are dropped; those in the batch now running are still made and saved, and the job ends
+        as cancelled when that batch does."""
         with self._lock:
-            if not job.finished:
-                job.pending.clear()
-                if job.in_flight:
-                    job.cancelling = True
-                else:
-                    self._finish(job, "cancelled")
+            if not job.finished and not job.cancelling:
+                job.clients -= 1
+                if job.clients == 0:
+                    job.pending.clear()
+                    if job.in_flight:
+                        job.cancelling = True
+                    else:
+                        self._finish(job, "cancelled")
             return self._status(job)
 
-    def run_on_worker(self, chore: Callable[[], Any]) -> concurrent.futures.Future:
-        """Runs `chore` on the worker thread between two batches (the device has one owner), before any
-        waiting batch: a rerank does not wait for the whole queue."""
+    def run_on_worker(self, chore: Callable[[], Any], run: str) -> concurrent.futures.Future:
+        """Runs `chore` (a rerank of `run`) on the worker thread between two batches, before any waiting
+        batch. It takes a place in the queue like a job (QueueFull when there is none), and a run has
+        one at a time (Busy)."""
         future: concurrent.futures.Future = concurrent.futures.Future()
         with self._lock:
-            if self._stopping:
-                future.set_exception(Stopping("The server is stopping."))
-            else:
-                self._chores.append((chore, future))
-                self._lock.notify_all()
+            if run in self._reranking:
+                raise Busy(f"Run {run!r} is being reranked already: wait for that answer.")
+            self._check_room()
+            self._reranking.add(run)
+            self._chores.append(_Chore(chore, future, run))
+            self._lock.notify_all()
         return future
 
     def info(self) -> dict:
         with self._lock:
             return {"jobs_waiting": len(self._waiting), "images_waiting": self._images_waiting(),
-                    "batches_run": self.batches_run, "images_made": self.images_made,
-                    "seconds_per_batch": round(self._seconds_per_batch, 3)}
+                    "reranks_waiting": len(self._reranking), "batches_run": self.batches_run,
+                    "images_made": self.images_made,
+                    "seconds_per_batch": None if self._seconds_per_batch is None
+                    else round(self._seconds_per_batch, 3)}
 
     # ---- under the lock
 
     def _check_room(self) -> None:
         if self._stopping:
-            raise Stopping("The server is stopping: it takes no new jobs.")
-        if len(self._waiting) >= self.max_queue:
-            raise QueueFull(retry_after_seconds(self._seconds_per_batch), self.max_queue)
+            raise Stopping("The server is stopping: it takes no new work.")
+        if len(self._waiting) + len(self._reranking) >= self.max_queue:
+            oldest = self._waiting[0] if self._waiting else None
+            ahead = len(oldest.pending) + oldest.in_flight if oldest else 0
+            seconds = FIRST_BATCH_GUESS_S if self._seconds_per_batch is None else self._seconds_per_batch
+            raise QueueFull(retry_after_seconds(ahead, self.runner.max_batch, seconds), self.max_queue)
 
     def _images_waiting(self) -> int:
         return sum(len(job.pending) + job.in_flight for job in self._waiting)
@@ -349,19 +404,18 @@ class JobQueue:
             return 0
         return 1 + self._waiting.index(job) if job in self._waiting else 0
 
-    def _status(self, job: Job) -> dict:
+    def _status(self, job: Job) -> JobStatus:
         made = len(job.images)
-        return {"id": job.id, "state": job.state, "position": self._position(job),
-                "tokens_done": made * self.image_length + job.in_flight * job.position_now,
-                "tokens_total": job.images_total * self.image_length,
-                "images_done": made, "images_total": job.images_total, "already_saved": job.already_saved,
-                "seed": job.request.seed, "run": job.folder.path.name, "error": job.error,
-                "batches": sorted(set(job.batches)), "images": list(job.images)}
+        return JobStatus(job.id, job.state, self._position(job),
+                         made * self.image_length + job.in_flight * job.position_now,
+                         job.images_total * self.image_length, made, job.images_total, job.already_saved,
+                         job.request.seed, job.folder.path.name, job.error, tuple(sorted(set(job.batches))),
+                         tuple(job.images), job.clients)
 
-    def _publish(self, job: Job, kind: str, data: dict) -> None:
+    def _publish(self, job: Job, kind: str, payload: Any) -> None:
         for listener in list(job.listeners):
             try:
-                listener(kind, data)
+                listener(kind, payload)
             except Exception as error:       # a listener's failure must not stop the worker
                 self.log(f"job {job.id}: a listener failed ({one_line(error)}); dropping it")
                 job.listeners.remove(listener)
@@ -371,8 +425,7 @@ class JobQueue:
         job.pending.clear()
         if job in self._waiting:
             self._waiting.remove(job)
-        status = self._status(job)
-        self._publish(job, *_final_event(job, status))
+        self._publish(job, state, self._status(job))
         job.listeners.clear()
         self._forget_old()
         self._lock.notify_all()
@@ -384,14 +437,14 @@ class JobQueue:
 
     def _gather_delay(self) -> float:
         heads = [(job.key, len(job.pending), job.alone) for job in self._waiting]
-        full = sum(pack(heads, self.pipe.max_batch)) >= self.pipe.max_batch
+        full = sum(pack(heads, self.runner.max_batch)) >= self.runner.max_batch
         oldest = min(job.arrived for job in self._waiting if job.pending)
         return gather_delay(time.monotonic(), self._last_arrival, oldest, full, self.gather_s)
 
     def _next_batch(self) -> list[tuple[Job, int]]:
         heads = [(job.key, len(job.pending), job.alone) for job in self._waiting]
         chosen = []
-        for job, count in zip(self._waiting, pack(heads, self.pipe.max_batch), strict=False):
+        for job, count in zip(self._waiting, pack(heads, self.runner.max_batch), strict=False):
             for _ in range(count):
                 chosen.append((job, job.pending.popleft()))
             if count:
@@ -421,22 +474,29 @@ class JobQueue:
                     batch_id = self.batches_run
                     for queued in self._waiting:
                         if queued.state == "queued":
-                            self._publish(queued, "queued", {"position": self._position(queued)})
+                            self._publish(queued, "queued", Queued(self._position(queued)))
             if chore:
-                function, future = chore
-                if future.set_running_or_notify_cancel():
-                    try:
-                        future.set_result(function())
-                    except BaseException as error:
-                        future.set_exception(error)
+                self._run_chore(chore)
             elif chosen:
                 self._run_batch(batch_id, chosen)
         self._stopped()
 
+    def _run_chore(self, chore: _Chore) -> None:
+        try:
+            if chore.future.set_running_or_notify_cancel():
+                try:
+                    chore.future.set_result(chore.function())
+                except BaseException as error:
+                    chore.future.set_exception(error)
+        finally:
+            with self._lock:
+                self._reranking.discard(chore.run)
+
     def _stopped(self) -> None:
         with self._lock:
-            for _chore, future in self._chores:
-                future.set_exception(Stopping("The server stopped before this was done."))
+            for chore in self._chores:
+                chore.future.set_exception(Stopping("The server stopped before this was done."))
+                self._reranking.discard(chore.run)
             self._chores.clear()
             for job in list(self._waiting):
                 self._finish(job, "cancelled", "The server stopped before these images were made: send the "
@@ -448,15 +508,16 @@ class JobQueue:
         jobs = list(dict.fromkeys(owners))
         # Progress is streamed whether or not anyone listens yet: a page subscribes only after its job was
         # accepted, by when an idle worker has begun the batch. Previews are decoded only for listeners.
-        every = self.preview_every
         saved = [False] * len(tasks)
         began = time.perf_counter()
         previews = {"count": 0, "seconds": 0.0}           # decoded in this batch so far
+        compiled = False
         described = ", ".join(f"{owners.count(job)} of job {job.id}" for job in jobs)
         self.log(f"batch {batch_id}: {len(tasks)} image(s) ({described})")
         try:
-            for event in self.pipe.stream_tasks(tasks, jobs[0].request.settings, every):
+            for event in self.runner.run(tasks, jobs[0].request.settings, self.preview_every):
                 if isinstance(event, Progress):
+                    compiled = compiled or event.compiling
                     self._progress(event, owners, jobs, previews, began)
                 elif isinstance(event, Batch):
                     for slot, image in zip(event.batch, event.images, strict=True):
@@ -465,9 +526,8 @@ class JobQueue:
             self._batch_failed(error, chosen, saved)
         else:
             elapsed = time.perf_counter() - began
-            # The first run of a batch size compiles: a poor guess of the next one's time.
-            self._seconds_per_batch = elapsed if self.batches_run == 1 else \
-                0.7 * self._seconds_per_batch + 0.3 * elapsed
+            with self._lock:
+                self._seconds_per_batch = batch_seconds(self._seconds_per_batch, elapsed, compiled)
         with self._lock:
             for job in jobs:
                 job.in_flight, job.position_now = 0, 0
@@ -484,7 +544,7 @@ class JobQueue:
             for job in jobs:
                 job.position_now = event.position
             watched = [job for job in jobs if job.listeners]
-        previews: dict[int, list[dict]] = {}
+        previews: dict[int, list[Preview]] = {}
         now = time.perf_counter()
         if watched and event.tokens is not None and event.position > 0 and \
                 preview_due(spent["count"], spent["seconds"], now - began):
@@ -492,33 +552,31 @@ class JobQueue:
             for slot, image in enumerate(images):
                 if owners[slot].listeners:
                     previews.setdefault(id(owners[slot]), []).append(
-                        {"prompt_index": image.prompt_index, "image_index": image.image_index,
-                         "data": "data:image/jpeg;base64," + jpeg_base64(image.pixels, PREVIEW_QUALITY)})
+                        Preview(image.prompt_index, image.image_index, np.asarray(image.pixels)))
             spent["count"] += 1
             spent["seconds"] += time.perf_counter() - now
         with self._lock:
             for job in watched:
                 status = self._status(job)
-                self._publish(job, "progress", {**_counts(status), "previews": previews.get(id(job), [])})
+                self._publish(job, "progress", _forming(status, tuple(previews.get(id(job), ()))))
 
     def _save(self, job: Job, image: GeneratedImage, batch_id: int) -> bool:
         try:
-            path = job.folder.save_image(image.pixels, record_of(image, self.pipe.name, job.request))
+            path = job.folder.save_image(image.pixels, record_of(image, self.runner.name, job.request))
+            name = path.name if path is not None else _saved_name(job.folder, image)
         except Exception as error:
             with self._lock:
                 if not job.finished:
                     self._finish(job, "failed", f"Could not save an image: {one_line(error)}")
             return False
-        name = path.name if path is not None else _saved_name(job.folder, image)
-        entry = {"file": name, "prompt": image.prompt, "prompt_index": image.prompt_index,
-                 "image_index": image.image_index, "seed": image.seed}
-        info = image_info(job.folder, entry, batch_id)
+        saved = SavedImage(job.folder.path.name, name, image.prompt, image.prompt_index, image.image_index,
+                           image.seed, batch_id)
         with self._lock:
-            job.images.append(info)
+            job.images.append(saved)
             job.batches.append(batch_id)
             job.in_flight -= 1
             self.images_made += 1
-            self._publish(job, "image", info)
+            self._publish(job, "image", saved)
         return True
 
     def _batch_failed(self, error: Exception, chosen: list[tuple[Job, int]], saved: list[bool]) -> None:
@@ -556,9 +614,5 @@ def _saved_name(folder: RunFolder, image: GeneratedImage) -> str:
     raise FileNotFoundError(f"{folder.path}: an image said to be saved is not in its manifest.")
 
 
-def _counts(status: dict) -> dict:
-    return {name: status[name] for name in ("tokens_done", "tokens_total", "images_done", "images_total")}
-
-
-def _final_event(job: Job, status: dict) -> tuple[str, dict]:
-    return {"done": "done", "failed": "failed", "cancelled": "cancelled"}[job.state], status
+def _forming(status: JobStatus, previews: tuple[Preview, ...] = ()) -> Forming:
+    return Forming(status.tokens_done, status.tokens_total, status.images_done, status.images_total, previews)

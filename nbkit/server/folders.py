@@ -1,0 +1,97 @@
+"""What the server reads from the output folder: run folders by plain name, images only as manifests
+list them. Nothing a request says reaches outside the output folder: a run is a plain folder name
+directly in it, an image a file its run's manifest lists (`RunFolder.image_path`).
+
+Errors are `BadInput` (protocol.py) so that the HTTP side answers them like any other bad field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from nbkit.output.storage import RunFolder
+from nbkit.server.protocol import BadInput, plain_name
+
+
+@dataclasses.dataclass(frozen=True)
+class SavedImage:
+    """One saved image, as clients are told of it (the HTTP side adds its URL). `batch`: the batch that
+    made it now, None for one saved earlier."""
+
+    run: str
+    file: str
+    prompt: str | None
+    prompt_index: int | None
+    image_index: int | None
+    seed: int | None
+    batch: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSummary:
+    name: str
+    created: str | None
+    prompts: list
+    images: list[SavedImage]
+
+
+def saved_images(folder: RunFolder) -> list[SavedImage]:
+    """A run folder's images that are really there, in (prompt, image) order."""
+    found = []
+    for entry in folder.entries():
+        try:
+            if folder.image_path(entry).is_file():
+                found.append(SavedImage(folder.path.name, entry["file"], entry.get("prompt"),
+                                        entry.get("prompt_index"), entry.get("image_index"),
+                                        entry.get("seed")))
+        except ValueError:
+            continue
+    return sorted(found, key=lambda image: (_number(image.prompt_index), _number(image.image_index)))
+
+
+def _number(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else -1
+
+
+def resolve_run(out: Path, name: Any, field: str = "run") -> RunFolder:
+    """The run folder `name` directly in `out`, or BadInput (400 for a name that is not plain, 404 for
+    no such run)."""
+    if not plain_name(name):
+        raise BadInput(field, f"{field} must be a run folder's plain name, as /api/runs lists them "
+                              f"(got {name!r}).")
+    path = out / name
+    if not path.is_dir() or path.is_symlink() or path.resolve().parent != out.resolve():
+        raise BadInput(field, f"{field}: there is no run {name!r} in the output folder.", 404)
+    return RunFolder(path)
+
+
+def resolve_image(out: Path, run: Any, file: Any, field: str = "file") -> Path:
+    """A saved image's path: `file` must be listed in `run`'s manifest and be a file directly in it."""
+    folder = resolve_run(out, run, "run" if field == "file" else field)
+    if not plain_name(file):
+        raise BadInput(field, f"{field} must be an image's plain file name (got {file!r}).")
+    for entry in folder.entries():
+        if entry.get("file") == file:
+            try:
+                path = folder.image_path(entry)
+            except ValueError:
+                break
+            if path.is_file():
+                return path
+            break
+    raise BadInput(field, f"{field}: run {run!r} has no image {file!r}.", 404)
+
+
+def list_runs(out: Path, limit: int) -> list[RunSummary]:
+    """The newest `limit` run folders in `out`, newest first, with their saved images."""
+    found = []
+    for child in (out.iterdir() if out.is_dir() else ()):
+        if plain_name(child.name) and child.is_dir() and not child.is_symlink():
+            info = RunFolder(child).info()
+            if info:
+                found.append((str(info.get("created") or ""), child.name, info))
+    found.sort(reverse=True)
+    return [RunSummary(name, created or None, list(info.get("prompts", [])),
+                       saved_images(RunFolder(out / name))) for created, name, info in found[:limit]]

@@ -1,0 +1,138 @@
+"""Starting and stopping a server: the one launcher behind `nbkit serve` and `nbkit.colab.serve`.
+
+The socket is bound before the models load, so a port in use fails at once and connections made as soon
+as the address is printed wait instead of failing. uvicorn serves the app (routes.py) on it; the job
+queue's worker thread runs beside it and is stopped first, so the batch in flight is finished and saved.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import uvicorn
+
+from nbkit.server.batches import BatchRunner, PipelineRunner
+from nbkit.server.jobs import JobQueue
+from nbkit.server.options import ServerOptions
+from nbkit.server.routes import create_app
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port (0: any free port)."""
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                         flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as error:
+        raise ValueError(f"--host {host} is not an address of this machine ({error.strerror}).") from None
+    sock = socket.socket(family, kind)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as error:
+        sock.close()
+        raise OSError(f"Cannot listen on {host}:{port} ({error.strerror}): pick another --port, or 0 for "
+                      "any free one.") from None
+    sock.listen(128)
+    return sock
+
+
+def address(host: str, port: int, token: str | None) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/" + (f"t/{token}/" if token else "")
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn that tells the job queue to stop as soon as it is asked to stop (Ctrl-C): the worker then
+    finishes the batch in flight and ends the waiting jobs, so their event streams close."""
+
+    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None]):
+        super().__init__(config)
+        self._on_exit = on_exit
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        if not self.should_exit:
+            print("nbkit: stopping — finishing the batch in flight (Ctrl-C again to quit at once)",
+                  file=sys.stderr, flush=True)
+        self._on_exit()
+        super().handle_exit(sig, frame)
+
+
+class Running:
+    """One server: the job queue's worker and uvicorn, on a socket already bound (see `bind`)."""
+
+    def __init__(self, runner: BatchRunner, options: ServerOptions, sock: socket.socket,
+                 on_ready: Callable[[], None] | None = None, log: Callable[[str], None] | None = None):
+        self.options, self.sock = options, sock
+        self.port = sock.getsockname()[1]
+        self.url = address(options.host, self.port, options.token)
+        self.queue = JobQueue(runner, options.out, options.max_queue, options.preview_every, log)
+        self.app = create_app(self.queue, options, self.port, on_ready)
+        # log_config=None: uvicorn leaves the process's logging as it is (a notebook kernel's too);
+        # its warnings and errors reach stderr through Python's last-resort handler.
+        config = uvicorn.Config(self.app, log_config=None, access_log=False, lifespan="on",
+                                timeout_graceful_shutdown=5)
+        self.server = _Uvicorn(config, on_exit=self.queue.stop)
+        self._thread: threading.Thread | None = None
+
+    def serve(self) -> None:
+        """Serves until stopped (Ctrl-C in the main thread, or `stop`); the batch in flight is finished
+        and saved before this returns."""
+        self.queue.start()
+        try:
+            self.server.run(sockets=[self.sock])
+        finally:
+            self.queue.stop()
+            self.queue.join()
+            self.sock.close()
+
+    def start(self, timeout: float = 60.0) -> Running:
+        """Serves from a background thread (a notebook's kernel stays free); returns once it answers."""
+        self._thread = threading.Thread(target=self.serve, name="nbkit-server", daemon=True)
+        self._thread.start()
+        waited = threading.Event()
+        while not self.server.started and self._thread.is_alive() and timeout > 0:
+            waited.wait(0.05)
+            timeout -= 0.05
+        if not self.server.started:
+            raise RuntimeError("The server did not start (see the messages above).")
+        return self
+
+    def stop(self, timeout: float | None = 120.0) -> None:
+        self.queue.stop()
+        self.server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+
+def launch(options: ServerOptions, port: int, load: Callable[[], Any], *, background: bool,
+           announce: Callable[[Running, Any], None] | None = None) -> Running:
+    """The one way a server starts: bind host:port, then `load()` the Pipeline (so a port in use fails
+    before the models load), then serve. `announce(running, pipe)` is called once it answers.
+    background=False (the command): serves in this thread until Ctrl-C or SIGTERM, both of which finish
+    the batch in flight first. background=True (a notebook): returns the running server at once."""
+    sock = bind(options.host, port)
+    try:
+        pipe = load()
+    except BaseException:
+        sock.close()
+        raise
+    running: Running | None = None
+
+    def ready() -> None:
+        if announce is not None and not background:
+            announce(running, pipe)
+
+    running = Running(PipelineRunner(pipe), options, sock, on_ready=ready)
+    if background:
+        running.start()
+        if announce is not None:
+            announce(running, pipe)
+        return running
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    running.serve()
+    return running

@@ -1,0 +1,305 @@
+"""What goes over the wire: request bodies checked into typed inputs, and the answers' JSON shapes.
+
+Requests are checked where they enter: `parse_job`, `parse_playground` and `parse_app` turn a JSON body
+into what to make or raise `BadInput`, which names the field and says what to send instead; every number
+is bounded here, so nothing a client sends fails later on the worker. Answers: `as_json` turns the job
+queue's dataclasses (statuses, saved images, progress with previews) into JSON, each image with its URL.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import io
+import json
+import math
+from typing import Any
+from urllib.parse import quote
+
+import numpy as np
+from PIL import Image
+from starlette.responses import JSONResponse
+
+from nbkit.generation.kept import DIRECTIONS
+from nbkit.generation.request import SEED_LIMIT
+from nbkit.generation.sampling import SamplingSettings
+
+JOB_FIELDS = ("prompts", "prompt", "n_images", "seed", "temperature", "top_k", "top_p", "condition_scale",
+              "negative_prompt", "vary", "extend")
+GRID_ROWS = 16                   # image token rows (and columns) of the published models
+MAX_TEMPERATURE = 100.0          # far past any useful value; keeps the logits finite
+MAX_CONDITION_SCALE = 100.0
+MAX_RUNS_LISTED = 1000
+PREVIEW_QUALITY = 70             # JPEG quality of the previews: small, and they are soon replaced
+
+
+class BadInput(ValueError):
+    """A request that cannot be served as sent: `field` names what to fix; `status` is the HTTP answer."""
+
+    def __init__(self, field: str | None, message: str, status: int = 400):
+        super().__init__(message)
+        self.field, self.message, self.status = field, message, status
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """What this server accepts: set by its options and its model."""
+
+    max_images: int
+    max_prompt_chars: int
+    codebook_size: int           # top_k above this means nothing (and is refused)
+
+
+# ---- fields
+
+
+def whole_number(value: Any, field: str, low: int, high: int) -> int:
+    """A JSON number that is a whole number from `low` to `high` (1.0 counts; true, 1.5 and 3e9 do not)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value != int(value) or not low <= value <= high:
+        raise BadInput(field, f"{field} must be a whole number from {low} to {high} (got {value!r}).")
+    return int(value)
+
+
+def query_count(text: str, field: str, low: int, high: int) -> int:
+    """A count from a query string: ASCII digits only (str.isdigit also takes '²' and '٣')."""
+    if not (0 < len(text) <= 9 and all("0" <= c <= "9" for c in text)):
+        raise BadInput(field, f"{field} must be a whole number from {low} to {high} (got {text!r}).")
+    return whole_number(int(text), field, low, high)
+
+
+def _real(value: Any, field: str, low: float, high: float, low_open: bool = False) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not (low < value if low_open else low <= value) or value > high:
+        bound = f"above {low:g}" if low_open else f"from {low:g}"
+        raise BadInput(field, f"{field} must be a number {bound} to {high:g} (got {value!r}).")
+    return float(value)
+
+
+def _text(value: Any, field: str, max_chars: int, blank_ok: bool = False) -> str:
+    if not isinstance(value, str):
+        raise BadInput(field, f"{field} must be a string (got {type(value).__name__} {value!r}).")
+    if not blank_ok and not value.strip():
+        raise BadInput(field, f"{field} is empty: say what the image should show, e.g. \"a red apple\".")
+    if len(value) > max_chars:
+        raise BadInput(field, f"{field} is {len(value)} characters long; this server takes at most "
+                              f"{max_chars} (the model reads only the first 64 tokens anyway).")
+    return value
+
+
+def known_fields(value: Any, field: str, known: tuple[str, ...]) -> dict:
+    """A JSON object with no fields but `known`."""
+    if not isinstance(value, dict):
+        raise BadInput(field, f"{field} must be a JSON object with the fields {', '.join(known)} "
+                              f"(got {type(value).__name__}).")
+    unknown = [name for name in value if name not in known]
+    if unknown:
+        raise BadInput(f"{field}.{unknown[0]}" if field != "body" else unknown[0],
+                       f"Unknown field {unknown[0]!r} in {field}: the fields are {', '.join(known)}.")
+    return value
+
+
+def parse_body(body: bytes) -> Any:
+    """A request body as JSON (the gate has checked its content type where one is required)."""
+    try:
+        return json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise BadInput("body", "The body is not UTF-8 text: send JSON.") from None
+    except ValueError as error:
+        raise BadInput("body", f"The body is not valid JSON ({error}): send an object such as "
+                               '{"prompts": ["a red apple"], "n_images": 1}.') from None
+
+
+def sampling_settings(body: dict, limits: Limits) -> SamplingSettings:
+    """temperature, top_k, top_p and condition_scale, each bounded (unset: the model's defaults)."""
+    top_k = body.get("top_k")
+    return SamplingSettings(
+        temperature=_real(body.get("temperature"), "temperature", 0.0, MAX_TEMPERATURE, low_open=True),
+        top_k=None if top_k is None else whole_number(top_k, "top_k", 1, limits.codebook_size),
+        top_p=_real(body.get("top_p"), "top_p", 0.0, 1.0, low_open=True),
+        condition_scale=_real(body.get("condition_scale", 10.0), "condition_scale", 0.0, MAX_CONDITION_SCALE))
+
+
+def plain_name(name: Any) -> bool:
+    """A file or folder name that stays where it is put: no separators, no `..`, not hidden."""
+    return (isinstance(name, str) and 0 < len(name) <= 255 and not name.startswith(".")
+            and not any(bad in name for bad in ("/", "\\", "\0", ":")))
+
+
+def image_reference(value: Any, field: str) -> tuple[str, str]:
+    """"<run>/<file>" → (run, file); each a plain name (checked again where files are opened)."""
+    if not isinstance(value, str) or value.count("/") != 1:
+        raise BadInput(field, f"{field} must be \"<run>/<file>\", an image's run folder and file name as "
+                              f"/api/runs lists them (got {value!r}).")
+    run, file = value.split("/")
+    for name in (run, file):
+        if not plain_name(name):
+            raise BadInput(field, f"{field}: {name!r} is not a plain file or folder name.")
+    return run, file
+
+
+# ---- jobs
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceRef:
+    """A saved image a variation or an extension starts from: its run folder and file name."""
+
+    run: str
+    file: str
+
+
+@dataclasses.dataclass(frozen=True)
+class VaryInput:
+    source: SourceRef
+    keep_rows: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtendInput:
+    source: SourceRef
+    direction: str
+    rows: int
+
+
+@dataclasses.dataclass(frozen=True)
+class JobInput:
+    """A checked job body. `prompts` None: a variation's or extension's source image's own prompt."""
+
+    prompts: tuple[str, ...] | None
+    n_images: int
+    seed: int | None
+    settings: SamplingSettings
+    negative_prompt: str | None
+    vary: VaryInput | None = None
+    extend: ExtendInput | None = None
+
+    @property
+    def edit(self) -> VaryInput | ExtendInput | None:
+        return self.vary or self.extend
+
+
+def parse_job(body: Any, limits: Limits) -> JobInput:
+    """POST /api/jobs's body → JobInput, or BadInput naming the first field that is wrong."""
+    body = known_fields(body, "body", JOB_FIELDS)
+    if "prompt" in body and "prompts" in body:
+        raise BadInput("prompt", "Send either prompt (one text) or prompts (a list), not both.")
+    prompts = None
+    if "prompt" in body:
+        prompts = (_text(body["prompt"], "prompt", limits.max_prompt_chars),)
+    elif "prompts" in body:
+        given = body["prompts"]
+        if not isinstance(given, list) or not given:
+            raise BadInput("prompts", f"prompts must be a non-empty list of texts (got {given!r}).")
+        if len(given) > limits.max_images:
+            raise BadInput("prompts", f"{len(given)} prompts; this server makes at most {limits.max_images} "
+                                      "images a job (--max-images): send fewer.")
+        prompts = tuple(_text(p, f"prompts[{i}]", limits.max_prompt_chars) for i, p in enumerate(given))
+    edits = [name for name in ("vary", "extend") if body.get(name) is not None]
+    if len(edits) > 1:
+        raise BadInput("extend", "Send vary or extend, not both.")
+    if prompts is None and not edits:
+        raise BadInput("prompts", 'prompts is missing: send {"prompts": ["a red apple"]} (or "prompt").')
+    if edits and prompts is not None and len(prompts) > 1:
+        raise BadInput("prompts", f"A {edits[0]} job draws with one prompt (got {len(prompts)}).")
+    n_images = whole_number(body.get("n_images", 1), "n_images", 1, limits.max_images)
+    total = n_images * (len(prompts) if prompts else 1)
+    if total > limits.max_images:
+        raise BadInput("n_images", f"{len(prompts)} prompts × n_images {n_images} = {total} images; this "
+                                   f"server makes at most {limits.max_images} a job (--max-images): ask "
+                                   "for fewer.")
+    seed = body.get("seed")
+    if seed is not None:
+        seed = whole_number(seed, "seed", 0, SEED_LIMIT - 1)
+    negative = body.get("negative_prompt")
+    if negative is not None:
+        negative = _text(negative, "negative_prompt", limits.max_prompt_chars, blank_ok=True)
+    vary = extend = None
+    if "vary" in edits:
+        given = known_fields(body["vary"], "vary", ("image", "keep_rows"))
+        vary = VaryInput(SourceRef(*image_reference(given.get("image"), "vary.image")),
+                         whole_number(given.get("keep_rows", 8), "vary.keep_rows", 0, GRID_ROWS))
+    if "extend" in edits:
+        given = known_fields(body["extend"], "extend", ("image", "direction", "rows"))
+        direction = given.get("direction", "down")
+        if direction not in DIRECTIONS:
+            raise BadInput("extend.direction", f"extend.direction must be one of {', '.join(DIRECTIONS)} "
+                                               f"(got {direction!r}).")
+        extend = ExtendInput(SourceRef(*image_reference(given.get("image"), "extend.image")), direction,
+                             whole_number(given.get("rows", 8), "extend.rows", 1, GRID_ROWS - 1))
+    return JobInput(prompts, n_images, seed, sampling_settings(body, limits), negative, vary, extend)
+
+
+# ---- the two /generate clients
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerateCall:
+    """POST /generate from either client. `client`: "playground" (dalle-playground: {"text",
+    "num_images"}, answered with generatedImgs) or "app" (the official DALL·E mini app's backend.py:
+    {"prompt"}, answered with images and version)."""
+
+    client: str
+    prompt: str
+    n_images: int
+
+
+def parse_generate(body: Any, limits: Limits, default_images: int) -> GenerateCall:
+    """Tells the two clients apart by their body: the official app sends `prompt`, the playground
+    `text`. The app names no count: it gets the server's default number of images."""
+    if isinstance(body, dict) and "prompt" in body and "text" not in body:
+        known_fields(body, "body", ("prompt",))
+        return GenerateCall("app", _text(body["prompt"], "prompt", limits.max_prompt_chars), default_images)
+    if not isinstance(body, dict):
+        raise BadInput("body", 'Send a JSON object: {"text": "a red apple", "num_images": 1}, or '
+                               '{"prompt": "a red apple"}.')
+    if "text" not in body:
+        raise BadInput("text", 'text is missing: send {"text": "a red apple", "num_images": 1} (or '
+                               '{"prompt": "a red apple"}).')
+    return GenerateCall("playground", _text(body["text"], "text", limits.max_prompt_chars),
+                        whole_number(body.get("num_images", 1), "num_images", 1, limits.max_images))
+
+
+# ---- answers
+
+
+def error_response(status: int, field: str | None, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": message, "field": field}, status, headers=headers)
+
+
+def image_url(prefix: str, run: str, file: str) -> str:
+    """An image's address, under /t/<token>/ when the request came that way (<img> sends no headers)."""
+    return f"{prefix}/api/images/{quote(run)}/{quote(file)}"
+
+
+def jpeg_base64(pixels: np.ndarray, quality: int = 90) -> str:
+    """An image as base64 JPEG text: what previews and the /generate answers carry."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(pixels, np.uint8)).save(buffer, "JPEG", quality=quality)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def as_json(payload: Any, prefix: str) -> Any:
+    """The job queue's dataclasses as clients get them: every saved image with its `url`, every preview
+    as a JPEG data URL."""
+    if dataclasses.is_dataclass(payload) and not isinstance(payload, type):
+        fields = {f.name: getattr(payload, f.name) for f in dataclasses.fields(payload)}
+        if "pixels" in fields:
+            pixels = fields.pop("pixels")
+            return {**fields, "data": "data:image/jpeg;base64," + jpeg_base64(pixels, PREVIEW_QUALITY)}
+        data = {name: as_json(value, prefix) for name, value in fields.items()}
+        if "run" in fields and "file" in fields:
+            data["url"] = image_url(prefix, fields["run"], fields["file"])
+        return data
+    if isinstance(payload, (list, tuple)):
+        return [as_json(item, prefix) for item in payload]
+    if isinstance(payload, dict):
+        return {name: as_json(value, prefix) for name, value in payload.items()}
+    return payload
+
+
+def sse(kind: str, data: Any) -> str:
+    """One Server-Sent Event."""
+    return f"event: {kind}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
