@@ -716,3 +716,31 @@ def test_the_official_dalle_mini_app_gets_images(gated):
     entries = manifest(running.options.out, run.name)                # saved like any job: the same files
     assert sorted(base64.b64decode(image) for image in answer["images"]) == \
         sorted((run / entry["file"]).read_bytes() for entry in entries) and len(entries) == 4
+
+
+def test_a_slow_manifest_read_does_not_hold_up_other_requests(gated, monkeypatch):
+    import threading
+
+    from nbkit.server import jobs
+
+    running, runner = gated
+    runner.open()
+    done = finished(running.url, submit(running.url, {"prompt": "already here", "seed": 70})["id"])
+    reading, disk = threading.Event(), threading.Event()
+    real = jobs.saved_images
+
+    def slow_saved_images(folder):                            # a manifest on a slow disk (Drive)
+        reading.set()
+        assert disk.wait(120)
+        return real(folder)
+
+    monkeypatch.setattr(jobs, "saved_images", slow_saved_images)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(submit, running.url, {"prompt": "on a slow disk", "seed": 71})
+        assert reading.wait(60)
+        try:                                                  # answered while that read waits
+            assert status_of(running.url, done["id"])["state"] == "done"
+            assert call(running.url + "api/info", timeout=30)[0] == 200
+        finally:
+            disk.set()
+        assert finished(running.url, slow.result(60)["id"])["state"] == "done"
