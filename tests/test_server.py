@@ -744,3 +744,31 @@ def test_a_slow_manifest_read_does_not_hold_up_other_requests(gated, monkeypatch
         finally:
             disk.set()
         assert finished(running.url, slow.result(60)["id"])["state"] == "done"
+
+
+def test_two_runners_take_two_batches_from_one_queue(tiny_pipe, tmp_path):
+    """The seam for replicas: a queue with two BatchRunners has two batches in flight at once."""
+    from nbkit.server.batches import PipelineRunner
+    from nbkit.server.jobs import JobQueue
+    from tests.server_process import GatedRunner
+
+    runners = [GatedRunner(PipelineRunner(tiny_pipe)), GatedRunner(PipelineRunner(tiny_pipe))]
+    queue = JobQueue(runners, tmp_path / "out", log=lambda line: None)
+    queue.start()
+    try:
+        from nbkit.generation.request import GenerationRequest
+        job = queue.submit(GenerationRequest(["two at once"], 8, 5))
+        assert runners[0].wait_started() == runners[1].wait_started() == 4     # both held: 8 in flight
+        assert queue.status(job).state == "running"
+        runners[0].open()
+        runners[1].open()
+        wait_for(lambda: queue.status(job).state == "done")
+        status = queue.status(job)
+        assert status.images_done == 8 and len(status.batches) == 2
+        assert sorted((image.prompt_index, image.image_index) for image in status.images) == \
+            [(0, i) for i in range(8)]
+    finally:
+        for runner in runners:
+            runner.open()
+        queue.stop()
+        assert queue.join(120)

@@ -233,19 +233,22 @@ class _Chore:
 
 
 class JobQueue:
-    """Jobs in, images out: one worker thread makes every job's images, batch by batch.
+    """Jobs in, images out: a worker thread per BatchRunner makes the jobs' images, batch by batch (one
+    runner today: one batch in flight; several runners, e.g. replicas on several accelerators, take the
+    next batches from the same queue as each gets free). The runners must agree on model and batch size.
 
     `max_queue`: unfinished jobs and reranks (waiting or running) accepted at once; more are refused
     (`QueueFull`). `preview_every`: tokens between progress events, with previews decoded then (when
     `preview_due`) for the jobs someone listens to; None: progress only at batch boundaries.
     """
 
-    def __init__(self, runner: BatchRunner, out: str | Path, max_queue: int = 16,
+    def __init__(self, runners: BatchRunner | Sequence[BatchRunner], out: str | Path, max_queue: int = 16,
                  preview_every: int | None = 64, log: Callable[[str], None] | None = None):
-        self.runner, self.out = runner, Path(out)
+        self.runners = list(runners) if isinstance(runners, (list, tuple)) else [runners]
+        self.runner, self.out = self.runners[0], Path(out)
         self.max_queue, self.preview_every = max_queue, preview_every
         self.log = log or _to_stderr
-        self.image_length = runner.image_length
+        self.image_length = self.runner.image_length
         self._lock = threading.Condition()
         self._opening = threading.Lock()         # open_run looks for a run folder, then makes one
         self._jobs: dict[str, Job] = {}
@@ -253,7 +256,8 @@ class JobQueue:
         self._chores: collections.deque[_Chore] = collections.deque()
         self._reranking: set[str] = set()        # runs with a rerank waiting or running
         self._stopping = False
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._workers_left = 0
         self._seconds_per_batch: float | None = None    # None until a batch that did not compile ends
         self._last_arrival = 0.0
         self.gather_s = GATHER_S
@@ -263,9 +267,12 @@ class JobQueue:
     # ---- the HTTP side
 
     def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._work, name="nbkit-worker", daemon=True)
-            self._thread.start()
+        if not self._threads:
+            self._workers_left = len(self.runners)
+            self._threads = [threading.Thread(target=self._work, args=(runner,), name=f"nbkit-worker-{n}",
+                                              daemon=True) for n, runner in enumerate(self.runners)]
+            for thread in self._threads:
+                thread.start()
 
     def stop(self) -> None:
         """Takes no new work; the worker finishes the batch in flight (saving it), then ends the jobs
@@ -275,10 +282,9 @@ class JobQueue:
             self._lock.notify_all()
 
     def join(self, timeout: float | None = None) -> bool:
-        if self._thread is not None:
-            self._thread.join(timeout)
-            return not self._thread.is_alive()
-        return True
+        for thread in self._threads:
+            thread.join(timeout)
+        return not any(thread.is_alive() for thread in self._threads)
 
     @property
     def stopping(self) -> bool:
@@ -455,7 +461,7 @@ class JobQueue:
 
     # ---- the worker thread
 
-    def _work(self) -> None:
+    def _work(self, runner: BatchRunner) -> None:
         while True:
             with self._lock:
                 while not (self._stopping or self._chores or any(job.pending for job in self._waiting)):
@@ -478,8 +484,12 @@ class JobQueue:
             if chore:
                 self._run_chore(chore)
             elif chosen:
-                self._run_batch(batch_id, chosen)
-        self._stopped()
+                self._run_batch(runner, batch_id, chosen)
+        with self._lock:
+            self._workers_left -= 1
+            last = self._workers_left == 0
+        if last:                          # the others' batches in flight are finished and saved by now
+            self._stopped()
 
     def _run_chore(self, chore: _Chore) -> None:
         try:
@@ -502,7 +512,7 @@ class JobQueue:
                 self._finish(job, "cancelled", "The server stopped before these images were made: send the "
                                                "same request again to make the rest.")
 
-    def _run_batch(self, batch_id: int, chosen: list[tuple[Job, int]]) -> None:
+    def _run_batch(self, runner: BatchRunner, batch_id: int, chosen: list[tuple[Job, int]]) -> None:
         owners = [job for job, _ in chosen]
         tasks = [job.tasks[index] for job, index in chosen]
         jobs = list(dict.fromkeys(owners))
@@ -515,7 +525,7 @@ class JobQueue:
         described = ", ".join(f"{owners.count(job)} of job {job.id}" for job in jobs)
         self.log(f"batch {batch_id}: {len(tasks)} image(s) ({described})")
         try:
-            for event in self.runner.run(tasks, jobs[0].request.settings, self.preview_every):
+            for event in runner.run(tasks, jobs[0].request.settings, self.preview_every):
                 if isinstance(event, Progress):
                     compiled = compiled or event.compiling
                     self._progress(event, owners, jobs, previews, began)
@@ -530,8 +540,11 @@ class JobQueue:
                 self._seconds_per_batch = batch_seconds(self._seconds_per_batch, elapsed, compiled)
         with self._lock:
             for job in jobs:
-                job.in_flight, job.position_now = 0, 0
-                if job.finished:
+                unsaved = sum(owner is job and not done for owner, done in zip(owners, saved, strict=True))
+                job.in_flight -= unsaved          # (saved ones were counted off as they were saved)
+                if job.in_flight == 0:
+                    job.position_now = 0
+                if job.finished or job.in_flight:
                     continue
                 if job.cancelling:
                     self._finish(job, "cancelled")

@@ -11,7 +11,7 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import uvicorn
@@ -63,14 +63,16 @@ class _Uvicorn(uvicorn.Server):
 
 
 class Running:
-    """One server: the job queue's worker and uvicorn, on a socket already bound (see `bind`)."""
+    """One server: the job queue's worker(s) and uvicorn, on a socket already bound (see `bind`).
+    `runners`: one BatchRunner (a Pipeline) or several, each with a worker of its own."""
 
-    def __init__(self, runner: BatchRunner, options: ServerOptions, sock: socket.socket,
-                 on_ready: Callable[[], None] | None = None, log: Callable[[str], None] | None = None):
+    def __init__(self, runners: BatchRunner | Sequence[BatchRunner], options: ServerOptions,
+                 sock: socket.socket, on_ready: Callable[[], None] | None = None,
+                 log: Callable[[str], None] | None = None):
         self.options, self.sock = options, sock
         self.port = sock.getsockname()[1]
         self.url = address(options.host, self.port, options.token)
-        self.queue = JobQueue(runner, options.out, options.max_queue, options.preview_every, log)
+        self.queue = JobQueue(runners, options.out, options.max_queue, options.preview_every, log)
         self.app = create_app(self.queue, options, self.port, on_ready)
         # log_config=None: uvicorn leaves the process's logging as it is (a notebook kernel's too);
         # its warnings and errors reach stderr through Python's last-resort handler.
