@@ -137,7 +137,7 @@ def tiny_pipeline(max_batch: int = 4):
     from nbkit.generation.pipeline import Pipeline
 
     return Pipeline.from_pretrained(GOLDEN / "dallebart-tiny", GOLDEN / "vqgan-tiny", dtype="float32",
-                                    max_batch=max_batch, progress=False)
+                                    max_batch=max_batch, progress=False, compilation_cache=COMPILATION_CACHE)
 
 
 @contextlib.contextmanager

@@ -88,7 +88,7 @@ def wait_for(check, timeout: float = 90, every: float = 0.05):
     raise TimeoutError(f"still not true after {timeout} s: {check}")
 
 
-def finished(server_url: str, job_id: str, timeout: float = 90) -> dict:
+def finished(server_url: str, job_id: str, timeout: float = 300) -> dict:
     return wait_for(lambda: (s := status_of(server_url, job_id))["state"] in ("done", "failed", "cancelled")
                     and s, timeout)
 
