@@ -144,7 +144,7 @@ def main() -> None:
         out = Path(folder)
         options = ServerOptions(out=out, max_queue=max(64, 3 * args.clients), max_images=max(16, args.images),
                                 preview_every=args.preview_every or None, model=pipe.name, clip=None)
-        server = launch(options, 0, lambda: pipe, background=True)
+        server = launch(options, 0, lambda: pipe, background=True, log=lambda line: None)
         try:
             print("compiling: one job of each batch size ...", flush=True)
             total = args.clients * args.images

@@ -772,3 +772,24 @@ def test_two_runners_take_two_batches_from_one_queue(tiny_pipe, tmp_path):
             runner.open()
         queue.stop()
         assert queue.join(120)
+
+
+def test_host_rules_as_pure_functions():
+    from nbkit.server.command import check_hosts
+    from nbkit.server.gate import GateRules, host_allowed, same_origin
+
+    rules = GateRules(allow_hosts=check_hosts(["My-Tunnel.example", ".trusted.example", "box.example:8443"]),
+                      port=8000)
+    allowed = ("localhost:8000", "127.0.0.1:8000", "[::1]:8000", "my-tunnel.example", "a.trusted.example:1",
+               "box.example:8443")
+    refused = ("localhost:8001", "[::1]", "evil.example:8000", "box.example:443", "trusted.example",
+               "127.0.0.1:8000:1", "localhost:８０００")
+    assert all(host_allowed(host, rules) for host in allowed)
+    assert not any(host_allowed(host, rules) for host in refused)
+    assert host_allowed("anything.example", GateRules(token="secret-token-1", port=8000))   # the token guards
+    assert same_origin("http://localhost:8000", "localhost:8000", rules)
+    assert same_origin("https://x.trusted.example", "localhost:8000", rules)
+    assert not same_origin("http://localhost:8000.evil.example", "localhost:8000", rules)
+    for bad in ("https://x.example", "x.example/path", "user@x.example", ""):
+        with pytest.raises(ValueError, match="--allow-host"):
+            check_hosts([bad])

@@ -112,11 +112,13 @@ class Running:
 
 
 def launch(options: ServerOptions, port: int, load: Callable[[], Any], *, background: bool,
-           announce: Callable[[Running, Any], None] | None = None) -> Running:
+           announce: Callable[[Running, Any], None] | None = None,
+           log: Callable[[str], None] | None = None) -> Running:
     """The one way a server starts: bind host:port, then `load()` the Pipeline (so a port in use fails
     before the models load), then serve. `announce(running, pipe)` is called once it answers.
     background=False (the command): serves in this thread until Ctrl-C or SIGTERM, both of which finish
-    the batch in flight first. background=True (a notebook): returns the running server at once."""
+    the batch in flight first. background=True (a notebook): returns the running server at once.
+    `log`: where the queue's one-line messages go (default stderr)."""
     sock = bind(options.host, port)
     try:
         pipe = load()
@@ -129,7 +131,7 @@ def launch(options: ServerOptions, port: int, load: Callable[[], Any], *, backgr
         if announce is not None and not background:
             announce(running, pipe)
 
-    running = Running(PipelineRunner(pipe), options, sock, on_ready=ready)
+    running = Running(PipelineRunner(pipe), options, sock, on_ready=ready, log=log)
     if background:
         running.start()
         if announce is not None:
