@@ -1,0 +1,236 @@
+"""Generation replicas on Ray Serve: a local Ray on 127.0.0.1, or a cluster the operator runs.
+
+Each replica is its own Serve application (one deployment, one replica, one request at a time), so the
+front addresses each one by name: it keeps one batch in flight on every ready replica, knows which
+replica made each image, and, when a replica's process dies, which tasks it had not delivered (Serve
+restarts the replica; the pool marks it ready again once it answers). Serve's own router would spread
+requests over N replicas of one deployment, but it hides which replica ran a request and queues requests
+behind a busy one, where the front must pack the next batch only when a replica is free.
+
+Ray is imported here, and this module only when replicas are asked for (`pip install 'nbkit[cluster]'`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+
+try:
+    import ray
+    import ray.exceptions
+    from ray import serve
+    from ray.serve.api import RunTarget
+except ImportError as error:           # pragma: no cover - the message is the point
+    raise ImportError("Replicas run on Ray Serve, which is not installed: pip install 'nbkit[cluster]'.") \
+        from error
+
+from nbkit.generation.pipeline import Event
+from nbkit.generation.request import ImageTask
+from nbkit.generation.sampling import SamplingSettings
+from nbkit.server.replicas.base import DEAD, FAILED, READY, Replica, ReplicaDied, ReplicaPool
+from nbkit.server.replicas.deployment import GenerationReplica, ReplicaModel
+from nbkit.server.replicas.wire import from_wire
+
+APP_PREFIX = "nbkit-replica"
+LOOPBACK = "127.0.0.1"
+MONITOR_S = 0.5                  # how often the pool reads Serve's status
+DESCRIBE_TIMEOUT_S = 5.0         # a replica that Serve calls running answers `describe` within this
+# A process gone: its actor died, its worker crashed, or its node went away.
+PROCESS_GONE = tuple(getattr(ray.exceptions, name) for name in
+                     ("RayActorError", "WorkerCrashedError", "NodeDiedError", "OwnerDiedError")
+                     if hasattr(ray.exceptions, name))
+
+
+def parse_replica_resources(text: str) -> dict:
+    """`--replica-resources` → Ray actor options: "num_cpus=1", "num_gpus=1", "num_cpus=8,TPU=4" (any
+    other name is a custom resource, e.g. a TPU host's "TPU")."""
+    options: dict = {}
+    for part in filter(None, (piece.strip() for piece in text.split(","))):
+        name, equals, value = part.partition("=")
+        try:
+            amount = float(value)
+        except ValueError:
+            amount = -1.0
+        if not equals or not name.strip() or amount < 0:
+            raise ValueError(f"--replica-resources takes name=amount pairs, e.g. num_cpus=1 or num_gpus=1 or "
+                             f"num_cpus=8,TPU=4 (got {part!r}).")
+        name = name.strip()
+        amount = int(amount) if amount.is_integer() else amount
+        if name in ("num_cpus", "num_gpus", "memory"):
+            options[name] = amount
+        else:
+            options.setdefault("resources", {})[name] = amount
+    return options
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolConfig:
+    """How many replicas, where, and with what.
+
+    `ray_address`: None starts a local Ray bound to 127.0.0.1 (stopped with the pool); else join that
+    cluster ("auto", "HOST:6379", "ray://HOST:10001"), where only the pool's applications are removed at
+    the end. `resources`: each replica's Ray actor options (`parse_replica_resources`). `num_cpus`,
+    `num_gpus`: what a local Ray offers (default: what the machine has). `cpu_cores`: pin replica i to
+    these cores (benchmarks; Ray itself does not pin).
+    """
+
+    replicas: int
+    model: ReplicaModel
+    resources: Mapping = dataclasses.field(default_factory=lambda: {"num_cpus": 1})
+    ray_address: str | None = None
+    num_cpus: int | None = None
+    num_gpus: int | None = None
+    cpu_cores: Sequence[Sequence[int]] | None = None
+    app_prefix: str = APP_PREFIX
+
+    def __post_init__(self):
+        if not (isinstance(self.replicas, int) and self.replicas >= 1):
+            raise ValueError(f"--replicas must be a whole number ≥ 1 (got {self.replicas!r}).")
+
+
+def _last_line(message: str) -> str:
+    """The line of a traceback that says what went wrong (its last one)."""
+    lines = [line.strip() for line in (message or "").splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "failed to start"
+
+
+class RayReplica(Replica):
+    """One Serve application with one replica of `GenerationReplica`."""
+
+    def __init__(self, name: str, app: str, handle):
+        super().__init__(name)
+        self.app, self.handle = app, handle
+        self._lost_pid: int | None = None       # a process that died; its successor has another pid
+
+    def _events(self, tasks: list[ImageTask], settings: SamplingSettings, progress_every: int | None,
+                delivered: list[bool]) -> Iterator[Event]:
+        stream = self.handle.options(stream=True).run.remote(tasks, settings, progress_every)
+        try:
+            for item in stream:
+                yield from_wire(item)
+        except PROCESS_GONE as error:
+            cause = _last_line(str(error).split("\n")[0]) or type(error).__name__
+            self.lost(f"{type(error).__name__}: {cause}")
+            unfinished = [index for index, done in enumerate(delivered) if not done]
+            if unfinished:
+                raise ReplicaDied(self.name, unfinished, [tasks[i] for i in unfinished], cause) from error
+        except GeneratorExit:
+            stream.cancel()
+            raise
+
+    def lost(self, error: str) -> None:
+        """Its process died: Serve starts another, which the pool's monitor finds ready."""
+        if self.state != DEAD:
+            self.counts.restarts += 1
+            self._lost_pid = self.pid
+        self.state, self.counts.last_error = DEAD, error
+
+    def check(self, serve_state: str | None, message: str, log: Callable[[str], None]) -> None:
+        """Follows Serve's view of the application (called by the pool's monitor thread)."""
+        if self.state == FAILED or self.busy:
+            return
+        if serve_state == "DEPLOY_FAILED":
+            self.state, self.counts.last_error = FAILED, _last_line(message)
+            log(f"replica {self.name} failed to start: {self.counts.last_error}")
+            return
+        if self.state == READY:
+            if serve_state not in ("RUNNING", None):
+                self.lost(f"Ray Serve reports it {serve_state}")
+                log(f"replica {self.name} is down ({serve_state}); Ray Serve is restarting it")
+            return
+        if serve_state != "RUNNING":
+            return
+        response = self.handle.describe.remote()
+        try:
+            described = response.result(timeout_s=DESCRIBE_TIMEOUT_S)
+        except TimeoutError:
+            response.cancel()
+            return
+        except PROCESS_GONE:
+            return
+        if described["pid"] == self._lost_pid:
+            return
+        self.pid, self.device = described["pid"], f"{described['device']} on {described['host']}"
+        was = self.state
+        self.state = READY
+        log(f"replica {self.name} ready ({self.device}, pid {self.pid})"
+            + (" after a restart" if was == DEAD else ""))
+
+
+class RayPool(ReplicaPool):
+    """Starts (or joins) Ray, deploys `config.replicas` replicas, and follows their states.
+
+    Replicas start in the background: `wait_ready` blocks until some are ready. A replica that cannot
+    start is marked failed (its error on /api/info), and the others serve."""
+
+    def __init__(self, config: PoolConfig, log: Callable[[str], None] | None = None):
+        self.config, self.log = config, log or _to_stderr
+        self._started_ray = False
+        self._stopping = threading.Event()
+        self._start_ray()
+        self.replicas: list[Replica] = []
+        deployment = serve.deployment(GenerationReplica, name="generator", num_replicas=1,
+                                      max_ongoing_requests=1, max_constructor_retry_count=1,
+                                      ray_actor_options=dict(config.resources))
+        targets = []
+        for index in range(config.replicas):
+            cores = config.cpu_cores[index] if config.cpu_cores else None
+            app = f"{config.app_prefix}-{index}"
+            targets.append(RunTarget(deployment.bind(config.model, cores), name=app, route_prefix=None))
+        handles = serve.run_many(targets, wait_for_applications_running=False)
+        for index, (target, handle) in enumerate(zip(targets, handles, strict=True)):
+            self.replicas.append(RayReplica(f"replica-{index}", target.name, handle))
+        self.log(f"starting {config.replicas} replica(s) on Ray Serve ({dict(config.resources)} each)")
+        self._monitor = threading.Thread(target=self._follow, name="nbkit-replicas", daemon=True)
+        self._monitor.start()
+
+    def _start_ray(self) -> None:
+        if ray.is_initialized():
+            pass
+        elif self.config.ray_address is None:
+            # Every port Ray opens listens on the loopback address only; no dashboard.
+            ray.init(address="local", num_cpus=self.config.num_cpus, num_gpus=self.config.num_gpus,
+                     include_dashboard=False, _node_ip_address=LOOPBACK, log_to_driver=False,
+                     namespace="nbkit")
+            self._started_ray = True
+        else:
+            ray.init(address=self.config.ray_address, log_to_driver=False, namespace="nbkit")
+        serve.start(proxy_location="Disabled")     # the front answers HTTP; Serve's proxy is not needed
+
+    def _follow(self) -> None:
+        while not self._stopping.wait(MONITOR_S):
+            try:
+                applications = serve.status().applications
+            except Exception as error:            # the controller restarting: try again shortly
+                self.log(f"replicas: could not read Ray Serve's status ({error})")
+                continue
+            for replica in self.replicas:
+                status = applications.get(replica.app)
+                message = ""
+                if status is not None:
+                    parts = [status.message, *(d.message for d in status.deployments.values())]
+                    message = "\n".join(parts)
+                try:
+                    replica.check(None if status is None else str(status.status.value), message, self.log)
+                except Exception as error:
+                    self.log(f"replica {replica.name}: status check failed ({error})")
+
+    def stop(self) -> None:
+        """Removes the replicas' applications; stops Ray if the pool started it."""
+        self._stopping.set()
+        self._monitor.join(10)
+        for replica in self.replicas:
+            try:
+                serve.delete(replica.app)
+            except Exception as error:
+                self.log(f"replica {replica.name}: could not remove it ({error})")
+        if self._started_ray:
+            serve.shutdown()
+            ray.shutdown()
+
+
+def _to_stderr(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
