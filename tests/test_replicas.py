@@ -8,6 +8,7 @@ not deliver, and its restarted successor must make them with the same tokens.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -100,8 +101,8 @@ def test_progress_crosses_the_wire_with_its_previews_decoded(pipe):
 
 
 def test_replica_resources_are_parsed_or_refused_in_one_line():
-    ray_pool = pytest.importorskip("nbkit.server.replicas.ray_pool", reason="Ray Serve is not installed")
-    parse = ray_pool.parse_replica_resources
+    from nbkit.server.replicas.ray_pool import parse_replica_resources as parse
+
     assert parse("num_cpus=1") == {"num_cpus": 1}
     assert parse("num_gpus=1, num_cpus=0.5") == {"num_gpus": 1, "num_cpus": 0.5}
     assert parse("num_cpus=8,TPU=4") == {"num_cpus": 8, "resources": {"TPU": 4}}
@@ -115,7 +116,10 @@ def test_replica_resources_are_parsed_or_refused_in_one_line():
 
 @pytest.fixture(scope="module")
 def pools():
-    ray_pool = pytest.importorskip("nbkit.server.replicas.ray_pool", reason="Ray Serve is not installed")
+    # Not imported here: the pool imports Ray itself, after telling it to stay on 127.0.0.1.
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("Ray Serve is not installed (pip install 'nbkit[cluster]')")
+    from nbkit.server.replicas import ray_pool
     from nbkit.server.replicas.deployment import ReplicaModel
 
     model = ReplicaModel(DALLEBART, VQGAN, max_batch=MAX_BATCH, compilation_cache=str(COMPILATION_CACHE))
@@ -131,6 +135,13 @@ def pools():
         if bad is not None:
             bad.stop()
         good.stop()
+
+
+def test_the_local_ray_listens_on_the_loopback_address_only(pools):
+    import ray
+
+    assert ray.get_runtime_context().gcs_address.startswith("127.0.0.1:")
+    assert {node["NodeManagerAddress"] for node in ray.nodes()} == {"127.0.0.1"}
 
 
 def test_two_batches_run_on_both_replicas_at_once_with_the_same_tokens(pools, pipe):

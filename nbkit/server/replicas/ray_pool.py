@@ -7,24 +7,17 @@ restarts the replica; the pool marks it ready again once it answers). Serve's ow
 requests over N replicas of one deployment, but it hides which replica ran a request and queues requests
 behind a busy one, where the front must pack the next batch only when a replica is free.
 
-Ray is imported here, and this module only when replicas are asked for (`pip install 'nbkit[cluster]'`).
+Ray is imported here, when a pool starts, and only when replicas are asked for: it is an optional install
+(`pip install 'nbkit[cluster]'`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-
-try:
-    import ray
-    import ray.exceptions
-    from ray import serve
-    from ray.serve.api import RunTarget
-except ImportError as error:           # pragma: no cover - the message is the point
-    raise ImportError("Replicas run on Ray Serve, which is not installed: pip install 'nbkit[cluster]'.") \
-        from error
 
 from nbkit.generation.pipeline import Event
 from nbkit.generation.request import ImageTask
@@ -33,14 +26,37 @@ from nbkit.server.replicas.base import DEAD, FAILED, READY, Replica, ReplicaDied
 from nbkit.server.replicas.deployment import GenerationReplica, ReplicaModel
 from nbkit.server.replicas.wire import from_wire
 
+# Ray reads this once, when imported: "0" makes a local Ray advertise 127.0.0.1 and open every port on it
+# (GCS, raylet, object manager, workers) instead of on all interfaces. Only for a local Ray: a cluster's
+# nodes need each other's real addresses, so it is set in `_import_ray(local=True)` alone.
+LOOPBACK_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 APP_PREFIX = "nbkit-replica"
 LOOPBACK = "127.0.0.1"
 MONITOR_S = 0.5                  # how often the pool reads Serve's status
 DESCRIBE_TIMEOUT_S = 5.0         # a replica that Serve calls running answers `describe` within this
-# A process gone: its actor died, its worker crashed, or its node went away.
-PROCESS_GONE = tuple(getattr(ray.exceptions, name) for name in
-                     ("RayActorError", "WorkerCrashedError", "NodeDiedError", "OwnerDiedError")
-                     if hasattr(ray.exceptions, name))
+
+
+def _import_ray(local: bool):
+    """Ray and Ray Serve, imported on first use (after LOOPBACK_ONLY is set, for a local Ray)."""
+    if local and "ray" not in sys.modules:
+        os.environ.setdefault(LOOPBACK_ONLY, "0")
+    try:
+        import ray
+        from ray import serve
+        from ray.serve.api import RunTarget
+    except ImportError as error:
+        raise ImportError("Replicas run on Ray Serve, which is not installed: "
+                          "pip install 'nbkit[cluster]'.") from error
+    return ray, serve, RunTarget
+
+
+def _process_gone() -> tuple[type[BaseException], ...]:
+    """The errors that mean a replica's process is gone: its actor died, its worker crashed, its node
+    went away (user errors from the pipeline come as RayTaskError, which keeps their own type)."""
+    import ray.exceptions
+
+    names = ("RayActorError", "WorkerCrashedError", "NodeDiedError", "OwnerDiedError")
+    return tuple(getattr(ray.exceptions, name) for name in names if hasattr(ray.exceptions, name))
 
 
 def parse_replica_resources(text: str) -> dict:
@@ -110,7 +126,7 @@ class RayReplica(Replica):
         try:
             for item in stream:
                 yield from_wire(item)
-        except PROCESS_GONE as error:
+        except _process_gone() as error:
             cause = _last_line(str(error).split("\n")[0]) or type(error).__name__
             self.lost(f"{type(error).__name__}: {cause}")
             unfinished = [index for index, done in enumerate(delivered) if not done]
@@ -148,7 +164,7 @@ class RayReplica(Replica):
         except TimeoutError:
             response.cancel()
             return
-        except PROCESS_GONE:
+        except _process_gone():
             return
         if described["pid"] == self._lost_pid:
             return
@@ -170,6 +186,7 @@ class RayPool(ReplicaPool):
         self._started_ray = False
         self._stopping = threading.Event()
         self._start_ray()
+        _ray, serve, RunTarget = _import_ray(config.ray_address is None)
         self.replicas: list[Replica] = []
         deployment = serve.deployment(GenerationReplica, name="generator", num_replicas=1,
                                       max_ongoing_requests=1, max_constructor_retry_count=1,
@@ -187,6 +204,7 @@ class RayPool(ReplicaPool):
         self._monitor.start()
 
     def _start_ray(self) -> None:
+        ray, serve, _ = _import_ray(self.config.ray_address is None)
         if ray.is_initialized():
             pass
         elif self.config.ray_address is None:
@@ -195,11 +213,18 @@ class RayPool(ReplicaPool):
                      include_dashboard=False, _node_ip_address=LOOPBACK, log_to_driver=False,
                      namespace="nbkit")
             self._started_ray = True
+            address = ray.get_runtime_context().gcs_address
+            if not address.startswith(LOOPBACK + ":"):
+                ray.shutdown()
+                raise RuntimeError(f"The local Ray would listen on {address.rpartition(':')[0]}, not only on "
+                                   f"{LOOPBACK}: Ray was imported before nbkit could keep it local. Start "
+                                   f"the server with {LOOPBACK_ONLY}=0 in its environment.")
         else:
             ray.init(address=self.config.ray_address, log_to_driver=False, namespace="nbkit")
         serve.start(proxy_location="Disabled")     # the front answers HTTP; Serve's proxy is not needed
 
     def _follow(self) -> None:
+        _ray, serve, _ = _import_ray(False)
         while not self._stopping.wait(MONITOR_S):
             try:
                 applications = serve.status().applications
@@ -219,6 +244,7 @@ class RayPool(ReplicaPool):
 
     def stop(self) -> None:
         """Removes the replicas' applications; stops Ray if the pool started it."""
+        ray, serve, _ = _import_ray(False)
         self._stopping.set()
         self._monitor.join(10)
         for replica in self.replicas:
