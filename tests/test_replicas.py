@@ -130,7 +130,7 @@ def pools():
         bad = ray_pool.RayPool(ray_pool.PoolConfig(1, ReplicaModel(str(GOLDEN / "no-such-model"), VQGAN),
                                                    {"num_cpus": 1}, app_prefix="nbkit-bad"), lines.append)
         good.wait_ready(2, timeout=300)
-        yield good, bad, lines
+        yield good, bad, lines, model
     finally:
         if bad is not None:
             bad.stop()
@@ -145,7 +145,7 @@ def test_the_local_ray_listens_on_the_loopback_address_only(pools):
 
 
 def test_two_batches_run_on_both_replicas_at_once_with_the_same_tokens(pools, pipe):
-    good, _bad, _lines = pools
+    good, _bad, _lines, _model = pools
     replicas = good.idle()
     assert len(replicas) == 2 and len({replica.pid for replica in replicas}) == 2
     jobs = [tasks_of(["an armchair shaped like an avocado"], 3, seed=11),
@@ -174,7 +174,7 @@ def test_two_batches_run_on_both_replicas_at_once_with_the_same_tokens(pools, pi
 
 
 def test_a_replica_killed_mid_run_names_its_unfinished_tasks_and_its_successor_makes_them(pools, pipe):
-    good, _bad, lines = pools
+    good, _bad, lines, _model = pools
     replica = good.idle()[0]
     old_pid = replica.pid
     tasks = tasks_of(["a red bus", "a green field"], 4, seed=21)     # 8 tasks: two batches of 4
@@ -203,7 +203,7 @@ def test_a_replica_killed_mid_run_names_its_unfinished_tasks_and_its_successor_m
 
 
 def test_a_replica_that_cannot_load_its_model_is_reported_and_the_others_serve(pools, pipe):
-    good, bad, lines = pools
+    good, bad, lines, _model = pools
     with pytest.raises(NoReplicaReady, match="no-such-model"):
         bad.wait_ready(1, timeout=300)
     (failed,) = bad.replicas
@@ -212,6 +212,25 @@ def test_a_replica_that_cannot_load_its_model_is_reported_and_the_others_serve(p
     tasks = tasks_of(["a small boat"], 1, seed=3)
     images, _events = collect(good.idle()[0].run(tasks, SETTINGS))
     same_images(images, reference(pipe, tasks))
+
+
+def test_a_front_can_use_replicas_that_someone_else_deployed(pools):
+    from ray import serve
+
+    from nbkit.server.replicas.deployment import app
+    from nbkit.server.replicas.ray_pool import PoolConfig, RayPool
+
+    good, _bad, _lines, model = pools
+    attached = RayPool(PoolConfig(1, model, deploy=False), lambda line: None)
+    try:
+        ready = attached.wait_ready(2, timeout=120)
+        assert [r.name for r in attached.replicas] == ["replica-0", "replica-1"]
+        assert sorted(r.pid for r in ready) == sorted(r.pid for r in good.replicas)
+    finally:
+        attached.stop()
+    assert {"nbkit-replica-0", "nbkit-replica-1"} <= set(serve.status().applications)   # left running
+    with pytest.raises(ValueError, match="Unknown replica arguments"):
+        app({"model": DALLEBART, "modle": "mega"})
 
 
 def test_metrics_are_exposed_in_the_prometheus_text_format():

@@ -3,8 +3,8 @@
 It loads the weights once from the cache and keeps its compiled programs (and, with a compilation cache,
 shares them with the replicas started after it); Ray Serve gives it one request at a time
 (`max_ongoing_requests=1`, set by the pool) and restarts it when its process dies. `run` is a generator,
-read by the front as a Ray Serve streaming response. This module imports Ray only through the pool that
-deploys it, and nothing of Ray itself: the class is plain Python.
+read by the front as a Ray Serve streaming response. The class is plain Python; Ray Serve is imported only
+by `replica_deployment` and `app`, which a pool (or a Serve config such as KubeRay's RayService) calls.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from nbkit.generation.request import ImageTask
@@ -57,3 +57,26 @@ class GenerationReplica:
         from nbkit.server.replicas.wire import to_wire
 
         yield from to_wire(self.pipe.stream_tasks(tasks, settings, progress_every), previews)
+
+
+def replica_deployment(resources: Mapping | None = None):
+    """The Serve deployment of one replica: one process, one request at a time (the front packs batches
+    and sends the next when this one is free), `resources` its Ray actor options ({"num_gpus": 1}...).
+    A constructor that fails (the model cannot load) is tried twice, then the replica is reported failed."""
+    from ray import serve
+
+    options = dict(resources or {"num_cpus": 1})
+    return serve.deployment(GenerationReplica, name="generator", num_replicas=1, max_ongoing_requests=1,
+                            max_constructor_retry_count=1, ray_actor_options=options)
+
+
+def app(args: Mapping[str, Any]):
+    """A replica as a Serve application, for Serve config files (`import_path:
+    nbkit.server.replicas.deployment:app`, as in deploy/rayservice.yaml): `args` holds ReplicaModel's
+    fields and, optionally, "resources" (Ray actor options)."""
+    names = {field.name for field in dataclasses.fields(ReplicaModel)}
+    unknown = set(args) - names - {"resources"}
+    if unknown:
+        raise ValueError(f"Unknown replica arguments {sorted(unknown)}: use {sorted(names | {'resources'})}.")
+    model = ReplicaModel(**{name: value for name, value in args.items() if name in names})
+    return replica_deployment(args.get("resources")).bind(model)

@@ -23,7 +23,7 @@ from nbkit.generation.pipeline import Event
 from nbkit.generation.request import ImageTask
 from nbkit.generation.sampling import SamplingSettings
 from nbkit.server.replicas.base import DEAD, FAILED, READY, Replica, ReplicaDied, ReplicaPool
-from nbkit.server.replicas.deployment import GenerationReplica, ReplicaModel
+from nbkit.server.replicas.deployment import ReplicaModel, replica_deployment
 from nbkit.server.replicas.wire import from_wire
 
 # Ray reads this once, when imported: "0" makes a local Ray advertise 127.0.0.1 and open every port on it
@@ -89,7 +89,9 @@ class PoolConfig:
     cluster ("auto", "HOST:6379", "ray://HOST:10001"), where only the pool's applications are removed at
     the end. `resources`: each replica's Ray actor options (`parse_replica_resources`). `num_cpus`,
     `num_gpus`: what a local Ray offers (default: what the machine has). `cpu_cores`: pin replica i to
-    these cores (benchmarks; Ray itself does not pin).
+    these cores (benchmarks; Ray itself does not pin). `deploy` False: use the applications named
+    `<app_prefix>-<n>` already running on the cluster (deployed by KubeRay or `serve deploy`), and leave
+    them running at the end; `replicas` is then ignored.
     """
 
     replicas: int
@@ -100,10 +102,16 @@ class PoolConfig:
     num_gpus: int | None = None
     cpu_cores: Sequence[Sequence[int]] | None = None
     app_prefix: str = APP_PREFIX
+    deploy: bool = True
 
     def __post_init__(self):
         if not (isinstance(self.replicas, int) and self.replicas >= 1):
             raise ValueError(f"--replicas must be a whole number ≥ 1 (got {self.replicas!r}).")
+
+
+def _app_order(name: str) -> tuple:
+    number = name.rpartition("-")[2]
+    return (0, int(number), name) if number.isdigit() else (1, 0, name)
 
 
 def _last_line(message: str) -> str:
@@ -188,18 +196,27 @@ class RayPool(ReplicaPool):
         self._start_ray()
         _ray, serve, RunTarget = _import_ray(config.ray_address is None)
         self.replicas: list[Replica] = []
-        deployment = serve.deployment(GenerationReplica, name="generator", num_replicas=1,
-                                      max_ongoing_requests=1, max_constructor_retry_count=1,
-                                      ray_actor_options=dict(config.resources))
-        targets = []
-        for index in range(config.replicas):
-            cores = config.cpu_cores[index] if config.cpu_cores else None
-            app = f"{config.app_prefix}-{index}"
-            targets.append(RunTarget(deployment.bind(config.model, cores), name=app, route_prefix=None))
-        handles = serve.run_many(targets, wait_for_applications_running=False)
-        for index, (target, handle) in enumerate(zip(targets, handles, strict=True)):
-            self.replicas.append(RayReplica(f"replica-{index}", target.name, handle))
-        self.log(f"starting {config.replicas} replica(s) on Ray Serve ({dict(config.resources)} each)")
+        if config.deploy:
+            deployment = replica_deployment(config.resources)
+            targets = []
+            for index in range(config.replicas):
+                cores = config.cpu_cores[index] if config.cpu_cores else None
+                app = f"{config.app_prefix}-{index}"
+                targets.append(RunTarget(deployment.bind(config.model, cores), name=app, route_prefix=None))
+            handles = serve.run_many(targets, wait_for_applications_running=False)
+            apps = [target.name for target in targets]
+        else:
+            # Replicas someone else deploys (KubeRay's RayService, `serve deploy`): the front uses them.
+            apps = sorted((name for name in serve.status().applications
+                           if name.startswith(config.app_prefix + "-")), key=_app_order)
+            if not apps:
+                raise RuntimeError(f"No Ray Serve application named {config.app_prefix}-<n> runs on "
+                                   f"{config.ray_address}: deploy the replicas first (deploy/README.md).")
+            handles = [serve.get_app_handle(name) for name in apps]
+        for name, handle in zip(apps, handles, strict=True):
+            self.replicas.append(RayReplica(f"replica-{name.rpartition('-')[2]}", name, handle))
+        self.log(f"{'starting' if config.deploy else 'using'} {len(apps)} replica(s) on Ray Serve"
+                 + (f" ({dict(config.resources)} each)" if config.deploy else ""))
         self._monitor = threading.Thread(target=self._follow, name="nbkit-replicas", daemon=True)
         self._monitor.start()
 
@@ -247,7 +264,7 @@ class RayPool(ReplicaPool):
         ray, serve, _ = _import_ray(False)
         self._stopping.set()
         self._monitor.join(10)
-        for replica in self.replicas:
+        for replica in self.replicas if self.config.deploy else []:
             try:
                 serve.delete(replica.app)
             except Exception as error:
