@@ -77,12 +77,23 @@ def test_in_process_replica_passes_the_pipeline_events_through(pipe):
     pool = LocalPool(pipe)
     (replica,) = pool.idle()
     tasks = tasks_of(["a red apple", "a blue sea"], 3, seed=5)        # 6 tasks: two batches of ≤ 4
-    images, events = collect(replica.run(tasks, SETTINGS, progress_every=64))
+    running = replica.run(tasks, SETTINGS, progress_every=64)
+    assert replica.busy and pool.idle() == []          # busy from the call, before its events are read
+    with pytest.raises(RuntimeError, match="one at a time"):
+        replica.run(tasks, SETTINGS)
+    images, events = collect(running)
     same_images(images, reference(pipe, tasks))
     assert isinstance(events[-1], Done)
     assert any(isinstance(e, Progress) and e.position > 0 and len(e.images) == MAX_BATCH for e in events)
     assert replica.info()["batches"] == 2 and replica.info()["images"] == 6
     assert replica.state == READY and not replica.busy and pool.restarts == 0
+    abandoned = replica.run(tasks, SETTINGS)
+    next(abandoned)
+    abandoned.close()                                  # a front that stops reading frees the replica
+    assert not replica.busy and pool.idle() == [replica]
+    with pytest.raises(ValueError, match="progress_every"):
+        replica.run(tasks, SETTINGS, progress_every=0)
+    assert not replica.busy
 
 
 def test_progress_crosses_the_wire_with_its_previews_decoded(pipe):

@@ -13,7 +13,7 @@ import abc
 import dataclasses
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from nbkit.generation.pipeline import Batch, Event
 from nbkit.generation.request import ImageTask
@@ -75,21 +75,28 @@ class Replica(abc.ABC):
     def run(self, tasks: Sequence[ImageTask], settings: SamplingSettings,
             progress_every: int | None = None) -> Iterator[Event]:
         """Makes `tasks` (one packed batch, or more if they exceed its max_batch) and yields the events.
-        Raises ReplicaDied if the replica's process dies first; ValueError/TypeError for bad tasks."""
-        tasks = list(tasks)
+        The replica is busy from this call until the events end, fail or the iterator is closed (so the
+        front may pick the next idle replica at once, before this batch's thread starts reading). Raises
+        ReplicaDied if the replica's process dies first; the pipeline's errors for bad tasks pass through."""
         if not self._busy.acquire(blocking=False):
             raise RuntimeError(f"Replica {self.name} is already running a batch: it runs one at a time.")
         try:
+            tasks = list(tasks)
             delivered = [False] * len(tasks)
-            for event in self._events(tasks, settings, progress_every, delivered):
-                if isinstance(event, Batch):
-                    for index in event.batch:
-                        delivered[index] = True
-                    self.counts.batches += 1
-                    self.counts.images += len(event.images)
-                yield event
-        finally:
+            events = self._events(tasks, settings, progress_every, delivered)
+            return _Releasing(self._counted(events, delivered), self._busy.release)
+        except BaseException:
             self._busy.release()
+            raise
+
+    def _counted(self, events: Iterator[Event], delivered: list[bool]) -> Iterator[Event]:
+        for event in events:
+            if isinstance(event, Batch):
+                for index in event.batch:
+                    delivered[index] = True
+                self.counts.batches += 1
+                self.counts.images += len(event.images)
+            yield event
 
     @abc.abstractmethod
     def _events(self, tasks: list[ImageTask], settings: SamplingSettings, progress_every: int | None,
@@ -101,6 +108,37 @@ class Replica(abc.ABC):
         return {"name": self.name, "state": self.state, "device": self.device, "pid": self.pid,
                 "busy": self.busy, "batches": self.counts.batches, "images": self.counts.images,
                 "restarts": self.counts.restarts, "last_error": self.counts.last_error}
+
+
+class _Releasing:
+    """A replica's events that free the replica once: at their end, on an error, or when closed."""
+
+    def __init__(self, events: Iterator[Event], release: Callable[[], None]):
+        self._events, self._release = events, release
+        self._released = threading.Lock()
+
+    def __iter__(self) -> _Releasing:
+        return self
+
+    def __next__(self) -> Event:
+        try:
+            return next(self._events)
+        except BaseException:
+            self._free()
+            raise
+
+    def close(self) -> None:
+        try:
+            self._events.close()
+        finally:
+            self._free()
+
+    def __del__(self):
+        self._free()
+
+    def _free(self) -> None:
+        if self._released.acquire(blocking=False):
+            self._release()
 
 
 class ReplicaPool(abc.ABC):
