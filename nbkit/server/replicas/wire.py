@@ -1,0 +1,65 @@
+"""What crosses from a remote replica to the front: the pipeline's events, made picklable.
+
+`Progress` holds device arrays and a closure that decodes them lazily; the front of a remote replica
+cannot call back into it, so the replica decodes the previews it sends (when `preview_due` says a preview
+is worth its time, as the front would decide) and sends a `WirePreview`; the front turns it back into a
+`Progress` whose `images` are those already decoded. `Batch` and `Done` are plain data and travel as they
+are.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator
+
+import numpy as np
+
+from nbkit.generation.pipeline import Event, GeneratedImage, Progress
+from nbkit.server.jobs import preview_due
+
+
+@dataclasses.dataclass(frozen=True)
+class WirePreview:
+    """A `Progress` without its device arrays; `images`: its rows decoded so far, or None if none were."""
+
+    tokens_done: int
+    tokens_total: int
+    images_done: int
+    images_total: int
+    elapsed: float
+    compiling: bool
+    position: int
+    batch: range
+    images: list[GeneratedImage] | None = None
+
+
+def to_wire(events: Iterator[Event], previews: bool = True) -> Iterator[Event | WirePreview]:
+    """The replica's side: each `Progress` becomes a `WirePreview`, with its rows decoded when a preview
+    is due (the first of each batch, then while decoding takes at most its share of the batch's time)."""
+    batch_began, decoded, decoding_s = time.perf_counter(), 0, 0.0
+    for event in events:
+        if not isinstance(event, Progress):
+            yield event
+            continue
+        if event.position == 0:
+            batch_began, decoded, decoding_s = time.perf_counter(), 0, 0.0
+        images = None
+        if previews and event.tokens is not None and \
+                preview_due(decoded, decoding_s, time.perf_counter() - batch_began):
+            began = time.perf_counter()
+            images = event.images
+            decoded, decoding_s = decoded + 1, decoding_s + time.perf_counter() - began
+        yield WirePreview(event.tokens_done, event.tokens_total, event.images_done, event.images_total,
+                          event.elapsed, event.compiling, event.position, event.batch, images)
+
+
+def from_wire(event: Event | WirePreview) -> Event:
+    """The front's side: a `WirePreview` back into a `Progress` (its `images` those decoded remotely)."""
+    if not isinstance(event, WirePreview):
+        return event
+    images = event.images
+    tokens = None if not images else np.stack([image.tokens for image in images])
+    return Progress(event.tokens_done, event.tokens_total, event.images_done, event.images_total,
+                    event.elapsed, event.compiling, event.position, tokens,
+                    (lambda _tokens, images=images: images), batch=event.batch)
