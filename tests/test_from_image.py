@@ -106,16 +106,29 @@ def test_keep_rows_and_masks_never_recompile(pipe, made, count_compilations):
     assert counter.count == 0
 
 
-def test_packing_tasks_of_different_requests_changes_no_image(pipe, made):
-    """What the server relies on: an image's tokens depend on its own task only."""
-    plain = GenerationRequest(["an avocado armchair"], 2, seed=4)
-    varied = GenerationRequest(["a red cube"], 2, seed=8, kept=KeptTokens.first_rows(made.tokens, 7),
-                               negative_prompt="blue")
-    alone = [image.tokens.tolist() for r in (plain, varied) for image in pipe.collect(r).images]
-    events = list(pipe.stream_tasks(plain.tasks() + varied.tasks(), SamplingSettings()))
-    together = [image for e in events if isinstance(e, Batch) for image in e.images]
-    assert [image.tokens.tolist() for image in together] == alone
-    assert [e.batch for e in events if isinstance(e, Batch)] == [range(0, 4)]
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+def test_packing_tasks_of_different_requests_changes_no_image_in_any_dtype(pipe, made, dtype):
+    """What the server relies on: an image's tokens depend on its own task only — also in half
+    precision, where a kept prefix run step by step (beside a fresh task) would draw other tokens than
+    the prefill that runs it alone."""
+    packer = pipe if dtype == "float32" else Pipeline.from_pretrained(DALLEBART, VQGAN, dtype=dtype,
+                                                                        progress=False)
+    plain = GenerationRequest(["an avocado armchair", "a blue sphere"], 3, seed=4)
+    varied = GenerationRequest(["a red cube", "a red cube at night"], 3, seed=8,
+                               kept=KeptTokens.first_rows(made.tokens, 7), negative_prompt="blue")
+    filled = GenerationRequest(["a red cube"], 2, seed=5, kept=KeptTokens.outside(made.tokens, 9, 2, 12, 14))
+    requests = (plain, varied, filled)
+    alone = [image.tokens.tolist() for r in requests for image in packer.collect(r).images]
+    interleaved = [task for group in zip(plain.tasks(), varied.tasks(), filled.tasks()) for task in group]
+    order = [r.tasks().index(t) + sum(len(q.tasks()) for q in requests[:requests.index(r)])
+             for t in interleaved for r in requests if t in r.tasks()]
+    events = list(packer.stream_tasks(interleaved, SamplingSettings()))
+    batches = [e for e in events if isinstance(e, Batch)]
+    together = {slot: image for e in batches for slot, image in zip(e.batch, e.images, strict=True)}
+    assert sorted(together) == list(range(len(interleaved)))
+    assert [together[slot].tokens.tolist() for slot in range(len(interleaved))] == [alone[i] for i in order]
+    for e in batches:       # a batch holds one kept prefix: the prefill runs each task as it runs alone
+        assert len({interleaved[slot].kept.count if interleaved[slot].kept else 0 for slot in e.batch}) == 1
 
 
 def test_extending_keeps_the_shifted_picture_and_stitches_a_panorama(pipe, made):

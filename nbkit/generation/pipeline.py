@@ -76,7 +76,7 @@ class Progress:
     position: int               # tokens drawn so far in each row of this batch
     tokens: jax.Array | None = dataclasses.field(default=None, repr=False)   # (batch, 256), own copy
     _decode: Any = dataclasses.field(default=None, repr=False, compare=False)
-    batch: range = range(0)     # which of the stream's tasks this batch makes (their indexes)
+    batch: tuple[int, ...] = ()  # which of the stream's tasks this batch makes (their indexes)
 
     @cached_property
     def images(self) -> list[GeneratedImage]:
@@ -91,7 +91,7 @@ class Batch:
     images_done: int
     images_total: int
     elapsed: float
-    batch: range = range(0)     # which of the stream's tasks these are (their indexes)
+    batch: tuple[int, ...] = ()  # which of the stream's tasks these are (their indexes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,6 +153,28 @@ def bucket_sizes(data_parallel: int, max_batch: int) -> list[int]:
         sizes.append(size)
         size *= 2
     return [*sizes, max(max_batch, data_parallel)]
+
+
+def own_kept_prefix(task: ImageTask) -> int:
+    """How many positions from the start `task` keeps: what the prefill runs for it."""
+    return 0 if task.kept is None else kept_prefix(task.kept.mask[None])
+
+
+def batches_of(tasks: Sequence[ImageTask], max_batch: int) -> list[tuple[int, ...]]:
+    """The tasks' indexes, grouped into batches of at most `max_batch` that share their kept prefix.
+
+    Why the prefix: a batch prefills the prefix its rows share and runs the rest step by step, and in
+    bfloat16 or float16 the two paths give slightly different activations, hence other draws. A task
+    batched only with tasks of its own prefix is prefilled exactly as it is alone, so its image does
+    not depend on what it was packed with, in any dtype. (Prefilling each row to its own prefix would
+    cost a masked cache write at every step of every batch; grouping costs nothing when prefixes agree,
+    as they do within any one request.) Groups keep the order in which their first task came.
+    """
+    groups: dict[int, list[int]] = {}
+    for index, task in enumerate(tasks):
+        groups.setdefault(own_kept_prefix(task), []).append(index)
+    return [tuple(group[first:first + max_batch]) for group in groups.values()
+            for first in range(0, len(group), max_batch)]
 
 
 class Pipeline:
@@ -276,13 +298,14 @@ class Pipeline:
         return self.collect(request)
 
     def collect(self, request: GenerationRequest) -> Generation:
-        images, timings = [], {}
+        """The whole stream's images, in the request's order (batches group tasks by kept prefix)."""
+        placed, timings = {}, {}
         for event in self.stream(request):
             if isinstance(event, Batch):
-                images += event.images
+                placed.update(zip(event.batch, event.images, strict=True))
             elif isinstance(event, Done):
                 timings = event.timings
-        return Generation(images, request, self.name, timings)
+        return Generation([placed[index] for index in sorted(placed)], request, self.name, timings)
 
     def stream(self, request: GenerationRequest, progress_every: int | None = None) -> Iterator[Event]:
         """Generates `request`, yielding `Progress` every `progress_every` tokens (and at the start of
@@ -300,7 +323,8 @@ class Pipeline:
     def stream_tasks(self, tasks: Sequence[ImageTask], settings: SamplingSettings,
                      progress_every: int | None = None) -> Iterator[Event]:
         """`stream` for any list of images to make — from several requests at once, as the server's
-        worker packs them; batches take the tasks in order, `max_batch` at a time."""
+        worker packs them; batches take the tasks in order, `max_batch` at a time, each batch holding
+        tasks of one kept prefix only (see `batches_of`): `Batch.batch` says which tasks it made."""
         if progress_every is not None and not (whole(progress_every) and progress_every >= 1):
             raise ValueError(f"progress_every must be a whole number ≥ 1 or None (got {progress_every!r}).")
         tasks = list(tasks)
@@ -325,9 +349,8 @@ class Pipeline:
         length = self.model.config.image_length
         total, done = len(tasks), 0
         every = progress_every or length
-        for first in range(0, total, self.max_batch):
-            chosen = tasks[first:first + self.max_batch]
-            indexes = range(first, first + len(chosen))
+        for indexes in batches_of(tasks, self.max_batch):
+            chosen = [tasks[index] for index in indexes]
             size = next(b for b in self.buckets if b >= len(chosen))
             padded = chosen + [chosen[0]] * (size - len(chosen))
             program = (size, sampler.super_conditioned)

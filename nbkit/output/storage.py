@@ -39,6 +39,10 @@ _WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 1
                      *(f"LPT{i}" for i in range(1, 10))}
 _NO_HARD_LINKS = {errno.EPERM, errno.EACCES, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EMLINK}
 _MAX_SUFFIX = 10_000  # -2, -3, … tried before giving up
+# Bounds on what a record read from a file may say (PNG metadata and manifests are untrusted): far above
+# any run, and small enough that nothing built from a record can take long or much memory.
+INDEX_LIMIT = 2**20          # prompt and image indexes
+TOKENS_LIMIT = 2**16         # image tokens recorded with one image
 
 
 def slugify(text: str, max_length: int = 40) -> str:
@@ -188,13 +192,15 @@ class ImageRecord:
 
     def __post_init__(self):
         object.__setattr__(self, "settings", _settings_items(self.settings))
+        if not isinstance(self.tokens, (list, tuple)) or len(self.tokens) > TOKENS_LIMIT:
+            raise ValueError(f"tokens must be a list of at most {TOKENS_LIMIT} image codes.")
         object.__setattr__(self, "tokens", tuple(int(token) for token in self.tokens))
         for name in ("prompt_index", "image_index", "seed"):
             value = getattr(self, name)
             whole = not isinstance(value, bool) and isinstance(value, (int, np.integer))
-            if not whole or (name != "seed" and value < 0):
-                raise ValueError(f"{name} must be a whole number{'' if name == 'seed' else ' ≥ 0'}, "
-                                 f"got {value!r}.")
+            if not whole or (name != "seed" and not 0 <= value < INDEX_LIMIT):
+                raise ValueError(f"{name} must be a whole number{'' if name == 'seed' else f' in [0, {INDEX_LIMIT})'}"
+                                 f", got {value!r}.")
             object.__setattr__(self, name, int(value))
         if not isinstance(self.prompt, str) or not isinstance(self.model, str):
             raise ValueError(f"prompt and model must be strings, got {self.prompt!r} and {self.model!r}.")
