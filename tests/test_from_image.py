@@ -74,6 +74,19 @@ def test_seamless_and_stitched_grids_lay_tokens_side_by_side():
     assert seamless_tokens(grids, columns=4).shape == (16, 64)
     with pytest.raises(ValueError, match="multiple of columns"):
         seamless_tokens(grids[:3], columns=2)
+
+
+@pytest.mark.parametrize("count", range(1, 18))
+def test_the_default_seamless_layout_is_the_most_square_full_grid_for_any_count(count):
+    grids = [np.full(256, value) for value in range(count)]
+    rows, columns = (side // 16 for side in seamless_tokens(grids).shape)
+    assert rows * columns == count and columns >= rows
+    squarer = [c for c in range(1, count + 1) if count % c == 0 and c >= count // c]
+    assert columns == min(squarer)                      # no full grid is squarer
+    cells = seamless_tokens(grids).reshape(rows, 16, columns, 16)[:, 0, :, 0]
+    assert cells.reshape(-1).tolist() == list(range(count))     # in reading order
+
+def test_stitched_grids_lay_pieces_side_by_side():
     wide = stitched_tokens(GRID, [np.roll(GRID, 1), np.roll(GRID, 2)], "right", 4)
     assert wide.shape == (16, 24) and wide[:, 16:20].tolist() == np.roll(GRID, 1)[:, 12:].tolist()
     tall = stitched_tokens(GRID, [GRID + 1], "down", 5)
@@ -119,9 +132,9 @@ def test_packing_tasks_of_different_requests_changes_no_image_in_any_dtype(pipe,
     filled = GenerationRequest(["a red cube"], 2, seed=5, kept=KeptTokens.outside(made.tokens, 9, 2, 12, 14))
     requests = (plain, varied, filled)
     alone = [image.tokens.tolist() for r in requests for image in packer.collect(r).images]
-    interleaved = [task for group in zip(plain.tasks(), varied.tasks(), filled.tasks()) for task in group]
-    order = [r.tasks().index(t) + sum(len(q.tasks()) for q in requests[:requests.index(r)])
-             for t in interleaved for r in requests if t in r.tasks()]
+    every = [task for r in requests for task in r.tasks()]
+    order = np.random.default_rng(0).permutation(len(every))        # the requests' tasks mixed up
+    interleaved = [every[i] for i in order]
     events = list(packer.stream_tasks(interleaved, SamplingSettings()))
     batches = [e for e in events if isinstance(e, Batch)]
     together = {slot: image for e in batches for slot, image in zip(e.batch, e.images, strict=True)}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -156,17 +157,26 @@ def _flat(tokens) -> np.ndarray:
     return array
 
 
-def seamless_tokens(images: Sequence[np.ndarray], columns: int | None = None) -> np.ndarray:
-    """Images' token grids laid side by side, `columns` to a row (default: as square as possible), as one
-    (rows·side, columns·side) grid to decode as one picture. A grid that is not full is an error: the
+def seamless_columns(count: int) -> int:
+    """The most square full grid for `count` images: the fewest columns that are at least as many as the
+    rows and divide `count` (4 → 2×2, 8 → 4 columns × 2 rows, 3, 5 or 7 → one row). Full, because the
     decoder has no token for "nothing"."""
+    if not whole(count) or count < 1:
+        raise ValueError(f"A seamless grid needs at least one image (got {count!r}).")
+    return next(c for c in range(math.isqrt(count), count + 1) if count % c == 0 and c * c >= count)
+
+
+def seamless_tokens(images: Sequence[np.ndarray], columns: int | None = None) -> np.ndarray:
+    """Images' token grids laid side by side, `columns` to a row (default: `seamless_columns`, the most
+    square full grid), as one (rows·side, columns·side) grid to decode as one picture. A grid that is
+    not full is an error: the decoder has no token for "nothing"."""
     grids = [_flat(tokens) for tokens in images]
     if not grids:
         raise ValueError("A seamless grid needs at least one image.")
     side = _grid_side(len(grids[0]))
     if any(len(grid) != side * side for grid in grids):
         raise ValueError("A seamless grid's images must all have the same number of tokens.")
-    columns = columns or max(1, round(len(grids) ** 0.5))
+    columns = columns or seamless_columns(len(grids))
     if not whole(columns) or columns < 1 or len(grids) % columns:
         raise ValueError(f"{len(grids)} image(s) do not fill rows of {columns}: give a number of images that "
                          f"is a multiple of columns (e.g. 4 or 9 for a square).")

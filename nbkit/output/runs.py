@@ -249,7 +249,8 @@ def record_task(record: ImageRecord) -> tuple[ImageTask, SamplingSettings]:
     try:
         settings = SamplingSettings(**dict(record.settings))
     except TypeError as error:
-        raise ValueError(f"The recorded settings {dict(record.settings)!r} are not sampling settings.") from error
+        raise ValueError(f"The recorded settings {dict(record.settings)!r} are not sampling "
+                         "settings.") from error
     check_prompts([record.prompt])
     return ImageTask(record.prompt, check_seed(record.seed), record.prompt_index, record.image_index,
                      record.negative_prompt, kept), settings

@@ -199,8 +199,8 @@ class ImageRecord:
             value = getattr(self, name)
             whole = not isinstance(value, bool) and isinstance(value, (int, np.integer))
             if not whole or (name != "seed" and not 0 <= value < INDEX_LIMIT):
-                raise ValueError(f"{name} must be a whole number{'' if name == 'seed' else f' in [0, {INDEX_LIMIT})'}"
-                                 f", got {value!r}.")
+                bounds = "" if name == "seed" else f" in [0, {INDEX_LIMIT})"
+                raise ValueError(f"{name} must be a whole number{bounds}, got {value!r}.")
             object.__setattr__(self, name, int(value))
         if not isinstance(self.prompt, str) or not isinstance(self.model, str):
             raise ValueError(f"prompt and model must be strings, got {self.prompt!r} and {self.model!r}.")
