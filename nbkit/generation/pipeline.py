@@ -27,13 +27,7 @@ import numpy as np
 
 from nbkit.generation import sharding
 from nbkit.generation.device import detect, use_compilation_cache
-from nbkit.generation.from_image import (
-    SourceImage,
-    extension_request,
-    fill_request,
-    open_source,
-    variation_request,
-)
+from nbkit.generation.from_image import Edit, Extend, Fill, SourceImage, Vary, open_source
 from nbkit.generation.kept import Direction, KeptTokens, seamless_tokens, whole
 from nbkit.generation.request import GenerationRequest, ImageTask
 from nbkit.generation.sampling import CompiledSampler, SamplingSettings, compiled_sampler, kept_prefix
@@ -245,16 +239,18 @@ class Pipeline:
         """Variations of an image: its first `keep_rows` rows of tokens (of 16) kept, the rest drawn anew
         (0: new images from the prompt; 16: the source's tokens). `source`: a PNG nbkit saved (its tokens
         and prompt come from its metadata), a GeneratedImage, or any image (encoded; give `prompt`)."""
-        return self.collect(variation_request(self.source(source), n_images, keep_rows, seed, prompt,
-                                              negative_prompt, settings))
+        return self.edit(source, Vary(keep_rows=keep_rows, n_images=n_images, seed=seed, prompt=prompt,
+                                      negative_prompt=negative_prompt,
+                                      settings=settings or SamplingSettings()))
 
     def extend(self, source: Any, direction: Direction = "down", rows: int = 8, n_images: int = 1,
                seed: int | None = None, prompt: str | None = None, negative_prompt: str | None = None,
                settings: SamplingSettings | None = None) -> Generation:
         """The picture continued `down` or to the `right` by `rows` (1–15) rows or columns of tokens: the
         grid moves up or left, what is still inside is kept, the new band is drawn."""
-        return self.collect(extension_request(self.source(source), direction, rows, n_images, seed, prompt,
-                                              negative_prompt, settings))
+        return self.edit(source, Extend(direction=direction, rows=rows, n_images=n_images, seed=seed,
+                                        prompt=prompt, negative_prompt=negative_prompt,
+                                        settings=settings or SamplingSettings()))
 
     def fill(self, source: Any, region: tuple[int, int, int, int], n_images: int = 8, seed: int | None = None,
              prompt: str | None = None, negative_prompt: str | None = None,
@@ -264,8 +260,9 @@ class Pipeline:
         drawn and returned best first by how likely the model finds those kept tokens afterwards
         (`kept_logprob`). With a `reranker` (CLIP: `nbkit.output.rerank.Reranker`), the better half by that
         measure is then ordered by CLIP score against the prompt, the other half following."""
-        generation = self.collect(fill_request(self.source(source), region, n_images, seed, prompt,
-                                               negative_prompt, settings))
+        generation = self.edit(source, Fill(region=region, n_images=n_images, seed=seed, prompt=prompt,
+                                            negative_prompt=negative_prompt,
+                                            settings=settings or SamplingSettings()))
         images = generation.images
         images.sort(key=lambda image: -image.kept_logprob)
         if reranker is not None and images:
@@ -273,6 +270,10 @@ class Pipeline:
             scores = reranker.scores([image.pixels for image in better], [image.prompt for image in better])
             images[:len(better)] = [better[i] for i in np.argsort(-np.asarray(scores), kind="stable")]
         return generation
+
+    def edit(self, source: Any, edit: Edit) -> Generation:
+        """Any edit (`Vary`, `Extend`, `Fill`) of `source` (see `vary`), its images in request order."""
+        return self.collect(edit.request(self.source(source)))
 
     def decode_grid(self, tokens: np.ndarray) -> np.ndarray:
         """A (rows, columns) grid of tokens of any size → one uint8 picture of (16·rows, 16·columns) px:
