@@ -170,5 +170,47 @@ def test_bad_edits_are_one_line_errors(tmp_path, capsys):
     assert main(["vary", str(plain), "--prompt", "x", "--keep-rows", "20", *TINY, "--out",
                  str(tmp_path)]) == 1
     assert "keep_rows must be a whole number from 0 to 16" in capsys.readouterr().err
-    assert main(["generate", "x", "-n", "3", "--seamless", *TINY]) == 1
-    assert "give -n 4, 9 or 16" in capsys.readouterr().err
+    assert main(["generate", "x", "--seed", "²", *TINY]) == 1
+    assert "seed must be a whole number from 0 to 4294967295 in digits 0-9" in capsys.readouterr().err
+
+
+def test_prompts_file_reproduce_and_any_seamless_count(tmp_path, capsys):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\ufeffa red cube\n\n   \n  a blue sphere  \n", encoding="utf-8")
+    out_dir = tmp_path / "out"
+    assert main(["generate", "--prompts-file", str(prompts), "-n", "3", "--seamless", "--seed", "4",
+                 "--out", str(out_dir), *TINY]) == 0
+    out, err = capsys.readouterr()
+    folder = Path(out.strip().splitlines()[-1])
+    made = sorted(p for p in folder.glob("*_s4_*.png"))
+    assert [read_png_metadata(p)["prompt"] for p in made] == ["a red cube"] * 3 + ["a blue sphere"] * 3
+    seamless = sorted(folder.glob("*_seamless.png"))
+    assert [Image.open(p).size for p in seamless] == [(3 * 256, 256)] * 2        # 3 images: one row
+
+    assert main(["reproduce", str(made[1]), str(made[4]), "--vqgan", TINY[3], "--dtype", "float32"]) == 0
+    out, err = capsys.readouterr()
+    lines = [line for line in out.splitlines() if line.startswith("reproduced: ")]
+    assert len(lines) == 2 and all("tokens match of 256" in line for line in lines)
+    assert "prompt 2 'a blue sphere', image 2, seed 4" in lines[1]
+    tampered = tmp_path / "tampered.png"
+    metadata = read_png_metadata(made[0])
+    pixels = np.asarray(Image.open(made[0])).copy()
+    pixels[:2, :5] ^= 0x40                                       # 10 pixels changed by 64 levels
+    from nbkit.png import png_bytes
+    tampered.write_bytes(png_bytes(pixels, metadata))
+    assert main(["reproduce", str(tampered), "--vqgan", TINY[3], "--dtype", "float32"]) == 1
+    out, err = capsys.readouterr()
+    assert "DIFFERS" in out and "tokens match" in out
+    assert "10 pixel(s) differ by > 0 levels (at most 64)" in out
+    assert "1 of 1 image(s) were not reproduced" in err
+
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n")
+    for args, message in [(["--prompts-file", str(empty)], "has no prompts"),
+                          (["--prompts-file", str(tmp_path / "none.txt")], "Cannot read the prompts file"),
+                          (["x", "--prompts-file", str(prompts)], "not both"), ([], "at least one prompt")]:
+        assert main(["generate", *args, *TINY, "--out", str(out_dir)]) == 1
+        assert message in capsys.readouterr().err
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    assert main(["generate", "--prompts-file", str(tmp_path / "latin1.txt"), *TINY]) == 1
+    assert "is not UTF-8 text" in capsys.readouterr().err
