@@ -72,7 +72,7 @@ def record_of(image: GeneratedImage, model: str, request: GenerationRequest) -> 
     return ImageRecord(image.prompt, image.prompt_index, image.image_index, image.seed, model,
                        dataclasses.asdict(request.settings), tokens=tuple(image.tokens.tolist()),
                        jax_version=jax.__version__, jax_threefry_partitionable=_prng_setting(),
-                       negative_prompt=request.negative_prompt[image.prompt_index],
+                       negative_prompt=image.negative_prompt,
                        kept_mask=kept.mask_hex() if kept is not None and kept.count else "",
                        source=request.source, kept_logprob=image.kept_logprob if kept is not None else None)
 
