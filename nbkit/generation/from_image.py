@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from nbkit.generation.kept import DIRECTIONS, Direction, KeptTokens, tokens_sha256, whole
+from nbkit.generation.kept import DIRECTIONS, Direction, KeptTokens, is_whole_number, tokens_sha256
 from nbkit.generation.request import GenerationRequest, check_seed
 from nbkit.generation.sampling import SamplingSettings
 from nbkit.png import read_png_metadata
@@ -81,7 +81,7 @@ def _prompt(source: SourceImage, prompt: str | None) -> str:
 
 
 def _whole_in(value: Any, low: int, high: int, message: str) -> int:
-    if not whole(value) or not low <= value <= high:
+    if not is_whole_number(value) or not low <= value <= high:
         raise ValueError(f"{message} (got {value!r}).")
     return int(value)
 
@@ -174,7 +174,8 @@ class Fill(Edit):
     def __post_init__(self):
         super().__post_init__()
         region = self.region
-        if not isinstance(region, (tuple, list)) or len(region) != 4 or not all(whole(v) for v in region):
+        four_numbers = isinstance(region, (tuple, list)) and len(region) == 4
+        if not four_numbers or not all(is_whole_number(v) for v in region):
             raise ValueError(f"region is (top, left, bottom, right) in token cells (got {region!r}).")
         top, left, bottom, right = (int(v) for v in region)
         if not (0 <= top < bottom <= GRID_SIDE and 0 <= left < right <= GRID_SIDE):

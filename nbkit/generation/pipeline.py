@@ -28,7 +28,7 @@ import numpy as np
 from nbkit.generation import sharding
 from nbkit.generation.device import detect, use_compilation_cache
 from nbkit.generation.from_image import Edit, Extend, Fill, SourceImage, Vary, open_source
-from nbkit.generation.kept import Direction, KeptTokens, seamless_tokens, whole
+from nbkit.generation.kept import Direction, KeptTokens, is_whole_number, seamless_tokens
 from nbkit.generation.request import GenerationRequest, ImageTask
 from nbkit.generation.sampling import CompiledSampler, SamplingSettings, compiled_sampler, kept_prefix
 from nbkit.models import vqgan as vqgan_module
@@ -326,7 +326,7 @@ class Pipeline:
         """`stream` for any list of images to make — from several requests at once, as the server's
         worker packs them; batches take the tasks in order, `max_batch` at a time, each batch holding
         tasks of one kept prefix only (see `batches_of`): `Batch.batch` says which tasks it made."""
-        if progress_every is not None and not (whole(progress_every) and progress_every >= 1):
+        if progress_every is not None and not (is_whole_number(progress_every) and progress_every >= 1):
             raise ValueError(f"progress_every must be a whole number ≥ 1 or None (got {progress_every!r}).")
         tasks = list(tasks)
         length, codes = self.model.config.image_length, self.vqgan.config.n_embed

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from nbkit.generation.kept import KeptTokens, whole
+from nbkit.generation.kept import KeptTokens, is_whole_number
 from nbkit.generation.sampling import SamplingSettings
 from nbkit.text.tokenizer import check_prompts
 
@@ -26,7 +26,7 @@ def check_seed(seed: Any) -> int | None:
     None for a random one."""
     if seed is None:
         return None
-    if not whole(seed) or not 0 <= seed < SEED_LIMIT:
+    if not is_whole_number(seed) or not 0 <= seed < SEED_LIMIT:
         raise ValueError(f"The seed must be a whole number from 0 to {SEED_LIMIT - 1}, or none for a random "
                          f"one (got {seed!r}).")
     return int(seed)
@@ -112,7 +112,7 @@ class GenerationRequest:
                 raise ValueError(f"source must be a mapping of what the images started from (got "
                                  f"{self.source!r}).")
             object.__setattr__(self, "source", dict(self.source))
-        if not whole(self.n_images) or self.n_images < 1:
+        if not is_whole_number(self.n_images) or self.n_images < 1:
             raise ValueError(f"n_images must be a whole number ≥ 1 (got {self.n_images!r}).")
         seed = check_seed(self.seed)
         object.__setattr__(self, "seed", draw_seed() if seed is None else seed)

@@ -22,10 +22,10 @@ from PIL import Image
 from nbkit.generation.from_image import Extend, SourceImage
 from nbkit.generation.kept import (
     KeptTokens,
+    is_whole_number,
     seamless_tokens,
     stitched_tokens,
     tokens_sha256,
-    whole,
 )
 from nbkit.generation.pipeline import (
     Batch,
@@ -219,7 +219,7 @@ def extend_to_folder(pipe: Pipeline, source: Any, edit: Extend, out: str | Path,
     Piece i is image i of the chain's request (its key from (seed, 0, i)), and records the piece it
     extends, so `reproduce` makes each piece again; the same call again resumes an interrupted chain
     from the pieces already saved."""
-    if not whole(times) or times < 1:
+    if not is_whole_number(times) or times < 1:
         raise ValueError(f"times must be a whole number ≥ 1 (got {times!r}).")
     if edit.n_images != 1:
         raise ValueError("An extension chain makes one piece at a time: leave n_images at 1, use times.")
