@@ -405,8 +405,8 @@ class GenerateForm:
         self.seamless_view.children = tuple(views)
 
     def seamless(self, _button=None) -> list[np.ndarray]:
-        """The Seamless picture button: each prompt's finished images laid out as a square (or a row, when
-        their count is not a square) and decoded as one picture, shown under the gallery and saved in the
+        """The Seamless picture button: each prompt's finished images laid out in the most square full grid
+        (`seamless_columns`) and decoded as one picture, shown under the gallery and saved in the
         run's folder. Returns the pictures."""
         import ipywidgets as w
         from PIL import Image
