@@ -77,6 +77,15 @@ def progress_text(images_done: int, images_total: int, tokens_done: int, tokens_
     return f"{images_done} / {images_total} images · {percent}%{left}"
 
 
+def widget_bundle(widget: Any, text: str) -> dict[str, Any]:
+    """What displaying `widget` sends, with `text` in place of its repr ("VBox(children=…") where
+    widgets do not show (a saved notebook on GitHub). Built here rather than by the widget's
+    `_repr_mimebundle_`, which ipywidgets 7 lacks; the widget view is the same in 7 and 8."""
+    return {"text/plain": text,
+            "application/vnd.jupyter.widget-view+json": {"version_major": 2, "version_minor": 0,
+                                                         "model_id": widget.model_id}}
+
+
 class GenerateForm:
     """The prompt form: settings, Generate and Stop, a progress bar, and a gallery that fills in
     as the images form. Generation runs in a thread so that Stop can be clicked; Generate stays
@@ -443,7 +452,8 @@ class GenerateForm:
         its images, folded (the gallery shows them live), so that the saved notebook keeps them."""
         from IPython.display import display
 
-        display(self.widget)       # ipywidgets 7 and 8 (7's widgets have no _repr_mimebundle_)
+        display(widget_bundle(self.widget, "The nbkit prompt form (a widget: it works while the notebook "
+                                           "runs)."), raw=True)
         self._plain_outputs.append(display({"text/plain": ""}, raw=True, display_id=True))
 
     def _show_plain(self, markup: str) -> None:

@@ -56,7 +56,7 @@ class ModelPicker:
     def _ipython_display_(self):
         from IPython.display import display
 
-        display(self.widget)       # ipywidgets 7 and 8 (7's widgets have no _repr_mimebundle_)
+        display(self.widget)       # ipywidgets 7 and 8 (7's widgets have no _repr_mimebundle_ to forward)
 
 
 def pick_model(device: DeviceInfo | None = None) -> ModelPicker:
