@@ -276,7 +276,7 @@ def test_a_saved_variation_records_its_source_and_is_reproduced(pipe, made, tmp_
     # the same request again reopens the folder; another source makes another run
     assert list(stream_to_folder(pipe, request, tmp_path))[0].folder.path == folder.path
     other = dataclasses.replace(request, kept=KeptTokens.first_rows(made.tokens, 6))
-    assert list(stream_to_folder(pipe, other, tmp_path))[0].folder.path != folder.path
+    assert list(stream_to_folder(pipe, other, tmp_path))[0].writer.folder.path != folder.path
 
 
 def test_kept_tokens_from_another_vqgan_are_refused(pipe):
