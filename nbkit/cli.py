@@ -104,12 +104,8 @@ def _generate(args: argparse.Namespace) -> None:
     from nbkit.generation.request import GenerationRequest
     from nbkit.output.runs import save_seamless
 
-    # Checked before the models are loaded:
-    if args.prompts_file is not None and args.prompts:
-        raise ValueError("Give prompts as arguments or with --prompts-file, not both.")
+    # Checked before the models are loaded (and in `main`, a usage error: neither or both sources):
     prompts = read_prompts_file(args.prompts_file) if args.prompts_file is not None else args.prompts
-    if not prompts:
-        raise ValueError("Give at least one prompt: nbkit generate \"a red cube\", or --prompts-file FILE.")
     request = GenerationRequest(prompts, args.n, _seed(args), _settings(args),
                                 negative_prompt=args.negative or "")
     pipe = _pipeline(args)
@@ -366,7 +362,10 @@ def _serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    command_line = parser()
+    args = command_line.parse_args(argv)
+    if args.command == "generate" and (args.prompts_file is None) == (not args.prompts):
+        command_line.error("generate: give PROMPT arguments or --prompts-file FILE (one of them)")
     try:
         args.run(args)
     except KeyboardInterrupt:
