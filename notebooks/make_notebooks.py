@@ -537,7 +537,8 @@ def from_an_image_step():
             RIGHT = 12  #@param {type:"slider", min:1, max:16, step:1}
             N_CANDIDATES = 4  #@param {type:"slider", min:1, max:16, step:1}
             region = (TOP, LEFT, BOTTOM, RIGHT)
-            edit = Fill(region=region, n_images=N_CANDIDATES, seed=seed, prompt=prompt, negative_prompt=negative)
+            edit = Fill(region=region, n_images=N_CANDIDATES, seed=seed, prompt=prompt,
+                        negative_prompt=negative)
             filled, _ = runs.make_to_folder(pipe, edit.request(source), out)
             best_first = sorted(filled.entries(), key=lambda entry: -entry["kept_logprob"])
             print(f"{len(best_first)} candidate(s), best first, saved in {filled.path}")
