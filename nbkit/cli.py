@@ -1,4 +1,7 @@
-"""`python -m nbkit` (or `nbkit`): generate, vary, extend, fill, rerank, download, info, serve.
+"""`python -m nbkit` (or `nbkit`): generate, vary, extend, fill, reproduce, rerank, download, info, serve.
+
+A command only parses and prints: requests are built by `GenerationRequest` and the edit builders
+(`Vary`, `Extend`, `Fill`), runs are saved by `nbkit.output.runs` (its `RunWriter`).
 
 Exit codes: 0 success, 2 bad usage (argparse), 1 failure with one clear line (`--debug`
 shows the traceback).
@@ -15,16 +18,48 @@ EPILOG = ("Models: mini, mega, mega-fp16 (W&B), a local folder, a hub id org/nam
           "or entity/project/name:version.")
 
 
+MAX_PROMPTS_FILE_BYTES = 1 << 20     # a prompts file is text typed by a person: 1 MiB is thousands of lines
+
+
+def read_prompts_file(path: str | Path) -> list[str]:
+    """One prompt per line (surrounding spaces dropped, blank lines skipped), from a UTF-8 text file."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as file:
+            data = file.read(MAX_PROMPTS_FILE_BYTES + 1)
+    except OSError as error:
+        raise ValueError(f"Cannot read the prompts file {path}: {error.strerror or error}. Give a text "
+                         "file with one prompt per line.") from error
+    if len(data) > MAX_PROMPTS_FILE_BYTES:
+        raise ValueError(f"The prompts file {path} is over {MAX_PROMPTS_FILE_BYTES >> 20} MiB: give a text "
+                         "file with one prompt per line.")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"The prompts file {path} is not UTF-8 text (byte {error.start}): save it as "
+                         "UTF-8, one prompt per line.") from error
+    prompts = [line.strip() for line in text.splitlines() if line.strip()]
+    if not prompts:
+        raise ValueError(f"The prompts file {path} has no prompts: write one prompt per line.")
+    return prompts
+
+
+def _seed(args: argparse.Namespace) -> int | None:
+    from nbkit.generation.request import parse_seed
+
+    return parse_seed(args.seed or "")
+
+
 def _settings(args: argparse.Namespace):
     from nbkit.generation.sampling import SamplingSettings
 
     return SamplingSettings(args.temperature, args.top_k, args.top_p, args.condition_scale)
 
 
-def _pipeline(args: argparse.Namespace):
+def _pipeline(args: argparse.Namespace, model: str | None = None):
     from nbkit.generation.pipeline import Pipeline
 
-    return Pipeline.from_pretrained(args.model, args.vqgan, dtype=args.dtype, cache=args.cache,
+    return Pipeline.from_pretrained(model or args.model, args.vqgan, dtype=args.dtype, cache=args.cache,
                                     compilation_cache=args.compilation_cache)
 
 
@@ -37,18 +72,18 @@ def _make(pipe, request, args: argparse.Namespace, what: str):
     from nbkit.places import output_root
 
     devices = f"{pipe.mesh.devices.size} {pipe.mesh.devices.flat[0].platform} device(s)"
-    bar, made, folder = None, 0, None
+    bar, made, writer = None, 0, None
     length = pipe.model.config.image_length
     for event in stream_to_folder(pipe, request, output_root(args.out), grid=args.grid, progress_every=16):
         if isinstance(event, Opened):
-            folder = event.folder
+            writer = event.writer
             if event.already_complete:
                 print(f"already complete: all {event.already_saved} image(s) of this run "
-                      f"(seed {request.seed}) are in {folder.path}", file=sys.stderr)
+                      f"(seed {request.seed}) are in {event.folder.path}", file=sys.stderr)
                 break
-            resumed = f", {event.already_saved} already saved" if event.already_saved else ""
+            resumed = f", {event.already_saved} already saved in {event.folder.path}" if event.folder else ""
             print(f"{what} {event.to_make} image(s){resumed} for {len(request.prompts)} prompt(s) with "
-                  f"{args.model} on {devices}, seed {request.seed} → {folder.path}", file=sys.stderr)
+                  f"{args.model} on {devices}, seed {request.seed}", file=sys.stderr)
             bar = tqdm(total=event.to_make * length, unit="token", file=sys.stderr, disable=None,
                        desc="compiling (first batch only)")
         elif isinstance(event, Progress):
@@ -62,19 +97,17 @@ def _make(pipe, request, args: argparse.Namespace, what: str):
             timings = event.timings
             print(f"seed {request.seed}; {made} new image(s) in {timings['total']:.1f} s "
                   f"(tokens {timings['tokens']:.1f} s, pixels {timings['pixels']:.1f} s)", file=sys.stderr)
-    return folder
+    return writer.folder
 
 
 def _generate(args: argparse.Namespace) -> None:
     from nbkit.generation.request import GenerationRequest
     from nbkit.output.runs import save_seamless
 
-    # Checked before the models are loaded:
-    request = GenerationRequest(args.prompts, args.n, args.seed, _settings(args),
+    # Checked before the models are loaded (and in `main`, a usage error: neither or both sources):
+    prompts = read_prompts_file(args.prompts_file) if args.prompts_file is not None else args.prompts
+    request = GenerationRequest(prompts, args.n, _seed(args), _settings(args),
                                 negative_prompt=args.negative or "")
-    if args.seamless and round(args.n ** 0.5) ** 2 != args.n:
-        raise ValueError(f"--seamless lays each prompt's images out as a square: give -n 4, 9 or 16 "
-                         f"(got -n {args.n}).")
     pipe = _pipeline(args)
     folder = _make(pipe, request, args, "generating")
     if args.seamless:
@@ -91,49 +124,85 @@ def _source_path(image: str) -> Path:
     return path
 
 
-def _vary(args: argparse.Namespace) -> None:
-    from nbkit.generation.from_image import variation_request
+def _edit_fields(args: argparse.Namespace) -> dict:
+    """What every edit takes from the command line (see `nbkit.generation.from_image.Edit`)."""
+    return {"seed": _seed(args), "prompt": args.prompt, "negative_prompt": args.negative,
+            "settings": _settings(args)}
 
+
+def _vary(args: argparse.Namespace) -> None:
+    from nbkit.generation.from_image import Vary
+
+    edit = Vary(keep_rows=args.keep_rows, n_images=args.n, **_edit_fields(args))     # checked before loading
     source = _source_path(args.image)
     pipe = _pipeline(args)
-    request = variation_request(pipe.source(source), args.n, args.keep_rows, args.seed, args.prompt,
-                                args.negative, _settings(args))
     what = f"varying {source.name} (first {args.keep_rows} of 16 rows kept):"
-    print(_make(pipe, request, args, what).path)
+    print(_make(pipe, edit.request(pipe.source(source)), args, what).path)
 
 
 def _extend(args: argparse.Namespace) -> None:
+    from nbkit.generation.from_image import Extend
     from nbkit.output.runs import extend_to_folder
     from nbkit.places import output_root
 
-    source = _source_path(args.image)
     direction, rows = ("down", args.down) if args.down is not None else ("right", args.right)
+    edit = Extend(direction=direction, rows=rows, **_edit_fields(args))
+    source = _source_path(args.image)
     pipe = _pipeline(args)
     print(f"extending {source.name} {direction} by {rows} token rows/columns, {args.times} time(s)",
           file=sys.stderr)
-    folder, pieces, stitched = extend_to_folder(pipe, source, direction, rows, output_root(args.out),
-                                                args.times, args.seed, args.prompt, args.negative,
-                                                _settings(args))
+    folder, pieces, stitched = extend_to_folder(pipe, source, edit, output_root(args.out), args.times)
     for piece in pieces:
         print(f"piece: {piece}", file=sys.stderr)
     print(stitched)
 
 
 def _fill(args: argparse.Namespace) -> None:
-    from nbkit.generation.from_image import fill_request
+    from nbkit.generation.from_image import Fill
     from nbkit.output.storage import RunFolder
 
+    edit = Fill(region=tuple(args.region), n_images=args.n, **_edit_fields(args))
     source = _source_path(args.image)
     pipe = _pipeline(args)
-    request = fill_request(pipe.source(source), tuple(args.region), args.n, args.seed, args.prompt,
-                           args.negative, _settings(args))
-    folder = _make(pipe, request, args, f"filling region {args.region} of {source.name}:")
+    folder = _make(pipe, edit.request(pipe.source(source)), args, f"filling region {args.region} of "
+                                                                  f"{source.name}:")
     ranked = sorted(RunFolder.open(folder.path).entries(), key=lambda e: -(e.get("kept_logprob") or 0))
     print("candidates, most likely first (log-probability of the kept tokens after the region):",
           file=sys.stderr)
     for entry in ranked:
         print(f"  {entry['kept_logprob']:10.2f}  {entry['file']}", file=sys.stderr)
     print(folder.path)
+
+
+def _reproduce(args: argparse.Namespace) -> None:
+    """Each PNG made again with the model it names (or --model): what was made, whether its tokens are
+    the recorded ones and how many pixels differ. Fails (exit 1) when any is outside the README's
+    contract: the same tokens, pixels within one level."""
+    from nbkit.generation.pipeline import Pipeline
+    from nbkit.output.runs import reproduce_png
+    from nbkit.output.storage import ImageRecord
+    from nbkit.png import read_png_metadata
+
+    pngs = [_source_path(png) for png in args.pngs]
+    models = {png: args.model or ImageRecord.from_metadata(read_png_metadata(png)).model for png in pngs}
+    pipes: dict[str, Pipeline] = {}
+    failed = 0
+    for png in pngs:
+        model = models[png]
+        if model not in pipes:
+            pipes[model] = _pipeline(args, model)
+        made = reproduce_png(pipes[model], png)
+        image = made.image
+        verdict = "reproduced" if made.within_contract else "DIFFERS"
+        print(f"{verdict}: {png}  prompt {image.prompt_index + 1} {image.prompt!r}, image "
+              f"{image.image_index + 1}, seed {image.seed}; tokens "
+              f"{'match' if made.tokens_match else f'differ in {made.tokens_differing}'} "
+              f"of {len(made.recorded_tokens)}; {made.pixels_differing} pixel(s) differ by > 0 levels "
+              f"(at most {made.most_levels})")
+        failed += not made.within_contract
+    if failed:
+        raise ValueError(f"{failed} of {len(pngs)} image(s) were not reproduced within the contract (the "
+                         "same tokens, pixels within one level): see above.")
 
 
 def _rerank(args: argparse.Namespace) -> None:
@@ -173,11 +242,22 @@ def _info(args: argparse.Namespace) -> None:
         print(f"  {source}  {size / 1e9:.2f} GB  {folder}")
 
 
+def add_model_arguments(command: argparse.ArgumentParser, model: str | None = "mini") -> None:
+    """The model options, declared once for every command that loads the models (`serve` too)."""
+    command.add_argument("--model", default=model,
+                         help=f"DALL·E model (default {model})" if model else
+                         "DALL·E model (default: the one each PNG names)")
+    command.add_argument("--vqgan", default="vqgan", help="image decoder (default vqgan)")
+    command.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
+                         help="compute dtype (default: the device's recommended one)")
+    command.add_argument("--compilation-cache", help="folder to keep compiled programs in between runs")
+
+
 def _add_making_arguments(command: argparse.ArgumentParser, grid: bool = True) -> None:
     """The model, seed, sampling and output options every command that makes images shares."""
-    command.add_argument("--model", default="mini", help="DALL·E model (default mini)")
-    command.add_argument("--vqgan", default="vqgan", help="image decoder (default vqgan)")
-    command.add_argument("--seed", type=int, help="same seed, same image tokens (default: random, printed)")
+    add_model_arguments(command)
+    command.add_argument("--seed", help="same seed, same image tokens: 0 to 4294967295 (default: random, "
+                                        "printed)")
     command.add_argument("--temperature", type=float)
     command.add_argument("--top-k", type=int)
     command.add_argument("--top-p", type=float)
@@ -189,9 +269,6 @@ def _add_making_arguments(command: argparse.ArgumentParser, grid: bool = True) -
     command.add_argument("--out", help="output folder (default: $NBKIT_OUTPUT, Drive, ./nbkit-outputs)")
     if grid:
         command.add_argument("--grid", action="store_true", help="also save a captioned grid per prompt")
-    command.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
-                         help="compute dtype (default: the device's recommended one)")
-    command.add_argument("--compilation-cache", help="folder to keep compiled programs in between runs")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -203,10 +280,13 @@ def parser() -> argparse.ArgumentParser:
     commands = main.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     generate = commands.add_parser("generate", help="make images from prompts and save them", epilog=EPILOG)
-    generate.add_argument("prompts", nargs="+", metavar="PROMPT")
+    generate.add_argument("prompts", nargs="*", metavar="PROMPT")
+    generate.add_argument("--prompts-file", metavar="FILE",
+                          help="read the prompts from a UTF-8 text file, one per line (blank lines skipped)")
     generate.add_argument("-n", type=int, default=1, help="images per prompt (default 1)")
     generate.add_argument("--seamless", action="store_true",
-                          help="also decode each prompt's images (-n 4, 9, 16…) as one seamless picture")
+                          help="also decode each prompt's images as one seamless picture (the most square "
+                               "full grid: 4 → 2×2, 8 → 4×2, 3 → 3×1)")
     _add_making_arguments(generate)
     generate.set_defaults(run=_generate)
 
@@ -242,6 +322,13 @@ def parser() -> argparse.ArgumentParser:
     _add_making_arguments(fill)
     fill.set_defaults(run=_fill)
 
+    reproduce = commands.add_parser("reproduce", help="make saved PNGs again and check them against the "
+                                                      "files (same tokens, pixels within one level)",
+                                    epilog=EPILOG)
+    reproduce.add_argument("pngs", nargs="+", metavar="PNG", help="images nbkit saved")
+    add_model_arguments(reproduce, model=None)
+    reproduce.set_defaults(run=_reproduce)
+
     rerank = commands.add_parser("rerank", help="score a run folder's images with CLIP, best first")
     rerank.add_argument("folder", metavar="DIR")
     rerank.add_argument("--clip", default="clip-b32",
@@ -275,7 +362,10 @@ def _serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    command_line = parser()
+    args = command_line.parse_args(argv)
+    if args.command == "generate" and (args.prompts_file is None) == (not args.prompts):
+        command_line.error("generate: give PROMPT arguments or --prompts-file FILE (one of them)")
     try:
         args.run(args)
     except KeyboardInterrupt:

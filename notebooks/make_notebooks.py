@@ -462,7 +462,7 @@ def from_an_image_step():
             """, form=True),
         code("""
             #@title Open it
-            from nbkit.generation.from_image import fill_request, variation_request
+            from nbkit.generation.from_image import Extend, Fill, Vary
 
             seed = None if SEED < 0 else SEED
             negative = NEGATIVE_PROMPT or None
@@ -487,17 +487,19 @@ def from_an_image_step():
             #@title Make variations
             KEEP_ROWS = 8  #@param {type:"slider", min:0, max:16, step:1}
             N_IMAGES = 4  #@param {type:"slider", min:1, max:16, step:1}
-            varied, result = runs.make_to_folder(
-                pipe, variation_request(source, N_IMAGES, KEEP_ROWS, seed, prompt, negative), out)
+            edit = Vary(keep_rows=KEEP_ROWS, n_images=N_IMAGES, seed=seed, prompt=prompt,
+                        negative_prompt=negative)
+            varied, result = runs.make_to_folder(pipe, edit.request(source), out)
             print(f"{len(result.images)} variation(s), seed {result.seed}, saved in {varied.path}")
             ui.show_run(varied)
             """),
         code("""
             #@title A seamless picture of the variations
             #@markdown The variations' tokens laid out side by side, COLUMNS to a row, and decoded as ONE
-            #@markdown picture, so they blend into each other. The number of variations must fill the rows.
-            COLUMNS = 2  #@param {type:"integer"}
-            picture = runs.save_seamless(pipe, varied, 0, columns=COLUMNS)
+            #@markdown picture, so they blend into each other. COLUMNS 0 picks the most square full grid
+            #@markdown (4 → 2×2, 8 → 4×2, 3 → one row); another number must divide the variations evenly.
+            COLUMNS = 0  #@param {type:"integer"}
+            picture = runs.save_seamless(pipe, varied, 0, columns=COLUMNS or None)
             print(f"saved {picture}")
             ui.show_images([picture], size=384)
             """),
@@ -512,8 +514,8 @@ def from_an_image_step():
             DIRECTION = "right"  #@param ["down", "right"]
             ROWS = 8  #@param {type:"slider", min:1, max:15, step:1}
             TIMES = 2  #@param {type:"slider", min:1, max:8, step:1}
-            extended, pieces, stitched = runs.extend_to_folder(
-                pipe, source, DIRECTION, ROWS, out, TIMES, seed, prompt, negative)
+            edit = Extend(direction=DIRECTION, rows=ROWS, seed=seed, prompt=prompt, negative_prompt=negative)
+            extended, pieces, stitched = runs.extend_to_folder(pipe, source, edit, out, TIMES)
             print(f"{len(pieces)} piece(s) and the whole picture saved in {extended.path}")
             ui.show_images([stitched], captions=[f"extended {DIRECTION} {TIMES}× by {ROWS}"], size=384)
             """),
@@ -535,8 +537,9 @@ def from_an_image_step():
             RIGHT = 12  #@param {type:"slider", min:1, max:16, step:1}
             N_CANDIDATES = 4  #@param {type:"slider", min:1, max:16, step:1}
             region = (TOP, LEFT, BOTTOM, RIGHT)
-            filled, _ = runs.make_to_folder(
-                pipe, fill_request(source, region, N_CANDIDATES, seed, prompt, negative), out)
+            edit = Fill(region=region, n_images=N_CANDIDATES, seed=seed, prompt=prompt,
+                        negative_prompt=negative)
+            filled, _ = runs.make_to_folder(pipe, edit.request(source), out)
             best_first = sorted(filled.entries(), key=lambda entry: -entry["kept_logprob"])
             print(f"{len(best_first)} candidate(s), best first, saved in {filled.path}")
             ui.show_images([filled.image_path(entry) for entry in best_first],

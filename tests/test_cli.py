@@ -7,11 +7,16 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
+import pytest
 from PIL import Image
+from test_from_image import LOGPROB_RTOL, recomputed_kept_logprob
 
 from nbkit.cli import main
+from nbkit.generation.kept import KeptTokens
+from nbkit.generation.pipeline import Pipeline
 from nbkit.png import read_png_metadata
 
 FIXTURES = Path(__file__).parent / "fixtures" / "golden"
@@ -152,12 +157,32 @@ def test_vary_extend_and_fill_from_a_saved_png(tmp_path, capsys):
     assert len(pieces) == 2 and all((stitched.parent / piece).is_file() for piece in pieces)
     second = read_png_metadata(stitched.parent / pieces[1])
     assert second["source"]["file"] == pieces[0] and second["image_index"] == 1
+    grid = lambda tokens, width=16: np.asarray(tokens).reshape(16, width)
+    first_piece = grid(read_png_metadata(stitched.parent / pieces[0])["tokens"])
+    second_piece = grid(second["tokens"])
+    assert first_piece[:, :12].tolist() == grid(source_tokens)[:, 4:].tolist()      # moved left by 4, kept
+    assert second_piece[:, :12].tolist() == first_piece[:, 4:].tolist()
+    whole = grid(read_png_metadata(stitched)["tokens"], 24)                         # source + each new band
+    assert whole.tolist() == np.concatenate([grid(source_tokens), first_piece[:, 12:], second_piece[:, 12:]],
+                                            axis=1).tolist()
 
     assert main(["fill", str(source), "--region", "4", "4", "8", "12", "-n", "3", "--seed", "2",
                  "--out", str(tmp_path), *TINY]) == 0
     out, err = capsys.readouterr()
-    scores = [float(line.split()[0]) for line in err.splitlines() if line.startswith("  ") and ".png" in line]
-    assert len(scores) == 3 and scores == sorted(scores, reverse=True)
+    printed = [line.split() for line in err.splitlines() if line.startswith("  ") and ".png" in line]
+    filled = Path(out.strip().splitlines()[-1])
+    pipe = Pipeline.from_pretrained(TINY[1], TINY[3], dtype="float32", progress=False)
+    recomputed = {}
+    for _, name in printed:             # each candidate's score, recomputed apart from the sampler
+        metadata = read_png_metadata(filled / name)
+        tokens = np.asarray(metadata["tokens"])
+        candidate = SimpleNamespace(prompt=metadata["prompt"], negative_prompt=metadata["negative_prompt"],
+                                    tokens=tokens, kept=KeptTokens.from_record(tokens, metadata["kept_mask"]))
+        recomputed[name] = recomputed_kept_logprob(pipe, candidate)
+    assert len(printed) == 3
+    for score, name in printed:         # printed to 2 decimals
+        assert abs(float(score) - recomputed[name]) <= 0.005 + LOGPROB_RTOL * abs(recomputed[name])
+    assert [name for _, name in printed] == sorted(recomputed, key=lambda name: -recomputed[name])
 
 
 def test_bad_edits_are_one_line_errors(tmp_path, capsys):
@@ -170,5 +195,51 @@ def test_bad_edits_are_one_line_errors(tmp_path, capsys):
     assert main(["vary", str(plain), "--prompt", "x", "--keep-rows", "20", *TINY, "--out",
                  str(tmp_path)]) == 1
     assert "keep_rows must be a whole number from 0 to 16" in capsys.readouterr().err
-    assert main(["generate", "x", "-n", "3", "--seamless", *TINY]) == 1
-    assert "give -n 4, 9 or 16" in capsys.readouterr().err
+    assert main(["generate", "x", "--seed", "²", *TINY]) == 1
+    assert "seed must be a whole number from 0 to 4294967295 in digits 0-9" in capsys.readouterr().err
+
+
+def test_prompts_file_reproduce_and_any_seamless_count(tmp_path, capsys):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\ufeffa red cube\n\n   \n  a blue sphere  \n", encoding="utf-8")
+    out_dir = tmp_path / "out"
+    assert main(["generate", "--prompts-file", str(prompts), "-n", "3", "--seamless", "--seed", "4",
+                 "--out", str(out_dir), *TINY]) == 0
+    out, err = capsys.readouterr()
+    folder = Path(out.strip().splitlines()[-1])
+    made = sorted(p for p in folder.glob("*_s4_*.png"))
+    assert [read_png_metadata(p)["prompt"] for p in made] == ["a red cube"] * 3 + ["a blue sphere"] * 3
+    seamless = sorted(folder.glob("*_seamless.png"))
+    assert [Image.open(p).size for p in seamless] == [(3 * 256, 256)] * 2        # 3 images: one row
+
+    assert main(["reproduce", str(made[1]), str(made[4]), "--vqgan", TINY[3], "--dtype", "float32"]) == 0
+    out, err = capsys.readouterr()
+    lines = [line for line in out.splitlines() if line.startswith("reproduced: ")]
+    assert len(lines) == 2 and all("tokens match of 256" in line for line in lines)
+    assert "prompt 2 'a blue sphere', image 2, seed 4" in lines[1]
+    tampered = tmp_path / "tampered.png"
+    metadata = read_png_metadata(made[0])
+    pixels = np.asarray(Image.open(made[0])).copy()
+    pixels[:2, :5] ^= 0x40                                       # 10 pixels changed by 64 levels
+    from nbkit.png import png_bytes
+    tampered.write_bytes(png_bytes(pixels, metadata))
+    assert main(["reproduce", str(tampered), "--vqgan", TINY[3], "--dtype", "float32"]) == 1
+    out, err = capsys.readouterr()
+    assert "DIFFERS" in out and "tokens match" in out and "(at most 64)" in out
+    differing = int(out.split(" pixel(s) differ")[0].split()[-1])
+    assert 10 <= differing < 256 * 256           # the 10 changed, and any within one level of the decoder
+    assert "1 of 1 image(s) were not reproduced" in err
+
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n")
+    for args, message in [(["--prompts-file", str(empty)], "has no prompts"),
+                          (["--prompts-file", str(tmp_path / "none.txt")], "Cannot read the prompts file")]:
+        assert main(["generate", *args, *TINY, "--out", str(out_dir)]) == 1
+        assert message in capsys.readouterr().err
+    for args in (["x", "--prompts-file", str(prompts)], []):              # usage errors: exit 2
+        with pytest.raises(SystemExit) as exit_code:
+            main(["generate", *args, *TINY])
+        assert exit_code.value.code == 2 and "PROMPT arguments or --prompts-file" in capsys.readouterr().err
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    assert main(["generate", "--prompts-file", str(tmp_path / "latin1.txt"), *TINY]) == 1
+    assert "is not UTF-8 text" in capsys.readouterr().err

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from test_pipeline import DALLEBART, VQGAN
 
-from nbkit.generation.from_image import SourceImage
+from nbkit.generation.from_image import Extend, Fill, SourceImage, Vary
 from nbkit.generation.kept import KeptTokens, seamless_tokens, stitched_tokens, tokens_sha256
 from nbkit.generation.pipeline import Batch, GenerationRequest, Pipeline
 from nbkit.generation.sampling import SamplingSettings
@@ -74,6 +74,19 @@ def test_seamless_and_stitched_grids_lay_tokens_side_by_side():
     assert seamless_tokens(grids, columns=4).shape == (16, 64)
     with pytest.raises(ValueError, match="multiple of columns"):
         seamless_tokens(grids[:3], columns=2)
+
+
+@pytest.mark.parametrize("count", range(1, 18))
+def test_the_default_seamless_layout_is_the_most_square_full_grid_for_any_count(count):
+    grids = [np.full(256, value) for value in range(count)]
+    rows, columns = (side // 16 for side in seamless_tokens(grids).shape)
+    assert rows * columns == count and columns >= rows
+    squarer = [c for c in range(1, count + 1) if count % c == 0 and c >= count // c]
+    assert columns == min(squarer)                      # no full grid is squarer
+    cells = seamless_tokens(grids).reshape(rows, 16, columns, 16)[:, 0, :, 0]
+    assert cells.reshape(-1).tolist() == list(range(count))     # in reading order
+
+def test_stitched_grids_lay_pieces_side_by_side():
     wide = stitched_tokens(GRID, [np.roll(GRID, 1), np.roll(GRID, 2)], "right", 4)
     assert wide.shape == (16, 24) and wide[:, 16:20].tolist() == np.roll(GRID, 1)[:, 12:].tolist()
     tall = stitched_tokens(GRID, [GRID + 1], "down", 5)
@@ -106,16 +119,29 @@ def test_keep_rows_and_masks_never_recompile(pipe, made, count_compilations):
     assert counter.count == 0
 
 
-def test_packing_tasks_of_different_requests_changes_no_image(pipe, made):
-    """What the server relies on: an image's tokens depend on its own task only."""
-    plain = GenerationRequest(["an avocado armchair"], 2, seed=4)
-    varied = GenerationRequest(["a red cube"], 2, seed=8, kept=KeptTokens.first_rows(made.tokens, 7),
-                               negative_prompt="blue")
-    alone = [image.tokens.tolist() for r in (plain, varied) for image in pipe.collect(r).images]
-    events = list(pipe.stream_tasks(plain.tasks() + varied.tasks(), SamplingSettings()))
-    together = [image for e in events if isinstance(e, Batch) for image in e.images]
-    assert [image.tokens.tolist() for image in together] == alone
-    assert [e.batch for e in events if isinstance(e, Batch)] == [range(0, 4)]
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+def test_packing_tasks_of_different_requests_changes_no_image_in_any_dtype(pipe, made, dtype):
+    """What the server relies on: an image's tokens depend on its own task only — also in half
+    precision, where a kept prefix run step by step (beside a fresh task) would draw other tokens than
+    the prefill that runs it alone."""
+    packer = pipe if dtype == "float32" else Pipeline.from_pretrained(DALLEBART, VQGAN, dtype=dtype,
+                                                                        progress=False)
+    plain = GenerationRequest(["an avocado armchair", "a blue sphere"], 3, seed=4)
+    varied = GenerationRequest(["a red cube", "a red cube at night"], 3, seed=8,
+                               kept=KeptTokens.first_rows(made.tokens, 7), negative_prompt="blue")
+    filled = GenerationRequest(["a red cube"], 2, seed=5, kept=KeptTokens.outside(made.tokens, 9, 2, 12, 14))
+    requests = (plain, varied, filled)
+    alone = [image.tokens.tolist() for r in requests for image in packer.collect(r).images]
+    every = [task for r in requests for task in r.tasks()]
+    order = np.random.default_rng(0).permutation(len(every))        # the requests' tasks mixed up
+    interleaved = [every[i] for i in order]
+    events = list(packer.stream_tasks(interleaved, SamplingSettings()))
+    batches = [e for e in events if isinstance(e, Batch)]
+    together = {slot: image for e in batches for slot, image in zip(e.batch, e.images, strict=True)}
+    assert sorted(together) == list(range(len(interleaved)))
+    assert [together[slot].tokens.tolist() for slot in range(len(interleaved))] == [alone[i] for i in order]
+    for e in batches:       # a batch holds one kept prefix: the prefill runs each task as it runs alone
+        assert len({interleaved[slot].kept.count if interleaved[slot].kept else 0 for slot in e.batch}) == 1
 
 
 def test_extending_keeps_the_shifted_picture_and_stitches_a_panorama(pipe, made):
@@ -129,14 +155,81 @@ def test_extending_keeps_the_shifted_picture_and_stitches_a_panorama(pipe, made)
         pipe.extend(made, "down", 16)
 
 
+def recomputed_kept_logprob(pipe: Pipeline, image, condition_scale: float = 10.0) -> float:
+    """How likely the model finds the kept tokens it reaches after drawing some, recomputed apart from
+    the sampler: one teacher-forced pass over the whole image (not its step-by-step loop), the mixed
+    logits of super-conditioning, the positions the sampler scores (the first, and every kept one from
+    the end of the kept prefix on)."""
+    import jax
+
+    config = pipe.model.config
+    text = pipe.tokenizer([image.prompt], [image.negative_prompt])
+    ids = np.concatenate([text.input_ids, text.input_ids_uncond])
+    mask = np.concatenate([text.attention_mask, text.attention_mask_uncond])
+    inputs = np.concatenate([[config.decoder_start_token_id], image.tokens[:-1]])[None].repeat(2, 0)
+    logits = np.asarray(pipe.model.apply({"params": pipe.params}, ids, mask, inputs), np.float64)
+    mixed = logits[1] + condition_scale * (logits[0] - logits[1])
+    codes = np.arange(mixed.shape[-1])
+    mixed[:, (codes == config.eos_token_id) | (codes >= pipe.vqgan.config.n_embed)] = -np.inf
+    logprob = np.asarray(jax.nn.log_softmax(mixed, axis=-1))[np.arange(len(image.tokens)), image.tokens]
+    kept = image.kept.mask
+    prefix = int(np.cumprod(kept).sum())
+    positions = np.arange(len(kept))
+    return float(logprob[kept & ((positions == 0) | (positions >= max(prefix, 1)))].sum())
+
+
+# the sampler sums ~200 float32 log-probabilities step by step, the recomputation in one pass
+LOGPROB_RTOL = 1000 * float(np.finfo(np.float32).eps)
+
+
+def test_an_interrupted_extension_chain_resumes_from_its_saved_pieces(pipe, made, tmp_path, monkeypatch):
+    from nbkit.output.runs import extend_to_folder
+    from nbkit.output.storage import RunFolder
+
+    edit = Extend(direction="down", rows=5, seed=7)
+    _, whole_pieces, whole_stitched = extend_to_folder(pipe, made, edit, tmp_path / "whole", times=3)
+    original, made_now = pipe.collect, []
+
+    def interrupted_after_one_piece(request):
+        if made_now:
+            raise KeyboardInterrupt
+        made_now.append(sorted(request.only))
+        return original(request)
+
+    monkeypatch.setattr(pipe, "collect", interrupted_after_one_piece)
+    with pytest.raises(KeyboardInterrupt):
+        extend_to_folder(pipe, made, edit, tmp_path / "cut", times=3)
+    (cut,) = (tmp_path / "cut").iterdir()
+    assert [e["image_index"] for e in RunFolder(cut).entries()] == [0]
+    made_now.clear()
+    monkeypatch.setattr(pipe, "collect", lambda request: made_now.append(sorted(request.only))
+                        or original(request))
+    folder, pieces, stitched = extend_to_folder(pipe, made, edit, tmp_path / "cut", times=3)
+    assert folder.path == cut and made_now == [[(0, 1)], [(0, 2)]]          # only the missing pieces
+    tokens = lambda path: read_png_metadata(path)["tokens"]
+    assert [tokens(p) for p in pieces] == [tokens(p) for p in whole_pieces]
+    previous, bands = made.tokens.reshape(16, 16), [made.tokens.reshape(16, 16)]
+    for piece in pieces:            # each piece keeps the one before it, moved up by 5 rows
+        grid = np.asarray(tokens(piece)).reshape(16, 16)
+        assert grid[:11].tolist() == previous[5:].tolist()
+        previous = grid
+        bands.append(grid[11:])
+    assert tokens(stitched) == tokens(whole_stitched) == np.concatenate(bands).reshape(-1).tolist()
+    assert read_png_metadata(stitched)["grid_shape"] == [16 + 3 * 5, 16]
+
+
 def test_filling_keeps_everything_outside_and_ranks_candidates_by_the_kept_tokens_after_it(pipe, made):
     filled = pipe.fill(made, (2, 4, 6, 12), n_images=4, seed=6).images
     mask = KeptTokens.outside(made.tokens, 2, 4, 6, 12).mask
     for image in filled:
         assert image.tokens[mask].tolist() == made.tokens[mask].tolist()
-        assert np.isfinite(image.kept_logprob) and image.kept_logprob < 0
-    scores = [image.kept_logprob for image in filled]
-    assert scores == sorted(scores, reverse=True) and len(set(scores)) > 1
+    recorded = np.array([image.kept_logprob for image in filled])
+    recomputed = np.array([recomputed_kept_logprob(pipe, image) for image in filled])
+    np.testing.assert_allclose(recorded, recomputed, rtol=LOGPROB_RTOL)
+    assert (recomputed < 0).all() and len(set(recomputed.round(3))) == 4
+    unsorted = pipe.edit(made, Fill(region=(2, 4, 6, 12), n_images=4, seed=6)).images
+    by_recomputed = sorted(unsorted, key=lambda image: -recomputed_kept_logprob(pipe, image))
+    assert [i.tokens.tolist() for i in filled] == [i.tokens.tolist() for i in by_recomputed]
 
 
 def test_a_seamless_grid_is_decoded_as_one_picture(pipe):
@@ -153,7 +246,7 @@ def test_a_seamless_grid_is_decoded_as_one_picture(pipe):
 
 def test_a_source_is_a_saved_png_exactly_or_any_image_encoded(pipe, made, tmp_path):
     events = list(stream_to_folder(pipe, GenerationRequest(["a red cube"], 1, seed=3), tmp_path))
-    saved = next(events[0].folder.path.glob("*_000.png"))
+    saved = next(events[0].writer.folder.path.glob("*_000.png"))
     source = pipe.source(saved)
     assert source.tokens.tolist() == made.tokens.tolist() and source.prompt == "a red cube"
     assert not source.encoded and "_encoder" not in pipe.__dict__     # the encoder is not loaded for it
@@ -169,11 +262,9 @@ def test_a_source_is_a_saved_png_exactly_or_any_image_encoded(pipe, made, tmp_pa
 
 def test_a_saved_variation_records_its_source_and_is_reproduced(pipe, made, tmp_path):
     source = SourceImage(made.tokens, made.prompt, name="cube.png")
-    from nbkit.generation.from_image import variation_request
-
-    request = variation_request(source, n_images=2, keep_rows=5, seed=12, negative_prompt="fog")
+    request = Vary(n_images=2, keep_rows=5, seed=12, negative_prompt="fog").request(source)
     events = list(stream_to_folder(pipe, request, tmp_path))
-    folder = events[0].folder
+    folder = events[0].writer.folder
     pngs = sorted(p for p in folder.path.glob("*.png") if "grid" not in p.name)
     assert len(pngs) == 2
     metadata = read_png_metadata(pngs[1])
@@ -185,7 +276,7 @@ def test_a_saved_variation_records_its_source_and_is_reproduced(pipe, made, tmp_
     # the same request again reopens the folder; another source makes another run
     assert list(stream_to_folder(pipe, request, tmp_path))[0].folder.path == folder.path
     other = dataclasses.replace(request, kept=KeptTokens.first_rows(made.tokens, 6))
-    assert list(stream_to_folder(pipe, other, tmp_path))[0].folder.path != folder.path
+    assert list(stream_to_folder(pipe, other, tmp_path))[0].writer.folder.path != folder.path
 
 
 def test_kept_tokens_from_another_vqgan_are_refused(pipe):

@@ -245,7 +245,7 @@ def test_from_an_image_varies_extends_and_fills_with_a_negative_prompt(workspace
         assert entry["source"]["file"] == source and entry["source"]["keep_rows"] == 8
         assert entry["negative_prompt"] == "fog" and entry["prompt"] == "a red cube"
     [seamless] = varied.glob("*_seamless.png")
-    assert Image.open(seamless).size == (2 * 256, 256)                   # COLUMNS = 2
+    assert Image.open(seamless).size == (2 * 256, 256)       # COLUMNS = 0: the most square full grid
     [stitched] = extended.glob("*_right_x2.png")
     assert Image.open(stitched).size == (256 + 2 * 8 * 16, 256)
     candidates = json_lines(filled / "manifest.jsonl")

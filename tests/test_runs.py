@@ -54,10 +54,11 @@ def test_an_interrupted_run_resumes_and_makes_only_the_missing_images(pipe, tmp_
     stream = runs.stream_to_folder(pipe, GenerationRequest(PROMPTS, 3, 4), tmp_path, progress_every=32)
     opened = next(stream)
     assert (opened.already_saved, opened.to_make) == (0, 6)
-    folder = opened.folder
+    assert opened.folder is None and list(tmp_path.iterdir()) == []     # made with the first image
     for event in stream:
         if isinstance(event, Batch):
             break                                   # Stop after the first batch: it is already saved
+    folder = opened.writer.folder
     assert len(folder.entries()) == 2 and not pngs(folder.path, "_grid")
     again, resumed = runs.generate_to_folder(pipe, PROMPTS, tmp_path, n_images=3, seed=4)
     assert again.path == folder.path and len(resumed.images) == 4            # only what was missing
@@ -69,6 +70,56 @@ def test_an_interrupted_run_resumes_and_makes_only_the_missing_images(pipe, tmp_
         assert (np.asarray(Image.open(folder.path / saved["file"])) == image.pixels).all()
     other_seed, _ = runs.generate_to_folder(pipe, PROMPTS[:1], tmp_path, n_images=1, seed=5)
     assert other_seed.path != folder.path
+
+
+def test_the_run_writer_makes_a_folder_only_for_an_image_and_hands_back_paths(pipe, tmp_path, monkeypatch):
+    request = GenerationRequest(PROMPTS, 2, seed=8)
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("the device failed")
+        yield
+
+    monkeypatch.setattr(pipe, "stream", failing)
+    with pytest.raises(RuntimeError, match="the device failed"):
+        runs.make_to_folder(pipe, request, tmp_path / "runs")
+    assert not (tmp_path / "runs").exists() or list((tmp_path / "runs").iterdir()) == []
+    monkeypatch.undo()
+
+    images = pipe.collect(request).images
+    writer = runs.RunWriter.open(pipe.name, request, tmp_path / "runs")
+    assert writer.folder is None and writer.missing == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    paths = [writer.save(image) for image in images]
+    assert writer.folder is not None and [p.parent for p in paths] == [writer.folder.path] * 4
+    assert writer.save(images[2]) == paths[2] and len(writer.folder.entries()) == 4     # saved before
+    grids = writer.finish()
+    assert len(grids) == 2 and read_png_metadata(grids[1])["prompt"] == PROMPTS[1]
+    expected = np.concatenate([images[2].pixels, images[3].pixels], axis=1)
+    assert (np.asarray(Image.open(grids[1]).convert("RGB"))[:256] == expected).all()   # from these pixels
+    again = runs.RunWriter.open(pipe.name, request, tmp_path / "runs")
+    assert again.folder.path == writer.folder.path and again.missing == [] and again.finish() == []
+
+
+def test_a_crafted_record_cannot_make_reproduce_enumerate(pipe, tmp_path):
+    """A record names one image; reproduce makes that image alone, whatever its indexes, and indexes
+    past any run are refused at once."""
+    from nbkit.generation.request import ImageTask
+    from nbkit.generation.sampling import SamplingSettings
+
+    task = ImageTask("a red cube", 3, prompt_index=70_000, image_index=900)
+    events = pipe.stream_tasks([task], SamplingSettings())
+    image = next(e.images[0] for e in events if isinstance(e, Batch))
+    far = GenerationRequest([" "], 1, 3)            # the settings of a plain request
+    record = runs.record_of(image, pipe.name, far)
+    png = tmp_path / "far.png"
+    png.write_bytes(png_bytes(image.pixels, record.to_metadata()))
+    made = runs.reproduce_png(pipe, png)
+    assert made.tokens_match and made.pixels_differing == 0 and made.image.prompt_index == 70_000
+    metadata = record.to_metadata()
+    for name in ("prompt_index", "image_index"):
+        crafted = tmp_path / f"{name}.png"
+        crafted.write_bytes(png_bytes(image.pixels, {**metadata, name: 2**31}))
+        with pytest.raises(ValueError, match=f"{name} must be a whole number in \\[0, 1048576\\)"):
+            runs.reproduce(pipe, crafted)
 
 
 def test_a_saved_png_reproduces_its_image(pipe, tmp_path):

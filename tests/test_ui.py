@@ -368,6 +368,7 @@ def test_the_form_leaves_its_last_images_as_plain_output_under_itself(pipe, monk
     fake_display = lambda obj, **kwargs: shown.append(obj) or (handle if kwargs.get("display_id") else None)
     monkeypatch.setattr("IPython.display.display", fake_display)
     form = form_for(pipe, n_images=1)
+    monkeypatch.setattr(type(form.widget), "_repr_mimebundle_", None, raising=False)   # as ipywidgets 7
     form._ipython_display_()                  # display(form) in a notebook
     widget_view = shown[0]["application/vnd.jupyter.widget-view+json"]
     assert widget_view["model_id"] == form.widget.model_id and len(shown) == 2

@@ -2,9 +2,10 @@
 
 A source is an image's 256 tokens and the prompt to draw with. A PNG that nbkit saved gives both
 exactly (from its metadata); any other image is encoded with the VQGAN encoder, and the prompt must
-then be given. Each edit is a `GenerationRequest` whose `kept` tokens say what stays and whose
-`source` says where it came from (recorded with every image, so `reproduce` can make it again).
-The `Pipeline` methods `vary`, `extend` and `fill` build these and run them.
+then be given. Each edit is a small frozen dataclass (`Vary`, `Extend`, `Fill`), checked once when made, whose
+`request(source)` is a `GenerationRequest` with `kept` tokens saying what stays and `source` saying
+where it came from (recorded with every image, so `reproduce` can make it again). Every front end
+(CLI, notebook form, server) and the `Pipeline` methods `vary`, `extend` and `fill` build these.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from nbkit.generation.kept import DIRECTIONS, Direction, KeptTokens, tokens_sha256
-from nbkit.generation.request import GenerationRequest
+from nbkit.generation.kept import DIRECTIONS, Direction, KeptTokens, is_whole_number, tokens_sha256
+from nbkit.generation.request import GenerationRequest, check_seed
 from nbkit.generation.sampling import SamplingSettings
 from nbkit.png import read_png_metadata
+
+GRID_SIDE = 16      # image tokens per row and column of the published models (their 256-token images)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -77,39 +80,127 @@ def _prompt(source: SourceImage, prompt: str | None) -> str:
     return chosen
 
 
-def _request(source: SourceImage, kept: KeptTokens, edit: dict[str, Any], n_images: int, seed: int | None,
-             prompt: str | None, negative_prompt: str | None, settings: SamplingSettings | None):
-    negative = source.negative_prompt if negative_prompt is None else negative_prompt
-    return GenerationRequest([_prompt(source, prompt)], n_images, seed, settings or SamplingSettings(),
-                             negative_prompt=negative, kept=kept, source={**source.describe(), **edit})
+def _whole_in(value: Any, low: int, high: int, message: str) -> int:
+    if not is_whole_number(value) or not low <= value <= high:
+        raise ValueError(f"{message} (got {value!r}).")
+    return int(value)
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Edit:
+    """What every edit of an image shares: how many images, the seed (None: drawn once, when the request
+    is built), the prompt and negative prompt (None: the source's), and the sampling settings. A
+    subclass says what is kept (`kept`) and how it is recorded (`describe`); `request(source)` builds the
+    `GenerationRequest`. Checked once, when made: the CLI, the notebook form, the server and the
+    `Pipeline` methods build these and nothing else."""
+
+    n_images: int = 1
+    seed: int | None = None
+    prompt: str | None = None
+    negative_prompt: str | None = None
+    settings: SamplingSettings = SamplingSettings()
+
+    def __post_init__(self):
+        _whole_in(self.n_images, 1, 2**20, "n_images must be a whole number ≥ 1")
+        object.__setattr__(self, "seed", check_seed(self.seed))
+        for name in ("prompt", "negative_prompt"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be text or None (got {getattr(self, name)!r}).")
+        if not isinstance(self.settings, SamplingSettings):
+            raise TypeError(f"settings must be a SamplingSettings (got {type(self.settings).__name__}).")
+
+    def kept(self, tokens: np.ndarray) -> KeptTokens:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def request(self, source: SourceImage) -> GenerationRequest:
+        """The request that makes this edit of `source`."""
+        negative = source.negative_prompt if self.negative_prompt is None else self.negative_prompt
+        return GenerationRequest([_prompt(source, self.prompt)], self.n_images, self.seed, self.settings,
+                                 negative_prompt=negative, kept=self.kept(source.tokens),
+                                 source={**source.describe(), **self.describe()})
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Vary(Edit):
+    """Variations: the first `keep_rows` rows of the source's 16 kept, the rest drawn anew (0: new
+    images from the prompt; 16: the source's tokens)."""
+
+    keep_rows: int = 8
+    n_images: int = 4
+
+    def __post_init__(self):
+        super().__post_init__()
+        _whole_in(self.keep_rows, 0, GRID_SIDE, f"keep_rows must be a whole number from 0 to {GRID_SIDE}")
+
+    def kept(self, tokens: np.ndarray) -> KeptTokens:
+        return KeptTokens.first_rows(tokens, self.keep_rows)
+
+    def describe(self) -> dict[str, Any]:
+        return {"edit": "vary", "keep_rows": self.keep_rows}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Extend(Edit):
+    """The source moved up (`down`) or left (`right`) by `rows` rows or columns (1–15); the new band
+    drawn."""
+
+    direction: Direction = "down"
+    rows: int = 8
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)} (got {self.direction!r}).")
+        _whole_in(self.rows, 1, GRID_SIDE - 1, f"Extend by 1 to {GRID_SIDE - 1} rows or columns")
+
+    def kept(self, tokens: np.ndarray) -> KeptTokens:
+        return KeptTokens.shifted(tokens, self.direction, self.rows)
+
+    def describe(self) -> dict[str, Any]:
+        return {"edit": "extend", "direction": self.direction, "rows": self.rows}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Fill(Edit):
+    """Every token outside `region` = (top, left, bottom, right) token cells kept, the inside drawn;
+    `n_images` candidates to rank (see `Pipeline.fill`)."""
+
+    region: tuple[int, int, int, int]
+    n_images: int = 8
+
+    def __post_init__(self):
+        super().__post_init__()
+        region = self.region
+        four_numbers = isinstance(region, (tuple, list)) and len(region) == 4
+        if not four_numbers or not all(is_whole_number(v) for v in region):
+            raise ValueError(f"region is (top, left, bottom, right) in token cells (got {region!r}).")
+        top, left, bottom, right = (int(v) for v in region)
+        if not (0 <= top < bottom <= GRID_SIDE and 0 <= left < right <= GRID_SIDE):
+            raise ValueError(f"The region to fill is (top, left, bottom, right) in token cells with "
+                             f"0 ≤ top < bottom ≤ {GRID_SIDE} and 0 ≤ left < right ≤ {GRID_SIDE} "
+                             f"(got {tuple(region)}).")
+        object.__setattr__(self, "region", (top, left, bottom, right))
+
+    def kept(self, tokens: np.ndarray) -> KeptTokens:
+        return KeptTokens.outside(tokens, *self.region)
+
+    def describe(self) -> dict[str, Any]:
+        return {"edit": "fill", "region": list(self.region)}
+
+
+# For nbkit.server and bench/ until they build `Vary`/`Extend` themselves; remove then.
 def variation_request(source: SourceImage, n_images: int = 4, keep_rows: int = 8, seed: int | None = None,
                       prompt: str | None = None, negative_prompt: str | None = None,
-                      settings: SamplingSettings | None = None):
-    """The first `keep_rows` rows of the source's 16 kept, the rest drawn anew."""
-    kept = KeptTokens.first_rows(source.tokens, keep_rows)
-    return _request(source, kept, {"edit": "vary", "keep_rows": keep_rows}, n_images, seed, prompt,
-                    negative_prompt, settings)
+                      settings: SamplingSettings | None = None) -> GenerationRequest:
+    return Vary(keep_rows=keep_rows, n_images=n_images, seed=seed, prompt=prompt,
+                negative_prompt=negative_prompt, settings=settings or SamplingSettings()).request(source)
 
 
 def extension_request(source: SourceImage, direction: Direction = "down", rows: int = 8, n_images: int = 1,
                       seed: int | None = None, prompt: str | None = None, negative_prompt: str | None = None,
-                      settings: SamplingSettings | None = None):
-    """The source moved up (`down`) or left (`right`) by `rows` rows or columns; the new band drawn."""
-    if direction not in DIRECTIONS:
-        raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)} (got {direction!r}).")
-    kept = KeptTokens.shifted(source.tokens, direction, rows)
-    return _request(source, kept, {"edit": "extend", "direction": direction, "rows": rows}, n_images, seed,
-                    prompt, negative_prompt, settings)
-
-
-def fill_request(source: SourceImage, region: tuple[int, int, int, int], n_images: int = 8,
-                 seed: int | None = None, prompt: str | None = None, negative_prompt: str | None = None,
-                 settings: SamplingSettings | None = None):
-    """Every token outside `region` = (top, left, bottom, right) token cells kept, the inside drawn."""
-    if not isinstance(region, (tuple, list)) or len(region) != 4:
-        raise ValueError(f"region is (top, left, bottom, right) in token cells (got {region!r}).")
-    kept = KeptTokens.outside(source.tokens, *region)
-    return _request(source, kept, {"edit": "fill", "region": list(region)}, n_images, seed, prompt,
-                    negative_prompt, settings)
+                      settings: SamplingSettings | None = None) -> GenerationRequest:
+    return Extend(direction=direction, rows=rows, n_images=n_images, seed=seed, prompt=prompt,
+                  negative_prompt=negative_prompt, settings=settings or SamplingSettings()).request(source)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -27,7 +28,7 @@ def _grid_side(length: int) -> int:
     return side
 
 
-def whole(value) -> bool:
+def is_whole_number(value) -> bool:
     """An int (numpy's too), not a bool."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
@@ -87,7 +88,7 @@ class KeptTokens:
         the prompt; all rows: the source itself)."""
         tokens = _flat(tokens)
         side = _grid_side(len(tokens))
-        if not whole(rows) or not 0 <= rows <= side:
+        if not is_whole_number(rows) or not 0 <= rows <= side:
             raise ValueError(f"keep_rows must be a whole number from 0 to {side} (got {rows!r}).")
         mask = np.zeros((side, side), bool)
         mask[:rows] = True
@@ -102,7 +103,7 @@ class KeptTokens:
         side = _grid_side(len(tokens))
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)} (got {direction!r}).")
-        if not whole(amount) or not 1 <= amount < side:
+        if not is_whole_number(amount) or not 1 <= amount < side:
             raise ValueError(f"Extend by 1 to {side - 1} rows or columns (got {amount!r}).")
         grid = tokens.reshape(side, side)
         moved, mask = np.zeros_like(grid), np.zeros((side, side), bool)
@@ -118,7 +119,8 @@ class KeptTokens:
         tokens = _flat(tokens)
         side = _grid_side(len(tokens))
         box = (top, left, bottom, right)
-        if not all(whole(v) for v in box) or not (0 <= top < bottom <= side and 0 <= left < right <= side):
+        if not (all(is_whole_number(v) for v in box)
+                and 0 <= top < bottom <= side and 0 <= left < right <= side):
             raise ValueError(f"The region to fill is (top, left, bottom, right) in token cells with "
                              f"0 ≤ top < bottom ≤ {side} and 0 ≤ left < right ≤ {side} (got {box}).")
         mask = np.ones((side, side), bool)
@@ -156,18 +158,27 @@ def _flat(tokens) -> np.ndarray:
     return array
 
 
-def seamless_tokens(images: Sequence[np.ndarray], columns: int | None = None) -> np.ndarray:
-    """Images' token grids laid side by side, `columns` to a row (default: as square as possible), as one
-    (rows·side, columns·side) grid to decode as one picture. A grid that is not full is an error: the
+def seamless_columns(count: int) -> int:
+    """The most square full grid for `count` images: the fewest columns that are at least as many as the
+    rows and divide `count` (4 → 2×2, 8 → 4 columns × 2 rows, 3, 5 or 7 → one row). Full, because the
     decoder has no token for "nothing"."""
+    if not is_whole_number(count) or count < 1:
+        raise ValueError(f"A seamless grid needs at least one image (got {count!r}).")
+    return next(c for c in range(math.isqrt(count), count + 1) if count % c == 0 and c * c >= count)
+
+
+def seamless_tokens(images: Sequence[np.ndarray], columns: int | None = None) -> np.ndarray:
+    """Images' token grids laid side by side, `columns` to a row (default: `seamless_columns`, the most
+    square full grid), as one (rows·side, columns·side) grid to decode as one picture. A grid that is
+    not full is an error: the decoder has no token for "nothing"."""
     grids = [_flat(tokens) for tokens in images]
     if not grids:
         raise ValueError("A seamless grid needs at least one image.")
     side = _grid_side(len(grids[0]))
     if any(len(grid) != side * side for grid in grids):
         raise ValueError("A seamless grid's images must all have the same number of tokens.")
-    columns = columns or max(1, round(len(grids) ** 0.5))
-    if not whole(columns) or columns < 1 or len(grids) % columns:
+    columns = columns or seamless_columns(len(grids))
+    if not is_whole_number(columns) or columns < 1 or len(grids) % columns:
         raise ValueError(f"{len(grids)} image(s) do not fill rows of {columns}: give a number of images that "
                          f"is a multiple of columns (e.g. 4 or 9 for a square).")
     cells = [grid.reshape(side, side) for grid in grids]

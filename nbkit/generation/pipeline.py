@@ -27,14 +27,8 @@ import numpy as np
 
 from nbkit.generation import sharding
 from nbkit.generation.device import detect, use_compilation_cache
-from nbkit.generation.from_image import (
-    SourceImage,
-    extension_request,
-    fill_request,
-    open_source,
-    variation_request,
-)
-from nbkit.generation.kept import Direction, KeptTokens, seamless_tokens, whole
+from nbkit.generation.from_image import Edit, Extend, Fill, SourceImage, Vary, open_source
+from nbkit.generation.kept import Direction, KeptTokens, is_whole_number, seamless_tokens
 from nbkit.generation.request import GenerationRequest, ImageTask
 from nbkit.generation.sampling import CompiledSampler, SamplingSettings, compiled_sampler, kept_prefix
 from nbkit.models import vqgan as vqgan_module
@@ -76,7 +70,7 @@ class Progress:
     position: int               # tokens drawn so far in each row of this batch
     tokens: jax.Array | None = dataclasses.field(default=None, repr=False)   # (batch, 256), own copy
     _decode: Any = dataclasses.field(default=None, repr=False, compare=False)
-    batch: range = range(0)     # which of the stream's tasks this batch makes (their indexes)
+    batch: tuple[int, ...] = ()  # which of the stream's tasks this batch makes (their indexes)
 
     @cached_property
     def images(self) -> list[GeneratedImage]:
@@ -91,7 +85,7 @@ class Batch:
     images_done: int
     images_total: int
     elapsed: float
-    batch: range = range(0)     # which of the stream's tasks these are (their indexes)
+    batch: tuple[int, ...] = ()  # which of the stream's tasks these are (their indexes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,6 +147,28 @@ def bucket_sizes(data_parallel: int, max_batch: int) -> list[int]:
         sizes.append(size)
         size *= 2
     return [*sizes, max(max_batch, data_parallel)]
+
+
+def own_kept_prefix(task: ImageTask) -> int:
+    """How many positions from the start `task` keeps: what the prefill runs for it."""
+    return 0 if task.kept is None else kept_prefix(task.kept.mask[None])
+
+
+def batches_of(tasks: Sequence[ImageTask], max_batch: int) -> list[tuple[int, ...]]:
+    """The tasks' indexes, grouped into batches of at most `max_batch` that share their kept prefix.
+
+    Why the prefix: a batch prefills the prefix its rows share and runs the rest step by step, and in
+    bfloat16 or float16 the two paths give slightly different activations, hence other draws. A task
+    batched only with tasks of its own prefix is prefilled exactly as it is alone, so its image does
+    not depend on what it was packed with, in any dtype. (Prefilling each row to its own prefix would
+    cost a masked cache write at every step of every batch; grouping costs nothing when prefixes agree,
+    as they do within any one request.) Groups keep the order in which their first task came.
+    """
+    groups: dict[int, list[int]] = {}
+    for index, task in enumerate(tasks):
+        groups.setdefault(own_kept_prefix(task), []).append(index)
+    return [tuple(group[first:first + max_batch]) for group in groups.values()
+            for first in range(0, len(group), max_batch)]
 
 
 class Pipeline:
@@ -223,16 +239,18 @@ class Pipeline:
         """Variations of an image: its first `keep_rows` rows of tokens (of 16) kept, the rest drawn anew
         (0: new images from the prompt; 16: the source's tokens). `source`: a PNG nbkit saved (its tokens
         and prompt come from its metadata), a GeneratedImage, or any image (encoded; give `prompt`)."""
-        return self.collect(variation_request(self.source(source), n_images, keep_rows, seed, prompt,
-                                              negative_prompt, settings))
+        return self.edit(source, Vary(keep_rows=keep_rows, n_images=n_images, seed=seed, prompt=prompt,
+                                      negative_prompt=negative_prompt,
+                                      settings=settings or SamplingSettings()))
 
     def extend(self, source: Any, direction: Direction = "down", rows: int = 8, n_images: int = 1,
                seed: int | None = None, prompt: str | None = None, negative_prompt: str | None = None,
                settings: SamplingSettings | None = None) -> Generation:
         """The picture continued `down` or to the `right` by `rows` (1–15) rows or columns of tokens: the
         grid moves up or left, what is still inside is kept, the new band is drawn."""
-        return self.collect(extension_request(self.source(source), direction, rows, n_images, seed, prompt,
-                                              negative_prompt, settings))
+        return self.edit(source, Extend(direction=direction, rows=rows, n_images=n_images, seed=seed,
+                                        prompt=prompt, negative_prompt=negative_prompt,
+                                        settings=settings or SamplingSettings()))
 
     def fill(self, source: Any, region: tuple[int, int, int, int], n_images: int = 8, seed: int | None = None,
              prompt: str | None = None, negative_prompt: str | None = None,
@@ -242,8 +260,9 @@ class Pipeline:
         drawn and returned best first by how likely the model finds those kept tokens afterwards
         (`kept_logprob`). With a `reranker` (CLIP: `nbkit.output.rerank.Reranker`), the better half by that
         measure is then ordered by CLIP score against the prompt, the other half following."""
-        generation = self.collect(fill_request(self.source(source), region, n_images, seed, prompt,
-                                               negative_prompt, settings))
+        generation = self.edit(source, Fill(region=region, n_images=n_images, seed=seed, prompt=prompt,
+                                            negative_prompt=negative_prompt,
+                                            settings=settings or SamplingSettings()))
         images = generation.images
         images.sort(key=lambda image: -image.kept_logprob)
         if reranker is not None and images:
@@ -251,6 +270,10 @@ class Pipeline:
             scores = reranker.scores([image.pixels for image in better], [image.prompt for image in better])
             images[:len(better)] = [better[i] for i in np.argsort(-np.asarray(scores), kind="stable")]
         return generation
+
+    def edit(self, source: Any, edit: Edit) -> Generation:
+        """Any edit (`Vary`, `Extend`, `Fill`) of `source` (see `vary`), its images in request order."""
+        return self.collect(edit.request(self.source(source)))
 
     def decode_grid(self, tokens: np.ndarray) -> np.ndarray:
         """A (rows, columns) grid of tokens of any size → one uint8 picture of (16·rows, 16·columns) px:
@@ -276,13 +299,14 @@ class Pipeline:
         return self.collect(request)
 
     def collect(self, request: GenerationRequest) -> Generation:
-        images, timings = [], {}
+        """The whole stream's images, in the request's order (batches group tasks by kept prefix)."""
+        placed, timings = {}, {}
         for event in self.stream(request):
             if isinstance(event, Batch):
-                images += event.images
+                placed.update(zip(event.batch, event.images, strict=True))
             elif isinstance(event, Done):
                 timings = event.timings
-        return Generation(images, request, self.name, timings)
+        return Generation([placed[index] for index in sorted(placed)], request, self.name, timings)
 
     def stream(self, request: GenerationRequest, progress_every: int | None = None) -> Iterator[Event]:
         """Generates `request`, yielding `Progress` every `progress_every` tokens (and at the start of
@@ -300,8 +324,9 @@ class Pipeline:
     def stream_tasks(self, tasks: Sequence[ImageTask], settings: SamplingSettings,
                      progress_every: int | None = None) -> Iterator[Event]:
         """`stream` for any list of images to make — from several requests at once, as the server's
-        worker packs them; batches take the tasks in order, `max_batch` at a time."""
-        if progress_every is not None and not (whole(progress_every) and progress_every >= 1):
+        worker packs them; batches take the tasks in order, `max_batch` at a time, each batch holding
+        tasks of one kept prefix only (see `batches_of`): `Batch.batch` says which tasks it made."""
+        if progress_every is not None and not (is_whole_number(progress_every) and progress_every >= 1):
             raise ValueError(f"progress_every must be a whole number ≥ 1 or None (got {progress_every!r}).")
         tasks = list(tasks)
         length, codes = self.model.config.image_length, self.vqgan.config.n_embed
@@ -325,9 +350,8 @@ class Pipeline:
         length = self.model.config.image_length
         total, done = len(tasks), 0
         every = progress_every or length
-        for first in range(0, total, self.max_batch):
-            chosen = tasks[first:first + self.max_batch]
-            indexes = range(first, first + len(chosen))
+        for indexes in batches_of(tasks, self.max_batch):
+            chosen = [tasks[index] for index in indexes]
             size = next(b for b in self.buckets if b >= len(chosen))
             padded = chosen + [chosen[0]] * (size - len(chosen))
             program = (size, sampler.super_conditioned)

@@ -4,6 +4,7 @@ where it enters, and the images it asks for as `ImageTask`s, each with everythin
 from __future__ import annotations
 
 import dataclasses
+import re
 import secrets
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
@@ -12,11 +13,35 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from nbkit.generation.kept import KeptTokens, whole
+from nbkit.generation.kept import KeptTokens, is_whole_number
 from nbkit.generation.sampling import SamplingSettings
 from nbkit.text.tokenizer import check_prompts
 
 SEED_LIMIT = 2**32
+_ASCII_DIGITS = re.compile(r"[0-9]+")      # not str.isdigit: it takes "²" and "١٢"
+
+
+def check_seed(seed: Any) -> int | None:
+    """The one check of a seed, for every front end and the library: a whole number in [0, 2³²), or
+    None for a random one."""
+    if seed is None:
+        return None
+    if not is_whole_number(seed) or not 0 <= seed < SEED_LIMIT:
+        raise ValueError(f"The seed must be a whole number from 0 to {SEED_LIMIT - 1}, or none for a random "
+                         f"one (got {seed!r}).")
+    return int(seed)
+
+
+def parse_seed(text: str) -> int | None:
+    """A seed typed as text (a form field, a command-line option): digits 0-9, or blank for a random
+    one; then `check_seed`."""
+    text = str(text).strip()
+    if not text:
+        return None
+    if not _ASCII_DIGITS.fullmatch(text):
+        raise ValueError(f"The seed must be a whole number from 0 to {SEED_LIMIT - 1} in digits 0-9, or "
+                         f"blank for a random one (got {text!r}).")
+    return check_seed(int(text))
 
 
 def draw_seed() -> int:
@@ -87,17 +112,13 @@ class GenerationRequest:
                 raise ValueError(f"source must be a mapping of what the images started from (got "
                                  f"{self.source!r}).")
             object.__setattr__(self, "source", dict(self.source))
-        if not whole(self.n_images) or self.n_images < 1:
+        if not is_whole_number(self.n_images) or self.n_images < 1:
             raise ValueError(f"n_images must be a whole number ≥ 1 (got {self.n_images!r}).")
-        if self.seed is None:
-            object.__setattr__(self, "seed", draw_seed())
-        elif not whole(self.seed) or not 0 <= self.seed < SEED_LIMIT:
-            raise ValueError(f"seed must be a whole number in [0, 2³²) or None for a random one "
-                             f"(got {self.seed!r}).")
+        seed = check_seed(self.seed)
+        object.__setattr__(self, "seed", draw_seed() if seed is None else seed)
         if not isinstance(self.settings, SamplingSettings):
             raise TypeError(f"settings must be a SamplingSettings (got {type(self.settings).__name__}).")
         object.__setattr__(self, "n_images", int(self.n_images))
-        object.__setattr__(self, "seed", int(self.seed))
         if self.only is not None:
             only = frozenset((int(p), int(i)) for p, i in self.only)
             outside = [(p, i) for p, i in only if not (0 <= p < len(self.prompts) and 0 <= i < self.n_images)]
@@ -109,8 +130,9 @@ class GenerationRequest:
     @property
     def images(self) -> list[tuple[int, int]]:
         """(prompt index, image index) of each image to make, in order."""
-        every = [(p, i) for p in range(len(self.prompts)) for i in range(self.n_images)]
-        return every if self.only is None else [pair for pair in every if pair in self.only]
+        if self.only is not None:       # in order without listing the whole request (it may be huge)
+            return sorted(self.only)
+        return [(p, i) for p in range(len(self.prompts)) for i in range(self.n_images)]
 
     def tasks(self) -> list[ImageTask]:
         """The images to make, in order, each with all it depends on."""

@@ -13,6 +13,7 @@ file directly in the folder. Derived files (a ranking) are replaced whole with `
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import hashlib
@@ -39,6 +40,10 @@ _WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 1
                      *(f"LPT{i}" for i in range(1, 10))}
 _NO_HARD_LINKS = {errno.EPERM, errno.EACCES, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EMLINK}
 _MAX_SUFFIX = 10_000  # -2, -3, … tried before giving up
+# Bounds on what a record read from a file may say (PNG metadata and manifests are untrusted): far above
+# any run, and small enough that nothing built from a record can take long or much memory.
+INDEX_LIMIT = 2**20          # prompt and image indexes
+TOKENS_LIMIT = 2**16         # image tokens recorded with one image
 
 
 def slugify(text: str, max_length: int = 40) -> str:
@@ -188,13 +193,15 @@ class ImageRecord:
 
     def __post_init__(self):
         object.__setattr__(self, "settings", _settings_items(self.settings))
+        if not isinstance(self.tokens, (list, tuple)) or len(self.tokens) > TOKENS_LIMIT:
+            raise ValueError(f"tokens must be a list of at most {TOKENS_LIMIT} image codes.")
         object.__setattr__(self, "tokens", tuple(int(token) for token in self.tokens))
         for name in ("prompt_index", "image_index", "seed"):
             value = getattr(self, name)
             whole = not isinstance(value, bool) and isinstance(value, (int, np.integer))
-            if not whole or (name != "seed" and value < 0):
-                raise ValueError(f"{name} must be a whole number{'' if name == 'seed' else ' ≥ 0'}, "
-                                 f"got {value!r}.")
+            if not whole or (name != "seed" and not 0 <= value < INDEX_LIMIT):
+                bounds = "" if name == "seed" else f" in [0, {INDEX_LIMIT})"
+                raise ValueError(f"{name} must be a whole number{bounds}, got {value!r}.")
             object.__setattr__(self, name, int(value))
         if not isinstance(self.prompt, str) or not isinstance(self.model, str):
             raise ValueError(f"prompt and model must be strings, got {self.prompt!r} and {self.model!r}.")
@@ -244,10 +251,9 @@ class RunFolder:
         return cls(path)
 
     @classmethod
-    def resume_or_create(cls, root: Path, prompts: Sequence[str], run_key: str,
-                         expected_images: int) -> RunFolder:
-        """The folder under `root` made for this `run_key` (the newest unfinished one, else the
-        newest finished one: the same batch again has nothing left to make), else a new one."""
+    def find(cls, root: Path, run_key: str) -> RunFolder | None:
+        """The folder under `root` made for this `run_key` (the newest unfinished one, else the newest
+        finished one: the same batch again has nothing left to make), or None. Creates nothing."""
         found = []
         for child in (Path(root).iterdir() if Path(root).is_dir() else ()):
             if child.is_dir() and not child.is_symlink():
@@ -256,9 +262,13 @@ class RunFolder:
                 if info.get("run_key") == run_key:
                     found.append((not folder.is_complete(), str(info.get("created", "")), len(child.name),
                                   child.name, folder))
-        if found:
-            return max(found, key=lambda entry: entry[:4])[4]
-        return cls.create(root, prompts, run_key, expected_images)
+        return max(found, key=lambda entry: entry[:4])[4] if found else None
+
+    @classmethod
+    def resume_or_create(cls, root: Path, prompts: Sequence[str], run_key: str,
+                         expected_images: int) -> RunFolder:
+        """`find`, else a new folder."""
+        return cls.find(root, run_key) or cls.create(root, prompts, run_key, expected_images)
 
     def info(self) -> dict[str, Any]:
         """run.json's contents ({} if missing or unreadable)."""
@@ -345,10 +355,13 @@ class RunFolder:
                 continue
         raise FileExistsError(f"Could not find a free file name for {stem}.png in {self.path}.")
 
-    def save_image(self, image: np.ndarray, record: ImageRecord) -> Path | None:
-        """Saves one image as a PNG with its record, or returns None if it was already saved."""
-        if record.key in self.saved_keys():
-            return None
+    def save_image(self, image: np.ndarray, record: ImageRecord) -> Path:
+        """Saves one image as a PNG with its record; one saved before (the same record's key in the
+        manifest) is not saved again, and its path is returned all the same."""
+        for entry in self.entries():
+            with contextlib.suppress(ValueError):
+                if ImageRecord.from_metadata(entry).key == record.key:
+                    return self.image_path(entry)
         metadata = record.to_metadata()
         stem = f"{record.prompt_index:03d}_{slugify(record.prompt)}_s{record.seed}_{record.image_index:03d}"
         path = self.write_png(stem, png_bytes(image, metadata), record)
