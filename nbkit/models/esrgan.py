@@ -136,7 +136,8 @@ class RRDBNet(nn.Module):
         feat = feat + _conv(c.num_feat, "conv_body", self.dtype)(body)
         feat = _lrelu(_conv(c.num_feat, "conv_up1", self.dtype)(upsample_nearest(feat, 2)))
         feat = _lrelu(_conv(c.num_feat, "conv_up2", self.dtype)(upsample_nearest(feat, 2)))
-        out = _conv(c.num_out_ch, "conv_last", self.dtype)(_lrelu(_conv(c.num_feat, "conv_hr", self.dtype)(feat)))
+        feat = _lrelu(_conv(c.num_feat, "conv_hr", self.dtype)(feat))
+        out = _conv(c.num_out_ch, "conv_last", self.dtype)(feat)
         return out.astype(jnp.float32)
 
 
@@ -190,7 +191,7 @@ def config_from_shapes(shapes: Mapping[str, tuple[int, ...]], name: str = "the f
     def shape(key: str) -> tuple[int, ...]:
         return tuple(shapes[key])
 
-    if "conv_first.weight" in shapes and "conv_last.weight" in shapes and "body.0.rdb1.conv1.weight" in shapes:
+    if all(key in shapes for key in ("conv_first.weight", "conv_last.weight", "body.0.rdb1.conv1.weight")):
         first, grow = shape("conv_first.weight"), shape("body.0.rdb1.conv1.weight")
         blocks = 1 + max(int(m.group(1)) for key in shapes if (m := _BLOCK.match(key)))
         scales = {3: 4, 12: 2, 48: 1}

@@ -77,7 +77,8 @@ def _rebuild_tensor(storage, offset, size, stride, *_ignored) -> _TensorRef:
     """Stands in for torch._utils._rebuild_tensor_v2 (and _rebuild_tensor): records the view."""
     ints = (isinstance(offset, int) and isinstance(size, tuple) and isinstance(stride, tuple)
             and all(isinstance(n, int) and n >= 0 for n in size + stride + (offset,)))
-    if not isinstance(storage, _Storage) or not ints or len(size) != len(stride) or len(size) > MAX_TENSOR_DIMS:
+    ints = ints and len(size) == len(stride) <= MAX_TENSOR_DIMS
+    if not isinstance(storage, _Storage) or not ints:
         raise CheckpointError("a tensor in the checkpoint is malformed (storage, offset, size, stride).")
     return _TensorRef(storage, offset, size, stride)
 
