@@ -6,8 +6,9 @@ shape (`TileSettings.tile` pixels a side, or the whole picture when it is smalle
 is one window, so every 256×256 call runs the same compiled program, and a 256×2048 panorama is
 sixteen overlapping 256×256 windows run a batch at a time, so device memory depends on the window
 and batch, not on the picture. Neighbouring windows share `overlap` input pixels, where their outputs
-are blended with complementary linear weights: each output pixel near a cut is mostly taken from the
-window in which it lies furthest from an edge, which hides the seam (see `bench/bench_upscale.py
+are cross-faded with complementary linear weights over the middle half of the shared strip: no
+output pixel is taken from the outer quarter next to a window's edge (where the zero padding beyond
+the window is felt), and none changes abruptly at a cut, which hides the seam (see `bench/bench_upscale.py
 --seams` for the measured difference to an untiled run).
 
 Batches of windows are split over the mesh's data axis like generation's rows (`nbkit.sharding`);
@@ -45,6 +46,7 @@ class TileSettings:
     overlap: int = 32
     batch: int = 4
     max_pixels: int = 2048 * 2048
+    ramp: float = 0.5   # the middle part of each overlap over which neighbours cross-fade
 
     def __post_init__(self):
         if not (isinstance(self.tile, int) and isinstance(self.overlap, int) and 0 <= self.overlap
@@ -63,19 +65,28 @@ def window_starts(length: int, tile: int, overlap: int) -> list[int]:
     return [round(k * (length - tile) / (count - 1)) for k in range(count)]
 
 
-def blend_weights(starts: list[int], window: int, scale: int) -> list[np.ndarray]:
-    """Each window's weight along one axis, in output pixels: 1 inside, ramping linearly across each
-    part it shares with a neighbour, complementary to that neighbour's ramp (they sum to 1)."""
+def _ramp(shared: int, ramp: float) -> np.ndarray:
+    """Rising weights over `shared` pixels: 0 over the outer part, linear over the middle `ramp`
+    fraction, 1 beyond; the neighbour's falling weights are 1 minus these."""
+    width = max(1.0, shared * ramp)
+    positions = np.arange(shared, dtype=np.float32) + 0.5 - (shared - width) / 2
+    return np.clip(positions / width, 0, 1)
+
+
+def blend_weights(starts: list[int], window: int, scale: int, ramp: float = 0.5) -> list[np.ndarray]:
+    """Each window's weight along one axis, in output pixels: 1 inside; across each part it shares
+    with a neighbour, a ramp complementary to the neighbour's (they sum to 1) that leaves out the
+    outer quarter next to each window's edge, where the zero padding beyond the window is felt."""
     size = window * scale
     weights = []
     for k, start in enumerate(starts):
         weight = np.ones(size, np.float32)
         if k > 0:   # shared with the previous window: [starts[k], starts[k-1] + window)
             shared = (starts[k - 1] + window - start) * scale
-            weight[:shared] = (np.arange(shared, dtype=np.float32) + 0.5) / shared
+            weight[:shared] = _ramp(shared, ramp)
         if k + 1 < len(starts):
             shared = (start + window - starts[k + 1]) * scale
-            weight[size - shared:] *= 1 - (np.arange(shared, dtype=np.float32) + 0.5) / shared
+            weight[size - shared:] *= 1 - _ramp(shared, ramp)
         weights.append(weight)
     return weights
 
@@ -191,7 +202,8 @@ class Upscaler:
             jobs += [(index, r, c) for r in range(len(rows)) for c in range(len(columns))]
         outputs = [np.zeros((image.shape[0] * scale, image.shape[1] * scale, 3), np.float32)
                    for image in images]
-        weights = [(blend_weights(p[2], p[0], scale), blend_weights(p[3], p[1], scale)) for p in plans]
+        weights = [(blend_weights(p[2], p[0], scale, settings.ramp),
+                    blend_weights(p[3], p[1], scale, settings.ramp)) for p in plans]
         by_shape: dict[tuple[int, int], list] = {}
         for job in jobs:
             by_shape.setdefault(plans[job[0]][:2], []).append(job)
