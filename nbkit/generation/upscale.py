@@ -127,6 +127,17 @@ class Upscaler:
         self.weights_path: Path | None = None
         self.weights_sha256: str | None = None
 
+    @classmethod
+    def from_params(cls, model: Any, params: Any, name: str = "in-memory", sha256: str | None = None,
+                    settings: TileSettings = TileSettings(),
+                    mesh: jax.sharding.Mesh | None = None) -> Upscaler:
+        """An upscaler over weights already in memory (benchmarks, random weights)."""
+        upscaler = cls(name, settings=settings, mesh=mesh)
+        upscaler._mesh = mesh or sharding.make_mesh()
+        upscaler._loaded = (model, sharding.put_tree(params, upscaler._mesh), jax.jit(model.apply))
+        upscaler.weights_sha256 = sha256
+        return upscaler
+
     # ---- loading (first use only)
 
     @property
