@@ -179,11 +179,9 @@ def _upscale(args: argparse.Namespace) -> None:
     from tqdm.auto import tqdm
 
     from nbkit.generation.upscale import Upscaler
-    from nbkit.output.upscaled import read_picture, upscale_files
+    from nbkit.output.upscaled import upscale_files
 
-    for image in args.images:   # every file checked before the model is loaded
-        read_picture(image)
-    upscaler = Upscaler(args.model, cache=args.cache)
+    upscaler = Upscaler(args.model, cache=args.cache)   # loaded after every image has been read
     with tqdm(unit="tile", file=sys.stderr, disable=None, desc=f"upscaling with {args.model}") as bar:
         def progress(done: int, total: int) -> None:
             bar.total = total

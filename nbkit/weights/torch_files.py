@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import ml_dtypes
+import jax.numpy as jnp
 import numpy as np
 
 from nbkit.weights.checkpoint import CheckpointError
@@ -36,7 +36,7 @@ _LEGACY_PROTOCOL = 1001
 # Typed storages a state dict may name, and the numpy dtype of their elements.
 _STORAGE_DTYPES = {
     "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
-    "BFloat16Storage": ml_dtypes.bfloat16, "LongStorage": np.int64, "IntStorage": np.int32,
+    "BFloat16Storage": jnp.bfloat16, "LongStorage": np.int64, "IntStorage": np.int32,
     "ShortStorage": np.int16, "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_,
 }
 MAX_TENSOR_DIMS = 8
