@@ -11,8 +11,8 @@ Prints seconds per image (best of --repeats after a first, compiling call) and p
     python bench/bench_upscale.py --size 64 --models x4plus general-x4v3 --batches 1
     python bench/bench_upscale.py --seams               # tiled vs untiled, per architecture
 
---seams upscales a 64×512 picture untiled and in 64-pixel windows with the default overlap fraction,
-and prints how far the tiled result strays (float and uint8 levels), for each architecture.
+--seams upscales a 64×512 picture untiled and in --seam-tile windows with each of --overlaps, and
+prints how far the tiled result strays (float and uint8 levels), for each architecture.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def seams(args: argparse.Namespace) -> None:
     for name in args.models:
         model, params = _random_model(name, jnp.float32)
         results = {}
-        for tile, overlap in ((512, 0),) + tuple((64, o) for o in args.overlaps):
+        for tile, overlap in ((512, 0),) + tuple((args.seam_tile, o) for o in args.overlaps):
             upscaler = Upscaler.from_params(model, params, name, settings=TileSettings(tile, overlap))
             results[overlap] = upscaler.upscale_float([picture])[0]
             if tile == 512:
@@ -104,7 +104,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--torch-python", default=str(TORCH_PYTHON))
     parser.add_argument("--seams", action="store_true", help="measure tiled vs untiled instead")
-    parser.add_argument("--overlaps", nargs="+", type=int, default=[8, 16, 24])
+    parser.add_argument("--overlaps", nargs="+", type=int, default=[16, 32, 48])
+    parser.add_argument("--seam-tile", type=int, default=128, help="window side for --seams")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
