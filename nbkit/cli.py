@@ -232,6 +232,7 @@ def _info(args: argparse.Namespace) -> None:
     from nbkit.generation.device import detect
     from nbkit.places import model_cache
     from nbkit.weights import hub
+    from nbkit.weights.registry import upscalers_summary
 
     print(f"nbkit {__version__}")
     print(detect().summary())
@@ -240,6 +241,23 @@ def _info(args: argparse.Namespace) -> None:
     print(f"cache:        {root} ({len(cached)} model folder(s))")
     for source, folder, size in cached:
         print(f"  {source}  {size / 1e9:.2f} GB  {folder}")
+    print(upscalers_summary())
+
+
+def _upscale(args: argparse.Namespace) -> None:
+    from tqdm.auto import tqdm
+
+    from nbkit.generation.upscale import Upscaler
+    from nbkit.output.upscaled import upscale_files
+
+    upscaler = Upscaler(args.model, cache=args.cache)   # loaded after every image has been read
+    with tqdm(unit="tile", file=sys.stderr, disable=None, desc=f"upscaling with {args.model}") as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        for path in upscale_files(upscaler, args.images, args.out, progress):
+            print(path)
 
 
 def add_model_arguments(command: argparse.ArgumentParser, model: str | None = "mini") -> None:
@@ -338,6 +356,15 @@ def parser() -> argparse.ArgumentParser:
     download = commands.add_parser("download", help="fetch models into the cache (for offline use)")
     download.add_argument("names", nargs="+", metavar="NAME")
     download.set_defaults(run=_download)
+
+    upscale = commands.add_parser("upscale", help="make pictures 4× (or 2×) larger with Real-ESRGAN, saved "
+                                  "beside them")
+    upscale.add_argument("images", nargs="+", metavar="IMAGE", help="PNG (or JPEG, WebP…) files")
+    upscale.add_argument("--model", default="esrgan-x4",
+                         help="esrgan-x4 (default), esrgan-anime, esrgan-x2, esrgan-fast, or a .pth / "
+                              ".safetensors file")
+    upscale.add_argument("--out", help="folder to save into (default: beside each image)")
+    upscale.set_defaults(run=_upscale)
 
     info = commands.add_parser("info", help="devices, recommended dtype and model, cache contents")
     info.set_defaults(run=_info)

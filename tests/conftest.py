@@ -20,7 +20,10 @@ import pytest
 
 BUNDLED_GOLDEN_DIR = Path(__file__).parent / "fixtures" / "golden"
 GOLDEN_DIR = Path(os.environ.get("NBKIT_GOLDEN_DIR") or BUNDLED_GOLDEN_DIR)
-GOLDEN_KINDS = ("dallebart", "vqgan", "clip", "text")
+GOLDEN_KINDS = ("dallebart", "vqgan", "clip", "text", "esrgan")
+# What marks a usable folder of each kind: a model folder has its config.json; the upscalers' folders
+# (released files carry no config) hold their expected outputs beside the weights.
+_FOLDER_MARKER = {"esrgan": "expected.npz"}
 # float32 results against the reference's: it ran on jax 0.4.13, whose XLA orders sums differently and
 # has other exp, erf and rsqrt, so agreement is to "about 1e-4" (tests/fixtures/golden/README.md).
 REFERENCE_ATOL = 1e-4
@@ -32,14 +35,16 @@ def golden_folders(prefix: str, golden_dir: Path | None = None) -> list[Path]:
     golden_dir = GOLDEN_DIR if golden_dir is None else golden_dir
     if prefix == "text":
         return [golden_dir / "text"] if (golden_dir / "text" / "normalize.json").is_file() else []
-    return sorted(p for p in golden_dir.glob(f"{prefix}-*") if (p / "config.json").is_file())
+    marker = _FOLDER_MARKER.get(prefix, "config.json")
+    return sorted(p for p in golden_dir.glob(f"{prefix}-*") if (p / marker).is_file())
 
 
 def golden_problem(golden_dir: Path, from_environment: bool) -> str | None:
     """Why the golden set in `golden_dir` cannot be used, or None. A set named by NBKIT_GOLDEN_DIR
     needs at least one of the golden folders; the bundled one, all of them."""
     named = f"NBKIT_GOLDEN_DIR={golden_dir}" if from_environment else f"The bundled golden set {golden_dir}"
-    expected = "dallebart-*, vqgan-*, clip-* and text/, as tests/fixtures/golden/README.md describes"
+    expected = ("dallebart-*, vqgan-*, clip-*, esrgan-* and text/, as tests/fixtures/golden/README.md "
+                "describes")
     if not golden_dir.is_dir():
         return (f"{named} is not a folder. It must hold the golden fixtures: {expected}. "
                 + ("Fix the path, or unset it to use the bundled set." if from_environment

@@ -9,6 +9,7 @@ used without touching the network (a second Colab session with Drive mounted dow
     <cache>/hub/<org>--<name>/<commit>/…files…     a model folder, as loaders expect it
     <cache>/hub/<org>--<name>/refs/<revision>      the commit a branch pointed to when last seen
     <cache>/wandb/<entity>--<project>--<name>/<version>/…
+    <cache>/releases/<name>/<sha256>/<file>         a file from a URL (the upscalers' GitHub assets)
     <cache>/partial/<hash>.part                    downloads under way
 
 A registered name always means the registered model, even where a folder of that name exists in the
@@ -40,7 +41,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from nbkit.places import model_cache
-from nbkit.weights.registry import _WORDS, MODELS, WORD_FREQUENCIES, HubFile
+from nbkit.weights.registry import _WORDS, MODELS, UPSCALER, WORD_FREQUENCIES, HubFile, RegisteredModel
 
 VERIFIED_FILE = ".nbkit-files.json"
 # What nbkit reads from a model folder; the first two are needed, the rest are read when present.
@@ -98,6 +99,8 @@ def fetch(model: str | Path, cache: str | Path | None = None, progress: bool = T
     root = model_cache(cache)
     if named:
         registered = MODELS[text]
+        if registered.release:
+            return _fetch_release(registered, root, progress)
         if registered.artifact:
             folder = _fetch_artifact(parse_artifact(registered.artifact), root, text, progress)
             _fetch_files(registered.files, folder, root, progress, text)
@@ -312,6 +315,67 @@ def _write_ref(repo_root: Path, revision: str, commit: str) -> None:
         (repo_root / "refs" / revision).write_text(commit)
 
 
+# ---------------------------------------------------------------- plain URLs (GitHub release assets)
+
+
+def _fetch_release(model: RegisteredModel, root: Path, progress: bool) -> Path:
+    """A registered model's one file from its URL into `<root>/releases/<name>/<sha256>/`, with the
+    hub downloads' progress bar, resume and hash check (the same `_download`)."""
+    release = model.release
+    folder = root / "releases" / model.name / release.sha256
+    verified = _read_verified(folder)
+    if verified.get("complete") and _verified_ok(folder, release.filename, verified):
+        return folder
+    files = (HubFile("", "", release.filename),)
+    if _offline():
+        raise _unavailable(model.name, folder, files, "offline mode is on (HF_HUB_OFFLINE/NBKIT_OFFLINE)")
+    url = os.environ.get("NBKIT_RELEASES_URL", "").rstrip("/")   # a mirror (tests: a local server)
+    url = f"{url}/{release.url.split('/download/', 1)[1]}" if url else release.url
+    try:
+        part = _download(url, root / "partial", release.sha256, release.size, release.filename, progress)
+    except CorruptFileError:
+        raise
+    except Exception as error:  # only the network's and the server's failures are handled
+        if (failure := _network_failure(error, url, server="GitHub")) is None:
+            raise
+        raise _unavailable(model.name, folder, files, *failure) from error
+    folder.mkdir(parents=True, exist_ok=True)
+    os.replace(part, folder / release.filename)
+    _write_verified(folder, {release.filename: _stamp(folder / release.filename, release.sha256),
+                             "complete": True, "url": release.url})
+    return folder
+
+
+UPSCALER_SUFFIXES = (".pth", ".pt", ".safetensors")
+
+
+def fetch_upscaler(model: str | Path, cache: str | Path | None = None, progress: bool = True) -> Path:
+    """The weights file of an upscaler: a registered name (`esrgan-x4`, … downloaded once, then from the
+    cache), a `.pth`/`.safetensors` file, or a folder holding exactly one such file."""
+    text = str(model)
+    if text in MODELS and not isinstance(model, Path):
+        registered = MODELS[text]
+        if registered.kind != UPSCALER:
+            raise ModelUnavailableError(f"{text!r} is not an upscaler. Use one of: "
+                                        + ", ".join(n for n, m in MODELS.items() if m.kind == UPSCALER) + ".")
+        return fetch(text, cache, progress) / registered.release.filename
+    path = Path(text).expanduser()
+    if path.is_file():
+        return path
+    if path.is_dir():
+        found = sorted(p for p in path.iterdir() if p.suffix in UPSCALER_SUFFIXES and p.is_file())
+        if len(found) == 1:
+            return found[0]
+        raise ModelUnavailableError(
+            f"{path} holds {len(found) or 'no'} upscaler weight files ({', '.join(p.name for p in found)}); "
+            "give the path of one .pth or .safetensors file." if found else
+            f"{path} holds no .pth or .safetensors file: give an upscaler's weights file or a name ("
+            + ", ".join(n for n, m in MODELS.items() if m.kind == UPSCALER) + ").")
+    raise ModelUnavailableError(f"Unknown upscaler {text!r}: give a name ("
+                                + ", ".join(n for n, m in MODELS.items() if m.kind == UPSCALER)
+                                + "), a .pth / .safetensors file or a folder holding one.")
+
+
 # ---------------------------------------------------------------- integrity
 
 
@@ -495,11 +559,12 @@ def cached_models(cache: str | Path | None = None) -> list[tuple[str, Path, int]
     """(source, folder, bytes) for every model folder in the cache."""
     root = model_cache(cache)
     found = []
-    for kind in ("hub", "wandb"):
+    for kind in ("hub", "wandb", "releases"):
         for folder in sorted((root / kind).glob("*/*")):
             if folder.is_dir() and (folder / VERIFIED_FILE).is_file():
                 size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
-                found.append((f"{folder.parent.name.replace('--', '/')}@{folder.name}", folder, size))
+                name = folder.parent.name.replace('--', '/')
+                found.append((name if kind == "releases" else f"{name}@{folder.name}", folder, size))
     return found
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import jax.numpy as jnp
+import numpy as np
 
 from nbkit.models.clip import CLIP, CLIPConfig
 from nbkit.models.clip import param_shapes as clip_shapes
@@ -15,7 +16,7 @@ from nbkit.models.dallebart import DalleBart, DalleBartConfig
 from nbkit.models.dallebart import param_shapes as dallebart_shapes
 from nbkit.models.vqgan import VQGANConfig, VQGANDecoder, VQGANEncoder
 from nbkit.models.vqgan import param_shapes as vqgan_shapes
-from nbkit.weights.checkpoint import Place, load_params, random_weights
+from nbkit.weights.checkpoint import CheckpointError, Place, load_params, random_weights
 
 WEIGHTS_FILE = "flax_model.msgpack"
 
@@ -86,6 +87,65 @@ def _clip_key(key: tuple[str, ...], value):
 def load_clip(folder: str | Path, dtype: Any = jnp.float32) -> tuple[CLIP, dict]:
     model = CLIP(CLIPConfig.from_folder(folder), dtype)
     return model, load_params(Path(folder) / WEIGHTS_FILE, clip_shapes(model), dtype, _clip_key)
+
+
+# ---- Real-ESRGAN upscalers
+
+
+def esrgan_key(torch_name: str) -> tuple[str, ...]:
+    """`body.3.rdb1.conv2.weight` → ("body_3", "rdb1", "conv2", "weight"): the Flax modules are named
+    after torch's, a list index joined to its list's name."""
+    parts: list[str] = []
+    for part in torch_name.split("."):
+        if part.isdigit() and parts:
+            parts[-1] = f"{parts[-1]}_{part}"
+        else:
+            parts.append(part)
+    return tuple(parts)
+
+
+def esrgan_params(state: dict, model, dtype: Any = jnp.float32, place: Place | None = None,
+                  name: str = "the file") -> dict:
+    """A PyTorch state dict → the model's parameter tree: conv weights (out, in, kh, kw) transposed
+    once to Flax's (kh, kw, in, out), every name and shape checked against the model."""
+    from flax.traverse_util import flatten_dict, unflatten_dict
+
+    from nbkit.models.esrgan import param_shapes
+
+    expected = flatten_dict(param_shapes(model))
+    put = place or (lambda key, value: jnp.asarray(value))
+    placed, unexpected, wrong = {}, [], []
+    for torch_name, value in state.items():
+        key = esrgan_key(torch_name)
+        if key[-1] == "weight" and value.ndim == 4:
+            key, value = key[:-1] + ("kernel",), value.transpose(2, 3, 1, 0)
+        if key not in expected:
+            unexpected.append(torch_name)
+        elif tuple(value.shape) != tuple(expected[key].shape):
+            wrong.append(f"{torch_name} has shape {tuple(value.shape)}, the model needs "
+                         f"{tuple(expected[key].shape)}")
+        else:
+            kept = jnp.float32 if key[-1] == "weight" else dtype   # PReLU slopes stay float32
+            placed[key] = put(key, np.ascontiguousarray(value).astype(jnp.dtype(kept)))
+    missing = ["/".join(key) for key in expected if key not in placed]
+    if missing or unexpected or wrong:
+        problems = ([f"missing: {', '.join(missing[:4])}"] if missing else []) + (
+            [f"not in the model: {', '.join(unexpected[:4])}"] if unexpected else []) + wrong[:4]
+        raise CheckpointError(f"{name} does not fit the architecture read from it ({'; '.join(problems)}).")
+    return unflatten_dict(placed)
+
+
+def load_esrgan(path: str | Path, dtype: Any = jnp.float32, place: Place | None = None):
+    """(model, params) from a Real-ESRGAN `.pth` or `.safetensors` file: the architecture and its
+    hyperparameters are read from the tensors' names and shapes; the file is never trusted to run
+    code (see `nbkit.weights.torch_files`)."""
+    from nbkit.models.esrgan import build, config_from_shapes
+    from nbkit.weights.torch_files import read_state_dict
+
+    state = read_state_dict(path)
+    config = config_from_shapes({key: value.shape for key, value in state.items()}, str(path))
+    model = build(config, dtype)
+    return model, esrgan_params(state, model, dtype, place, str(path))
 
 
 # ---- benchmark weights

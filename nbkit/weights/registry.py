@@ -15,6 +15,15 @@ nothing here was downloaded):
 - clip-b32: the notebook's `CLIP_REPO` (unpinned there); revision 3d74acf from public code pinning it;
   msgpack oid 2a2994d8…, "605 MB". clip-l14: msgpack oid 156f677e…, size 1,710,486,359 (a pointer
   with the same oid); no commit pin was found, so it follows `main`.
+- The Real-ESRGAN upscalers (esrgan-*): GitHub release assets of xinntao/Real-ESRGAN (BSD-3-Clause),
+  at the URLs its README and inference script name. The release pages publish no hashes; each sha256
+  below is the one that independent public download scripts pin for the same URL (read with the search
+  tool): RealESRGAN_x4plus 4fa0d389… (several projects agree; one also gives its size, 67,040,989
+  bytes) and RealESRGAN_x4plus_anime_6B f872d837… (a Stable Diffusion web UI's Docker entrypoint,
+  which checks both with sha256sum), RealESRGAN_x2plus 49fafd45… (a Dockerfile that checks it with
+  sha256sum), realesr-general-x4v3 8dc7edb9… (a Modal photo-restoration app that asserts it at
+  build time). Only x4plus's size was published; the others are checked by hash alone, and their
+  download sizes below are estimated from the parameter counts (float32, ±1%).
 Sizes given as "N MB" on a page are rounded: those files are checked against the size the hub
 reports at download time, and every LFS file against its sha256.
 """
@@ -29,7 +38,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-DALLEBART, VQGAN, CLIP = "dallebart", "vqgan", "clip"
+DALLEBART, VQGAN, CLIP, UPSCALER = "dallebart", "vqgan", "clip", "upscaler"
 MINI_REPO, MINI_REVISION = "dalle-mini/dalle-mini", "e0888f668d60b9009e1a00ef4b6c155ec7512610"
 WORD_FREQUENCIES = "enwiki-words-frequency.txt"
 GIB = 1 << 30
@@ -46,6 +55,15 @@ class HubFile:
 
 
 @dataclasses.dataclass(frozen=True)
+class ReleaseFile:
+    """One file downloaded from a plain URL (a GitHub release asset), pinned by its sha256."""
+    url: str
+    filename: str
+    sha256: str
+    size: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class RegisteredModel:
     name: str
     kind: str                      # DALLEBART, VQGAN or CLIP
@@ -58,9 +76,13 @@ class RegisteredModel:
     download_bytes: int = 0
     stored_dtype: str = "float32"
     license_url: str = ""
+    release: ReleaseFile | None = None   # ... or one file at a URL (the upscalers)
+    license: str = ""
 
     @property
     def source(self) -> str:
+        if self.release:
+            return self.release.url
         return self.artifact if self.artifact else f"{self.repo}@{self.revision}"
 
 
@@ -128,7 +150,46 @@ MODELS: dict[str, RegisteredModel] = {m.name: m for m in (
         download_bytes=1_714_000_000, license_url="https://github.com/openai/CLIP/blob/main/LICENSE"),
 )}
 
+_ESRGAN_RELEASES = "https://github.com/xinntao/Real-ESRGAN/releases/download"
+_ESRGAN_LICENSE = "https://github.com/xinntao/Real-ESRGAN/blob/master/LICENSE"
+
+
+def _esrgan(name: str, title: str, architecture: str, tag: str, filename: str, sha256: str,
+            download_bytes: int, size: int | None = None) -> RegisteredModel:
+    return RegisteredModel(name, UPSCALER, title, architecture, download_bytes=download_bytes,
+                           license_url=_ESRGAN_LICENSE, license="BSD-3-Clause",
+                           release=ReleaseFile(f"{_ESRGAN_RELEASES}/{tag}/{filename}", filename, sha256,
+                                               size))
+
+
+MODELS.update({m.name: m for m in (
+    _esrgan("esrgan-x4", "Real-ESRGAN x4plus (photos and general pictures, the default upscaler)", "x4plus",
+            "v0.1.0", "RealESRGAN_x4plus.pth",
+            "4fa0d38905f75ac06eb49a7951b426670021be3018265fd191d2125df9d682f1", 67_040_989, 67_040_989),
+    _esrgan("esrgan-anime", "Real-ESRGAN x4plus_anime_6B (illustrations, cartoons)", "x4plus-anime-6b",
+            "v0.2.2.4", "RealESRGAN_x4plus_anime_6B.pth",
+            "f872d837d3c90ed2e05227bed711af5671a6fd1c9f7d7e91c911a61f155e99da", 17_940_000),
+    _esrgan("esrgan-x2", "Real-ESRGAN x2plus (256 → 512 px)", "x2plus", "v0.2.1", "RealESRGAN_x2plus.pth",
+            "49fafd45f8fd7aa8d31ab2a22d14d91b536c34494a5cfe31eb5d89c2fa266abb", 67_060_000),
+    _esrgan("esrgan-fast", "Real-ESRGAN general-x4v3 (small and fast, slightly softer)", "general-x4v3",
+            "v0.2.5.0", "realesr-general-x4v3.pth",
+            "8dc7edb9ac80ccdc30c3a5dca6616509367f05fbc184ad95b731f05bece96292", 4_890_000),
+)})
+
 DALLEBART_MODELS = tuple(name for name, model in MODELS.items() if model.kind == DALLEBART)
+UPSCALER_MODELS = tuple(name for name, model in MODELS.items() if model.kind == UPSCALER)
+DEFAULT_UPSCALER = "esrgan-x4"
+
+
+def upscalers_summary() -> str:
+    """The registered upscalers, for `nbkit info`: name, what it is for, license and download size."""
+    lines = ["upscalers:    (python -m nbkit upscale IMAGE --model NAME; default " + DEFAULT_UPSCALER + ")"]
+    for name in UPSCALER_MODELS:
+        model = MODELS[name]
+        params = parameter_count(UPSCALER, model.architecture)
+        lines.append(f"  {name:<13} {model.download_bytes / 1e6:5.1f} MB  {params / 1e6:5.2f} M params  "
+                     f"{model.license}  {model.title}")
+    return "\n".join(lines)
 
 
 @functools.cache
@@ -140,6 +201,9 @@ def parameter_count(kind: str, architecture: str) -> int:
     elif kind == VQGAN:
         from nbkit.models import vqgan as module
         model = module.VQGANDecoder(module.PUBLISHED_ARCHITECTURE)
+    elif kind == UPSCALER:
+        from nbkit.models import esrgan as module
+        model = module.build(module.PUBLISHED_ARCHITECTURES[architecture])
     else:
         from nbkit.models import clip as module
         model = module.CLIP(module.PUBLISHED_ARCHITECTURES[architecture])
