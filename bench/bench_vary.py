@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from _common import add_dtype_option, compute_dtype
 from bench_generate import PROMPT, random_pipeline
 
-from nbkit.generation.from_image import SourceImage, variation_request
+from nbkit.generation.from_image import SourceImage, Vary
 from nbkit.generation.pipeline import Done, Pipeline
 
 FIXTURES = Path(__file__).parent.parent / "tests" / "fixtures" / "golden"
@@ -52,8 +52,8 @@ def main() -> None:
     print(f"{'keep rows':>9} {'kept tokens':>11} {'tokens s':>9} {'vs fresh':>9}")
     fresh = None
     for rows in args.keep_rows:
-        seconds = min(tokens_seconds(pipe, variation_request(source, args.images, rows, seed=1 + repeat))
-                      for repeat in range(args.repeats))
+        edits = [Vary(keep_rows=rows, n_images=args.images, seed=1 + repeat) for repeat in range(args.repeats)]
+        seconds = min(tokens_seconds(pipe, edit.request(source)) for edit in edits)
         fresh = fresh if fresh is not None else (seconds if rows == 0 else None)
         ratio = f"{seconds / fresh:9.2f}" if fresh else f"{'-':>9}"
         print(f"{rows:>9} {rows * 16:>11} {seconds:>9.2f} {ratio}")

@@ -189,18 +189,3 @@ class Fill(Edit):
 
     def describe(self) -> dict[str, Any]:
         return {"edit": "fill", "region": list(self.region)}
-
-
-# For nbkit.server and bench/ until they build `Vary`/`Extend` themselves; remove then.
-def variation_request(source: SourceImage, n_images: int = 4, keep_rows: int = 8, seed: int | None = None,
-                      prompt: str | None = None, negative_prompt: str | None = None,
-                      settings: SamplingSettings | None = None) -> GenerationRequest:
-    return Vary(keep_rows=keep_rows, n_images=n_images, seed=seed, prompt=prompt,
-                negative_prompt=negative_prompt, settings=settings or SamplingSettings()).request(source)
-
-
-def extension_request(source: SourceImage, direction: Direction = "down", rows: int = 8, n_images: int = 1,
-                      seed: int | None = None, prompt: str | None = None, negative_prompt: str | None = None,
-                      settings: SamplingSettings | None = None) -> GenerationRequest:
-    return Extend(direction=direction, rows=rows, n_images=n_images, seed=seed, prompt=prompt,
-                  negative_prompt=negative_prompt, settings=settings or SamplingSettings()).request(source)

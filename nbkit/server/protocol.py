@@ -20,13 +20,13 @@ import numpy as np
 from PIL import Image
 from starlette.responses import JSONResponse
 
-from nbkit.generation.kept import DIRECTIONS
+from nbkit.generation.from_image import Edit, Extend, Vary
 from nbkit.generation.request import SEED_LIMIT
 from nbkit.generation.sampling import SamplingSettings
 
 JOB_FIELDS = ("prompts", "prompt", "n_images", "seed", "temperature", "top_k", "top_p", "condition_scale",
               "negative_prompt", "vary", "extend")
-GRID_ROWS = 16                   # image token rows (and columns) of the published models
+EDIT_FIELDS = {"vary": ("image", "keep_rows"), "extend": ("image", "direction", "rows")}
 MAX_TEMPERATURE = 100.0          # far past any useful value; keeps the logits finite
 MAX_CONDITION_SCALE = 100.0
 MAX_RUNS_LISTED = 1000
@@ -152,16 +152,13 @@ class SourceRef:
 
 
 @dataclasses.dataclass(frozen=True)
-class VaryInput:
-    source: SourceRef
-    keep_rows: int
+class EditInput:
+    """A variation or extension: the saved image it starts from, and the typed edit (`Vary`/`Extend`, checked
+    when made) that says what is kept. `name` is the body's field: "vary" or "extend"."""
 
-
-@dataclasses.dataclass(frozen=True)
-class ExtendInput:
+    name: str
     source: SourceRef
-    direction: str
-    rows: int
+    edit: Edit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,12 +170,7 @@ class JobInput:
     seed: int | None
     settings: SamplingSettings
     negative_prompt: str | None
-    vary: VaryInput | None = None
-    extend: ExtendInput | None = None
-
-    @property
-    def edit(self) -> VaryInput | ExtendInput | None:
-        return self.vary or self.extend
+    edit: EditInput | None = None
 
 
 def parse_job(body: Any, limits: Limits) -> JobInput:
@@ -216,20 +208,21 @@ def parse_job(body: Any, limits: Limits) -> JobInput:
     negative = body.get("negative_prompt")
     if negative is not None:
         negative = _text(negative, "negative_prompt", limits.max_prompt_chars, blank_ok=True)
-    vary = extend = None
-    if "vary" in edits:
-        given = known_fields(body["vary"], "vary", ("image", "keep_rows"))
-        vary = VaryInput(SourceRef(*image_reference(given.get("image"), "vary.image")),
-                         whole_number(given.get("keep_rows", 8), "vary.keep_rows", 0, GRID_ROWS))
-    if "extend" in edits:
-        given = known_fields(body["extend"], "extend", ("image", "direction", "rows"))
-        direction = given.get("direction", "down")
-        if direction not in DIRECTIONS:
-            raise BadInput("extend.direction", f"extend.direction must be one of {', '.join(DIRECTIONS)} "
-                                               f"(got {direction!r}).")
-        extend = ExtendInput(SourceRef(*image_reference(given.get("image"), "extend.image")), direction,
-                             whole_number(given.get("rows", 8), "extend.rows", 1, GRID_ROWS - 1))
-    return JobInput(prompts, n_images, seed, sampling_settings(body, limits), negative, vary, extend)
+    settings = sampling_settings(body, limits)
+    edit = None
+    if edits:
+        name = edits[0]
+        given = known_fields(body[name], name, EDIT_FIELDS[name])
+        source = SourceRef(*image_reference(given.pop("image", None), f"{name}.image"))
+        make = Vary if name == "vary" else Extend
+        try:  # the one check of an edit's numbers is the builder's own
+            typed = make(**given, n_images=n_images, seed=seed, prompt=prompts[0] if prompts else None,
+                         negative_prompt=negative, settings=settings)
+        except (TypeError, ValueError) as error:
+            wrong = next((key for key in EDIT_FIELDS[name] if key in str(error)), None)
+            raise BadInput(f"{name}.{wrong}" if wrong else name, f"{name}: {error}") from None
+        edit = EditInput(name, source, typed)
+    return JobInput(prompts, n_images, seed, settings, negative, edit)
 
 
 # ---- the two /generate clients
