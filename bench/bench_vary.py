@@ -52,7 +52,7 @@ def main() -> None:
     print(f"{'keep rows':>9} {'kept tokens':>11} {'tokens s':>9} {'vs fresh':>9}")
     fresh = None
     for rows in args.keep_rows:
-        edits = [Vary(keep_rows=rows, n_images=args.images, seed=1 + repeat) for repeat in range(args.repeats)]
+        edits = [Vary(keep_rows=rows, n_images=args.images, seed=1 + r) for r in range(args.repeats)]
         seconds = min(tokens_seconds(pipe, edit.request(source)) for edit in edits)
         fresh = fresh if fresh is not None else (seconds if rows == 0 else None)
         ratio = f"{seconds / fresh:9.2f}" if fresh else f"{'-':>9}"
