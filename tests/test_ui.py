@@ -380,6 +380,55 @@ def test_the_form_leaves_its_last_images_as_plain_output_under_itself(pipe, monk
     assert handle.updates[-1] == {"text/plain": ""} and form.bar.layout.display == "none"
 
 
+def test_the_form_and_the_picker_display_and_run_on_the_installed_ipywidgets(pipe, recwarn):
+    """ipywidgets 7.7.1 in CI's Colab leg (Colab's own), 8 in the others: the same display data through
+    IPython's own formatter, no argument the installed version ignores, and a click makes the images."""
+    import ipywidgets
+    from IPython.core.formatters import DisplayFormatter
+
+    form = form_for(pipe, n_images=1)
+    picker = ui.ModelPicker(DeviceInfo("cpu", "cpu", 1, 1, 8 << 30, 8 << 30, False))
+    ignored = [str(w.message) for w in recwarn if "ipywidgets" in w.filename or "traitlets" in w.filename]
+    assert not ignored, (ipywidgets.__version__, ignored)
+    assert form.keep_rows.get_state().get("tooltip" if form.keep_rows.has_trait("tooltip")
+                                          else "description_tooltip", "").startswith("rows of 16")
+    data, _ = DisplayFormatter().format(picker)        # what display(picker) shows; errors would print
+    assert data["application/vnd.jupyter.widget-view+json"]["model_id"] == picker.widget.model_id
+    data, _ = DisplayFormatter().mimebundle_formatter(form)   # display(form) itself: the test below
+    assert data["application/vnd.jupyter.widget-view+json"]["model_id"] == form.widget.model_id
+    run(form)
+    assert form.error is None and len(gallery_pngs(form)) == 2 and status(form).startswith("Done")
+
+
+def test_with_keep_click_open_the_click_returns_when_the_run_has_ended(pipe, tmp_path):
+    """Colab's setting (colab.widget_updates_need_an_open_request): the click waits for its run, so
+    that the run's widget updates are sent while the click is still being handled."""
+    form = form_for(pipe, n_images=1, out=tmp_path)
+    form.keep_click_open = True
+    form.generate_button.click()
+    assert not form.running and len(gallery_pngs(form)) == 2 and status(form).startswith("Done")
+
+
+def test_with_keep_click_open_an_interrupt_stops_the_run_and_keeps_what_is_finished(pipe, tmp_path):
+    """Colab's stop button interrupts the kernel: the waiting click gets KeyboardInterrupt, and the run
+    stops after its current step, as the form's Stop does (whose click waits behind this one)."""
+    import signal
+    import threading
+
+    form = form_for(pipe, n_images=2, out=tmp_path)
+    form.keep_click_open = True
+    interrupted = []
+
+    def interrupt_after_the_first_batch(event):
+        if isinstance(event, Batch) and not interrupted:
+            interrupted.append(True)
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)    # as the kernel's interrupt
+    on_event(form, interrupt_after_the_first_batch)
+    form.generate_button.click()            # returns (no KeyboardInterrupt escapes) when the run has ended
+    assert interrupted and not form.running and form.stopped
+    assert 1 <= len(gallery_pngs(form)) < 4 and status(form).startswith("Stopped")
+
+
 def test_variations_of_a_gallery_image_keep_its_first_rows_and_use_the_negative_prompt(pipe, tmp_path):
     form = form_for(pipe, n_images=1, out=tmp_path)
     form.negative_prompt.value = "  blue fog "

@@ -22,8 +22,21 @@ import numpy as np
 
 from nbkit.generation.device import DeviceInfo, detect
 from nbkit.generation.sampling import SamplingSettings
+from nbkit.notebook import colab
 from nbkit.weights import registry
 from nbkit.weights.registry import GIB
+
+
+def widget_bundle(widget: Any, text: str) -> dict:
+    """The display data of a view of `widget`, with `text` where widgets do not show. Built from the public
+    `get_view_spec()`, which ipywidgets 7 and 8 both have (`_repr_mimebundle_` is 8's only)."""
+    return {"application/vnd.jupyter.widget-view+json": widget.get_view_spec(), "text/plain": text}
+
+
+def set_tooltip(widget: Any, text: str) -> None:
+    """ipywidgets 8 calls it `tooltip` on every widget; 7 has `tooltip` on buttons only, and
+    `description_tooltip` on the others (8 still takes it, with a deprecation warning)."""
+    setattr(widget, "tooltip" if widget.has_trait("tooltip") else "description_tooltip", text)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +84,7 @@ class ModelPicker:
         return self.widget.value
 
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        return widget_bundle(self.widget, f"Model: {self.value}")
 
 
 def pick_model(device: DeviceInfo | None = None) -> ModelPicker:
@@ -277,6 +290,9 @@ def progress_text(images_done: int, images_total: int, tokens_done: int, tokens_
     return f"{images_done} / {images_total} images · {percent}%{left}"
 
 
+_FORM_TEXT = "The nbkit prompt form (a widget: it works while the notebook runs)."
+
+
 class GenerateForm:
     """The prompt form: settings, Generate and Stop, a progress bar, and a gallery that fills in
     as the images form. Generation runs in a thread so that Stop can be clicked; Generate stays
@@ -315,8 +331,8 @@ class GenerateForm:
                                       description="Negative prompt", style=style,
                                       layout=w.Layout(width="100%"))
         self.keep_rows = w.IntSlider(value=8, min=0, max=16, description="Variations keep rows", style=style,
-                                     layout=w.Layout(width="auto", min_width="260px"),
-                                     tooltip="rows of 16 kept from the top of the image you vary")
+                                     layout=w.Layout(width="auto", min_width="260px"))
+        set_tooltip(self.keep_rows, "rows of 16 kept from the top of the image you vary")
         self.extend_direction = w.Dropdown(options=["down", "right"], value="right", description="Extend",
                                            style=style, layout=w.Layout(width="auto"))
         self.extend_rows = w.IntSlider(value=8, min=1, max=15, description="by rows/columns", style=style,
@@ -360,10 +376,12 @@ class GenerateForm:
         self._made_what = "image(s)"                       # what the run makes, for its summary
         self._lock, self._stopping = threading.RLock(), threading.Event()    # R: widget observers call back
         self._thread, self._active = None, False
+        self.keep_click_open = colab.widget_updates_need_an_open_request()     # see _begin
+        self._ended = threading.Event()     # set by the run's last action (an interrupted join breaks)
         self._plain_outputs: list = []          # display handles of the plain output under the form
 
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        return widget_bundle(self.widget, _FORM_TEXT)
 
     @property
     def running(self) -> bool:
@@ -394,8 +412,21 @@ class GenerateForm:
             self._active = True
             self.generate_button.disabled, self.stop_button.disabled = True, False
             self._stopping.clear()
+            self._ended.clear()
             self._thread = threading.Thread(target=self._run, daemon=True)
             self._thread.start()
+        if self.keep_click_open:       # Colab: the run's widget updates reach the page only while the click
+            self._wait_interruptibly()  # that started it is being handled (colab.py says why)
+
+    def _wait_interruptibly(self) -> None:
+        """Waits for the run's thread; an interrupt (Colab's stop button, as the form's Stop click waits
+        behind this one) stops the run after its current step, keeping what is finished, as Stop does."""
+        while True:
+            try:
+                self._ended.wait()
+                return
+            except KeyboardInterrupt:
+                self.stop()
 
     def stop(self, _button=None) -> None:
         """Ends the run after the current step; finished images are kept (and saved). Idle: does nothing."""
@@ -585,6 +616,7 @@ class GenerateForm:
             self._show_plain(self._results_summary() if self._finished else "")
             self.generate_button.disabled, self.stop_button.disabled = False, True
             self.seamless_button.disabled = len(self._finished) < 2
+            self._ended.set()
 
     def _show_joined(self, source, images: list, edit: dict) -> None:
         """Each extension joined to the image it continues, decoded as one picture, under the gallery."""
@@ -641,12 +673,7 @@ class GenerateForm:
         its images, folded (the gallery shows them live), so that the saved notebook keeps them."""
         from IPython.display import display
 
-        bundle = dict(self.widget._repr_mimebundle_() or {})
-        if bundle:        # where widgets do not show (a saved notebook on GitHub): this, not a VBox repr
-            bundle["text/plain"] = "The nbkit prompt form (a widget: it works while the notebook runs)."
-            display(bundle, raw=True)
-        else:
-            display(self.widget)
+        display(widget_bundle(self.widget, _FORM_TEXT), raw=True)  # text: where widgets do not show
         self._plain_outputs.append(display({"text/plain": ""}, raw=True, display_id=True))
 
     def _show_plain(self, markup: str) -> None:
