@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# Installs nbkit on Colab (GPU or TPU runtime), a Jupyter server, or a Linux shell.
-# Keeps an installed jax that fits the accelerator; installs one only when none does.
-# What nbkit needs is read from pyproject.toml, the one list; --test adds its `test` extra.
-# Safe to run twice.
+# Installs nbkit on Colab (GPU or TPU runtime), a Jupyter server, or a Linux shell. Safe to run twice.
+# What it keeps, and what it installs:
+# - jax: kept when the installed one runs on this machine's accelerator (on Colab: its jax 0.7.2, with the
+#   CUDA plugin on a GPU runtime, with libtpu on the TPU one); else jax[cuda12], jax[tpu] or the CPU build.
+# - the rest of pyproject.toml's list (the one list; --test adds its `test` extra): pip keeps every package
+#   that meets its lower bound, and those bounds are Colab's versions (flax 0.11.2, ipywidgets 7.7.1,
+#   numpy 2.1.3, ...), so on Colab it adds only what Colab lacks (ftfy, emoji, unidecode; with --test
+#   ruff, playwright); elsewhere what is missing, at today's versions. It upgrades only what is older.
+# - nbkit itself, editable from this folder; with --test, Debian's chromium for the page's tests.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PYTHON="${PYTHON:-python3}"
@@ -20,7 +25,9 @@ for arg in "$@"; do
   esac
 done
 
-command -v "$PYTHON" >/dev/null || fail "no $PYTHON found; install Python 3.10 or newer."
+command -v "$PYTHON" >/dev/null || fail "no $PYTHON found; install Python 3.11 or newer."
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+  || fail "$PYTHON is Python $("$PYTHON" -c 'import platform; print(platform.python_version())'); nbkit needs 3.11 or newer."
 
 accelerator=cpu
 if [ -n "${COLAB_TPU_ADDR:-}" ] || [ -n "${TPU_NAME:-}" ] || ls /dev/accel* >/dev/null 2>&1; then
@@ -46,10 +53,7 @@ fi
 # fits alone (the jax above included) and needs no network when everything does.
 listed=$("$PYTHON" - "$here/pyproject.toml" "$extra" <<'PY'
 import sys
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10: the copy pip carries
-    from pip._vendor import tomli as tomllib
+import tomllib
 with open(sys.argv[1], "rb") as f:
     project = tomllib.load(f)["project"]
 print("\n".join(project["dependencies"] + project["optional-dependencies"].get(sys.argv[2], [])))

@@ -1,12 +1,14 @@
 """Run in a subprocess with XLA_FLAGS=--xla_force_host_platform_device_count=8 (see
 test_pipeline.py): the same generation on 1 device, 8 data-parallel devices, and with the
-weights split over a model axis; prints the tokens of each as JSON."""
+weights split over a model axis; prints the tokens of each as JSON and saves the pixels of each in the
+.npz file named by the third argument."""
 
 import json
 import re
 import sys
 
 import jax
+import numpy as np
 
 from nbkit.generation import sharding
 from nbkit.generation.pipeline import ImageTask, Pipeline
@@ -26,16 +28,16 @@ def step_collectives(pipe):
     text = sampler.advance.lower(pipe.params, state, traced, 1, 2).compile().as_text()
     return sorted({match.group(1) for match in COLLECTIVES.finditer(text)})
 
-dallebart, vqgan = sys.argv[1:3]
-prompts, results = ["a red cube", "an avocado armchair", "sunset over a lake"], {}
+dallebart, vqgan, pixels_file = sys.argv[1:4]
+prompts, results, pixels = ["a red cube", "an avocado armchair", "sunset over a lake"], {}, {}
 for name, devices, model_parallel in [("one", jax.devices()[:1], 1), ("data8", None, 1),
                                       ("model8", None, 8), ("data2_model4", None, 4)]:
     pipe = Pipeline.from_pretrained(dallebart, vqgan, dtype="float32", model_parallel=model_parallel,
                                     progress=False, devices=devices)
     generation = pipe.generate(prompts, n_images=2, seed=7)
     results[name] = {"devices": pipe.mesh.devices.size, "buckets": pipe.buckets,
-                     "tokens": [image.tokens.tolist() for image in generation.images],
-                     "pixels_sum": [int(image.pixels.sum()) for image in generation.images]}
+                     "tokens": [image.tokens.tolist() for image in generation.images]}
+    pixels[name] = np.stack([image.pixels for image in generation.images])
     if name == "data8":
         results[name]["step_collectives"] = step_collectives(pipe)
     if name == "model8":
@@ -43,4 +45,5 @@ for name, devices, model_parallel in [("one", jax.devices()[:1], 1), ("data8", N
         results[name]["kernel_shard_rows"] = sorted({shard.data.shape[0]
                                                      for shard in kernel.addressable_shards})
         results[name]["kernel_rows"] = kernel.shape[0]
+np.savez(pixels_file, **pixels)
 print(json.dumps({"device_count": jax.device_count(), **results}))

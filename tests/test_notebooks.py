@@ -21,6 +21,7 @@ import ipykernel  # noqa: F401  (the "python3" kernel that nbclient starts)
 import nbclient
 import nbformat
 import pytest
+from conftest import FEW_PIXELS
 from PIL import Image
 
 from nbkit.png import read_png_metadata
@@ -218,7 +219,9 @@ def test_the_steps_run_one_after_the_other(workspace):
     text = run("04_save_to_drive.ipynb", workspace, PROMPTS=["a blue cube"])
     [saved] = [folder for folder in run_folders(outputs) if folder != generated]
     check_run_folder(saved, ["a blue cube"])
-    assert "manifest.jsonl" in text and "Same pixels as the saved image: True" in text
+    assert "manifest.jsonl" in text and "Same tokens as the saved image: True" in text
+    within = re.search(r"Pixels within one level of the saved image: True \((\d+) of (\d+) values", text)
+    assert within and int(within[1]) <= FEW_PIXELS * int(within[2]), text[-2000:]    # the README's contract
 
     text = run("05_rerank.ipynb", workspace)                       # the newest run: 04's
     assert f"Reranking {saved}" in text

@@ -47,7 +47,7 @@ def third_party_imports() -> set[str]:
 def test_a_missing_python_stops_with_a_clear_message_and_exit_1():
     out = run_script()
     assert out.returncode == 1
-    assert out.stderr.strip() == "setup_colab.sh: no /no/such/python3 found; install Python 3.10 or newer."
+    assert out.stderr.strip() == "setup_colab.sh: no /no/such/python3 found; install Python 3.11 or newer."
 
 
 def test_an_unknown_argument_stops_with_the_usage_and_exit_2_before_anything_else():

@@ -381,6 +381,111 @@ def test_the_form_leaves_its_last_images_as_plain_output_under_itself(pipe, monk
     assert handle.updates[-1] == {"text/plain": ""} and form.bar.layout.display == "none"
 
 
+def test_the_form_and_the_picker_display_and_run_on_the_installed_ipywidgets(pipe, recwarn):
+    """ipywidgets 7.7.1 in CI's Colab leg (Colab's own), 8 in the others: the same display data through
+    IPython's own formatter, no argument the installed version ignores, and a click makes the images."""
+    import ipywidgets
+    from IPython.core.formatters import DisplayFormatter
+
+    form = form_for(pipe, n_images=1)
+    picker = ui.ModelPicker(DeviceInfo("cpu", "cpu", 1, 1, 8 << 30, 8 << 30, False))
+    ignored = [str(w.message) for w in recwarn if "ipywidgets" in w.filename or "traitlets" in w.filename]
+    assert not ignored, (ipywidgets.__version__, ignored)
+    assert form.keep_rows.get_state().get("tooltip" if form.keep_rows.has_trait("tooltip")
+                                          else "description_tooltip", "").startswith("rows of 16")
+    data, _ = DisplayFormatter().format(picker)        # what display(picker) shows; errors would print
+    assert data["application/vnd.jupyter.widget-view+json"]["model_id"] == picker.widget.model_id
+    data, _ = DisplayFormatter().mimebundle_formatter(form)   # display(form) itself: the test below
+    assert data["application/vnd.jupyter.widget-view+json"]["model_id"] == form.widget.model_id
+    run(form)
+    assert form.error is None and len(gallery_pngs(form)) == 2 and status(form).startswith("Done")
+
+
+def test_with_keep_click_open_the_click_returns_when_the_run_has_ended(pipe, tmp_path):
+    """Colab's setting (colab.widget_updates_need_an_open_request): the click waits for its run, so
+    that the run's widget updates are sent while the click is still being handled."""
+    form = form_for(pipe, n_images=1, out=tmp_path)
+    form.keep_click_open = True
+    form.generate_button.click()
+    assert not form.running and len(gallery_pngs(form)) == 2 and status(form).startswith("Done")
+
+
+def test_with_keep_click_open_an_interrupt_stops_the_run_and_keeps_what_is_finished(pipe, tmp_path):
+    """Colab's stop button interrupts the kernel: the waiting click gets KeyboardInterrupt, and the run
+    stops after its current step, as the form's Stop does (whose click waits behind this one)."""
+    import signal
+    import threading
+
+    form = form_for(pipe, n_images=2, out=tmp_path)
+    form.keep_click_open = True
+    interrupted = []
+
+    def interrupt_after_the_first_batch(event):
+        if isinstance(event, Batch) and not interrupted:
+            interrupted.append(True)
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)    # as the kernel's interrupt
+    on_event(form, interrupt_after_the_first_batch)
+    form.generate_button.click()            # returns (no KeyboardInterrupt escapes) when the run has ended
+    assert interrupted and not form.running and form.stopped
+    assert 1 <= len(gallery_pngs(form)) < 4 and status(form).startswith("Stopped")
+
+
+def iopub_until_idle(client, request_id: str) -> list[tuple[dict, str]]:
+    """The kernel's broadcasts until `request_id` has been handled, each with the request's state when it
+    came ("busy" between its start and its end). The kernel sends them all down one socket, in order."""
+    seen, state = [], "waiting"
+    while state != "idle":
+        msg = client.get_iopub_msg(timeout=300)
+        if msg["msg_type"] == "status" and msg["parent_header"].get("msg_id") == request_id:
+            state = msg["content"]["execution_state"]
+        else:
+            seen.append((msg, state))
+    return seen
+
+
+def test_in_a_kernel_a_kept_open_click_sends_all_its_runs_widget_updates_before_it_ends(tmp_path):
+    """What Colab needs (colabtools#3373: it drops widget updates that come after their request has
+    ended), checked on the wire of a real kernel: a Generate click (a comm message, as a page sends it)
+    stays busy until the run has ended, every widget update of the run comes between its busy and its
+    idle with the click as parent, the last says Done, and none comes after."""
+    from jupyter_client.manager import start_new_kernel
+
+    setup = f"""
+from nbkit.generation.pipeline import Pipeline
+from nbkit.notebook import ui
+pipe = Pipeline.from_pretrained({str(FIXTURES / "dallebart-tiny")!r}, {str(FIXTURES / "vqgan-tiny")!r},
+                                dtype="float32", progress=False, max_batch=1)
+form = ui.GenerateForm(pipe, out={str(tmp_path)!r}, progress_every=64, decode_every=128)
+form.prompts.value, form.n_images.value, form.seed.value = "a red cube", 1, "17"
+form.keep_click_open = True
+display(form)
+print(form.generate_button.model_id, form.status.model_id)
+"""
+    manager, client = start_new_kernel(kernel_name="python3", cwd=str(tmp_path))
+    try:
+        printed = []
+        reply = client.execute_interactive(setup, timeout=300, output_hook=lambda msg: printed.append(
+            msg["content"].get("text", "")) if msg["msg_type"] == "stream" else None)
+        assert reply["content"]["status"] == "ok", reply["content"]
+        button, status_widget = "".join(printed).split()
+        click = client.session.msg("comm_msg", {"comm_id": button,
+                                                "data": {"method": "custom", "content": {"event": "click"}}})
+        client.shell_channel.send(click)
+        during = iopub_until_idle(client, click["header"]["msg_id"])
+        after = iopub_until_idle(client, client.execute("form.wait(300)"))   # the run's end, if still on
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+    updates = [(msg["parent_header"].get("msg_id"), busy, msg["content"]) for msg, busy in during + after
+               if msg["msg_type"] == "comm_msg" and msg["content"]["data"].get("method") == "update"]
+    assert len(updates) > 5                          # the gallery, the bar, the images, the status
+    outside = [update for update in updates if update[:2] != (click["header"]["msg_id"], "busy")]
+    assert not outside, outside[:3]
+    statuses = [content["data"]["state"]["value"] for _, _, content in updates
+                if content["comm_id"] == status_widget and "value" in content["data"]["state"]]
+    assert "Done" in statuses[-1]
+
+
 def test_variations_of_a_gallery_image_keep_its_first_rows_and_use_the_negative_prompt(pipe, tmp_path):
     form = form_for(pipe, n_images=1, out=tmp_path)
     form.negative_prompt.value = "  blue fog "

@@ -27,10 +27,28 @@ def mount_drive(local_folder: str | Path | None = None) -> Path:
 
 
 def enable_widgets() -> None:
-    """Colab renders ipywidgets 8 only with its custom widget manager switched on."""
-    if is_colab():
+    """Colab renders its own ipywidgets (7) natively; a newer ipywidgets (8, installed by hand) only with
+    its custom widget manager switched on, which this does then."""
+    if is_colab() and _ipywidgets_major() >= 8:
         from google.colab import output
         output.enable_custom_widget_manager()
+
+
+def _ipywidgets_major() -> int:
+    import ipywidgets
+    return int(ipywidgets.__version__.split(".")[0])
+
+
+def widget_updates_need_an_open_request() -> bool:
+    """Whether a widget change sent from a background thread reaches the page only while the request that
+    started the work (a cell, a button's click) is still being handled. True on Colab: its page drops
+    widget updates that come after their request has ended, so a value set from a worker thread shows
+    only when a later request resends the state (googlecolab/colabtools#3373; the kernel's value is
+    right). A front end that waits in the click's handler until its worker is done keeps the click's
+    request open: the worker's updates then carry that request as their parent and arrive before its
+    end, exactly like changes made in the handler itself. JupyterLab and classic Jupyter apply them
+    whenever they come, so there the handler returns at once and the kernel stays free."""
+    return is_colab()
 
 
 def upload_image(folder: str | Path) -> Path | None:
@@ -77,9 +95,10 @@ def serve(model: str = "mini", vqgan: str = "vqgan", clip: str | None = "clip-b3
           window: bool = False, height: int = 820):
     """`nbkit serve` inside this kernel: the page and the API from a background thread, so the notebook
     stays usable. The models are loaded once (or pass a loaded `pipe`). On Colab the page is shown
-    through Colab's port proxy (an iframe below the cell, or a new tab with `window=True`); elsewhere
-    a link. Returns the server: `.url`, and `.stop()` (the batch in flight is finished and saved).
-    Starting again on the same port stops the earlier server first."""
+    below the cell through Colab's port proxy, the one way Colab still supports: `window=True` asks for
+    a tab of its own, which the proxy cannot give any more (see `_show`), so it says how to get one and
+    shows the page below the cell, taller. Elsewhere a link. Returns the server: `.url`, and `.stop()`
+    (the batch in flight is finished and saved). Starting again on the same port stops the earlier one."""
     import secrets
 
     from nbkit.generation.pipeline import Pipeline
@@ -113,11 +132,15 @@ def _show(running, window: bool, height: int) -> None:
     print(f"nbkit serving on {running.url} (stop it with .stop())")
     path = f"/t/{running.options.token}/" if running.options.token else "/"
     if is_colab():
+        # Not output.serve_kernel_port_as_window: deprecated, as browsers' storage partitioning keeps
+        # the proxy's login from a tab of its own. An iframe in the notebook's page still has it.
         from google.colab import output
         if window:
-            output.serve_kernel_port_as_window(running.port, path=path)
-        else:
-            output.serve_kernel_port_as_iframe(running.port, path=path, height=height)
+            print("Colab's port proxy can no longer open a page in a tab of its own (browser storage "
+                  "partitioning): it is shown below. For a separate tab or another device, start a tunnel "
+                  "and a token (README: Token, tunnels and other machines).")
+            height = max(height, 1200)
+        output.serve_kernel_port_as_iframe(running.port, path=path, height=height)
         return
     try:
         from IPython import get_ipython

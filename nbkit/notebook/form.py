@@ -19,7 +19,9 @@ import numpy as np
 
 from nbkit.generation.request import parse_seed
 from nbkit.generation.sampling import SamplingSettings
+from nbkit.notebook import colab
 from nbkit.notebook.views import CAPTION_STYLE, caption_html, images_html, placeholder_png, png_of, show_html
+from nbkit.notebook.widgets import set_tooltip, widget_bundle
 from nbkit.weights import registry
 
 
@@ -77,15 +79,6 @@ def progress_text(images_done: int, images_total: int, tokens_done: int, tokens_
     return f"{images_done} / {images_total} images · {percent}%{left}"
 
 
-def widget_bundle(widget: Any, text: str) -> dict[str, Any]:
-    """What displaying `widget` sends, with `text` in place of its repr ("VBox(children=…") where
-    widgets do not show (a saved notebook on GitHub). Built here rather than by the widget's
-    `_repr_mimebundle_`, which ipywidgets 7 lacks; the widget view is the same in 7 and 8."""
-    return {"text/plain": text,
-            "application/vnd.jupyter.widget-view+json": {"version_major": 2, "version_minor": 0,
-                                                         "model_id": widget.model_id}}
-
-
 class GenerateForm:
     """The prompt form: settings, Generate and Stop, a progress bar, and a gallery that fills in
     as the images form. Generation runs in a thread so that Stop can be clicked; Generate stays
@@ -124,8 +117,8 @@ class GenerateForm:
                                       description="Negative prompt", style=style,
                                       layout=w.Layout(width="100%"))
         self.keep_rows = w.IntSlider(value=8, min=0, max=16, description="Variations keep rows", style=style,
-                                     layout=w.Layout(width="auto", min_width="260px"),
-                                     tooltip="rows of 16 kept from the top of the image you vary")
+                                     layout=w.Layout(width="auto", min_width="260px"))
+        set_tooltip(self.keep_rows, "rows of 16 kept from the top of the image you vary")
         self.extend_direction = w.Dropdown(options=["down", "right"], value="right", description="Extend",
                                            style=style, layout=w.Layout(width="auto"))
         self.extend_rows = w.IntSlider(value=8, min=1, max=15, description="by rows/columns", style=style,
@@ -169,6 +162,8 @@ class GenerateForm:
         self._made_what = "image(s)"                       # what the run makes, for its summary
         self._lock, self._stopping = threading.RLock(), threading.Event()    # R: widget observers call back
         self._thread, self._active = None, False
+        self.keep_click_open = colab.widget_updates_need_an_open_request()     # see _begin
+        self._ended = threading.Event()     # set by the run's last action (an interrupted join breaks)
         self._plain_outputs: list = []          # display handles of the plain output under the form
         self._writer = None                     # the run's RunWriter, when it saves into `out`
 
@@ -201,8 +196,21 @@ class GenerateForm:
             self._active = True
             self.generate_button.disabled, self.stop_button.disabled = True, False
             self._stopping.clear()
+            self._ended.clear()
             self._thread = threading.Thread(target=self._run, daemon=True)
             self._thread.start()
+        if self.keep_click_open:       # Colab: the run's widget updates reach the page only while the click
+            self._wait_interruptibly()  # that started it is being handled (colab.py says why)
+
+    def _wait_interruptibly(self) -> None:
+        """Waits for the run's thread; an interrupt (Colab's stop button, as the form's Stop click waits
+        behind this one) stops the run after its current step, keeping what is finished, as Stop does."""
+        while True:
+            try:
+                self._ended.wait()
+                return
+            except KeyboardInterrupt:
+                self.stop()
 
     def stop(self, _button=None) -> None:
         """Ends the run after the current step; finished images are kept (and saved). Idle: does nothing."""
@@ -397,6 +405,7 @@ class GenerateForm:
             self._show_plain(self._results_summary() if self._finished else "")
             self.generate_button.disabled, self.stop_button.disabled = False, True
             self.seamless_button.disabled = len(self._finished) < 2
+            self._ended.set()
 
     def _show_joined(self, source, images: list, edit: dict) -> None:
         """Each extension joined to the image it continues, decoded as one picture, under the gallery."""
@@ -447,13 +456,16 @@ class GenerateForm:
 
     # -- plain output
 
+    def _repr_mimebundle_(self, **kwargs) -> dict[str, Any]:
+        return widget_bundle(self.widget, "The nbkit prompt form (a widget: it works while the notebook "
+                                          "runs).")
+
     def _ipython_display_(self):
         """display(form): the widgets, and under them a plain output that each run's end fills in with
         its images, folded (the gallery shows them live), so that the saved notebook keeps them."""
         from IPython.display import display
 
-        display(widget_bundle(self.widget, "The nbkit prompt form (a widget: it works while the notebook "
-                                           "runs)."), raw=True)
+        display(self._repr_mimebundle_(), raw=True)
         self._plain_outputs.append(display({"text/plain": ""}, raw=True, display_id=True))
 
     def _show_plain(self, markup: str) -> None:

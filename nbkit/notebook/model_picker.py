@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from nbkit.generation.device import DeviceInfo, detect
+from nbkit.notebook.widgets import widget_bundle
 from nbkit.weights import registry
 from nbkit.weights.registry import GIB
 
@@ -53,10 +55,8 @@ class ModelPicker:
     def value(self) -> str:
         return self.widget.value
 
-    def _ipython_display_(self):
-        from IPython.display import display
-
-        display(self.widget)       # ipywidgets 7 and 8 (7's widgets have no _repr_mimebundle_ to forward)
+    def _repr_mimebundle_(self, **kwargs) -> dict[str, Any]:
+        return widget_bundle(self.widget, f"Model: {self.value}")
 
 
 def pick_model(device: DeviceInfo | None = None) -> ModelPicker:
