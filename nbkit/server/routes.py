@@ -123,7 +123,7 @@ async def info(request: Request) -> Response:
         "defaults": defaults, "queue": state.queue.info(), "replicas": state.queue.pool.info()})
 
 
-async def metrics(request: Request) -> Response:
+async def metrics_text(request: Request) -> Response:
     """The server's figures in the Prometheus text format, for a scraper (behind the gate like /api/)."""
     state = request.app.state
     state.metrics.count_restarts({r.name: r.counts.restarts for r in state.queue.pool.replicas})
@@ -298,7 +298,7 @@ def create_app(queue: JobQueue, options: ServerOptions, port: int,
         Route("/", page, methods=["GET"]),
         Mount("/static", StaticFiles(directory=STATIC, check_dir=False)),
         Route("/api/info", info, methods=["GET"]),
-        Route("/metrics", metrics, methods=["GET"]),
+        Route("/metrics", metrics_text, methods=["GET"]),
         Route("/api/jobs", submit_job, methods=["POST"]),
         Route("/api/jobs/{job_id}", job_status, methods=["GET", "DELETE"]),
         Route("/api/jobs/{job_id}/events", job_events, methods=["GET"]),
