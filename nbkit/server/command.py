@@ -23,6 +23,11 @@ def _positive(text: str) -> int:
     return value
 
 
+def _replicas(text: str) -> int | str:
+    """--replicas: a whole number ≥ 1, or "deployed" (use those already running on --ray-address)."""
+    return "deployed" if text.strip().lower() == "deployed" else _positive(text)
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -68,10 +73,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="compute dtype (default: the device's recommended one)")
     parser.add_argument("--compilation-cache", help="folder to keep compiled programs in between runs")
     cluster = parser.add_argument_group("replicas (Ray Serve; pip install 'nbkit[cluster]')")
-    cluster.add_argument("--replicas", type=_positive, metavar="N",
+    cluster.add_argument("--replicas", type=_replicas, metavar="N",
                          help="make images on N Ray Serve replicas, each with its own Pipeline on its own "
                               "accelerator, with a batch in flight on each (default: none, one Pipeline in "
-                              "this process); starts a local Ray on 127.0.0.1 unless --ray-address")
+                              "this process); starts a local Ray on 127.0.0.1 unless --ray-address; "
+                              "'deployed': use the replicas already running there (KubeRay, serve deploy)")
     cluster.add_argument("--ray-address", metavar="ADDR",
                          help="join this Ray cluster (HOST:6379, auto, ray://HOST:10001) instead of starting "
                               "a local one; a Ray cluster has no authentication: never expose its ports")
@@ -129,7 +135,13 @@ def run(args: argparse.Namespace) -> None:
     origins = check_origins(args.cors_origin)
     if args.preview_every < 0:
         raise ValueError(f"--preview-every must be ≥ 0 (got {args.preview_every}); 0 turns previews off.")
-    replicas = args.replicas or (1 if args.ray_address else None)
+    replicas = args.replicas
+    if args.ray_address and replicas is None:
+        raise ValueError("--ray-address needs --replicas: N to start N replicas on that cluster, or "
+                         "'deployed' to use the ones running there.")
+    if replicas == "deployed" and not args.ray_address:
+        raise ValueError("--replicas deployed uses the replicas running on a cluster: give its "
+                         "--ray-address.")
     if replicas is not None:
         from nbkit.server.replicas.ray_pool import parse_replica_resources
 
@@ -157,7 +169,9 @@ def run(args: argparse.Namespace) -> None:
 
         model = ReplicaModel(args.model, args.vqgan, args.dtype, args.max_batch, args.cache,
                              args.compilation_cache)
-        return RayPool(PoolConfig(replicas, model, resources, args.ray_address))
+        deployed = replicas == "deployed"
+        return RayPool(PoolConfig(1 if deployed else replicas, model, resources, args.ray_address,
+                                  deploy=not deployed))
 
     def announce(running, loaded) -> None:
         if isinstance(loaded, Pipeline):
