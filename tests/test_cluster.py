@@ -278,3 +278,43 @@ def test_the_embedded_default_has_metrics_behind_the_same_gate(pipe, tmp_path):
     finally:
         running.stop()
     assert wait_for(lambda: not running._thread.is_alive(), 60)
+
+
+def test_the_queue_puts_a_dead_replicas_images_back_at_the_head_without_ray(pipe, tmp_path):
+    """The requeue itself, deterministic and without Ray: one replica dies at its first batch, before
+    delivering anything; the other (held until then) makes its own batch and then the returned one."""
+    from nbkit.generation.request import GenerationRequest
+    from nbkit.server.jobs import JobQueue
+    from nbkit.server.replicas.base import DEAD, ReplicaDied, ReplicaPool
+    from nbkit.server.replicas.local import InProcessReplica
+    from tests.server_process import gated_replica
+
+    class DiesAtOnce(InProcessReplica):
+        remote = True                               # so its name would go in records (it saves none)
+        calls = 0
+
+        def _events(self, tasks, settings, progress_every, delivered):
+            self.calls += 1
+            self.state = DEAD
+            raise ReplicaDied(self.name, range(len(tasks)), tasks, "killed by the test")
+            yield
+
+    dying, held = DiesAtOnce(pipe, "dies"), gated_replica(pipe, "held")
+    held.remote = True
+    lines: list[str] = []
+    queue = JobQueue(ReplicaPool([dying, held]), tmp_path, log=lines.append)
+    queue.start()
+    try:
+        job = queue.submit(GenerationRequest(["back to the head"], 8, 5))
+        assert held.wait_started() == MAX_BATCH
+        wait_for(lambda: dying.calls == 1 and any("go back to the queue" in line for line in lines))
+        assert queue.status(job).state == "running" and len(job.pending) == MAX_BATCH
+        held.open()
+        wait_for(lambda: queue.status(job).state == "done", 300)
+    finally:
+        held.open()
+        queue.stop()
+        assert queue.join(120)
+    assert dying.calls == 1 and held.counts.images == 8
+    lines_saved = saved_once(tmp_path, {"run": job.folder.path.name}, 8)
+    assert {line["replica"] for line in lines_saved} == {"held"}

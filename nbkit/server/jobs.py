@@ -1,6 +1,6 @@
-"""The one queue between the HTTP handlers and the one thread that runs batches on the device.
+"""The one queue between the HTTP handlers and the worker threads that run batches on the replicas.
 
-Generation is seconds to minutes of blocking device calls, so it runs in a worker thread, never on the
+Generation is seconds to minutes of blocking device calls, so it runs in worker threads, never on the
 event loop that answers clients. Jobs from every client wait in one FIFO queue, and the worker packs the
 images of consecutive jobs whose sampling settings agree into one batch (`pack`): four people asking for
 two images each run as one batch of eight when `max_batch` allows. Every image depends only on its own
