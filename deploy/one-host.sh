@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # One host with several GPUs: one replica per GPU, the front and a local Ray on this host.
 # Ray listens on 127.0.0.1 only; users reach the front's port (give it a token if it is not 127.0.0.1).
-# (The flags are wired in phase 2 of issue 20.)
 set -euo pipefail
 gpus=$(nvidia-smi -L | wc -l)
 exec python -m nbkit serve --model mega --replicas "$gpus" --replica-resources num_gpus=1 \

@@ -3,7 +3,6 @@
 # On every host: pip install 'nbkit[cluster]' and `nbkit download mega`, same versions everywhere.
 # The same token on every host turns Ray's token authentication on:
 #   export RAY_AUTH_MODE=token RAY_AUTH_TOKEN=<the same long random secret everywhere>
-# (The nbkit flags are wired in phase 2 of issue 20.)
 set -euo pipefail
 head_ip=${HEAD_IP:?set HEAD_IP to the head host address on the private network}
 

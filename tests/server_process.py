@@ -99,38 +99,40 @@ def running_server(tmp_path: Path, *extra_args: str, out: Path | None = None) ->
         stop_server(server)
 
 
-class GatedRunner:
-    """A BatchRunner around another that holds every batch before it starts until the test lets it go:
-    the tests that need a job queued or running behind another, or a batch in flight, open the gate
+def gated_replica(pipe, name: str = "local"):
+    """An in-process replica whose batches each wait, before they start, until the test lets them go: the
+    tests that need a job queued or running behind another, or a batch in flight, open the gate
     themselves instead of racing the worker. `started` gets each batch's size as it is held."""
+    from nbkit.server.replicas.local import InProcessReplica
 
-    def __init__(self, inner):
-        self.inner = inner
-        self.name, self.max_batch, self.defaults = inner.name, inner.max_batch, inner.defaults
-        self.image_length, self.codebook_size = inner.image_length, inner.codebook_size
-        self.started: queue.Queue = queue.Queue()
-        self._allowed = threading.Semaphore(0)
-        self._open = False
+    class GatedReplica(InProcessReplica):
+        def __init__(self):
+            super().__init__(pipe, name)
+            self.started: queue.Queue = queue.Queue()
+            self._allowed = threading.Semaphore(0)
+            self._open = False
 
-    def run(self, tasks, settings, progress_every):
-        self.started.put(len(tasks))
-        if not self._open:
-            if not self._allowed.acquire(timeout=300):
-                raise TimeoutError("the test never let this batch go")
-        yield from self.inner.run(tasks, settings, progress_every)
+        def _events(self, tasks, settings, progress_every, delivered):
+            self.started.put(len(tasks))
+            if not self._open:
+                if not self._allowed.acquire(timeout=300):
+                    raise TimeoutError("the test never let this batch go")
+            yield from super()._events(tasks, settings, progress_every, delivered)
 
-    def wait_started(self, timeout: float = 120) -> int:
-        """The size of the next batch the worker has begun (and is held)."""
-        return self.started.get(timeout=timeout)
+        def wait_started(self, timeout: float = 120) -> int:
+            """The size of the next batch the worker has begun (and is held)."""
+            return self.started.get(timeout=timeout)
 
-    def let_go(self, batches: int = 1) -> None:
-        for _ in range(batches):
+        def let_go(self, batches: int = 1) -> None:
+            for _ in range(batches):
+                self._allowed.release()
+
+        def open(self) -> None:
+            """Every batch from now on runs at once (and the one held now)."""
+            self._open = True
             self._allowed.release()
 
-    def open(self) -> None:
-        """Every batch from now on runs at once (and the one held now)."""
-        self._open = True
-        self._allowed.release()
+    return GatedReplica()
 
 
 def tiny_pipeline(max_batch: int = 4):
@@ -142,14 +144,14 @@ def tiny_pipeline(max_batch: int = 4):
 
 @contextlib.contextmanager
 def gated_server(pipe, out: Path, **options) -> Iterator[tuple]:
-    """An in-process server on the tiny models whose batches wait for the test: (Running, GatedRunner)."""
-    from nbkit.server.batches import PipelineRunner
+    """An in-process server on the tiny models whose batches wait for the test: (Running, gated replica)."""
     from nbkit.server.launch import Running, bind
     from nbkit.server.options import ServerOptions
+    from nbkit.server.replicas.base import ReplicaPool
 
-    runner = GatedRunner(PipelineRunner(pipe))
+    runner = gated_replica(pipe)
     settings = {"clip": str(GOLDEN / "clip-tiny"), "model": pipe.name, **options}
-    running = Running(runner, ServerOptions(out=out, **settings), bind("127.0.0.1", 0),
+    running = Running(ReplicaPool([runner]), ServerOptions(out=out, **settings), bind("127.0.0.1", 0),
                       log=lambda line: None).start()
     try:
         yield running, runner

@@ -746,14 +746,14 @@ def test_a_slow_manifest_read_does_not_hold_up_other_requests(gated, monkeypatch
         assert finished(running.url, slow.result(60)["id"])["state"] == "done"
 
 
-def test_two_runners_take_two_batches_from_one_queue(tiny_pipe, tmp_path):
-    """The seam for replicas: a queue with two BatchRunners has two batches in flight at once."""
-    from nbkit.server.batches import PipelineRunner
+def test_two_replicas_take_two_batches_from_one_queue(tiny_pipe, tmp_path):
+    """A queue with two replicas has two batches in flight at once."""
     from nbkit.server.jobs import JobQueue
-    from tests.server_process import GatedRunner
+    from nbkit.server.replicas.base import ReplicaPool
+    from tests.server_process import gated_replica
 
-    runners = [GatedRunner(PipelineRunner(tiny_pipe)), GatedRunner(PipelineRunner(tiny_pipe))]
-    queue = JobQueue(runners, tmp_path / "out", log=lambda line: None)
+    runners = [gated_replica(tiny_pipe, "a"), gated_replica(tiny_pipe, "b")]
+    queue = JobQueue(ReplicaPool(runners), tmp_path / "out", log=lambda line: None)
     queue.start()
     try:
         from nbkit.generation.request import GenerationRequest

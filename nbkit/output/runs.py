@@ -67,14 +67,16 @@ def _prng_setting() -> bool:
     return bool(jax.config.jax_threefry_partitionable)
 
 
-def record_of(image: GeneratedImage, model: str, request: GenerationRequest) -> ImageRecord:
+def record_of(image: GeneratedImage, model: str, request: GenerationRequest,
+              replica: str = "") -> ImageRecord:
     kept = image.kept
     return ImageRecord(image.prompt, image.prompt_index, image.image_index, image.seed, model,
                        dataclasses.asdict(request.settings), tokens=tuple(image.tokens.tolist()),
                        jax_version=jax.__version__, jax_threefry_partitionable=_prng_setting(),
                        negative_prompt=image.negative_prompt,
                        kept_mask=kept.mask_hex() if kept is not None and kept.count else "",
-                       source=request.source, kept_logprob=image.kept_logprob if kept is not None else None)
+                       source=request.source, kept_logprob=image.kept_logprob if kept is not None else None,
+                       replica=replica)
 
 
 def request_run_key(model: str, request: GenerationRequest) -> str:

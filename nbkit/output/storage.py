@@ -190,6 +190,7 @@ class ImageRecord:
     kept_mask: str = ""          # positions kept rather than drawn (hex, raster order); "" for none
     source: Mapping[str, Any] | None = None   # what the image started from (file, tokens_sha256, edit…)
     kept_logprob: float | None = None         # how likely the model found the kept tokens after a hole
+    replica: str = ""                         # the server replica that made it ("" in this process)
 
     def __post_init__(self):
         object.__setattr__(self, "settings", _settings_items(self.settings))
@@ -203,6 +204,8 @@ class ImageRecord:
                 bounds = "" if name == "seed" else f" in [0, {INDEX_LIMIT})"
                 raise ValueError(f"{name} must be a whole number{bounds}, got {value!r}.")
             object.__setattr__(self, name, int(value))
+        if not isinstance(self.replica, str):
+            raise ValueError(f"replica must be a string, got {self.replica!r}.")
         if not isinstance(self.prompt, str) or not isinstance(self.model, str):
             raise ValueError(f"prompt and model must be strings, got {self.prompt!r} and {self.model!r}.")
 
@@ -219,7 +222,8 @@ class ImageRecord:
                 "jax_threefry_partitionable": self.jax_threefry_partitionable,
                 "negative_prompt": self.negative_prompt,
                 **({"kept_mask": self.kept_mask, "source": dict(self.source or {}),
-                    "kept_logprob": self.kept_logprob} if self.kept_mask else {})}
+                    "kept_logprob": self.kept_logprob} if self.kept_mask else {}),
+                **({"replica": self.replica} if self.replica else {})}
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, Any]) -> ImageRecord:

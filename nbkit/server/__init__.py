@@ -1,4 +1,5 @@
-"""`nbkit serve`: a web page and an HTTP API in front of one Pipeline, shared by many people.
+"""`nbkit serve`: a web page and an HTTP API in front of one Pipeline (or Ray Serve replicas), shared by
+many people.
 
     command.py   the command's options (imported by the CLI's parser: argparse only at module level)
     options.py   ServerOptions, what a server was asked for
@@ -8,8 +9,9 @@
     protocol.py  request bodies checked into typed inputs; the answers' JSON shapes
     build.py     a checked job body → GenerationRequest (reading a source image)
     folders.py   reading the output folder: runs and images by plain name, as manifests list them
-    jobs.py      the FIFO queue and the worker thread that packs jobs into batches
-    batches.py   the seam that runs one packed batch (a Pipeline today)
+    jobs.py      the FIFO queue and the worker threads (one per replica) that pack jobs into batches
+    metrics.py   /metrics: the server's figures in the Prometheus text format
+    replicas/    what runs one packed batch: this process's Pipeline, or Ray Serve replicas
     static/      the page
 
 Nothing is imported here: `python -m nbkit --help` imports this package and must stay quick.

@@ -23,6 +23,11 @@ def _positive(text: str) -> int:
     return value
 
 
+def _replicas(text: str) -> int | str:
+    """--replicas: a whole number ≥ 1, or "deployed" (use those already running on --ray-address)."""
+    return "deployed" if text.strip().lower() == "deployed" else _positive(text)
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -67,6 +72,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
                         help="compute dtype (default: the device's recommended one)")
     parser.add_argument("--compilation-cache", help="folder to keep compiled programs in between runs")
+    cluster = parser.add_argument_group("replicas (Ray Serve; pip install 'nbkit[cluster]')")
+    cluster.add_argument("--replicas", type=_replicas, metavar="N",
+                         help="make images on N Ray Serve replicas, each with its own Pipeline on its own "
+                              "accelerator, with a batch in flight on each (default: none, one Pipeline in "
+                              "this process); starts a local Ray on 127.0.0.1 unless --ray-address; "
+                              "'deployed': use the replicas already running there (KubeRay, serve deploy)")
+    cluster.add_argument("--ray-address", metavar="ADDR",
+                         help="join this Ray cluster (HOST:6379, auto, ray://HOST:10001) instead of starting "
+                              "a local one; a Ray cluster has no authentication: never expose its ports")
+    cluster.add_argument("--replica-resources", default="num_cpus=1", metavar="NAME=AMOUNT,...",
+                         help="what each replica takes from Ray: num_cpus=1 (default), num_gpus=1, "
+                              "num_cpus=8,TPU=4 (a TPU host)")
 
 
 def resolve_token(host: str, token: str | None, new_token) -> tuple[str | None, bool]:
@@ -118,6 +135,17 @@ def run(args: argparse.Namespace) -> None:
     origins = check_origins(args.cors_origin)
     if args.preview_every < 0:
         raise ValueError(f"--preview-every must be ≥ 0 (got {args.preview_every}); 0 turns previews off.")
+    replicas = args.replicas
+    if args.ray_address and replicas is None:
+        raise ValueError("--ray-address needs --replicas: N to start N replicas on that cluster, or "
+                         "'deployed' to use the ones running there.")
+    if replicas == "deployed" and not args.ray_address:
+        raise ValueError("--replicas deployed uses the replicas running on a cluster: give its "
+                         "--ray-address.")
+    if replicas is not None:
+        from nbkit.server.replicas.ray_pool import parse_replica_resources
+
+        resources = parse_replica_resources(args.replica_resources)
     out = output_root(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -131,13 +159,30 @@ def run(args: argparse.Namespace) -> None:
                             max_images=args.max_images, preview_every=args.preview_every or None,
                             model=args.model, vqgan=args.vqgan, clip=clip, cache=args.cache)
 
-    def load() -> Pipeline:
-        return Pipeline.from_pretrained(args.model, args.vqgan, dtype=args.dtype, max_batch=args.max_batch,
-                                        cache=args.cache, compilation_cache=args.compilation_cache)
+    def load():
+        if replicas is None:
+            return Pipeline.from_pretrained(args.model, args.vqgan, dtype=args.dtype,
+                                            max_batch=args.max_batch, cache=args.cache,
+                                            compilation_cache=args.compilation_cache)
+        from nbkit.server.replicas.deployment import ReplicaModel
+        from nbkit.server.replicas.ray_pool import PoolConfig, RayPool
 
-    def announce(running, pipe) -> None:
-        devices = f"{pipe.mesh.devices.size} {pipe.mesh.devices.flat[0].platform} device(s)"
-        print(f"nbkit: {args.model} on {devices}, batches of up to {pipe.max_batch}; images go to {out}",
+        model = ReplicaModel(args.model, args.vqgan, args.dtype, args.max_batch, args.cache,
+                             args.compilation_cache)
+        deployed = replicas == "deployed"
+        return RayPool(PoolConfig(1 if deployed else replicas, model, resources, args.ray_address,
+                                  deploy=not deployed))
+
+    def announce(running, loaded) -> None:
+        if isinstance(loaded, Pipeline):
+            devices = f"{loaded.mesh.devices.size} {loaded.mesh.devices.flat[0].platform} device(s)"
+        else:
+            ready = loaded.ready()
+            devices = f"{len(ready)} of {len(loaded.replicas)} replica(s) ready" + \
+                (f" ({ready[0].device} each)" if ready else "")
+        model = running.pool.model
+        batches = f"batches of up to {model.max_batch}" if model else "no replica ready yet"
+        print(f"nbkit: {args.model} on {devices}, {batches}; images go to {out}",
               file=sys.stderr, flush=True)
         if generated:
             print(f"nbkit: listening on {args.host}, so a token is required: it is {token} (anyone with it "

@@ -1,10 +1,13 @@
-"""The one queue between the HTTP handlers and the one thread that runs batches on the device.
+"""The one queue between the HTTP handlers and the worker threads that run batches on the replicas.
 
-Generation is seconds to minutes of blocking device calls, so it runs in a worker thread, never on the
+Generation is seconds to minutes of blocking device calls, so it runs in worker threads, never on the
 event loop that answers clients. Jobs from every client wait in one FIFO queue, and the worker packs the
 images of consecutive jobs whose sampling settings agree into one batch (`pack`): four people asking for
 two images each run as one batch of eight when `max_batch` allows. Every image depends only on its own
-task, so packing never changes an image. What runs a batch is behind `BatchRunner` (batches.py).
+task, so packing never changes an image. What runs a batch is a `Replica` (replicas/): the Pipeline of
+this process by default, or Ray Serve replicas, each with a worker thread here that takes the next batch
+as soon as its replica is ready and free. A replica whose process dies mid-batch gives back the images
+it had not delivered: they go back to the head of the queue, for another (or the restarted) replica.
 
 Each image is saved (PNG, then its manifest line) as soon as its batch ends, before anyone is told, so a
 client that goes away, or a server that is killed, loses at most the batch in flight; the same request
@@ -37,8 +40,8 @@ from nbkit.generation.request import GenerationRequest, ImageTask
 from nbkit.generation.sampling import SamplingSettings
 from nbkit.output.runs import open_run, record_of
 from nbkit.output.storage import RunFolder
-from nbkit.server.batches import BatchRunner
 from nbkit.server.folders import SavedImage, saved_images
+from nbkit.server.replicas.base import ModelFacts, NoReplicaReady, Replica, ReplicaDied, ReplicaPool
 
 FINAL_STATES = ("done", "failed", "cancelled")
 KEPT_FINISHED_JOBS = 1000        # finished jobs remembered for status requests; older ones are forgotten
@@ -46,6 +49,7 @@ FIRST_BATCH_GUESS_S = 10.0       # what a batch is assumed to take before one ha
 GATHER_S = 0.05                  # an idle worker waits this long after a job arrives, for others to pack
 GATHER_MAX_S = 0.5               # but never longer than this after the oldest waiting job arrived
 PREVIEW_SHARE = 0.25             # after a batch's first preview, previews take at most this share of it
+NOT_READY_WAIT_S = 0.5           # a worker whose replica is not ready looks again this often
 
 Listener = Callable[[str, Any], None]
 
@@ -211,6 +215,7 @@ class Job:
     error: str | None = None
     cancelling: bool = False               # cancelled while a batch with its images runs
     alone: bool = False                    # a packed batch with it failed: it runs by itself now
+    previewed: bool = False                # its first preview was sent (for the metrics)
     batches: list[int] = dataclasses.field(default_factory=list)   # the batches that made its images
     listeners: list[Listener] = dataclasses.field(default_factory=list)
 
@@ -233,22 +238,22 @@ class _Chore:
 
 
 class JobQueue:
-    """Jobs in, images out: a worker thread per BatchRunner makes the jobs' images, batch by batch (one
-    runner today: one batch in flight; several runners, e.g. replicas on several accelerators, take the
-    next batches from the same queue as each gets free). The runners must agree on model and batch size.
+    """Jobs in, images out: a worker thread per replica of `pool` makes the jobs' images, batch by batch
+    (the in-process replica: one batch in flight; N replicas: up to N, as many as are ready). The replicas
+    run one model (`model`, known once one is ready; until then new jobs get NoReplicaReady).
 
     `max_queue`: unfinished jobs and reranks (waiting or running) accepted at once; more are refused
     (`QueueFull`). `preview_every`: tokens between progress events, with previews decoded then (when
     `preview_due`) for the jobs someone listens to; None: progress only at batch boundaries.
     """
 
-    def __init__(self, runners: BatchRunner | Sequence[BatchRunner], out: str | Path, max_queue: int = 16,
-                 preview_every: int | None = 64, log: Callable[[str], None] | None = None):
-        self.runners = list(runners) if isinstance(runners, (list, tuple)) else [runners]
-        self.runner, self.out = self.runners[0], Path(out)
+    def __init__(self, pool: ReplicaPool, out: str | Path, max_queue: int = 16,
+                 preview_every: int | None = 64, log: Callable[[str], None] | None = None,
+                 metrics: Any = None):
+        self.pool, self.out = pool, Path(out)
         self.max_queue, self.preview_every = max_queue, preview_every
         self.log = log or _to_stderr
-        self.image_length = self.runner.image_length
+        self.metrics = metrics                   # a ServerMetrics, or None
         self._lock = threading.Condition()
         self._opening = threading.Lock()         # open_run looks for a run folder, then makes one
         self._jobs: dict[str, Job] = {}
@@ -258,6 +263,7 @@ class JobQueue:
         self._stopping = False
         self._threads: list[threading.Thread] = []
         self._workers_left = 0
+        self._in_flight = 0                      # batches running now
         self._seconds_per_batch: float | None = None    # None until a batch that did not compile ends
         self._last_arrival = 0.0
         self.gather_s = GATHER_S
@@ -266,11 +272,23 @@ class JobQueue:
 
     # ---- the HTTP side
 
+    def model(self) -> ModelFacts:
+        """The replicas' model; NoReplicaReady (503) before any replica has been ready."""
+        model = self.pool.model
+        if model is None:
+            raise NoReplicaReady(_none_ready(self.pool))
+        return model
+
+    @property
+    def image_length(self) -> int:
+        return self.model().image_length
+
     def start(self) -> None:
         if not self._threads:
-            self._workers_left = len(self.runners)
-            self._threads = [threading.Thread(target=self._work, args=(runner,), name=f"nbkit-worker-{n}",
-                                              daemon=True) for n, runner in enumerate(self.runners)]
+            self._workers_left = len(self.pool.replicas)
+            self._threads = [threading.Thread(target=self._work, args=(replica,),
+                                              name=f"nbkit-{replica.name}", daemon=True)
+                             for replica in self.pool.replicas]
             for thread in self._threads:
                 thread.start()
 
@@ -294,11 +312,12 @@ class JobQueue:
         """Queues `request` (blocking file IO: call it off the event loop). The same request as a job
         still waiting or running joins that job (never one that ended or is being cancelled); one whose
         run folder is complete returns a finished job with the saved images. Raises QueueFull or
-        Stopping."""
+        Stopping, or NoReplicaReady when no replica is ready."""
         with self._lock:
             self._check_room()
+        model = self.model()
         with self._opening:                      # only submits wait here, never status or event requests
-            opened = open_run(self.runner.name, request, self.out)
+            opened = open_run(model.name, request, self.out)
         earlier = saved_images(opened.folder)
         with self._lock:
             for job in self._waiting:
@@ -308,7 +327,7 @@ class JobQueue:
             self._check_room()
             tasks = dataclasses.replace(request, only=opened.missing).tasks() if opened.missing else []
             job = Job(secrets.token_hex(6), request, opened.folder, tasks,
-                      settings_key(request.settings, self.runner.defaults), earlier, len(earlier),
+                      settings_key(request.settings, model), earlier, len(earlier),
                       pending=collections.deque(range(len(tasks))))
             self._jobs[job.id] = job
             if tasks:
@@ -386,7 +405,7 @@ class JobQueue:
         with self._lock:
             return {"jobs_waiting": len(self._waiting), "images_waiting": self._images_waiting(),
                     "reranks_waiting": len(self._reranking), "batches_run": self.batches_run,
-                    "images_made": self.images_made,
+                    "images_made": self.images_made, "batches_in_flight": self._in_flight,
                     "seconds_per_batch": None if self._seconds_per_batch is None
                     else round(self._seconds_per_batch, 3)}
 
@@ -395,11 +414,15 @@ class JobQueue:
     def _check_room(self) -> None:
         if self._stopping:
             raise Stopping("The server is stopping: it takes no new work.")
+        if not self.pool.ready():
+            raise NoReplicaReady(_none_ready(self.pool))
         if len(self._waiting) + len(self._reranking) >= self.max_queue:
             oldest = self._waiting[0] if self._waiting else None
             ahead = len(oldest.pending) + oldest.in_flight if oldest else 0
             seconds = FIRST_BATCH_GUESS_S if self._seconds_per_batch is None else self._seconds_per_batch
-            raise QueueFull(retry_after_seconds(ahead, self.runner.max_batch, seconds), self.max_queue)
+            # N replicas make N batches in the time of one
+            seconds /= max(1, len(self.pool.ready()))
+            raise QueueFull(retry_after_seconds(ahead, self.model().max_batch, seconds), self.max_queue)
 
     def _images_waiting(self) -> int:
         return sum(len(job.pending) + job.in_flight for job in self._waiting)
@@ -443,14 +466,15 @@ class JobQueue:
 
     def _gather_delay(self) -> float:
         heads = [(job.key, len(job.pending), job.alone) for job in self._waiting]
-        full = sum(pack(heads, self.runner.max_batch)) >= self.runner.max_batch
+        max_batch = self.model().max_batch
+        full = sum(pack(heads, max_batch)) >= max_batch
         oldest = min(job.arrived for job in self._waiting if job.pending)
         return gather_delay(time.monotonic(), self._last_arrival, oldest, full, self.gather_s)
 
     def _next_batch(self) -> list[tuple[Job, int]]:
         heads = [(job.key, len(job.pending), job.alone) for job in self._waiting]
         chosen = []
-        for job, count in zip(self._waiting, pack(heads, self.runner.max_batch), strict=False):
+        for job, count in zip(self._waiting, pack(heads, self.model().max_batch), strict=False):
             for _ in range(count):
                 chosen.append((job, job.pending.popleft()))
             if count:
@@ -461,13 +485,16 @@ class JobQueue:
 
     # ---- the worker thread
 
-    def _work(self, runner: BatchRunner) -> None:
+    def _work(self, replica: Replica) -> None:
         while True:
             with self._lock:
                 while not (self._stopping or self._chores or any(job.pending for job in self._waiting)):
                     self._lock.wait()
                 if self._stopping:
                     break
+                if not replica.ready or replica.busy:     # starting, restarting, failed: look again soon
+                    self._lock.wait(NOT_READY_WAIT_S)
+                    continue
                 if not self._chores:
                     delay = self._gather_delay()
                     if delay > 0:
@@ -477,6 +504,7 @@ class JobQueue:
                 chosen = [] if chore else self._next_batch()
                 if chosen:
                     self.batches_run += 1
+                    self._in_flight += 1
                     batch_id = self.batches_run
                     for queued in self._waiting:
                         if queued.state == "queued":
@@ -484,7 +512,11 @@ class JobQueue:
             if chore:
                 self._run_chore(chore)
             elif chosen:
-                self._run_batch(runner, batch_id, chosen)
+                try:
+                    self._run_batch(replica, batch_id, chosen)
+                finally:
+                    with self._lock:
+                        self._in_flight -= 1
         with self._lock:
             self._workers_left -= 1
             last = self._workers_left == 0
@@ -512,30 +544,36 @@ class JobQueue:
                 self._finish(job, "cancelled", "The server stopped before these images were made: send the "
                                                "same request again to make the rest.")
 
-    def _run_batch(self, runner: BatchRunner, batch_id: int, chosen: list[tuple[Job, int]]) -> None:
+    def _run_batch(self, replica: Replica, batch_id: int, chosen: list[tuple[Job, int]]) -> None:
         owners = [job for job, _ in chosen]
         tasks = [job.tasks[index] for job, index in chosen]
         jobs = list(dict.fromkeys(owners))
         # Progress is streamed whether or not anyone listens yet: a page subscribes only after its job was
         # accepted, by when an idle worker has begun the batch. Previews are decoded only for listeners.
         saved = [False] * len(tasks)
+        requeued: set[Job] = set()
         began = time.perf_counter()
         previews = {"count": 0, "seconds": 0.0}           # decoded in this batch so far
         compiled = False
         described = ", ".join(f"{owners.count(job)} of job {job.id}" for job in jobs)
-        self.log(f"batch {batch_id}: {len(tasks)} image(s) ({described})")
+        self.log(f"batch {batch_id}: {len(tasks)} image(s) ({described})"
+                 + (f" on {replica.name}" if replica.remote else ""))
         try:
-            for event in runner.run(tasks, jobs[0].request.settings, self.preview_every):
+            for event in replica.run(tasks, jobs[0].request.settings, self.preview_every):
                 if isinstance(event, Progress):
                     compiled = compiled or event.compiling
                     self._progress(event, owners, jobs, previews, began)
                 elif isinstance(event, Batch):
                     for slot, image in zip(event.batch, event.images, strict=True):
-                        saved[slot] = self._save(owners[slot], image, batch_id)
+                        saved[slot] = self._save(owners[slot], image, batch_id, replica)
+        except ReplicaDied as died:
+            requeued = self._requeue(died, chosen, saved)
         except Exception as error:
             self._batch_failed(error, chosen, saved)
         else:
             elapsed = time.perf_counter() - began
+            if self.metrics is not None:
+                self.metrics.batch_done(replica.name, elapsed)
             with self._lock:
                 self._seconds_per_batch = batch_seconds(self._seconds_per_batch, elapsed, compiled)
         with self._lock:
@@ -546,6 +584,8 @@ class JobQueue:
                     job.position_now = 0
                 if job.finished or job.in_flight:
                     continue
+                if job in requeued and job.pending:              # its images went back to the queue
+                    job.state = "queued"
                 if job.cancelling:
                     self._finish(job, "cancelled")
                 elif not job.pending:
@@ -571,11 +611,18 @@ class JobQueue:
         with self._lock:
             for job in watched:
                 status = self._status(job)
-                self._publish(job, "progress", _forming(status, tuple(previews.get(id(job), ()))))
+                shown = tuple(previews.get(id(job), ()))
+                if shown and not job.previewed:
+                    job.previewed = True
+                    if self.metrics is not None:
+                        self.metrics.first_preview_after(time.monotonic() - job.arrived)
+                self._publish(job, "progress", _forming(status, shown))
 
-    def _save(self, job: Job, image: GeneratedImage, batch_id: int) -> bool:
+    def _save(self, job: Job, image: GeneratedImage, batch_id: int, replica: Replica) -> bool:
         try:
-            path = job.folder.save_image(image.pixels, record_of(image, self.runner.name, job.request))
+            record = record_of(image, self.model().name, job.request,
+                               replica=replica.name if replica.remote else "")
+            path = job.folder.save_image(image.pixels, record)
             name = path.name if path is not None else _saved_name(job.folder, image)
         except Exception as error:
             with self._lock:
@@ -590,7 +637,24 @@ class JobQueue:
             job.in_flight -= 1
             self.images_made += 1
             self._publish(job, "image", saved)
+        if self.metrics is not None:
+            self.metrics.image_made(replica.name)
         return True
+
+    def _requeue(self, died: ReplicaDied, chosen: list[tuple[Job, int]], saved: list[bool]) -> set[Job]:
+        """A replica's process died mid-batch: the images it did not deliver go back to the head of the
+        queue (each to the front of its job's waiting images; the jobs keep their places), for the next
+        free replica. Those it delivered are saved already and are not made again."""
+        self.log(f"{died}")
+        requeued = set()
+        with self._lock:
+            for slot in reversed(died.unfinished):
+                job, index = chosen[slot]
+                if not saved[slot] and not job.finished and not job.cancelling:
+                    job.pending.appendleft(index)
+                    requeued.add(job)
+            self._lock.notify_all()
+        return requeued
 
     def _batch_failed(self, error: Exception, chosen: list[tuple[Job, int]], saved: list[bool]) -> None:
         """A batch of several jobs is tried again one job at a time, so that one job's bad input fails
@@ -611,6 +675,12 @@ class JobQueue:
                 for job in jobs:
                     if not job.finished:
                         self._finish(job, "failed", message)
+
+
+def _none_ready(pool: ReplicaPool) -> str:
+    states = ", ".join(f"{replica.name} {replica.state}" for replica in pool.replicas)
+    return (f"No generation replica is ready ({states}): try again shortly; /api/info shows each "
+            "replica's state and last error.")
 
 
 def _to_stderr(line: str) -> None:

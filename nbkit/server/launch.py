@@ -2,7 +2,8 @@
 
 The socket is bound before the models load, so a port in use fails at once and connections made as soon
 as the address is printed wait instead of failing. uvicorn serves the app (routes.py) on it; the job
-queue's worker thread runs beside it and is stopped first, so the batch in flight is finished and saved.
+queue's worker threads (one per replica) run beside it and are stopped first, so the batches in flight
+are finished and saved; then the replicas the server started (Ray Serve's) are stopped.
 """
 
 from __future__ import annotations
@@ -11,15 +12,23 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
 
-from nbkit.server.batches import BatchRunner, PipelineRunner
 from nbkit.server.jobs import JobQueue
+from nbkit.server.metrics import ServerMetrics
 from nbkit.server.options import ServerOptions
+from nbkit.server.replicas.base import NoReplicaReady, ReplicaPool
+from nbkit.server.replicas.local import LocalPool
 from nbkit.server.routes import create_app
+
+READY_TIMEOUT_S = 600.0          # a replica loads its model within this (DALL·E Mega on a CPU: minutes)
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -63,17 +72,19 @@ class _Uvicorn(uvicorn.Server):
 
 
 class Running:
-    """One server: the job queue's worker(s) and uvicorn, on a socket already bound (see `bind`).
-    `runners`: one BatchRunner (a Pipeline) or several, each with a worker of its own."""
+    """One server: the job queue's workers (one per replica of `pool`) and uvicorn, on a socket already
+    bound (see `bind`). The pool is stopped with the server."""
 
-    def __init__(self, runners: BatchRunner | Sequence[BatchRunner], options: ServerOptions,
-                 sock: socket.socket, on_ready: Callable[[], None] | None = None,
-                 log: Callable[[str], None] | None = None):
-        self.options, self.sock = options, sock
+    def __init__(self, pool: ReplicaPool, options: ServerOptions, sock: socket.socket,
+                 on_ready: Callable[[], None] | None = None, log: Callable[[str], None] | None = None):
+        self.options, self.sock, self.pool = options, sock, pool
         self.port = sock.getsockname()[1]
         self.url = address(options.host, self.port, options.token)
-        self.queue = JobQueue(runners, options.out, options.max_queue, options.preview_every, log)
-        self.app = create_app(self.queue, options, self.port, on_ready)
+        self.queue: JobQueue
+        self.metrics = ServerMetrics(queue_length=lambda: self.queue.info()["jobs_waiting"],
+                                     replicas_ready=lambda: len(pool.ready()))
+        self.queue = JobQueue(pool, options.out, options.max_queue, options.preview_every, log, self.metrics)
+        self.app = create_app(self.queue, options, self.port, on_ready, self.metrics)
         # log_config=None: uvicorn leaves the process's logging as it is (a notebook kernel's too);
         # its warnings and errors reach stderr through Python's last-resort handler.
         config = uvicorn.Config(self.app, log_config=None, access_log=False, lifespan="on",
@@ -91,6 +102,7 @@ class Running:
             self.queue.stop()
             self.queue.join()
             self.sock.close()
+            self.pool.stop()
 
     def start(self, timeout: float = 60.0) -> Running:
         """Serves from a background thread (a notebook's kernel stays free); returns once it answers."""
@@ -114,28 +126,39 @@ class Running:
 def launch(options: ServerOptions, port: int, load: Callable[[], Any], *, background: bool,
            announce: Callable[[Running, Any], None] | None = None,
            log: Callable[[str], None] | None = None) -> Running:
-    """The one way a server starts: bind host:port, then `load()` the Pipeline (so a port in use fails
-    before the models load), then serve. `announce(running, pipe)` is called once it answers.
+    """The one way a server starts: bind host:port, then `load()` the Pipeline, or a ReplicaPool (so a port
+    in use fails before the models load), then serve; with a pool, once one replica is ready (or none can
+    be: it then serves and answers new jobs 503 until one is). `announce(running, loaded)` is called once
+    it answers.
     background=False (the command): serves in this thread until Ctrl-C or SIGTERM, both of which finish
     the batch in flight first. background=True (a notebook): returns the running server at once.
     `log`: where the queue's one-line messages go (default stderr)."""
     sock = bind(options.host, port)
     try:
-        pipe = load()
+        loaded = load()
+        pool = loaded if isinstance(loaded, ReplicaPool) else LocalPool(loaded)
     except BaseException:
         sock.close()
+        raise
+    try:
+        pool.wait_ready(1, READY_TIMEOUT_S)
+    except NoReplicaReady as error:
+        (log or _to_stderr)(f"nbkit: {error} New jobs get 503 until one is ready.")
+    except BaseException:
+        sock.close()
+        pool.stop()
         raise
     running: Running | None = None
 
     def ready() -> None:
         if announce is not None and not background:
-            announce(running, pipe)
+            announce(running, loaded)
 
-    running = Running(PipelineRunner(pipe), options, sock, on_ready=ready, log=log)
+    running = Running(pool, options, sock, on_ready=ready, log=log)
     if background:
         running.start()
         if announce is not None:
-            announce(running, pipe)
+            announce(running, loaded)
         return running
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     running.serve()

@@ -25,6 +25,7 @@ class ServerMetrics:
     def __init__(self, queue_length: Callable[[], float] | None = None,
                  replicas_ready: Callable[[], float] | None = None):
         self.registry = CollectorRegistry(auto_describe=True)
+        self._restarts_counted: dict[str, int] = {}
         r = self.registry
         self.queue_length = Gauge("nbkit_queue_jobs", "Unfinished jobs (waiting or running).", registry=r)
         self.replicas_ready = Gauge("nbkit_replicas_ready", "Replicas ready to take a batch.", registry=r)
@@ -57,6 +58,16 @@ class ServerMetrics:
 
     def replica_restarted(self, replica: str) -> None:
         self.restarts.labels(replica=replica).inc()
+        self._restarts_counted[replica] = self._restarts_counted.get(replica, 0) + 1
+
+    def count_restarts(self, restarts: dict[str, int]) -> None:
+        """Brings the restart counter up to the replicas' own counts (they find their restarts
+        themselves, idle or busy), before a scrape."""
+        for replica, count in restarts.items():
+            missing = count - self._restarts_counted.get(replica, 0)
+            if missing > 0:
+                self.restarts.labels(replica=replica).inc(missing)
+                self._restarts_counted[replica] = count
 
     def exposition(self) -> bytes:
         """The body of a /metrics answer (its media type: `CONTENT_TYPE`)."""

@@ -28,6 +28,7 @@ from nbkit.server.build import build_request
 from nbkit.server.folders import list_runs, resolve_image, resolve_run
 from nbkit.server.gate import Gate, GateRules
 from nbkit.server.jobs import FINAL_STATES, Busy, Job, JobQueue, QueueFull, Stopping, one_line
+from nbkit.server.metrics import CONTENT_TYPE, ServerMetrics
 from nbkit.server.options import ServerOptions
 from nbkit.server.protocol import (
     MAX_RUNS_LISTED,
@@ -44,6 +45,7 @@ from nbkit.server.protocol import (
     query_count,
     sse,
 )
+from nbkit.server.replicas.base import NoReplicaReady
 
 STATIC = Path(__file__).parent / "static"
 KEEPALIVE_S = 15.0               # an SSE comment this often keeps proxies and tunnels from closing a stream
@@ -101,23 +103,37 @@ async def page(request: Request) -> Response:
                         "The API is at <a href='api/info'>api/info</a>.</p>")
 
 
+def limits(state: Any) -> Limits:
+    """The bounds a job is checked against (top_k's is the model's codebook: NoReplicaReady until a
+    replica has said which model it runs)."""
+    return Limits(state.options.max_images, state.options.max_prompt_chars,
+                  state.queue.model().codebook_size)
+
+
 async def info(request: Request) -> Response:
     state = request.app.state
-    options, runner = state.options, state.queue.runner
-    config = runner.defaults
+    options, model = state.options, state.queue.pool.model
+    defaults = None if model is None else {
+        "n_images": options.default_images, "temperature": model.temperature, "top_k": model.top_k,
+        "top_p": model.top_p, "condition_scale": 10.0}
     return JSONResponse({
         "model": options.model, "vqgan": options.vqgan, "clip": options.clip, "version": __version__,
         "max_images": options.max_images, "max_queue": options.max_queue,
-        "max_prompt_chars": options.max_prompt_chars, "max_batch": runner.max_batch,
-        "defaults": {"n_images": options.default_images, "temperature": config.temperature,
-                     "top_k": config.top_k, "top_p": config.top_p, "condition_scale": 10.0},
-        "queue": state.queue.info()})
+        "max_prompt_chars": options.max_prompt_chars, "max_batch": None if model is None else model.max_batch,
+        "defaults": defaults, "queue": state.queue.info(), "replicas": state.queue.pool.info()})
+
+
+async def metrics_text(request: Request) -> Response:
+    """The server's figures in the Prometheus text format, for a scraper (behind the gate like /api/)."""
+    state = request.app.state
+    state.metrics.count_restarts({r.name: r.counts.restarts for r in state.queue.pool.replicas})
+    return Response(state.metrics.exposition(), media_type=CONTENT_TYPE)
 
 
 async def submit_job(request: Request) -> Response:
     state = request.app.state
     body = await read_json(request, state.options.max_body_bytes)
-    job_input = parse_job(body, state.limits)
+    job_input = parse_job(body, limits(state))
     job = await run_in_threadpool(lambda: state.queue.submit(build_request(job_input, state.options.out)))
     return JSONResponse(as_json(state.queue.status(job), _prefix(request)), 202)
 
@@ -222,7 +238,7 @@ async def generate(request: Request) -> Response:
     waits for the images and answers them as base64. They are saved like any job's, so a client that
     gives up loses nothing."""
     state = request.app.state
-    call = parse_generate(await read_json(request, state.options.max_body_bytes), state.limits,
+    call = parse_generate(await read_json(request, state.options.max_body_bytes), limits(state),
                           state.options.default_images)
     job = await run_in_threadpool(state.queue.submit, GenerationRequest([call.prompt], call.n_images))
     final = await wait_until_finished(state.queue, job)
@@ -241,7 +257,12 @@ async def _bad_input(request: Request, error: BadInput) -> Response:
 
 
 async def _queue_full(request: Request, error: QueueFull) -> Response:
+    request.app.state.metrics.queue_full()
     return error_response(429, None, str(error), {"Retry-After": str(error.retry_after)})
+
+
+async def _none_ready(request: Request, error: NoReplicaReady) -> Response:
+    return error_response(503, None, str(error), {"Retry-After": "30"})
 
 
 async def _stopping(request: Request, error: Stopping) -> Response:
@@ -264,7 +285,7 @@ async def _server_error(request: Request, error: Exception) -> Response:
 
 
 def create_app(queue: JobQueue, options: ServerOptions, port: int,
-               on_ready: Callable[[], None] | None = None) -> Any:
+               on_ready: Callable[[], None] | None = None, metrics: ServerMetrics | None = None) -> Any:
     """The ASGI app: routes behind the gate. `on_ready` is called once the app has started."""
 
     @contextlib.asynccontextmanager
@@ -277,6 +298,7 @@ def create_app(queue: JobQueue, options: ServerOptions, port: int,
         Route("/", page, methods=["GET"]),
         Mount("/static", StaticFiles(directory=STATIC, check_dir=False)),
         Route("/api/info", info, methods=["GET"]),
+        Route("/metrics", metrics_text, methods=["GET"]),
         Route("/api/jobs", submit_job, methods=["POST"]),
         Route("/api/jobs/{job_id}", job_status, methods=["GET", "DELETE"]),
         Route("/api/jobs/{job_id}/events", job_events, methods=["GET"]),
@@ -289,9 +311,10 @@ def create_app(queue: JobQueue, options: ServerOptions, port: int,
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
         BadInput: _bad_input, QueueFull: _queue_full, Stopping: _stopping, Busy: _busy,
+        NoReplicaReady: _none_ready,
         HTTPException: _http_error, Exception: _server_error})
     app.state.queue, app.state.options = queue, options
-    app.state.limits = Limits(options.max_images, options.max_prompt_chars, queue.runner.codebook_size)
+    app.state.metrics = metrics or queue.metrics or ServerMetrics()
     app.state.reranker = lazy_reranker(options)
     return Gate(app, GateRules(options.token, options.cors_origins, options.allow_hosts, port))
 

@@ -12,6 +12,7 @@ from nbkit.server.replicas.base import (
     READY,
     STARTING,
     STATES,
+    ModelFacts,
     NoReplicaReady,
     Replica,
     ReplicaDied,
@@ -20,5 +21,5 @@ from nbkit.server.replicas.base import (
 from nbkit.server.replicas.local import InProcessReplica, LocalPool
 
 __all__ = ["DEAD", "FAILED", "READY", "STARTING", "STATES",
-           "InProcessReplica", "LocalPool", "NoReplicaReady", "Replica", "ReplicaDied",
+           "InProcessReplica", "LocalPool", "ModelFacts", "NoReplicaReady", "Replica", "ReplicaDied",
            "ReplicaPool"]

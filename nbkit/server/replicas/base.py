@@ -23,6 +23,27 @@ STARTING, READY, FAILED, DEAD = "starting", "ready", "failed", "dead"
 STATES = (STARTING, READY, FAILED, DEAD)     # dead: its process died; Ray Serve is starting another
 
 
+@dataclasses.dataclass(frozen=True)
+class ModelFacts:
+    """What the front must know of the model its replicas run, to pack, check and describe jobs: its name
+    (in every record), batch size, tokens per image, codebook size (top_k's bound) and the sampling
+    defaults unset settings fall back to. A replica reports them once it has loaded its Pipeline."""
+
+    name: str
+    max_batch: int
+    image_length: int
+    codebook_size: int
+    temperature: float
+    top_k: int
+    top_p: float
+
+    @classmethod
+    def of_pipeline(cls, pipe) -> ModelFacts:
+        config = pipe.model.config
+        return cls(pipe.name, pipe.max_batch, config.image_length, pipe.vqgan.config.n_embed,
+                   config.temperature, config.top_k, config.top_p)
+
+
 class ReplicaDied(Exception):
     """A replica's process died before it delivered every image of a batch.
 
@@ -51,12 +72,15 @@ class ReplicaCounts:
 
 
 class Replica(abc.ABC):
-    """One place that runs packed batches, one at a time."""
+    """One place that runs packed batches, one at a time: the Pipeline of this process, or a remote
+    process (`remote`: its name goes in the records of the images it makes)."""
 
     name: str
+    remote = False
 
     def __init__(self, name: str):
         self.name = name
+        self.model: ModelFacts | None = None      # known once it is ready
         self.state = STARTING
         self.device = ""                   # in words, e.g. "cpu ×1" or "gpu NVIDIA H200 ×1"
         self.pid: int | None = None
@@ -141,10 +165,19 @@ class _Releasing:
             self._release()
 
 
-class ReplicaPool(abc.ABC):
-    """The replicas the front dispatches to."""
+class ReplicaPool:
+    """The replicas the front dispatches to (a worker thread each); this base holds replicas that need
+    no stopping (in-process ones)."""
 
     replicas: list[Replica]
+
+    def __init__(self, replicas: Sequence[Replica]):
+        self.replicas = list(replicas)
+
+    @property
+    def model(self) -> ModelFacts | None:
+        """The model facts of the first replica that reported them (all replicas run one model)."""
+        return next((replica.model for replica in self.replicas if replica.model is not None), None)
 
     def ready(self) -> list[Replica]:
         return [replica for replica in self.replicas if replica.ready]
@@ -180,6 +213,5 @@ class ReplicaPool(abc.ABC):
         raise NoReplicaReady("No generation replica is ready" + (f" ({errors})" if errors else "")
                              + ": see the log, and /api/info for each replica's state.")
 
-    @abc.abstractmethod
     def stop(self) -> None:
-        """Stops what this pool started."""
+        """Stops what this pool started (nothing, here)."""

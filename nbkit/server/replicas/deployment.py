@@ -39,6 +39,7 @@ class GenerationReplica:
             # Ray counts CPUs but does not pin them; the benchmark pins each replica to its own core(s).
             os.sched_setaffinity(0, set(cpu_cores))
         from nbkit.generation.pipeline import Pipeline
+        from nbkit.server.replicas.base import ModelFacts
         from nbkit.server.replicas.local import device_words
 
         self.pipe = Pipeline.from_pretrained(model.model, model.vqgan, model.dtype, max_batch=model.max_batch,
@@ -46,10 +47,11 @@ class GenerationReplica:
                                              compilation_cache=model.compilation_cache)
         self.description = {"pid": os.getpid(), "host": socket.gethostname(),
                             "device": device_words(self.pipe), "model": self.pipe.name,
-                            "max_batch": self.pipe.max_batch}
+                            "max_batch": self.pipe.max_batch,
+                            "facts": dataclasses.asdict(ModelFacts.of_pipeline(self.pipe))}
 
     def describe(self) -> dict[str, Any]:
-        """Its process id, host, devices and model: asked once when it becomes ready."""
+        """Its process id, host, devices and model facts: asked once when it becomes ready."""
         return self.description
 
     def run(self, tasks: Sequence[ImageTask], settings: SamplingSettings, progress_every: int | None = None,

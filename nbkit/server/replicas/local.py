@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from nbkit.generation.pipeline import Event, Pipeline
 from nbkit.generation.request import ImageTask
 from nbkit.generation.sampling import SamplingSettings
-from nbkit.server.replicas.base import READY, Replica, ReplicaPool
+from nbkit.server.replicas.base import READY, ModelFacts, Replica, ReplicaPool
 
 
 def device_words(pipe: Pipeline) -> str:
@@ -28,6 +28,7 @@ class InProcessReplica(Replica):
         super().__init__(name)
         self.pipe = pipe
         self.state, self.device, self.pid = READY, device_words(pipe), os.getpid()
+        self.model = ModelFacts.of_pipeline(pipe)
 
     def _events(self, tasks: list[ImageTask], settings: SamplingSettings, progress_every: int | None,
                 delivered: list[bool]) -> Iterator[Event]:
@@ -38,7 +39,4 @@ class LocalPool(ReplicaPool):
     """A pool of the one in-process replica, so the front dispatches the same way with or without Ray."""
 
     def __init__(self, pipe: Pipeline, name: str = "local"):
-        self.replicas = [InProcessReplica(pipe, name)]
-
-    def stop(self) -> None:
-        """Nothing to stop: the Pipeline belongs to the process."""
+        super().__init__([InProcessReplica(pipe, name)])

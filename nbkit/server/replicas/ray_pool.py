@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from nbkit.generation.pipeline import Event
 from nbkit.generation.request import ImageTask
 from nbkit.generation.sampling import SamplingSettings
-from nbkit.server.replicas.base import DEAD, FAILED, READY, Replica, ReplicaDied, ReplicaPool
+from nbkit.server.replicas.base import DEAD, FAILED, READY, ModelFacts, Replica, ReplicaDied, ReplicaPool
 from nbkit.server.replicas.deployment import ReplicaModel, replica_deployment
 from nbkit.server.replicas.wire import from_wire
 
@@ -123,6 +123,8 @@ def _last_line(message: str) -> str:
 class RayReplica(Replica):
     """One Serve application with one replica of `GenerationReplica`."""
 
+    remote = True
+
     def __init__(self, name: str, app: str, handle):
         super().__init__(name)
         self.app, self.handle = app, handle
@@ -177,6 +179,7 @@ class RayReplica(Replica):
         if described["pid"] == self._lost_pid:
             return
         self.pid, self.device = described["pid"], f"{described['device']} on {described['host']}"
+        self.model = ModelFacts(**described["facts"])
         was = self.state
         self.state = READY
         log(f"replica {self.name} ready ({self.device}, pid {self.pid})"
