@@ -14,6 +14,8 @@ import sys
 import traceback
 from pathlib import Path
 
+from nbkit.arguments import add_model_arguments
+
 EPILOG = ("Models: mini, mega, mega-fp16 (W&B), a local folder, a hub id org/name[@revision] "
           "or entity/project/name:version.")
 
@@ -258,17 +260,6 @@ def _upscale(args: argparse.Namespace) -> None:
 
         for path in upscale_files(upscaler, args.images, args.out, progress):
             print(path)
-
-
-def add_model_arguments(command: argparse.ArgumentParser, model: str | None = "mini") -> None:
-    """The model options, declared once for every command that loads the models (`serve` too)."""
-    command.add_argument("--model", default=model,
-                         help=f"DALL·E model (default {model})" if model else
-                         "DALL·E model (default: the one each PNG names)")
-    command.add_argument("--vqgan", default="vqgan", help="image decoder (default vqgan)")
-    command.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
-                         help="compute dtype (default: the device's recommended one)")
-    command.add_argument("--compilation-cache", help="folder to keep compiled programs in between runs")
 
 
 def _add_making_arguments(command: argparse.ArgumentParser, grid: bool = True) -> None:

@@ -316,5 +316,5 @@ def test_the_queue_puts_a_dead_replicas_images_back_at_the_head_without_ray(pipe
         queue.stop()
         assert queue.join(120)
     assert dying.calls == 1 and held.counts.images == 8
-    lines_saved = saved_once(tmp_path, {"run": job.folder.path.name}, 8)
+    lines_saved = saved_once(tmp_path, {"run": job.run}, 8)
     assert {line["replica"] for line in lines_saved} == {"held"}

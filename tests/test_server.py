@@ -371,6 +371,7 @@ def test_an_error_inside_generation_fails_only_that_job(server):
     good = submit(server.url, {"prompt": "still served", "seed": 71})      # packed with `bad` at first
     bad, good = finished(server.url, bad["id"]), finished(server.url, good["id"])
     assert bad["state"] == "failed" and "\n" not in bad["error"] and "Kept tokens" in bad["error"]
+    assert not (server.out / bad["run"]).exists()          # a run that got no image leaves no folder
     assert good["state"] == "done" and len(good["images"]) == 1
     assert finished(server.url, ahead["id"])["state"] == "done"
 
@@ -477,8 +478,12 @@ def test_kill_9_mid_batch_then_the_same_request_makes_only_the_missing_images(tm
     final = manifest(out, job["run"])
     assert sorted((e["prompt_index"], e["image_index"]) for e in final) == \
         [(p, i) for p in range(2) for i in range(8)]
-    assert sorted(p.name for p in folder.glob("*.png") if not p.name.startswith(".")) == \
-        sorted(e["file"] for e in final)
+    images = sorted(p.name for p in folder.glob("*.png")
+                    if not p.name.startswith(".") and "_grid" not in p.name)
+    assert images == sorted(e["file"] for e in final)
+    # the run writer's grids, one per prompt, made when the job was done (the CLI's and the form's too)
+    grids = sorted(p.name for p in folder.glob("*_grid*.png"))
+    assert [name[:3] for name in grids] == ["000", "001"]
 
 
 def test_colab_serve_runs_in_this_process_and_stops(tmp_path, capsys):
@@ -564,6 +569,22 @@ def test_an_identical_request_while_running_joins_and_while_cancelling_starts_an
     assert finished(running.url, job["id"])["state"] == "cancelled"
     end = finished(running.url, anew["id"])
     assert end["state"] == "done" and end["images_done"] == end["images_total"] == 2
+
+
+def test_a_job_cancelled_before_its_first_image_leaves_no_run_folder(gated):
+    running, runner = gated
+    ahead = submit(running.url, {"prompt": "ahead", "n_images": 4, "seed": 5})
+    assert runner.wait_started() == 4                          # held: the next job stays queued
+    body = {"prompt": "given up", "n_images": 2, "seed": 6}
+    queued = submit(running.url, body)
+    assert (running.options.out / queued["run"] / "run.json").is_file()    # named at once, for the page
+    status, _, answer = call(f"{running.url}api/jobs/{queued['id']}", method="DELETE")
+    assert status == 200 and answer["state"] == "cancelled"
+    assert not (running.options.out / queued["run"]).exists()
+    runner.open()
+    assert finished(running.url, ahead["id"])["state"] == "done"
+    again = finished(running.url, submit(running.url, body)["id"])     # the index forgot the removed one
+    assert again["state"] == "done" and len(manifest(running.options.out, again["run"])) == 2
 
 
 def test_cancel_drops_only_the_images_not_yet_started(gated):

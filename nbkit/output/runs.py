@@ -112,21 +112,31 @@ class RunWriter:
         self.missing = [pair for pair in dataclasses.replace(request, only=None).images if pair not in saved]
 
     @classmethod
-    def open(cls, model: str, request: GenerationRequest, out: str | Path) -> RunWriter:
+    def open(cls, model: str, request: GenerationRequest, out: str | Path,
+             runs: dict[str, RunFolder] | None = None) -> RunWriter:
         """A writer for `request`: into the folder an identical earlier request made under `out` (so that
-        only what it lacks is made), else into a new folder, made with the first image."""
-        return cls(model, request, out, RunFolder.find(Path(out), request_run_key(model, request)))
+        only what it lacks is made), else into a new folder, made with the first image. `runs`: an
+        index of `out` (`RunFolder.index`) kept in memory by the caller, instead of a scan of `out`."""
+        key = request_run_key(model, request)
+        return cls(model, request, out, runs.get(key) if runs is not None else RunFolder.find(Path(out), key))
 
-    def save(self, image: GeneratedImage, made_by: GenerationRequest | None = None) -> Path:
-        """Saves one image of the request with its record (making the run's folder first if it has none)
-        and returns its PNG's path — also when it was saved before (then it is not written again).
-        `made_by`: the request that made it, when not the writer's own (each piece of an extension chain
-        extends the one before, and records that)."""
+    def make_folder(self) -> RunFolder:
+        """The run's folder, made now if it has none (`save` makes it with the first image; the server
+        makes it up front, so that its clients know the run's name at once)."""
         if self.folder is None:
             request = self.request
             self.folder = RunFolder.create(self.out, request.prompts, self.key,
                                            len(request.prompts) * request.n_images)
-        path = self.folder.save_image(image.pixels, record_of(image, self.model, made_by or self.request))
+        return self.folder
+
+    def save(self, image: GeneratedImage, made_by: GenerationRequest | None = None,
+             replica: str = "") -> Path:
+        """Saves one image of the request with its record (making the run's folder first if it has none)
+        and returns its PNG's path — also when it was saved before (then it is not written again).
+        `made_by`: the request that made it, when not the writer's own (each piece of an extension chain
+        extends the one before, and records that); `replica`: the Ray Serve replica that made it."""
+        record = record_of(image, self.model, made_by or self.request, replica=replica)
+        path = self.make_folder().save_image(image.pixels, record)
         self._saved_this_time[image.prompt_index, image.image_index] = image.pixels
         return path
 
@@ -149,14 +159,6 @@ class RunWriter:
 def _read_pixels(path: Path) -> np.ndarray:
     with Image.open(path) as image:
         return np.asarray(image.convert("RGB"))
-
-
-# For nbkit.server until it uses RunWriter (which makes the folder with the first image); remove then.
-def open_run(model: str, request: GenerationRequest, out: str | Path) -> Opened:
-    writer = RunWriter.open(model, request, out)
-    folder = writer.folder or RunFolder.create(Path(out), request.prompts, writer.key,
-                                               len(request.prompts) * request.n_images)
-    return Opened(folder, writer.already_saved, len(writer.missing), writer.missing)
 
 
 def stream_to_folder(pipe: Pipeline, request: GenerationRequest, out: str | Path, grid: bool = True,

@@ -258,15 +258,36 @@ class RunFolder:
     def find(cls, root: Path, run_key: str) -> RunFolder | None:
         """The folder under `root` made for this `run_key` (the newest unfinished one, else the newest
         finished one: the same batch again has nothing left to make), or None. Creates nothing."""
-        found = []
+        return cls.index(root).get(run_key)
+
+    @classmethod
+    def index(cls, root: Path) -> dict[str, RunFolder]:
+        """Every run key under `root` → its folder, chosen as `find` chooses: one scan of the run.json
+        files, for a server that then keeps the index in memory instead of scanning per request."""
+        best: dict[str, tuple] = {}
         for child in (Path(root).iterdir() if Path(root).is_dir() else ()):
             if child.is_dir() and not child.is_symlink():
                 folder = cls(child)
                 info = folder.info()
-                if info.get("run_key") == run_key:
-                    found.append((not folder.is_complete(), str(info.get("created", "")), len(child.name),
-                                  child.name, folder))
-        return max(found, key=lambda entry: entry[:4])[4] if found else None
+                key = info.get("run_key")
+                if isinstance(key, str):
+                    created = str(info.get("created", ""))
+                    rank = (not folder.is_complete(), created, len(child.name), child.name)
+                    if key not in best or rank > best[key][0]:
+                        best[key] = (rank, folder)
+        return {key: folder for key, (_, folder) in best.items()}
+
+    def remove_if_empty(self) -> bool:
+        """Removes this folder if it holds nothing but its run.json (a run that ended before its first
+        image); True if it did. A folder with anything else in it is left as it is."""
+        try:
+            if {child.name for child in self.path.iterdir()} - {RUN_FILE}:
+                return False
+            (self.path / RUN_FILE).unlink(missing_ok=True)
+            self.path.rmdir()
+        except OSError:
+            return False
+        return True
 
     @classmethod
     def resume_or_create(cls, root: Path, prompts: Sequence[str], run_key: str,

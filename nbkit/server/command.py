@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from nbkit.arguments import add_model_arguments
+
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 TOKEN_CHARACTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 MIN_TOKEN_LENGTH = 8
@@ -39,8 +41,7 @@ def _port(text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="mini", help="DALL·E model (default mini)")
-    parser.add_argument("--vqgan", default="vqgan", help="image decoder (default vqgan)")
+    add_model_arguments(parser)
     parser.add_argument("--clip", default="clip-b32",
                         help="CLIP model for reranking, loaded on the first rerank (default clip-b32; "
                              "'none' turns reranking off)")
@@ -69,9 +70,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="while someone watches a job, show its progress every this many tokens, "
                              "with previews where decoding them takes at most a quarter of the time "
                              "(default 64; 0: no previews, progress between batches only)")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
-                        help="compute dtype (default: the device's recommended one)")
-    parser.add_argument("--compilation-cache", help="folder to keep compiled programs in between runs")
     cluster = parser.add_argument_group("replicas (Ray Serve; pip install 'nbkit[cluster]')")
     cluster.add_argument("--replicas", type=_replicas, metavar="N",
                          help="make images on N Ray Serve replicas, each with its own Pipeline on its own "

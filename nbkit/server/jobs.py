@@ -11,10 +11,15 @@ it had not delivered: they go back to the head of the queue, for another (or the
 
 Each image is saved (PNG, then its manifest line) as soon as its batch ends, before anyone is told, so a
 client that goes away, or a server that is killed, loses at most the batch in flight; the same request
-again reopens its run folder (`open_run`) and makes only what it lacks. The same request while its job
-is still waiting or running joins that job (it counts one more client); a job is cancelled only when
-every client that asked for it has cancelled. Listeners (the SSE streams, the waiting /generate calls)
-are callbacks the HTTP side hands in; they are called on this thread and must only post the event on.
+again reopens its run folder and makes only what it lacks. Runs are written by the one run writer
+(`output.runs.RunWriter`) that the CLI and the notebook form use too: each image as it is made, and the
+grids when a job is done. Run keys are indexed in memory (one scan of the output folder, at the first
+request), so a request on a slow disk such as Drive does not rescan every run.json.
+
+The same request while its job is still waiting or running joins that job (it counts one more client);
+a job is cancelled only when every client that asked for it has cancelled. Listeners (the SSE streams,
+the waiting /generate calls) are callbacks the HTTP side hands in; they are called on this thread and
+must only post the event on.
 
 Nothing here builds JSON: events and statuses are the dataclasses below, which protocol.py presents.
 """
@@ -38,7 +43,7 @@ import numpy as np
 from nbkit.generation.pipeline import Batch, GeneratedImage, Progress
 from nbkit.generation.request import GenerationRequest, ImageTask
 from nbkit.generation.sampling import SamplingSettings
-from nbkit.output.runs import open_run, record_of
+from nbkit.output.runs import RunWriter
 from nbkit.output.storage import RunFolder
 from nbkit.server.folders import SavedImage, saved_images
 from nbkit.server.replicas.base import ModelFacts, NoReplicaReady, Replica, ReplicaDied, ReplicaPool
@@ -201,7 +206,8 @@ class Job:
 
     id: str
     request: GenerationRequest
-    folder: RunFolder
+    writer: RunWriter                      # its run folder, and what the folder lacked
+    run: str                               # the run folder's name
     tasks: list[ImageTask]                 # the images this job makes (those its folder lacked)
     key: tuple                             # settings_key: which jobs it may share a batch with
     images: list[SavedImage]               # saved so far, earlier ones (a repeated request) first
@@ -218,6 +224,8 @@ class Job:
     previewed: bool = False                # its first preview was sent (for the metrics)
     batches: list[int] = dataclasses.field(default_factory=list)   # the batches that made its images
     listeners: list[Listener] = dataclasses.field(default_factory=list)
+
+    saving: threading.Lock = dataclasses.field(default_factory=threading.Lock)  # writer: one thread at once
 
     @property
     def finished(self) -> bool:
@@ -255,7 +263,8 @@ class JobQueue:
         self.log = log or _to_stderr
         self.metrics = metrics                   # a ServerMetrics, or None
         self._lock = threading.Condition()
-        self._opening = threading.Lock()         # open_run looks for a run folder, then makes one
+        self._opening = threading.Lock()         # a submit looks for its run folder, then makes one
+        self._runs: dict[str, RunFolder] | None = None   # run key → folder under `out` (RunFolder.index)
         self._jobs: dict[str, Job] = {}
         self._waiting: list[Job] = []            # unfinished jobs, oldest first
         self._chores: collections.deque[_Chore] = collections.deque()
@@ -317,16 +326,19 @@ class JobQueue:
             self._check_room()
         model = self.model()
         with self._opening:                      # only submits wait here, never status or event requests
-            opened = open_run(model.name, request, self.out)
-        earlier = saved_images(opened.folder)
+            if self._runs is None:
+                self._runs = RunFolder.index(self.out)
+            writer = RunWriter.open(model.name, request, self.out, self._runs)
+            folder = self._runs[writer.key] = writer.make_folder()   # its name is in every status
+        earlier = saved_images(folder)
         with self._lock:
             for job in self._waiting:
-                if job.folder.path == opened.folder.path and not job.cancelling:
+                if job.writer.key == writer.key and not job.cancelling:
                     job.clients += 1
                     return job
             self._check_room()
-            tasks = dataclasses.replace(request, only=opened.missing).tasks() if opened.missing else []
-            job = Job(secrets.token_hex(6), request, opened.folder, tasks,
+            tasks = dataclasses.replace(request, only=writer.missing).tasks() if writer.missing else []
+            job = Job(secrets.token_hex(6), request, writer, folder.path.name, tasks,
                       settings_key(request.settings, model), earlier, len(earlier),
                       pending=collections.deque(range(len(tasks))))
             self._jobs[job.id] = job
@@ -339,7 +351,7 @@ class JobQueue:
                 self._forget_old()
         self.log(f"job {job.id}: {len(tasks)} image(s) to make"
                  + (f", {job.already_saved} already saved" if job.already_saved else "")
-                 + f" → {opened.folder.path}")
+                 + f" → {folder.path}")
         return job
 
     def get(self, job_id: str) -> Job | None:
@@ -385,7 +397,10 @@ class JobQueue:
                         job.cancelling = True
                     else:
                         self._finish(job, "cancelled")
-            return self._status(job)
+            status = self._status(job)
+        if job.finished:
+            self._close_run(job)
+        return status
 
     def run_on_worker(self, chore: Callable[[], Any], run: str) -> concurrent.futures.Future:
         """Runs `chore` (a rerank of `run`) on the worker thread between two batches, before any waiting
@@ -438,7 +453,7 @@ class JobQueue:
         return JobStatus(job.id, job.state, self._position(job),
                          made * self.image_length + job.in_flight * job.position_now,
                          job.images_total * self.image_length, made, job.images_total, job.already_saved,
-                         job.request.seed, job.folder.path.name, job.error, tuple(sorted(set(job.batches))),
+                         job.request.seed, job.run, job.error, tuple(sorted(set(job.batches))),
                          tuple(job.images), job.clients)
 
     def _publish(self, job: Job, kind: str, payload: Any) -> None:
@@ -540,9 +555,12 @@ class JobQueue:
                 chore.future.set_exception(Stopping("The server stopped before this was done."))
                 self._reranking.discard(chore.run)
             self._chores.clear()
-            for job in list(self._waiting):
+            ended = list(self._waiting)
+            for job in ended:
                 self._finish(job, "cancelled", "The server stopped before these images were made: send the "
                                                "same request again to make the rest.")
+        for job in ended:
+            self._close_run(job)
 
     def _run_batch(self, replica: Replica, batch_id: int, chosen: list[tuple[Job, int]]) -> None:
         owners = [job for job, _ in chosen]
@@ -590,6 +608,24 @@ class JobQueue:
                     self._finish(job, "cancelled")
                 elif not job.pending:
                     self._finish(job, "done")
+        for job in jobs:
+            if job.finished:
+                self._close_run(job)
+
+    def _close_run(self, job: Job) -> None:
+        """After a job's end, outside the lock: a done job's run gets its grids (from the pixels in
+        memory); a run folder that got no image at all (the job failed or was cancelled before its
+        first) is removed, and forgotten by the index."""
+        with job.saving:
+            try:
+                if job.state == "done":
+                    job.writer.finish(grid=True)
+                elif job.writer.folder is not None and job.writer.folder.remove_if_empty():
+                    with self._opening:
+                        if self._runs is not None and self._runs.get(job.writer.key) is job.writer.folder:
+                            del self._runs[job.writer.key]
+            except OSError as error:
+                self.log(f"job {job.id}: could not finish its run folder: {one_line(error)}")
 
     def _progress(self, event: Progress, owners: list[Job], jobs: list[Job], spent: dict,
                   began: float) -> None:
@@ -620,16 +656,14 @@ class JobQueue:
 
     def _save(self, job: Job, image: GeneratedImage, batch_id: int, replica: Replica) -> bool:
         try:
-            record = record_of(image, self.model().name, job.request,
-                               replica=replica.name if replica.remote else "")
-            path = job.folder.save_image(image.pixels, record)
-            name = path.name if path is not None else _saved_name(job.folder, image)
+            with job.saving:
+                name = job.writer.save(image, replica=replica.name if replica.remote else "").name
         except Exception as error:
             with self._lock:
                 if not job.finished:
                     self._finish(job, "failed", f"Could not save an image: {one_line(error)}")
             return False
-        saved = SavedImage(job.folder.path.name, name, image.prompt, image.prompt_index, image.image_index,
+        saved = SavedImage(job.run, name, image.prompt, image.prompt_index, image.image_index,
                            image.seed, batch_id)
         with self._lock:
             job.images.append(saved)
@@ -686,15 +720,6 @@ def _none_ready(pool: ReplicaPool) -> str:
 def _to_stderr(line: str) -> None:
     sys.stderr.write(line + "\n")        # one write: lines from two threads do not interleave
     sys.stderr.flush()
-
-
-def _saved_name(folder: RunFolder, image: GeneratedImage) -> str:
-    """The file an image already in the manifest was saved as (save_image found it there)."""
-    for entry in folder.entries():
-        if (entry.get("prompt_index"), entry.get("image_index"), entry.get("seed")) == \
-                (image.prompt_index, image.image_index, image.seed):
-            return entry["file"]
-    raise FileNotFoundError(f"{folder.path}: an image said to be saved is not in its manifest.")
 
 
 def _forming(status: JobStatus, previews: tuple[Preview, ...] = ()) -> Forming:
