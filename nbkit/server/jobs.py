@@ -67,6 +67,10 @@ class Busy(Exception):
     """The same thing (a rerank of one run) is already being done."""
 
 
+class _Cancelled(Exception):
+    """Raised from an upscale job's progress callback when every client has cancelled it."""
+
+
 # ---- what clients are told, as data
 
 
@@ -86,11 +90,27 @@ class JobStatus:
     batches: tuple[int, ...]
     images: tuple[SavedImage, ...]
     clients: int                   # requests still wanting this job (identical requests share it)
+    kind: str = "generate"         # or "upscale": one saved image made larger (see `submit_upscale`)
+    source: str | None = None      # an upscale job's image (its file name in `run`)
+    tiles_done: int = 0            # an upscale job's windows done, of tiles_total
+    tiles_total: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
 class Queued:
     position: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Upscaling:
+    """An upscale job's windows (tiles) done so far (progress event)."""
+
+    tiles_done: int
+    tiles_total: int
+
+
+UpscaleWork = Callable[[Callable[[int, int], None]], SavedImage]   # progress(done, total) → the saved image
+UPSCALE_KEY = ("upscale",)       # the pack key of upscale jobs: never equal to a settings_key
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,6 +233,9 @@ class Job:
     alone: bool = False                    # a packed batch with it failed: it runs by itself now
     batches: list[int] = dataclasses.field(default_factory=list)   # the batches that made its images
     listeners: list[Listener] = dataclasses.field(default_factory=list)
+    upscale: UpscaleWork | None = None     # an upscale job: what to run on the worker instead of a batch
+    source: str | None = None              # its image's file name in `folder`
+    tiles: tuple[int, int] = (0, 0)        # its windows done and in all
 
     @property
     def finished(self) -> bool:
@@ -302,7 +325,7 @@ class JobQueue:
         earlier = saved_images(opened.folder)
         with self._lock:
             for job in self._waiting:
-                if job.folder.path == opened.folder.path and not job.cancelling:
+                if job.folder.path == opened.folder.path and not job.cancelling and job.upscale is None:
                     job.clients += 1
                     return job
             self._check_room()
@@ -323,6 +346,28 @@ class JobQueue:
                  + f" → {opened.folder.path}")
         return job
 
+    def submit_upscale(self, folder: RunFolder, file: str, work: UpscaleWork) -> Job:
+        """Queues an upscale of `folder`'s image `file` as a job of its own: it takes a place in the queue
+        like a generation job (QueueFull, Stopping), runs alone on a worker when its turn comes, streams
+        `Upscaling` progress and its saved image, and is cancelled like any job (between windows). `work`
+        gets a progress callback and returns the saved image; the upscaler it uses must already be loaded
+        (the worker should not wait for downloads). The same upscale while one waits or runs joins it."""
+        with self._lock:
+            for job in self._waiting:
+                if job.upscale is not None and (job.folder.path, job.source) == (folder.path, file) \
+                        and not job.cancelling:
+                    job.clients += 1
+                    return job
+            self._check_room()
+            job = Job(secrets.token_hex(6), None, folder, [None], UPSCALE_KEY, [], 0,
+                      pending=collections.deque([0]), alone=True, upscale=work, source=file)
+            self._jobs[job.id] = job
+            self._waiting.append(job)
+            self._last_arrival = job.arrived
+            self._lock.notify_all()
+        self.log(f"job {job.id}: upscale {file} in {folder.path}")
+        return job
+
     def get(self, job_id: str) -> Job | None:
         with self._lock:
             return self._jobs.get(job_id)
@@ -340,7 +385,7 @@ class JobQueue:
             if job.state == "queued":
                 events.append(("queued", Queued(status.position)))
             elif job.state == "running":
-                events.append(("progress", _forming(status)))
+                events.append(("progress", Upscaling(*job.tiles) if job.upscale else _forming(status)))
             events += [("image", image) for image in job.images]
             if job.finished:
                 events.append((job.state, status))
@@ -412,6 +457,10 @@ class JobQueue:
 
     def _status(self, job: Job) -> JobStatus:
         made = len(job.images)
+        if job.upscale is not None:
+            return JobStatus(job.id, job.state, self._position(job), 0, 0, made, 1, 0, None,
+                             job.folder.path.name, job.error, (), tuple(job.images), job.clients, "upscale",
+                             job.source, *job.tiles)
         return JobStatus(job.id, job.state, self._position(job),
                          made * self.image_length + job.in_flight * job.position_now,
                          job.images_total * self.image_length, made, job.images_total, job.already_saved,
@@ -483,6 +532,8 @@ class JobQueue:
                             self._publish(queued, "queued", Queued(self._position(queued)))
             if chore:
                 self._run_chore(chore)
+            elif chosen and chosen[0][0].upscale is not None:
+                self._run_upscale(chosen[0][0])
             elif chosen:
                 self._run_batch(runner, batch_id, chosen)
         with self._lock:
@@ -501,6 +552,32 @@ class JobQueue:
         finally:
             with self._lock:
                 self._reranking.discard(chore.run)
+
+    def _run_upscale(self, job: Job) -> None:
+        """An upscale job, on this worker: its windows run in batches of their own (the upscaler's), with
+        a progress event after each; a cancel stops it at the next one, before anything is saved."""
+        def progress(done: int, total: int) -> None:
+            with self._lock:
+                if job.cancelling:
+                    raise _Cancelled()
+                job.tiles = (done, total)
+                self._publish(job, "progress", Upscaling(done, total))
+
+        saved, state, error = None, "done", None
+        try:
+            saved = job.upscale(progress)
+        except _Cancelled:
+            state = "cancelled"
+        except Exception as failure:
+            state, error = "failed", one_line(failure)
+            self.log(f"job {job.id}: upscale failed ({error})")
+        with self._lock:
+            job.in_flight = 0
+            if saved is not None:
+                job.images.append(saved)
+                self._publish(job, "image", saved)
+            if not job.finished:
+                self._finish(job, state, error)
 
     def _stopped(self) -> None:
         with self._lock:
