@@ -558,9 +558,9 @@ class JobQueue:
         a progress event after each; a cancel stops it at the next one, before anything is saved."""
         def progress(done: int, total: int) -> None:
             with self._lock:
+                job.tiles = (done, total)
                 if job.cancelling:
                     raise _Cancelled()
-                job.tiles = (done, total)
                 self._publish(job, "progress", Upscaling(done, total))
 
         saved, state, error = None, "done", None
