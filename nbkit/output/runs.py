@@ -174,6 +174,16 @@ def upscale_saved(folder: RunFolder, upscaler: Any, files: list[str] | None = No
     return saved
 
 
+def upscale_image(upscaler: Any, image: str | Path, progress: Any = None) -> Path:
+    """One picture file upscaled beside it: an image of an nbkit run through `upscale_saved` (so its run
+    lists the copy), any other picture by `upscale_files`. Returns the upscaled PNG."""
+    path = Path(image)
+    folder = RunFolder(path.parent)
+    if any(entry.get("file") == path.name for entry in folder.entries()):
+        return upscale_saved(folder, upscaler, [path.name], progress)[0]
+    return upscale_files(upscaler, [path], None, progress)[0]
+
+
 def is_upscaled(png: str | Path) -> bool:
     """Whether a PNG's metadata says it was upscaled from another (rather than drawn from tokens)."""
     try:
