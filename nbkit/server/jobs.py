@@ -216,7 +216,7 @@ class Job:
     folder lacked, made in the queue's order."""
 
     id: str
-    request: GenerationRequest
+    request: GenerationRequest | None       # None for an upscale job (see `upscale`)
     folder: RunFolder
     tasks: list[ImageTask]                 # the images this job makes (those its folder lacked)
     key: tuple                             # settings_key: which jobs it may share a batch with
