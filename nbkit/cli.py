@@ -108,7 +108,7 @@ def _generate(args: argparse.Namespace) -> None:
     prompts = read_prompts_file(args.prompts_file) if args.prompts_file is not None else args.prompts
     request = GenerationRequest(prompts, args.n, _seed(args), _settings(args),
                                 negative_prompt=args.negative or "")
-    upscaler = _upscaler(args.upscale, args.cache) if args.upscale else None   # its weights: after the run
+    upscaler = _upscaler(args.upscale, args.cache, check=True) if args.upscale else None   # loaded after
     pipe = _pipeline(args)
     folder = _make(pipe, request, args, "generating")
     if args.seamless:
@@ -119,9 +119,16 @@ def _generate(args: argparse.Namespace) -> None:
     print(folder.path)
 
 
-def _upscaler(model: str, cache: str | None):
+def _upscaler(model: str, cache: str | None, check: bool = False):
+    """An Upscaler, not loaded. `check`: anything but a registered upscaler's name must be a weights file
+    or folder that is there, which is found out now (before anything is made), not after a run."""
     from nbkit.generation.upscale import Upscaler
+    from nbkit.weights import hub
+    from nbkit.weights.registry import MODELS, UPSCALER
 
+    registered = model in MODELS and MODELS[model].kind == UPSCALER
+    if check and not registered:
+        hub.fetch_upscaler(model, cache, progress=False)      # a path (nothing is downloaded), or refused
     return Upscaler(model, cache=cache)
 
 

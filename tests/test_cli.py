@@ -271,6 +271,9 @@ def test_generate_upscale_keeps_the_originals_and_reproduce_takes_both_kinds(tmp
     out, _ = capsys.readouterr()
     lines = [line for line in out.splitlines() if line.startswith("reproduced: ")]
     assert len(lines) == 2 and "tokens match of 256" in lines[0] and "upscaled again" in lines[1]
+    assert main(["generate", "a red cube", "--seed", "6", "--out", str(tmp_path / "none"), *TINY,
+                 "--upscale", str(tmp_path / "missing.pth")]) == 1         # refused before anything is made
+    assert "Unknown upscaler" in capsys.readouterr().err and not (tmp_path / "none").exists()
     originals[1].write_bytes(originals[0].read_bytes())        # the source is no longer the one it names
     assert main(["reproduce", str(upscaled[1])]) == 1
     assert "is not the file" in capsys.readouterr().err
