@@ -110,12 +110,52 @@ def _generate(args: argparse.Namespace) -> None:
     prompts = read_prompts_file(args.prompts_file) if args.prompts_file is not None else args.prompts
     request = GenerationRequest(prompts, args.n, _seed(args), _settings(args),
                                 negative_prompt=args.negative or "")
+    upscaler = _upscaler(args.upscale, args.cache, check=True) if args.upscale else None   # loaded after
     pipe = _pipeline(args)
     folder = _make(pipe, request, args, "generating")
     if args.seamless:
         for prompt_index in range(len(request.prompts)):
             print(f"seamless: {save_seamless(pipe, folder, prompt_index)}", file=sys.stderr)
+    if upscaler is not None:
+        _upscale_run(folder, upscaler)
     print(folder.path)
+
+
+def _upscaler(model: str, cache: str | None, check: bool = False):
+    """An Upscaler, not loaded. `check`: anything but a registered upscaler's name must be a weights file
+    or folder that is there, which is found out now (before anything is made), not after a run."""
+    from nbkit.generation.upscale import Upscaler
+    from nbkit.weights import hub
+    from nbkit.weights.registry import MODELS, UPSCALER
+
+    registered = model in MODELS and MODELS[model].kind == UPSCALER
+    if check and not registered:
+        hub.fetch_upscaler(model, cache, progress=False)      # a path (nothing is downloaded), or refused
+    return Upscaler(model, cache=cache)
+
+
+def _tile_bar(what: str):
+    """A progress bar over windows (tiles) and the `progress(done, total)` that moves it."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(unit="tile", file=sys.stderr, disable=None, desc=what)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    return bar, progress
+
+
+def _upscale_run(folder, upscaler) -> None:
+    """Each image of the run upscaled beside it and listed with the run (`RunWriter.upscale`'s path)."""
+    from nbkit.output.runs import upscale_saved
+
+    bar, progress = _tile_bar(f"upscaling with {upscaler.model_name}")
+    with bar:
+        saved = upscale_saved(folder, upscaler, progress=progress)
+    for path in saved:
+        print(f"upscaled: {path}", file=sys.stderr)
 
 
 def _source_path(image: str) -> Path:
@@ -181,16 +221,23 @@ def _reproduce(args: argparse.Namespace) -> None:
     the recorded ones and how many pixels differ. Fails (exit 1) when any is outside the README's
     contract: the same tokens, pixels within one level."""
     from nbkit.generation.pipeline import Pipeline
-    from nbkit.output.runs import reproduce_png
+    from nbkit.output.runs import is_upscaled, reproduce_png
     from nbkit.output.storage import ImageRecord
     from nbkit.png import read_png_metadata
 
     pngs = [_source_path(png) for png in args.pngs]
-    models = {png: args.model or ImageRecord.from_metadata(read_png_metadata(png)).model for png in pngs}
+    models = {png: None if is_upscaled(png) else
+              args.model or ImageRecord.from_metadata(read_png_metadata(png)).model for png in pngs}
     pipes: dict[str, Pipeline] = {}
     failed = 0
     for png in pngs:
         model = models[png]
+        if model is None:                  # upscaled: made again from its source beside it
+            made = reproduce_png(None, png, args.cache)
+            print(f"{'reproduced' if made.within_contract else 'DIFFERS'}: {png}  upscaled again from its "
+                  f"source; pixels differ by at most {made.max_difference} level(s)")
+            failed += not made.within_contract
+            continue
         if model not in pipes:
             pipes[model] = _pipeline(args, model)
         made = reproduce_png(pipes[model], png)
@@ -247,17 +294,11 @@ def _info(args: argparse.Namespace) -> None:
 
 
 def _upscale(args: argparse.Namespace) -> None:
-    from tqdm.auto import tqdm
-
-    from nbkit.generation.upscale import Upscaler
     from nbkit.output.upscaled import upscale_files
 
-    upscaler = Upscaler(args.model, cache=args.cache)   # loaded after every image has been read
-    with tqdm(unit="tile", file=sys.stderr, disable=None, desc=f"upscaling with {args.model}") as bar:
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
-
+    upscaler = _upscaler(args.model, args.cache)   # loaded after every image has been read
+    bar, progress = _tile_bar(f"upscaling with {args.model}")
+    with bar:
         for path in upscale_files(upscaler, args.images, args.out, progress):
             print(path)
 
@@ -293,6 +334,9 @@ def parser() -> argparse.ArgumentParser:
     generate.add_argument("--prompts-file", metavar="FILE",
                           help="read the prompts from a UTF-8 text file, one per line (blank lines skipped)")
     generate.add_argument("-n", type=int, default=1, help="images per prompt (default 1)")
+    generate.add_argument("--upscale", nargs="?", const="esrgan-x4", metavar="MODEL",
+                          help="also upscale each image beside it, after the prompts (default esrgan-x4; "
+                               "esrgan-anime, esrgan-x2, esrgan-fast, or a .pth / .safetensors file)")
     generate.add_argument("--seamless", action="store_true",
                           help="also decode each prompt's images as one seamless picture (the most square "
                                "full grid: 4 → 2×2, 8 → 4×2, 3 → 3×1)")

@@ -152,6 +152,8 @@ SNIPPETS = {
         TOP_P = 1.0  #@param {type:"slider", min:0.05, max:1.0, step:0.05}
         CONDITION_SCALE = 10.0  #@param {type:"slider", min:0.0, max:20.0, step:0.5}
         """,
+    "UPSCALER_FIELD": ('UPSCALER = "esrgan-x4"  #@param ["esrgan-x4", "esrgan-anime", "esrgan-x2", '
+                       '"esrgan-fast"] {allow-input: true}'),
 }
 
 
@@ -607,6 +609,66 @@ def web_app_step():
             server.stop()
             print("stopped")
             """),
+        next_step(f"""
+            {link("08_upscale.ipynb")}: make a picture 4× larger with Real-ESRGAN.
+            """),
+    ])
+
+
+def upscale_step():
+    name = "08_upscale.ipynb"
+    return notebook([
+        intro(name, "8 · Bigger pictures: upscale to 1024 px with Real-ESRGAN", """
+            DALL·E mini and Mega draw 256×256 pixels. Real-ESRGAN, run here in JAX from its released weights,
+            makes a picture 4× larger (2× with `esrgan-x2`): the newest image saved in the output folder, one
+            you name, or one you upload. The upscaled PNG is saved beside its source (which is never replaced)
+            with metadata naming the source and the upscaler, so it can be made again. Pictures of any size
+            go through in overlapping tiles, so panoramas and extended pictures work too.
+            """),
+        install(),
+        code("""
+            #@title Which picture, which upscaler
+            #@markdown **Upscaler**: `esrgan-x4` (photos and most pictures), `esrgan-anime` (drawings,
+            #@markdown illustrations), `esrgan-x2` (2×), `esrgan-fast` (small and quick), or a weights file.
+            {UPSCALER_FIELD}
+            #@markdown **Image**: blank for the newest image saved in the output folder, or the path of
+            #@markdown an image. Tick **Upload** to pick a file from your computer instead.
+            IMAGE = ""  #@param {type:"string"}
+            UPLOAD = False  #@param {type:"boolean"}
+            SAVE_TO_DRIVE = True  #@param {type:"boolean"}
+            """, form=True),
+        code("""
+            #@title Find the picture
+            from nbkit import colab, runs, ui
+            from nbkit.generation.upscale import Upscaler
+
+            drive = colab.mount_drive() if SAVE_TO_DRIVE else None
+            out = drive / "nbkit" / "outputs" if drive else colab.output_root()
+            cache = drive / "nbkit" / "models" if drive else None
+            image_path = colab.upload_image(out) if UPLOAD else (IMAGE or runs.newest_image(out))
+            if image_path is None:
+                print(f"No picture yet in {out}: run 03_generate first (or 00_quickstart), set IMAGE to a "
+                      "picture's path, or tick UPLOAD.")
+            else:
+                print(f"Upscaling {image_path}")
+            """),
+        code("""
+            #@title Upscale, save beside it, show before and after
+            if image_path is not None:
+                upscaler = Upscaler(UPSCALER, cache=cache)
+                upscaled = runs.upscale_image(upscaler, image_path)
+                print(f"saved {upscaled} (×{upscaler.scale})")
+                ui.show_images([image_path, upscaled], size=512,
+                               captions=["before (256 px, enlarged)", f"after: {upscaler.model_name}"])
+            """),
+        code("""
+            #@title Make it again from its metadata (a check)
+            #@markdown Finds the source beside the upscaled PNG (checked by its sha256) and upscales it
+            #@markdown again with the same weights: the pixels agree within one level.
+            if image_path is not None:
+                again = runs.reproduce_png(None, upscaled, cache=cache)
+                print(f"made again: {again.within_contract} (at most {again.max_difference} level(s) apart)")
+            """),
     ])
 
 
@@ -619,6 +681,7 @@ NOTEBOOKS = {
     "05_rerank.ipynb": rerank_step,
     "06_from_an_image.ipynb": from_an_image_step,
     "07_web_app.ipynb": web_app_step,
+    "08_upscale.ipynb": upscale_step,
 }
 
 

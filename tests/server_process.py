@@ -23,8 +23,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden"
+TINY_UPSCALER = GOLDEN / "esrgan-tiny-x4" / "model.safetensors"
 TINY_MODELS = ("--model", str(GOLDEN / "dallebart-tiny"), "--vqgan", str(GOLDEN / "vqgan-tiny"),
-               "--clip", str(GOLDEN / "clip-tiny"))
+               "--clip", str(GOLDEN / "clip-tiny"), "--upscaler", str(TINY_UPSCALER))
 READY = "nbkit serving on "
 COMPILATION_CACHE = Path(tempfile.gettempdir()) / f"nbkit-test-compilation-cache-{os.getuid()}"
 
@@ -150,7 +151,8 @@ def gated_server(pipe, out: Path, **options) -> Iterator[tuple]:
     from nbkit.server.replicas.base import ReplicaPool
 
     runner = gated_replica(pipe)
-    settings = {"clip": str(GOLDEN / "clip-tiny"), "model": pipe.name, **options}
+    settings = {"clip": str(GOLDEN / "clip-tiny"), "model": pipe.name, "upscaler": str(TINY_UPSCALER),
+                **options}
     running = Running(ReplicaPool([runner]), ServerOptions(out=out, **settings), bind("127.0.0.1", 0),
                       log=lambda line: None).start()
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -244,3 +245,36 @@ def test_prompts_file_reproduce_and_any_seamless_count(tmp_path, capsys):
     (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
     assert main(["generate", "--prompts-file", str(tmp_path / "latin1.txt"), *TINY]) == 1
     assert "is not UTF-8 text" in capsys.readouterr().err
+
+
+def test_generate_upscale_keeps_the_originals_and_reproduce_takes_both_kinds(tmp_path, capsys):
+    """`generate --upscale` saves each image's upscaled copy beside it (listed with the run, the 256 px
+    image untouched); `reproduce` makes a drawn and an upscaled PNG again in one call."""
+    weights = FIXTURES / "esrgan-tiny-x4" / "model.safetensors"
+    assert main(["generate", "a red cube", "-n", "2", "--seed", "5", "--out", str(tmp_path), *TINY,
+                 "--upscale", str(weights)]) == 0
+    out, err = capsys.readouterr()
+    folder = Path(out.strip().splitlines()[-1])
+    originals = sorted(folder.glob("*_s5_00[01].png"))
+    upscaled = sorted(folder.glob("*_s5_00[01].model.png"))
+    assert len(originals) == 2 and len(upscaled) == 2, sorted(p.name for p in folder.iterdir())
+    assert [Image.open(p).size for p in originals] == [(256, 256)] * 2
+    assert [Image.open(p).size for p in upscaled] == [(1024, 1024)] * 2
+    metadata = read_png_metadata(upscaled[1])
+    assert metadata["upscaled_from"]["file"] == originals[1].name and metadata["prompt"] == "a red cube"
+    assert metadata["upscaler"]["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    manifest = [json.loads(line) for line in (folder / "manifest.jsonl").read_text().splitlines()]
+    assert [e["file"] for e in manifest if "upscaled_from" in e] == [p.name for p in upscaled]
+    assert f"upscaled: {upscaled[0]}" in err
+
+    assert main(["reproduce", str(originals[0]), str(upscaled[1]), "--vqgan", TINY[3],
+                 "--dtype", "float32"]) == 0
+    out, _ = capsys.readouterr()
+    lines = [line for line in out.splitlines() if line.startswith("reproduced: ")]
+    assert len(lines) == 2 and "tokens match of 256" in lines[0] and "upscaled again" in lines[1]
+    assert main(["generate", "a red cube", "--seed", "6", "--out", str(tmp_path / "none"), *TINY,
+                 "--upscale", str(tmp_path / "missing.pth")]) == 1         # refused before anything is made
+    assert "Unknown upscaler" in capsys.readouterr().err and not (tmp_path / "none").exists()
+    originals[1].write_bytes(originals[0].read_bytes())        # the source is no longer the one it names
+    assert main(["reproduce", str(upscaled[1])]) == 1
+    assert "is not the file" in capsys.readouterr().err

@@ -31,12 +31,13 @@ NOTEBOOKS = ROOT / "notebooks"
 GOLDEN = Path(__file__).parent / "fixtures" / "golden"
 NAMES = ["00_quickstart.ipynb", "01_install.ipynb", "02_pick_model.ipynb", "03_generate.ipynb",
          "04_save_to_drive.ipynb", "05_rerank.ipynb", "06_from_an_image.ipynb",
-         "07_web_app.ipynb"]
+         "07_web_app.ipynb", "08_upscale.ipynb"]
 SEED = 7
 OVERRIDES = {
     "MODEL": str(GOLDEN / "dallebart-tiny"),
     "VQGAN": str(GOLDEN / "vqgan-tiny"),
     "CLIP": str(GOLDEN / "clip-tiny"),
+    "UPSCALER": str(GOLDEN / "esrgan-tiny-x4" / "model.safetensors"),
     "DTYPE": "float32",
     "N_IMAGES": 2,                 # one prompt × 2 images everywhere: one compiled batch shape
     "SEED": SEED,
@@ -264,3 +265,22 @@ def test_the_web_app_notebook_starts_the_server_and_stops_it(workspace):
     text = run("07_web_app.ipynb", workspace, PORT=0)
     assert re.search(r"nbkit serving on http://127\.0\.0\.1:\d+/", text), text
     assert "stopped" in text and workspace["outputs"].is_dir()
+
+
+def test_the_upscale_notebook_upscales_the_newest_image_beside_it_and_makes_it_again(workspace):
+    text = run("08_upscale.ipynb", workspace)
+    assert "No picture yet" in text and "run 03_generate first" in text       # nothing saved yet
+    run("03_generate.ipynb", workspace, PROMPTS=["a red cube"])
+    [folder] = run_folders(workspace["outputs"])
+    singles = {p.name for p in folder.glob("*_s7_*.png")}
+    text = run("08_upscale.ipynb", workspace)
+    [upscaled] = folder.glob("*.model.png")                 # the tiny weights' file is model.safetensors
+    assert Image.open(upscaled).size == (1024, 1024)
+    metadata = read_png_metadata(upscaled)
+    assert metadata["upscaled_from"]["file"] in singles
+    assert metadata["upscaler"]["name"] == OVERRIDES["UPSCALER"]
+    assert {p.name for p in folder.glob("*_s7_*.png")} - {upscaled.name} == singles        # none replaced
+    listed = [entry["file"] for entry in json_lines(folder / "manifest.jsonl") if "upscaled_from" in entry]
+    assert listed == [upscaled.name]
+    assert f"saved {upscaled} (×4)" in text and "made again: True" in text
+    assert "2 image(s): before (256 px, enlarged); after:" in text

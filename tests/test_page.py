@@ -8,6 +8,7 @@ NBKIT_CHROMIUM names another Chromium binary.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -365,3 +366,62 @@ def test_without_a_token_the_page_works_at_the_root(browser, tmp_path):
         finally:
             context.close()
     assert not errors, f"the page raised: {errors}"
+
+
+def test_upscale_from_the_gallery_and_the_lightbox_with_progress_and_the_result(open_page, server, saved_run):
+    run, first = saved_run["run"], saved_run["images"][0]["file"]
+    page = open_page()
+    section = open_saved_run(page, run)
+    page.evaluate("""section => {                     // every text the status line shows, in order
+        window.statusTexts = [];
+        const line = document.querySelector(`.run[data-run="${section}"] .state-text`);
+        new MutationObserver(() => window.statusTexts.push(line.textContent))
+            .observe(line, {childList: true, characterData: true, subtree: true});
+    }""", run)
+    ahead = blocker(server)                                    # the upscale waits its turn in the queue
+    with page.expect_request(lambda r: r.url.endswith("/api/upscale") and r.method == "POST") as sent:
+        section.locator(".tile").first.get_by_role("button", name=re.compile("^Upscale")).click()
+    assert sent.value.post_data_json == {"run": run, "file": first}
+    expect(section).to_have_attribute("data-states", re.compile(r"\bqueued\b"))
+    screenshot(page, "upscale-queued-desktop")
+    upscaled = section.locator(".tile.upscaled:not(.pending)")
+    expect(upscaled).to_have_count(1)
+    expect(section).to_have_attribute("data-state", "done")
+    expect(upscaled.locator(".size-badge")).to_have_text("1024×1024")
+    expect(section.locator(".tile").first.locator("button[title^='Upscale'] svg")).to_have_count(1)
+    expect(page.locator(f'#runs li[data-run="{run}"]')).to_contain_text("4 images · 1 upscaled")
+    texts = page.evaluate("window.statusTexts")
+    assert any(text.startswith("In the queue") for text in texts), texts
+    assert any(re.match(r"Upscaling \d+% · \d+ of \d+ tiles", text) for text in texts), texts
+    # beside its source, and downloadable as the PNG the server saved
+    keys = section.locator(".tile").evaluate_all("tiles => tiles.map(t => t.dataset.key)")
+    assert keys[:2] == ["0-0", "0-0-up"], keys
+    href = upscaled.locator("a.icon-button").get_attribute("href")
+    with urllib.request.urlopen(href, timeout=30) as response:
+        png = response.read()
+    assert png.startswith(PNG_SIGNATURE)
+    from PIL import Image
+
+    from nbkit.png import read_png_metadata
+    assert Image.open(io.BytesIO(png)).size == (1024, 1024)
+    assert read_png_metadata(png)["upscaled_from"]["file"] == first
+    screenshot(page, "upscaled-desktop")
+    upscaled.locator(".thumb").click()                          # enlarged: no upscale of an upscale
+    expect(page.locator("#viewer-meta")).to_contain_text(f"upscaled from {first}")
+    expect(page.locator("#viewer-upscale")).to_be_hidden()
+    expect(page.locator("#viewer-vary")).to_be_hidden()
+    page.locator("#viewer-close").click()
+    finished(server, ahead)
+
+    phone = open_page(PHONE)                                    # the lightbox's button, at phone width
+    section = open_saved_run(phone, run)
+    expect(section.locator(".tile.upscaled")).to_have_count(1)  # listed with the run
+    section.locator(".tile").nth(2).locator(".thumb").click()  # image 2 of the first prompt
+    expect(phone.locator("#viewer-upscale")).to_be_visible()
+    phone.locator("#viewer-upscale").click()
+    expect(phone.locator("#viewer")).to_be_hidden()
+    expect(section.locator(".tile.upscaled:not(.pending)")).to_have_count(2)
+    expect(section.locator('.tile[data-key="0-1-up"] .size-badge')).to_have_text("1024×1024")
+    section.locator('.tile[data-key="0-1-up"]').scroll_into_view_if_needed()
+    assert overflow(phone) == 0
+    screenshot(phone, "upscaled-phone")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import hashlib
 import http.client
 import io
 import json
@@ -814,3 +815,121 @@ def test_host_rules_as_pure_functions():
     for bad in ("https://x.example", "x.example/path", "user@x.example", ""):
         with pytest.raises(ValueError, match="--allow-host"):
             check_hosts([bad])
+
+
+# ---- upscaling: a job in the same queue
+
+
+def sha256_of(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _one_image(running, runner, seed: int) -> tuple[str, str]:
+    """A generated image (run, file), its batch let through the gate."""
+    job = submit(running.url, {"prompt": "a small house", "n_images": 1, "seed": seed})
+    runner.wait_started()
+    runner.let_go()
+    done = finished(running.url, job["id"])
+    return done["run"], done["images"][0]["file"]
+
+
+def test_upscale_a_generated_image_over_http(gated):
+    running, runner = gated
+    run, file = _one_image(running, runner, 70)
+    runner.open()
+    status, _, job = call(running.url + "api/upscale", {"run": run, "file": file})
+    assert status == 202 and job["kind"] == "upscale" and job["source"] == file and job["run"] == run
+    seen = list(events(f"{running.url}api/jobs/{job['id']}/events"))
+    kinds = [kind for kind, _ in seen]
+    assert kinds[-1] == "done" and kinds.count("image") == 1, kinds
+    progress = [data for kind, data in seen if kind == "progress"]
+    assert progress and progress[-1]["tiles_done"] == progress[-1]["tiles_total"] >= 1
+    image = next(data for kind, data in seen if kind == "image")
+    assert image["upscaled_from"] == file and image["run"] == run and image["file"] != file
+    status, headers, png = call(running.url + image["url"].lstrip("/"))
+    assert status == 200 and headers["content-type"] == "image/png"
+    from PIL import Image as Pillow
+    assert Pillow.open(io.BytesIO(png)).size == (1024, 1024)
+    assert Pillow.open(running.options.out / run / file).size == (256, 256)        # never replaced
+    metadata = read_png_metadata(png)
+    upscaler = running.options.upscaler
+    assert metadata["upscaled_from"]["file"] == file
+    assert metadata["upscaled_from"]["sha256"] == sha256_of(running.options.out / run / file)
+    assert metadata["upscaler"]["name"] == upscaler and metadata["upscaler"]["sha256"] == sha256_of(upscaler)
+    listed = next(r for r in call(running.url + "api/runs")[2]["runs"] if r["name"] == run)["images"]
+    assert [(i["file"], i["upscaled_from"]) for i in listed] == [(file, None), (image["file"], file)]
+    again = submit(running.url, {"prompt": "a small house", "n_images": 1, "seed": 70})
+    assert again["state"] == "done" and again["images_total"] == 1       # the copy is no image to make
+    status, _, twice = call(running.url + "api/upscale", {"run": run, "file": file})   # saved: not redone
+    assert status == 202 and finished(running.url, twice["id"])["images"][0]["file"] == image["file"]
+
+
+def test_an_upscale_waits_its_turn_counts_toward_the_queue_and_is_cancelled(gated):
+    running, runner = gated
+    run, file = _one_image(running, runner, 71)
+    ahead = submit(running.url, {"prompt": "ahead", "n_images": 4, "seed": 72})
+    runner.wait_started()                                       # held: the upscale stays queued
+    status, _, job = call(running.url + "api/upscale", {"run": run, "file": file})
+    assert status == 202 and job["state"] == "queued" and job["position"] == 2
+    same = call(running.url + "api/upscale", {"run": run, "file": file})[2]
+    assert same["id"] == job["id"] and same["clients"] == 2
+    fillers = [submit(running.url, {"prompt": f"filler {n}", "seed": 73 + n}) for n in range(2)]
+    status, headers, answer = call(running.url + "api/jobs", {"prompt": "one too many", "seed": 80})
+    assert status == 429 and int(headers["retry-after"]) >= 1                # 4 = ahead, upscale, 2 fillers
+    for _ in range(2):
+        status, _, cancelled = call(f"{running.url}api/jobs/{job['id']}/cancel", {})
+    assert status == 200 and cancelled["state"] == "cancelled"
+    runner.open()
+    assert all(finished(running.url, j["id"])["state"] == "done" for j in [ahead, *fillers])
+    assert [e["file"] for e in manifest(running.options.out, run)] == [file]
+    assert sorted(p.name for p in (running.options.out / run).glob("*.png")) == [file]
+
+
+def test_an_upscale_cancelled_while_running_stops_between_windows_and_saves_nothing(gated):
+    import threading
+
+    from nbkit.generation.upscale import TileSettings, Upscaler
+
+    running, runner = gated
+    run, file = _one_image(running, runner, 75)
+
+    class Held(Upscaler):
+        """Holds after its first batch of windows until the test lets it go."""
+        started, go = threading.Event(), threading.Event()
+
+        def _run(self, windows):
+            result = super()._run(windows)
+            self.started.set()
+            assert self.go.wait(120)
+            return result
+
+    held = Held(running.options.upscaler, settings=TileSettings(tile=64, overlap=16, batch=1)).load()
+    running.app.app.state.upscaler = lambda: held
+    job = call(running.url + "api/upscale", {"run": run, "file": file})[2]
+    assert held.started.wait(120)
+    status, _, answer = call(f"{running.url}api/jobs/{job['id']}", method="DELETE")
+    assert status == 200 and answer["state"] == "running" and answer["clients"] == 0
+    held.go.set()
+    end = finished(running.url, job["id"])
+    assert end["state"] == "cancelled" and end["images"] == [] and 0 < end["tiles_done"] < end["tiles_total"]
+    assert sorted(p.name for p in (running.options.out / run).glob("*.png")) == [file]
+
+
+def test_bad_upscale_requests_are_refused_naming_the_field(gated):
+    running, runner = gated
+    run, file = _one_image(running, runner, 76)
+    folder = running.options.out / run
+    (folder / "notes.png").write_bytes(b"not a picture at all")
+    with open(folder / "manifest.jsonl", "a") as listing:
+        listing.write(json.dumps({"file": "notes.png", "prompt": "x", "prompt_index": 0, "image_index": 1,
+                                  "seed": 1, "model": "m"}) + "\n")
+    for body, status, field in [({"run": "no-such-run", "file": file}, 404, "run"),
+                                ({"run": run, "file": "nope.png"}, 404, "file"),
+                                ({"run": run, "file": "run.json"}, 404, "file"),
+                                ({"run": run, "file": "notes.png"}, 400, "file"),
+                                ({"run": "..", "file": file}, 400, "run"),
+                                ({"run": run}, 400, "file"),
+                                ({"run": run, "file": file, "scale": 8}, 400, "scale")]:
+        answer_status, _, answer = call(running.url + "api/upscale", body)
+        assert (answer_status, answer["field"]) == (status, field), (body, answer)
+        assert len(answer["error"].splitlines()) == 1

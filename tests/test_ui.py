@@ -541,3 +541,51 @@ def test_extend_continues_a_gallery_image_and_shows_it_joined_to_the_source(pipe
     assert picture.shape == ((16 + 5) * 16, 256, 3)
     saved = read_png_metadata(next(form.folder.path.glob("*_000.png")))
     assert saved["source"]["edit"] == "extend" and saved["source"]["rows"] == 5
+
+
+TINY_UPSCALER = FIXTURES / "esrgan-tiny-x4" / "model.safetensors"
+
+
+def test_upscale_shows_a_gallery_image_4x_larger_and_saves_it_beside_the_original(pipe, tmp_path):
+    from nbkit.generation.upscale import Upscaler
+
+    upscaler = Upscaler(TINY_UPSCALER, progress=False)
+    form = form_for(pipe, n_images=2, out=tmp_path, upscaler=upscaler)
+    run(form)
+    assert not upscaler.loaded                                   # generating never loads it
+    original = sorted(form.folder.path.glob("*_s17_001.png"))[0]
+    before = original.read_bytes()
+    form.gallery.children[1].children[2].children[2].click()      # image 2's "Upscale" button
+    form.wait(300)
+    assert form.error is None and not form.running and not form.generate_button.disabled
+    path = form.upscaled[0, 1]
+    assert path.parent == form.folder.path and path != original and original.read_bytes() == before
+    assert "Saved as" in status(form) and html.escape(str(path)) in status(form)
+    [shown] = form.upscaled_view.children
+    picture = np.asarray(Image.open(io.BytesIO(bytes(shown.children[0].value))))
+    assert picture.shape == (1024, 1024, 3)
+    np.testing.assert_array_equal(picture, np.asarray(Image.open(path)))
+    assert read_png_metadata(path)["upscaled_from"]["file"] == original.name
+    listed = [e["file"] for e in form.folder.entries(upscaled=True) if "upscaled_from" in e]
+    assert listed == [path.name]
+
+    loaded, run_windows = upscaler._loaded, upscaler._run
+
+    def windows_then_stop(windows):                               # Stop clicked while the next one runs
+        result = run_windows(windows)
+        form.stop_button.click()
+        return result
+    upscaler._run = windows_then_stop
+    form.upscale((1, 0))
+    form.wait(300)
+    assert "Stopped upscaling" in status(form) and upscaler._loaded is loaded     # loaded once per form
+    assert sorted(form.folder.path.glob("*.model.png")) == [path]
+
+
+def test_upscale_without_an_output_folder_shows_the_result_unsaved(pipe):
+    form = form_for(pipe, n_images=1, upscaler=TINY_UPSCALER)
+    run(form)
+    form.upscale((0, 0))
+    form.wait(300)
+    assert form.error is None and "no output folder" in status(form)
+    assert form.upscaled[0, 0].shape == (1024, 1024, 3)

@@ -1,7 +1,8 @@
 """The prompt form (ipywidgets): prompts and settings, Generate and Stop, a progress bar and a gallery
-that fills in as the images form, with Variations, Extend and a seamless picture. It only reads fields
-and shows events: requests come from `GenerationRequest` and the edit builders (`Vary`, `Extend`), runs
-are saved by `nbkit.output.runs` (its `RunWriter`).
+that fills in as the images form, with Variations, Extend, Upscale and a seamless picture. It only reads
+fields and shows events: requests come from `GenerationRequest` and the edit builders (`Vary`, `Extend`),
+runs are saved (and images upscaled beside them) by `nbkit.output.runs` (its `RunWriter` and
+`upscale_saved`).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import html
+import io
 import math
 import threading
 from collections.abc import Callable
@@ -47,6 +49,10 @@ def read_form(prompts: str, n_images: int, seed: str, temperature: float, top_k:
                 "condition_scale": condition_scale}
     SamplingSettings(**sampling)             # raises a ValueError naming the bad setting
     return FormValues(lines, int(n_images), seed, sampling)
+
+
+class _Stopped(Exception):
+    """Stop was clicked during an upscale."""
 
 
 class TimeLeft:
@@ -92,10 +98,12 @@ class GenerateForm:
     """
 
     def __init__(self, pipe: Any, out: str | Path | None = None, load: Callable[[str], Any] | None = None,
-                 progress_every: int = 16, decode_every: int | None = None):
+                 progress_every: int = 16, decode_every: int | None = None, upscaler: Any = "esrgan-x4"):
         import ipywidgets as w
 
         self.pipe, self.out, self.load = pipe, out, load
+        self._upscaler = upscaler           # a name, weights file or `Upscaler`: made and loaded on first use
+        self.upscaled: dict[tuple[int, int], Path | np.ndarray] = {}   # (prompt, image) → its upscaled PNG
         self.progress_every = progress_every
         on_cpu = pipe.mesh.devices.flat[0].platform == "cpu"
         self.decode_every = decode_every or (256 if on_cpu else 64)     # partial images cost a VQGAN decode
@@ -132,6 +140,7 @@ class GenerateForm:
         self.seamless_button = w.Button(description="Seamless picture", icon="th-large", disabled=True,
                                         tooltip="each prompt's images decoded together as one picture")
         self.seamless_view = w.VBox()
+        self.upscaled_view = w.VBox()            # the upscaled images, under the gallery
         self.progress = w.IntProgress(value=0, min=0, max=1, layout=w.Layout(flex="1 1 auto", width="auto"))
         self.progress_label = w.HTML(layout=w.Layout(flex="0 1 auto"))
         self.status = w.HTML()
@@ -151,7 +160,7 @@ class GenerateForm:
         self.bar = w.HBox([self.progress, self.progress_label],      # hidden until a run has a bar to show
                           layout=w.Layout(display="none", align_items="center", flex_flow="row wrap"))
         self.widget = w.VBox([self.prompts, self.negative_prompt, settings, sampling, edits, buttons,
-                              self.bar, self.status, self.gallery, self.seamless_view])
+                              self.bar, self.status, self.gallery, self.seamless_view, self.upscaled_view])
         self.result, self.folder, self.error, self.seed_used, self.stopped = None, None, None, None, False
         self.already_complete = False
         self._slots: dict[tuple[int, int], Any] = {}      # (prompt, image) → its Image widget
@@ -186,7 +195,13 @@ class GenerateForm:
         direction; under the gallery, each result is shown joined to the image it continues."""
         self._begin(("extend", self._sources[pair]))
 
-    def _begin(self, edit: tuple[str, Any] | None) -> None:
+    def upscale(self, pair: tuple[int, int]) -> None:
+        """Makes the gallery's image `pair` larger (its "Upscale" button), on the form's thread: the
+        upscaler is loaded by the first upscale; the result is shown under the gallery and saved beside
+        the image (and listed with its run) when the run was saved. Stop ends it between windows."""
+        self._begin(None, lambda: self._run_upscale(pair))
+
+    def _begin(self, edit: tuple[str, Any] | None, target: Callable[[], None] | None = None) -> None:
         with self._lock:
             if self._active:
                 return
@@ -197,7 +212,7 @@ class GenerateForm:
             self.generate_button.disabled, self.stop_button.disabled = True, False
             self._stopping.clear()
             self._ended.clear()
-            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread = threading.Thread(target=target or self._run, daemon=True)
             self._thread.start()
         if self.keep_click_open:       # Colab: the run's widget updates reach the page only while the click
             self._wait_interruptibly()  # that started it is being handled (colab.py says why)
@@ -282,6 +297,69 @@ class GenerateForm:
         finally:
             self._finish(status)
 
+    def _run_upscale(self, pair: tuple[int, int]) -> None:
+        import ipywidgets as w
+        from PIL import Image
+
+        from nbkit.generation.upscale import Upscaler
+
+        status, number = "", pair[1] + 1
+        try:
+            if not isinstance(self._upscaler, Upscaler):
+                self._upscaler = Upscaler(self._upscaler)
+            upscaler = self._upscaler
+            if not upscaler.loaded:
+                self._say(f"Loading the upscaler {html.escape(upscaler.model_name)} (first upscale only)…")
+                upscaler.load()
+            self._say(f"Upscaling image {number} ×{upscaler.scale} with {html.escape(upscaler.model_name)}…")
+            self.bar.layout.display = "flex"
+            self.progress.value, self.progress_label.value = 0, "upscaling…"
+
+            def progress(done: int, total: int) -> None:
+                if self._stopping.is_set():
+                    raise _Stopped()
+                self.progress.max, self.progress.value = max(1, total), done
+                self.progress_label.value = f"{done} / {total} tiles"
+
+            saved = self._saved_file(pair)
+            if saved is not None:
+                from nbkit.output.runs import upscale_saved
+
+                path = upscale_saved(self.folder, upscaler, [saved], progress)[0]
+                pixels, where = np.asarray(Image.open(path)), f"Saved as {html.escape(str(path))}."
+                self.upscaled[pair] = path
+            else:
+                with Image.open(io.BytesIO(self._finished[pair][1])) as image:
+                    source = np.asarray(image.convert("RGB"))
+                pixels = upscaler.upscale([source], progress)[0]
+                where = "Not saved: this form has no output folder."
+                self.upscaled[pair] = pixels
+            caption = caption_html(number, f"{self._finished[pair][0]} (upscaled ×{upscaler.scale}, "
+                                           f"{pixels.shape[1]}×{pixels.shape[0]})")
+            view = w.VBox([w.Image(value=png_of(pixels), format="png",
+                                   layout=w.Layout(max_width="100%", width=f"{pixels.shape[1]}px")),
+                           w.HTML(caption)])
+            self.upscaled_view.children = (*self.upscaled_view.children, view)
+            status = f"Upscaled image {number} to {pixels.shape[1]}×{pixels.shape[0]}. {where}"
+        except _Stopped:
+            status = f"Stopped upscaling image {number}: nothing was saved."
+        except Exception as error:  # shown to the user in the form, not as a traceback
+            self.error = error
+            status = (f"<span style='color:#b00020'><b>Error:</b> "
+                      f"{html.escape(str(error) or type(error).__name__)}</span>")
+        finally:
+            self._hide_bar()
+            self._finish(status)
+
+    def _saved_file(self, pair: tuple[int, int]) -> str | None:
+        """The file name the run's folder keeps the gallery's image `pair` under, or None (not saved)."""
+        if self.folder is None:
+            return None
+        for entry in self.folder.entries():
+            if (entry.get("prompt_index"), entry.get("image_index")) == pair:
+                return entry.get("file")
+        return None
+
     def _events(self, request):
         from nbkit.output import runs
 
@@ -296,6 +374,7 @@ class GenerateForm:
         self._slots, self._cells, self._finished, self._sources = {}, {}, {}, {}
         self.gallery.children = ()
         self.seamless_view.children = ()
+        self.upscaled_view.children, self.upscaled = (), {}
         self.seamless_button.disabled = True
         self._hide_bar()
         self._show_plain("")
@@ -333,8 +412,11 @@ class GenerateForm:
             extend = w.Button(description="Extend", icon="arrows-alt", layout=w.Layout(width="auto"),
                               tooltip="continue this image down or to the right (the settings above)")
             extend.on_click(lambda _button, pair=pair: self.extend(pair))
+            upscale = w.Button(description="Upscale", icon="expand", layout=w.Layout(width="auto"),
+                               tooltip="this image 4× larger, shown below and saved beside it")
+            upscale.on_click(lambda _button, pair=pair: self.upscale(pair))
             cell = self._cells[pair]
-            actions = w.HBox([vary, extend], layout=w.Layout(flex_flow="row wrap"))
+            actions = w.HBox([vary, extend, upscale], layout=w.Layout(flex_flow="row wrap"))
             cell.children = (*cell.children[:2], actions)
 
     def _show(self, event, made: list) -> dict | None:

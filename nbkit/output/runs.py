@@ -39,7 +39,8 @@ from nbkit.generation.pipeline import (
 from nbkit.generation.request import ImageTask, check_seed
 from nbkit.generation.sampling import SamplingSettings
 from nbkit.output.images import make_grid
-from nbkit.output.storage import ImageRecord, RunFolder, atomic_replace, run_key, slugify
+from nbkit.output.storage import UPSCALED_FROM, ImageRecord, RunFolder, atomic_replace, run_key, slugify
+from nbkit.output.upscaled import UPSCALER_KEY, Reproduced, reproduce_upscaled, upscale_files
 from nbkit.png import png_bytes, read_png_metadata
 from nbkit.text.tokenizer import check_prompts
 
@@ -154,6 +155,53 @@ class RunWriter:
             if pixels:
                 grids.append(self.folder.save_grid(pixels, prompt, prompt_index))
         return grids
+
+    def upscale(self, upscaler: Any, progress: Any = None) -> list[Path]:
+        """Every image of the run upscaled beside it and listed in its manifest (`upscale_saved`); those
+        upscaled before are not made again. The 256 px images stay as they are."""
+        return upscale_saved(self.folder, upscaler, progress=progress) if self.folder is not None else []
+
+
+def upscale_saved(folder: RunFolder, upscaler: Any, files: list[str] | None = None,
+                  progress: Any = None) -> list[Path]:
+    """A run's saved images (all, or those named in `files`) upscaled together, each saved beside its
+    source (`nbkit.output.upscaled`) and listed in the manifest with its source's prompt and indexes, so
+    that galleries and the server show it with the run; returns the upscaled PNGs in order. Only images
+    the manifest lists as made are taken (not grids, not upscaled copies): a ValueError names any other."""
+    entries = {e["file"]: e for e in folder.entries() if isinstance(e.get("file"), str)}
+    names = list(entries) if files is None else list(files)
+    for name in names:
+        if name not in entries:
+            raise ValueError(f"Run {folder.path.name} has no image {name!r} to upscale: name one of its "
+                             "images as its manifest lists them (not a grid or an upscaled copy).")
+    saved = upscale_files(upscaler, [folder.image_path(entries[name]) for name in names], None, progress)
+    for name, path in zip(names, saved, strict=True):
+        metadata = read_png_metadata(path)
+        source = entries[name]
+        copied = {key: source[key] for key in ("prompt", "prompt_index", "image_index", "seed", "model")
+                  if key in source}
+        folder.list_upscaled(path, {UPSCALED_FROM: metadata[UPSCALED_FROM],
+                                    UPSCALER_KEY: metadata[UPSCALER_KEY], "size": metadata.get("size"),
+                                    **copied})
+    return saved
+
+
+def upscale_image(upscaler: Any, image: str | Path, progress: Any = None) -> Path:
+    """One picture file upscaled beside it: an image of an nbkit run through `upscale_saved` (so its run
+    lists the copy), any other picture by `upscale_files`. Returns the upscaled PNG."""
+    path = Path(image)
+    folder = RunFolder(path.parent)
+    if any(entry.get("file") == path.name for entry in folder.entries()):
+        return upscale_saved(folder, upscaler, [path.name], progress)[0]
+    return upscale_files(upscaler, [path], None, progress)[0]
+
+
+def is_upscaled(png: str | Path) -> bool:
+    """Whether a PNG's metadata says it was upscaled from another (rather than drawn from tokens)."""
+    try:
+        return UPSCALED_FROM in read_png_metadata(Path(png))
+    except ValueError:
+        return False
 
 
 def _read_pixels(path: Path) -> np.ndarray:
@@ -327,12 +375,19 @@ def record_task(record: ImageRecord) -> tuple[ImageTask, SamplingSettings]:
                      record.negative_prompt, kept), settings
 
 
-def reproduce_png(pipe: Pipeline, png: str | Path) -> Reproduction:
+def reproduce_png(pipe: Pipeline | None, png: str | Path,
+                  cache: str | Path | None = None) -> Reproduction | Reproduced:
     """Makes the image a saved PNG records again and compares it with the saved one (tokens and pixels).
+    One entry for every kind: an upscaled PNG (its metadata names its source and upscaler) is made again
+    from the source beside it by `reproduce_upscaled` (no pipeline needed; its upscaler from `cache`).
 
     The pipeline must run the model the PNG names: another model makes another image, so that is an
     error rather than a silent difference."""
     png = Path(png)
+    if is_upscaled(png):
+        return reproduce_upscaled(png, cache=cache)
+    if pipe is None:
+        raise ValueError(f"{png} was drawn by a DALL·E model: give a Pipeline to make it again.")
     record = ImageRecord.from_metadata(read_png_metadata(png))
     if record.model != pipe.name:
         raise ValueError(f"{png} was made with the model {record.model!r}, but this pipeline runs "
@@ -355,10 +410,17 @@ def reproduce_png(pipe: Pipeline, png: str | Path) -> Reproduction:
                         int(levels.max()))
 
 
-def reproduce(pipe: Pipeline, png: str | Path) -> GeneratedImage:
+def reproduce(pipe: Pipeline | None, png: str | Path,
+              cache: str | Path | None = None) -> GeneratedImage | np.ndarray:
     """Makes the image a saved PNG records again, and checks that its tokens are the recorded ones
-    (see `reproduce_png`). Pixels may differ by one level on other devices (see README)."""
-    made = reproduce_png(pipe, png)
+    (see `reproduce_png`). Pixels may differ by one level on other devices (see README). An upscaled
+    PNG is made again from its source and returned as pixels, checked within one level."""
+    made = reproduce_png(pipe, png, cache)
+    if isinstance(made, Reproduced):
+        if not made.matches:
+            raise ValueError(f"{png}: made again, it differs from the saved picture by up to "
+                             f"{made.max_difference} levels (more than one).")
+        return made.pixels
     if made.recorded_tokens and not made.tokens_match:
         record = ImageRecord.from_metadata(read_png_metadata(png))
         raise ValueError(f"{png}: the regenerated image differs from the recorded one in "

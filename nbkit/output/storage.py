@@ -35,6 +35,7 @@ from nbkit.output.images import make_grid
 from nbkit.png import png_bytes, read_png_metadata
 
 MANIFEST = "manifest.jsonl"
+UPSCALED_FROM = "upscaled_from"      # the key of an upscaled image's source, in its PNG and manifest entry
 RUN_FILE = "run.json"
 _WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)),
                      *(f"LPT{i}" for i in range(1, 10))}
@@ -303,8 +304,11 @@ class RunFolder:
             return {}
         return info if isinstance(info, dict) else {}
 
-    def entries(self) -> list[dict[str, Any]]:
-        """The manifest's entries. A damaged line (a write cut short by a crash) is skipped."""
+    def entries(self, upscaled: bool = False) -> list[dict[str, Any]]:
+        """The manifest's entries: the images made (what resuming, grids and reranking read), and with
+        `upscaled` also the upscaled copies listed beside them (entries with `UPSCALED_FROM`: a gallery
+        shows them, nothing makes them again from the request). A damaged line (a write cut short by a
+        crash) is skipped."""
         try:
             lines = (self.path / MANIFEST).read_bytes().splitlines()
         except FileNotFoundError:
@@ -315,7 +319,7 @@ class RunFolder:
                 entry = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(entry, dict):
+            if isinstance(entry, dict) and (upscaled or UPSCALED_FROM not in entry):
                 entries.append(entry)
         return entries
 
@@ -392,6 +396,15 @@ class RunFolder:
         path = self.write_png(stem, png_bytes(image, metadata), record)
         self._append_manifest({"file": path.name, **metadata})
         return path
+
+    def list_upscaled(self, path: Path, metadata: Mapping[str, Any]) -> None:
+        """Lists an upscaled PNG already written in this folder (`nbkit.output.upscaled`) in the manifest,
+        once, so that it is served and shown as one of the run's images; `metadata` holds UPSCALED_FROM."""
+        path = _inside(self.path, Path(path).name)
+        if UPSCALED_FROM not in metadata:
+            raise ValueError(f"{path.name}: an upscaled image's entry must name its source.")
+        if not any(entry.get("file") == path.name for entry in self.entries(upscaled=True)):
+            self._append_manifest({"file": path.name, **metadata})
 
     def save_grid(self, images: Sequence[np.ndarray], prompt: str, prompt_index: int) -> Path:
         """Saves one prompt's images as a captioned grid; never replaces an earlier grid."""

@@ -45,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clip", default="clip-b32",
                         help="CLIP model for reranking, loaded on the first rerank (default clip-b32; "
                              "'none' turns reranking off)")
+    parser.add_argument("--upscaler", default="esrgan-x4",
+                        help="Real-ESRGAN model for the Upscale button, loaded on the first upscale (default "
+                             "esrgan-x4; esrgan-anime, esrgan-x2, esrgan-fast, a weights file; 'none': off)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1: this machine only; any other "
                              "needs a token, generated and printed if not given)")
@@ -155,7 +158,8 @@ def run(args: argparse.Namespace) -> None:
     options = ServerOptions(out=out.resolve(), host=args.host, token=token, cors_origins=origins,
                             allow_hosts=check_hosts(args.allow_host), max_queue=args.max_queue,
                             max_images=args.max_images, preview_every=args.preview_every or None,
-                            model=args.model, vqgan=args.vqgan, clip=clip, cache=args.cache)
+                            model=args.model, vqgan=args.vqgan, clip=clip, cache=args.cache,
+                            upscaler=None if args.upscaler.lower() == "none" else args.upscaler)
 
     def load():
         if replicas is None:

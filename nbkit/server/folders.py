@@ -27,6 +27,7 @@ class SavedImage:
     image_index: int | None
     seed: int | None
     batch: int | None = None
+    upscaled_from: str | None = None     # an upscaled copy: the file (in the same run) it was made from
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,18 +38,26 @@ class RunSummary:
     images: list[SavedImage]
 
 
-def saved_images(folder: RunFolder) -> list[SavedImage]:
-    """A run folder's images that are really there, in (prompt, image) order."""
+def saved_images(folder: RunFolder, upscaled: bool = False) -> list[SavedImage]:
+    """A run folder's images that are really there, in (prompt, image) order; with `upscaled`, each
+    upscaled copy too, after the image it was made from."""
     found = []
-    for entry in folder.entries():
+    for entry in folder.entries(upscaled):
         try:
             if folder.image_path(entry).is_file():
-                found.append(SavedImage(folder.path.name, entry["file"], entry.get("prompt"),
-                                        entry.get("prompt_index"), entry.get("image_index"),
-                                        entry.get("seed")))
+                found.append(saved_image(folder, entry))
         except ValueError:
             continue
-    return sorted(found, key=lambda image: (_number(image.prompt_index), _number(image.image_index)))
+    return sorted(found, key=lambda image: (_number(image.prompt_index), _number(image.image_index),
+                                            image.upscaled_from is not None))
+
+
+def saved_image(folder: RunFolder, entry: dict) -> SavedImage:
+    """A manifest entry as clients are told of it."""
+    source = entry.get("upscaled_from")
+    return SavedImage(folder.path.name, entry["file"], entry.get("prompt"), entry.get("prompt_index"),
+                      entry.get("image_index"), entry.get("seed"),
+                      upscaled_from=source.get("file") if isinstance(source, dict) else None)
 
 
 def _number(value: Any) -> int:
@@ -67,12 +76,13 @@ def resolve_run(out: Path, name: Any, field: str = "run") -> RunFolder:
     return RunFolder(path)
 
 
-def resolve_image(out: Path, run: Any, file: Any, field: str = "file") -> Path:
-    """A saved image's path: `file` must be listed in `run`'s manifest and be a file directly in it."""
+def resolve_image(out: Path, run: Any, file: Any, field: str = "file", upscaled: bool = True) -> Path:
+    """A saved image's path: `file` must be listed in `run`'s manifest and be a file directly in it
+    (`upscaled` False: an image made from tokens, not an upscaled copy)."""
     folder = resolve_run(out, run, "run" if field == "file" else field)
     if not plain_name(file):
         raise BadInput(field, f"{field} must be an image's plain file name (got {file!r}).")
-    for entry in folder.entries():
+    for entry in folder.entries(upscaled):
         if entry.get("file") == file:
             try:
                 path = folder.image_path(entry)
@@ -94,4 +104,5 @@ def list_runs(out: Path, limit: int) -> list[RunSummary]:
                 found.append((str(info.get("created") or ""), child.name, info))
     found.sort(reverse=True)
     return [RunSummary(name, created or None, list(info.get("prompts", [])),
-                       saved_images(RunFolder(out / name))) for created, name, info in found[:limit]]
+                       saved_images(RunFolder(out / name), upscaled=True))
+            for created, name, info in found[:limit]]

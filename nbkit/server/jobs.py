@@ -76,6 +76,10 @@ class Busy(Exception):
     """The same thing (a rerank of one run) is already being done."""
 
 
+class _Cancelled(Exception):
+    """Raised from an upscale job's progress callback when every client has cancelled it."""
+
+
 # ---- what clients are told, as data
 
 
@@ -95,11 +99,27 @@ class JobStatus:
     batches: tuple[int, ...]
     images: tuple[SavedImage, ...]
     clients: int                   # requests still wanting this job (identical requests share it)
+    kind: str = "generate"         # or "upscale": one saved image made larger (see `submit_upscale`)
+    source: str | None = None      # an upscale job's image (its file name in `run`)
+    tiles_done: int = 0            # an upscale job's windows done, of tiles_total
+    tiles_total: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
 class Queued:
     position: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Upscaling:
+    """An upscale job's windows (tiles) done so far (progress event)."""
+
+    tiles_done: int
+    tiles_total: int
+
+
+UpscaleWork = Callable[[Callable[[int, int], None]], SavedImage]   # progress(done, total) → the saved image
+UPSCALE_KEY = ("upscale",)       # the pack key of upscale jobs: never equal to a settings_key
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,8 +225,8 @@ class Job:
     folder lacked, made in the queue's order."""
 
     id: str
-    request: GenerationRequest
-    writer: RunWriter                      # its run folder, and what the folder lacked
+    request: GenerationRequest | None      # None for an upscale job (see `upscale`)
+    writer: RunWriter | None               # its run folder and what it lacked (None: an upscale job's)
     run: str                               # the run folder's name
     tasks: list[ImageTask]                 # the images this job makes (those its folder lacked)
     key: tuple                             # settings_key: which jobs it may share a batch with
@@ -224,6 +244,9 @@ class Job:
     previewed: bool = False                # its first preview was sent (for the metrics)
     batches: list[int] = dataclasses.field(default_factory=list)   # the batches that made its images
     listeners: list[Listener] = dataclasses.field(default_factory=list)
+    upscale: UpscaleWork | None = None     # an upscale job: what to run on the worker instead of a batch
+    source: str | None = None              # its image's file name in `folder`
+    tiles: tuple[int, int] = (0, 0)        # its windows done and in all
 
     saving: threading.Lock = dataclasses.field(default_factory=threading.Lock)  # writer: one thread at once
 
@@ -333,7 +356,7 @@ class JobQueue:
         earlier = saved_images(folder)
         with self._lock:
             for job in self._waiting:
-                if job.writer.key == writer.key and not job.cancelling:
+                if job.writer is not None and job.writer.key == writer.key and not job.cancelling:
                     job.clients += 1
                     return job
             self._check_room()
@@ -354,6 +377,28 @@ class JobQueue:
                  + f" → {folder.path}")
         return job
 
+    def submit_upscale(self, folder: RunFolder, file: str, work: UpscaleWork) -> Job:
+        """Queues an upscale of `folder`'s image `file` as a job of its own: it takes a place in the queue
+        like a generation job (QueueFull, Stopping), runs alone on a worker when its turn comes, streams
+        `Upscaling` progress and its saved image, and is cancelled like any job (between windows). `work`
+        gets a progress callback and returns the saved image; the upscaler it uses must already be loaded
+        (the worker should not wait for downloads). The same upscale while one waits or runs joins it."""
+        with self._lock:
+            for job in self._waiting:
+                if job.upscale is not None and (job.run, job.source) == (folder.path.name, file) \
+                        and not job.cancelling:
+                    job.clients += 1
+                    return job
+            self._check_room()
+            job = Job(secrets.token_hex(6), None, None, folder.path.name, [None], UPSCALE_KEY, [], 0,
+                      pending=collections.deque([0]), alone=True, upscale=work, source=file)
+            self._jobs[job.id] = job
+            self._waiting.append(job)
+            self._last_arrival = job.arrived
+            self._lock.notify_all()
+        self.log(f"job {job.id}: upscale {file} in {folder.path}")
+        return job
+
     def get(self, job_id: str) -> Job | None:
         with self._lock:
             return self._jobs.get(job_id)
@@ -371,7 +416,7 @@ class JobQueue:
             if job.state == "queued":
                 events.append(("queued", Queued(status.position)))
             elif job.state == "running":
-                events.append(("progress", _forming(status)))
+                events.append(("progress", Upscaling(*job.tiles) if job.upscale else _forming(status)))
             events += [("image", image) for image in job.images]
             if job.finished:
                 events.append((job.state, status))
@@ -450,6 +495,10 @@ class JobQueue:
 
     def _status(self, job: Job) -> JobStatus:
         made = len(job.images)
+        if job.upscale is not None:
+            return JobStatus(job.id, job.state, self._position(job), 0, 0, made, 1, 0, None,
+                             job.run, job.error, (), tuple(job.images), job.clients, "upscale",
+                             job.source, *job.tiles)
         return JobStatus(job.id, job.state, self._position(job),
                          made * self.image_length + job.in_flight * job.position_now,
                          job.images_total * self.image_length, made, job.images_total, job.already_saved,
@@ -528,7 +577,10 @@ class JobQueue:
                 self._run_chore(chore)
             elif chosen:
                 try:
-                    self._run_batch(replica, batch_id, chosen)
+                    if chosen[0][0].upscale is not None:
+                        self._run_upscale(chosen[0][0])
+                    else:
+                        self._run_batch(replica, batch_id, chosen)
                 finally:
                     with self._lock:
                         self._in_flight -= 1
@@ -548,6 +600,32 @@ class JobQueue:
         finally:
             with self._lock:
                 self._reranking.discard(chore.run)
+
+    def _run_upscale(self, job: Job) -> None:
+        """An upscale job, on this worker: its windows run in batches of their own (the upscaler's), with
+        a progress event after each; a cancel stops it at the next one, before anything is saved."""
+        def progress(done: int, total: int) -> None:
+            with self._lock:
+                job.tiles = (done, total)
+                if job.cancelling:
+                    raise _Cancelled()
+                self._publish(job, "progress", Upscaling(done, total))
+
+        saved, state, error = None, "done", None
+        try:
+            saved = job.upscale(progress)
+        except _Cancelled:
+            state = "cancelled"
+        except Exception as failure:
+            state, error = "failed", one_line(failure)
+            self.log(f"job {job.id}: upscale failed ({error})")
+        with self._lock:
+            job.in_flight = 0
+            if saved is not None:
+                job.images.append(saved)
+                self._publish(job, "image", saved)
+            if not job.finished:
+                self._finish(job, state, error)
 
     def _stopped(self) -> None:
         with self._lock:
@@ -615,7 +693,9 @@ class JobQueue:
     def _close_run(self, job: Job) -> None:
         """After a job's end, outside the lock: a done job's run gets its grids (from the pixels in
         memory); a run folder that got no image at all (the job failed or was cancelled before its
-        first) is removed, and forgotten by the index."""
+        first) is removed, and forgotten by the index. An upscale job's run is not its own: left as is."""
+        if job.writer is None:
+            return
         with job.saving:
             try:
                 if job.state == "done":

@@ -21,6 +21,7 @@ class ServerOptions:
     model: str = "mini"
     vqgan: str = "vqgan"
     clip: str | None = "clip-b32"
+    upscaler: str | None = "esrgan-x4"       # name, weights file or folder; loaded by the first upscale
     cache: str | None = None
 
     @property

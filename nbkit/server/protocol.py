@@ -225,6 +225,26 @@ def parse_job(body: Any, limits: Limits) -> JobInput:
     return JobInput(prompts, n_images, seed, settings, negative, edit)
 
 
+@dataclasses.dataclass(frozen=True)
+class UpscaleInput:
+    """POST /api/upscale: a saved image of a run, to be made larger by the server's upscaler."""
+
+    source: SourceRef
+
+
+def parse_upscale(body: Any) -> UpscaleInput:
+    """POST /api/upscale's body {"run", "file"} → UpscaleInput, or BadInput naming the field."""
+    body = known_fields(body, "body", ("run", "file"))
+    for field in ("run", "file"):
+        if field not in body:
+            raise BadInput(field, f'{field} is missing: send {{"run": "<run folder>", "file": '
+                                  '"<image file>"} as /api/runs lists them.')
+        if not plain_name(body[field]):
+            raise BadInput(field, f"{field} must be a plain file or folder name as /api/runs lists it "
+                                  f"(got {body[field]!r}).")
+    return UpscaleInput(SourceRef(body["run"], body["file"]))
+
+
 # ---- the two /generate clients
 
 

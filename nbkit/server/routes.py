@@ -46,6 +46,7 @@ from nbkit.server.protocol import (
     sse,
 )
 from nbkit.server.replicas.base import NoReplicaReady
+from nbkit.server.upscales import lazy_upscaler, submit_upscale
 
 STATIC = Path(__file__).parent / "static"
 KEEPALIVE_S = 15.0               # an SSE comment this often keeps proxies and tunnels from closing a stream
@@ -118,6 +119,7 @@ async def info(request: Request) -> Response:
         "top_p": model.top_p, "condition_scale": 10.0}
     return JSONResponse({
         "model": options.model, "vqgan": options.vqgan, "clip": options.clip, "version": __version__,
+        "upscaler": options.upscaler,
         "max_images": options.max_images, "max_queue": options.max_queue,
         "max_prompt_chars": options.max_prompt_chars, "max_batch": None if model is None else model.max_batch,
         "defaults": defaults, "queue": state.queue.info(), "replicas": state.queue.pool.info()})
@@ -218,6 +220,14 @@ async def rerank(request: Request) -> Response:
     return JSONResponse({"run": run, "ranking": ranking})
 
 
+async def upscale(request: Request) -> Response:
+    """Makes a saved image larger (see upscales.py): a job in the same queue as generation, answered
+    like POST /api/jobs (202 and its status; follow it at /api/jobs/<id>/events)."""
+    state = request.app.state
+    job = await submit_upscale(state, await read_json(request, state.options.max_body_bytes))
+    return JSONResponse(as_json(state.queue.status(job), _prefix(request)), 202)
+
+
 def _saved_files(out: Path, images: Any, as_jpeg: bool) -> list[str]:
     """The saved images as base64: JPEG for the playground, the PNG file itself for the official app."""
     from PIL import Image
@@ -306,6 +316,7 @@ def create_app(queue: JobQueue, options: ServerOptions, port: int,
         Route("/api/runs", runs, methods=["GET"]),
         Route("/api/images/{run}/{file}", image, methods=["GET"]),
         Route("/api/rerank", rerank, methods=["POST"]),
+        Route("/api/upscale", upscale, methods=["POST"]),
         Route("/dalle", generate, methods=["POST"]),
         Route("/generate", generate, methods=["POST"]),
     ]
@@ -316,6 +327,7 @@ def create_app(queue: JobQueue, options: ServerOptions, port: int,
     app.state.queue, app.state.options = queue, options
     app.state.metrics = metrics or queue.metrics or ServerMetrics()
     app.state.reranker = lazy_reranker(options)
+    app.state.upscaler = lazy_upscaler(options)
     return Gate(app, GateRules(options.token, options.cors_origins, options.allow_hosts, port))
 
 

@@ -22,6 +22,7 @@ const ICONS = {
   download: '<path d="M12 4v11m0 0l-4.5-4.5M12 15l4.5-4.5M5 19h14"/>',
   vary: '<path d="M4 7h11l-3-3M20 17H9l3 3"/><path d="M15 7a5 5 0 0 1 0 10" opacity=".5"/>',
   extend: '<rect x="4" y="4" width="10" height="10" rx="2"/><path d="M18 10v10H8" stroke-dasharray="2 2.5"/>',
+  upscale: '<rect x="4" y="12" width="8" height="8" rx="1.5"/><path d="M13 4h7v7M20 4l-7.5 7.5"/>',
   star: '<path class="fill" d="M12 3.5l2.6 5.4 5.9.8-4.3 4.1 1 5.8-5.2-2.8-5.2 2.8 1-5.8-4.3-4.1 5.9-.8z"/>',
 };
 const icon = (name) => `<svg viewBox="0 0 24 24" aria-hidden="true">${ICONS[name]}</svg>`;
@@ -333,7 +334,7 @@ class RunView {
     const more = prompts.length > 1 ? ` + ${prompts.length - 1} more` : "";
     this.title.textContent = `${prompts[0] ?? ""}${more}`;
     this.title.title = prompts.join("\n");
-    const count = [...this.tiles.values()].filter((tile) => tile.image).length;
+    const count = [...this.tiles.values()].filter((tile) => tile.image && !tile.image.upscaled_from).length;
     this.meta.replaceChildren(...[
       this.label && el("span", {text: this.label}),
       this.seed != null && el("button", {
@@ -362,8 +363,8 @@ class RunView {
     return group.grid;
   }
 
-  tile(promptIndex, imageIndex, prompt) {
-    const key = `${promptIndex}-${imageIndex}`;
+  tile(promptIndex, imageIndex, prompt, upscaled = false) {
+    const key = `${promptIndex}-${imageIndex}${upscaled ? "-up" : ""}`;
     let tile = this.tiles.get(key);
     if (tile) return tile;
     const img = el("img", {alt: "", decoding: "async"});
@@ -374,12 +375,16 @@ class RunView {
       el("button", {type: "button", class: "icon-button", title, html: icon(name)});
     const vary = button("Variations", "vary");
     const extend = button("Extend", "extend");
-    const node = el("figure", {class: "tile pending", "data-key": key}, thumb,
-      el("figcaption", {class: "tile-bar"}, score, el("span", {class: "spacer"}), download, vary, extend));
-    tile = {key, node, img, thumb, score, download, vary, extend, image: null};
+    const upscale = button("Upscale 4×", "upscale");
+    const badge = el("span", {class: "size-badge", hidden: !upscaled});
+    const actions = upscaled ? [download] : [download, vary, extend, upscale];
+    const node = el("figure", {class: `tile pending${upscaled ? " upscaled" : ""}`, "data-key": key}, thumb,
+      el("figcaption", {class: "tile-bar"}, score, badge, el("span", {class: "spacer"}), ...actions));
+    tile = {key, node, img, thumb, score, badge, download, vary, extend, upscale, image: null};
     thumb.addEventListener("click", () => openViewer(this, tile));
     vary.addEventListener("click", () => openViewer(this, tile, "vary"));
     extend.addEventListener("click", () => openViewer(this, tile, "extend"));
+    upscale.addEventListener("click", () => startUpscale(this, tile));
     this.tiles.set(key, tile);
     const grid = this.group(promptIndex, prompt);
     const later = [...grid.children].find((other) => {
@@ -398,10 +403,18 @@ class RunView {
   }
 
   setImage(image) {
-    const tile = this.tile(image.prompt_index ?? 0, image.image_index ?? 0, image.prompt);
+    const upscaled = Boolean(image.upscaled_from);
+    const tile = this.tile(image.prompt_index ?? 0, image.image_index ?? 0, image.prompt, upscaled);
     tile.image = {run: this.run, ...image};
     const url = assetUrl(image.url);
-    const label = `${image.prompt ?? "image"} (image ${(image.image_index ?? 0) + 1})`;
+    const label = `${image.prompt ?? "image"} (image ${(image.image_index ?? 0) + 1}${
+      upscaled ? ", upscaled" : ""})`;
+    if (upscaled) {
+      tile.badge.textContent = "Upscaled";
+      tile.img.addEventListener("load", () => {
+        tile.badge.textContent = `${tile.img.naturalWidth}×${tile.img.naturalHeight}`;
+      }, {once: true});
+    }
     tile.img.src = url;
     tile.img.alt = image.prompt ?? "";
     tile.node.classList.remove("pending", "previewing");
@@ -412,6 +425,7 @@ class RunView {
     tile.download.setAttribute("aria-label", `Download ${label}`);
     tile.vary.setAttribute("aria-label", `Variations of ${label}`);
     tile.extend.setAttribute("aria-label", `Extend ${label}`);
+    tile.upscale.setAttribute("aria-label", `Upscale ${label}`);
     this.render();
   }
 
@@ -442,6 +456,15 @@ class RunView {
       this.bar.classList.add("waiting");
       this.bar.removeAttribute("aria-valuenow");
       this.barFill.style.width = "";
+    } else if (state === "running" && (status.kind ?? (status.tiles_total != null ? "upscale" : "")) ===
+      "upscale") {  // an upscale job (its status, or its progress event): windows done
+      const total = status.tiles_total || 0;
+      const percent = total ? Math.round((100 * (status.tiles_done || 0)) / total) : 0;
+      this.stateText.textContent = total ? `Upscaling ${percent}% · ${status.tiles_done} of ${total} tiles`
+        : "Upscaling…";
+      this.bar.classList.toggle("waiting", !percent);
+      this.bar.setAttribute("aria-valuenow", String(percent));
+      this.barFill.style.width = `${percent}%`;
     } else if (state === "running") {
       const total = status.tokens_total || 0;
       const percent = total ? Math.round((100 * (status.tokens_done || 0)) / total) : 0;
@@ -480,7 +503,8 @@ class RunView {
     if (state === "cancelled") this.showError("Cancelled.", "notice");
     this.render();
     const made = this.finalTiles().length;
-    if (state === "done") announce(`${made} image${made === 1 ? "" : "s"} ready: ${this.title.textContent}`);
+    const what = status.kind === "upscale" ? "Upscaled" : `${made} image${made === 1 ? "" : "s"} ready`;
+    if (state === "done") announce(`${what}: ${this.title.textContent}`);
   }
 
   showError(message, kind = "error") {
@@ -590,6 +614,28 @@ async function poll(id, view) {
   }
 }
 
+/** Asks the server to upscale a tile's image (a job in the same queue) and follows it in the run's view:
+ * its progress in the status line, the result as a tile of its own beside the source. */
+async function startUpscale(view, tile) {
+  const image = tile.image;
+  if (!image || image.upscaled_from) return;
+  const busy = (on) => {  // an icon button: no label to swap (setBusy would drop its icon)
+    tile.upscale.disabled = on;
+    tile.upscale.classList.toggle("busy", on);
+  };
+  busy(true);
+  view.error.hidden = true;
+  try {
+    const job = await callApi("api/upscale", {run: image.run, file: image.file});
+    follow(job, view);
+    view.node.scrollIntoView({behavior: smooth(), block: "nearest"});
+  } catch (error) {
+    view.showError(error.message);
+  } finally {
+    busy(false);
+  }
+}
+
 // ---- saved runs --------------------------------------------------------------------------------
 
 const runsList = $("#runs");
@@ -624,7 +670,8 @@ async function loadRuns() {
 
 function renderRuns() {
   runsList.replaceChildren(...runs.slice(0, runsShown).map((run) => {
-    const images = run.images ?? [];
+    const images = (run.images ?? []).filter((image) => !image.upscaled_from);
+    const upscaled = (run.images ?? []).length - images.length;
     const prompts = run.prompts ?? [...new Set(images.map((image) => image.prompt))];
     const thumbs = el("span", {class: "thumbs", "data-count": Math.min(images.length, 4)},
       ...images.slice(0, 4).map((image) =>
@@ -633,7 +680,7 @@ function renderRuns() {
     const details = el("span", {class: "run-text"},
       el("span", {class: "run-prompt", text: `${prompts[0] ?? run.name}${more}`}),
       el("span", {class: "muted", text: [`${images.length} image${images.length === 1 ? "" : "s"}`,
-        when(run.created)].filter(Boolean).join(" · ")}));
+        upscaled && `${upscaled} upscaled`, when(run.created)].filter(Boolean).join(" · ")}));
     return el("li", {class: "run-item", "data-run": run.name},
       el("button", {type: "button", class: "run-open", title: run.name, onclick: () => openRun(run)},
         thumbs, details));
@@ -688,7 +735,11 @@ function showImage() {
   viewerImage.alt = image.prompt ?? "";
   $("#viewer-title").textContent = image.prompt ?? "";
   $("#viewer-meta").textContent = [`seed ${image.seed}`, `image ${(image.image_index ?? 0) + 1}`,
-    `${image.run}/${image.file}`].join(" · ");
+    image.upscaled_from && `upscaled from ${image.upscaled_from}`, `${image.run}/${image.file}`]
+    .filter(Boolean).join(" · ");
+  for (const id of ["#viewer-vary", "#viewer-extend", "#viewer-upscale"]) {
+    $(id).hidden = Boolean(image.upscaled_from);  // an upscaled copy has no tokens to start from
+  }
   const download = $("#viewer-download");
   download.href = url;
   download.download = image.file ?? "image.png";
@@ -733,6 +784,12 @@ editForm.addEventListener("input", drawBand);
 $("#viewer-vary").addEventListener("click", () => setMode(shown.mode === "vary" ? null : "vary"));
 $("#viewer-extend").addEventListener("click", () => setMode(shown.mode === "extend" ? null : "extend"));
 $("#viewer-close").addEventListener("click", () => viewer.close());
+$("#viewer-upscale").addEventListener("click", () => {
+  const tile = shown.tiles[shown.index];
+  if (!tile?.image) return;
+  viewer.close();
+  startUpscale(shown.view, tile);
+});
 $("#viewer-prev").addEventListener("click", () => step(-1));
 $("#viewer-next").addEventListener("click", () => step(1));
 viewer.addEventListener("click", (event) => {

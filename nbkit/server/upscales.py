@@ -1,0 +1,75 @@
+"""POST /api/upscale: a saved image made larger by the server's upscaler (`--upscaler`), as a job in the
+same queue as generation, so it is counted (429), ordered, followed (SSE) and cancelled like one.
+
+The request is checked here, off the worker: the run and file (listed in the manifest as an image that
+was made, not an upscaled copy), the file read as a picture, and the upscaler loaded (downloaded, read,
+placed) on the first upscale, in a thread of its own, so that neither a download nor a bad file ever
+holds up the worker; plain generation never loads it. On the worker the job runs `runs.upscale_saved`,
+the run writer's path every front end shares: the upscaled PNG beside its source, listed in the manifest.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+
+from nbkit.output.runs import upscale_saved
+from nbkit.output.storage import RunFolder
+from nbkit.server.folders import SavedImage, resolve_image, saved_image
+from nbkit.server.jobs import Job, one_line
+from nbkit.server.options import ServerOptions
+from nbkit.server.protocol import BadInput, parse_upscale
+
+
+def _checked_source(out, run: str, file: str) -> RunFolder:
+    """The run folder of an image that may be upscaled, or BadInput naming the field."""
+    from nbkit.generation.upscale import UpscaleError
+    from nbkit.output.upscaled import read_picture
+
+    path = resolve_image(out, run, file, upscaled=False)
+    try:
+        read_picture(path)
+    except UpscaleError as error:
+        raise BadInput("file", str(error)) from None
+    return RunFolder(path.parent)
+
+
+async def submit_upscale(state: Any, body: Any) -> Job:
+    """Checks the body, loads the upscaler (first time only) and queues the job."""
+    given = parse_upscale(body)
+    if state.options.upscaler is None:
+        raise BadInput("file", "Upscaling is off on this server: start it with --upscaler esrgan-x4.", 409)
+    run, file = given.source.run, given.source.file
+    folder = await run_in_threadpool(_checked_source, state.options.out, run, file)
+    upscaler = await run_in_threadpool(state.upscaler)
+
+    def work(progress: Callable[[int, int], None]) -> SavedImage:
+        path = upscale_saved(folder, upscaler, [file], progress)[0]
+        entry = next(e for e in folder.entries(upscaled=True) if e.get("file") == path.name)
+        return saved_image(folder, entry)
+
+    return await run_in_threadpool(state.queue.submit_upscale, folder, file, work)
+
+
+def lazy_upscaler(options: ServerOptions) -> Callable[[], Any]:
+    """The upscaler, loaded by the first upscale that needs it (in a thread of its own, never the
+    worker's); a load that fails is tried again by the next upscale."""
+    loaded: list = []
+    loading = threading.Lock()
+
+    def upscaler():
+        with loading:
+            if not loaded:
+                from nbkit.generation.upscale import Upscaler
+
+                try:
+                    loaded.append(Upscaler(options.upscaler, cache=options.cache, progress=False).load())
+                except Exception as error:
+                    raise BadInput("upscaler", f"Could not load the upscaler {options.upscaler!r}: "
+                                               f"{one_line(error)}", 503) from None
+            return loaded[0]
+
+    return upscaler
