@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from nbkit.server.build import build_request
 from nbkit.server.folders import list_runs, resolve_image, resolve_run
 from nbkit.server.gate import Gate, GateRules
 from nbkit.server.jobs import FINAL_STATES, Busy, Job, JobQueue, QueueFull, Stopping, one_line
+from nbkit.server.lazy_models import lazy_reranker, lazy_upscaler
 from nbkit.server.metrics import CONTENT_TYPE, ServerMetrics
 from nbkit.server.options import ServerOptions
 from nbkit.server.protocol import (
@@ -46,7 +46,7 @@ from nbkit.server.protocol import (
     sse,
 )
 from nbkit.server.replicas.base import NoReplicaReady
-from nbkit.server.upscales import lazy_upscaler, submit_upscale
+from nbkit.server.upscales import submit_upscale
 
 STATIC = Path(__file__).parent / "static"
 KEEPALIVE_S = 15.0               # an SSE comment this often keeps proxies and tunnels from closing a stream
@@ -331,23 +331,3 @@ def create_app(queue: JobQueue, options: ServerOptions, port: int,
     return Gate(app, GateRules(options.token, options.cors_origins, options.allow_hosts, port))
 
 
-def lazy_reranker(options: ServerOptions) -> Callable[[], Any]:
-    """CLIP, loaded by the first rerank that needs it (in a thread of its own, never the worker's)."""
-    loaded: list = []
-    loading = threading.Lock()
-
-    def reranker():
-        with loading:
-            if not loaded:
-                from nbkit.output.rerank import Reranker
-                from nbkit.weights import hub
-
-                try:
-                    folder = hub.fetch(options.clip, options.cache, progress=False)
-                    loaded.append(Reranker.from_folder(folder))
-                except Exception as error:
-                    raise BadInput("clip", f"Could not load the CLIP model {options.clip!r}: "
-                                           f"{one_line(error)}", 503) from None
-            return loaded[0]
-
-    return reranker

@@ -10,7 +10,6 @@ the run writer's path every front end shares: the upscaled PNG beside its source
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -19,8 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from nbkit.output.runs import upscale_saved
 from nbkit.output.storage import RunFolder
 from nbkit.server.folders import SavedImage, resolve_image, saved_image
-from nbkit.server.jobs import Job, one_line
-from nbkit.server.options import ServerOptions
+from nbkit.server.jobs import Job
 from nbkit.server.protocol import BadInput, parse_upscale
 
 
@@ -54,22 +52,3 @@ async def submit_upscale(state: Any, body: Any) -> Job:
     return await run_in_threadpool(state.queue.submit_upscale, folder, file, work)
 
 
-def lazy_upscaler(options: ServerOptions) -> Callable[[], Any]:
-    """The upscaler, loaded by the first upscale that needs it (in a thread of its own, never the
-    worker's); a load that fails is tried again by the next upscale."""
-    loaded: list = []
-    loading = threading.Lock()
-
-    def upscaler():
-        with loading:
-            if not loaded:
-                from nbkit.generation.upscale import Upscaler
-
-                try:
-                    loaded.append(Upscaler(options.upscaler, cache=options.cache, progress=False).load())
-                except Exception as error:
-                    raise BadInput("upscaler", f"Could not load the upscaler {options.upscaler!r}: "
-                                               f"{one_line(error)}", 503) from None
-            return loaded[0]
-
-    return upscaler
