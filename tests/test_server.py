@@ -355,7 +355,20 @@ def test_variations_and_extensions_start_from_a_saved_image(server):
     kept = read_png_metadata(server.out / vary["run"] / entries[0]["file"])
     original = read_png_metadata(server.out / reference)
     assert kept["tokens"][:8 * 16] == original["tokens"][:8 * 16]          # the first 8 rows are kept
-    assert manifest(server.out, extend["run"])[0]["source"]["direction"] == "right"
+    extended_entry = manifest(server.out, extend["run"])[0]
+    assert extended_entry["source"]["direction"] == "right"
+    extended_png = server.out / extend["run"] / extended_entry["file"]
+    extended = np.reshape(read_png_metadata(extended_png)["tokens"], (16, 16))
+    source_grid = np.reshape(original["tokens"], (16, 16))
+    np.testing.assert_array_equal(extended[:, :12], source_grid[:, 4:])     # moved left by 4 columns, kept
+    # Made again in this process from the PNGs alone: the same tokens (the README's contract).
+    from nbkit.output.runs import reproduce_png
+    from tests.server_process import tiny_pipeline
+
+    pipe = tiny_pipeline()
+    for run, entry in [(vary["run"], entries[0]), (vary["run"], entries[1]), (extend["run"], extended_entry)]:
+        again = reproduce_png(pipe, server.out / run / entry["file"])
+        assert again.tokens_match, (entry["file"], again.tokens_differing)
 
 
 def test_an_error_inside_generation_fails_only_that_job(server):
