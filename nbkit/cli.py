@@ -148,7 +148,7 @@ def _tile_bar(what: str):
 
 
 def _upscale_run(folder, upscaler) -> None:
-    """Each image of the run upscaled beside it and listed with the run (`RunWriter.upscale`'s path)."""
+    """Each image of the run upscaled beside it and listed with the run (`runs.upscale_saved`)."""
     from nbkit.output.runs import upscale_saved
 
     bar, progress = _tile_bar(f"upscaling with {upscaler.model_name}")

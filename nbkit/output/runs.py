@@ -156,11 +156,6 @@ class RunWriter:
                 grids.append(self.folder.save_grid(pixels, prompt, prompt_index))
         return grids
 
-    def upscale(self, upscaler: Any, progress: Any = None) -> list[Path]:
-        """Every image of the run upscaled beside it and listed in its manifest (`upscale_saved`); those
-        upscaled before are not made again. The 256 px images stay as they are."""
-        return upscale_saved(self.folder, upscaler, progress=progress) if self.folder is not None else []
-
 
 def upscale_saved(folder: RunFolder, upscaler: Any, files: list[str] | None = None,
                   progress: Any = None) -> list[Path]:
