@@ -348,6 +348,15 @@ def stale_names(root: Path) -> list[str]:
     return problems
 
 
+def unmapped_modules(root: Path) -> list[str]:
+    """Modules of nbkit/ that docs/architecture.md, the package map, does not list."""
+    page = root / "docs" / "architecture.md"
+    listed = set(REPOSITORY_PATH.findall(page.read_text(encoding="utf-8"))) if page.is_file() else set()
+    return [f"docs/architecture.md does not list {path}" for path in sorted(
+        str(p.relative_to(root)) for p in (root / "nbkit").rglob("*.py")
+        if p.name not in ("__init__.py", "__main__.py")) if path not in listed]
+
+
 def readme_problems(root: Path) -> list[str]:
     lines = (root / "README.md").read_text(encoding="utf-8").splitlines()
     problems = [f"README.md has {len(lines)} lines, more than {MAX_README_LINES}: move reference material "
@@ -358,7 +367,7 @@ def readme_problems(root: Path) -> list[str]:
 
 
 CHECKS = {"readme": readme_problems, "links": broken_links, "commands": bad_commands, "flags": unknown_flags,
-          "documented": undocumented, "names": stale_names}
+          "documented": undocumented, "names": stale_names, "architecture": unmapped_modules}
 
 
 @pytest.mark.parametrize("check", CHECKS)
@@ -453,3 +462,8 @@ def test_a_moved_file_or_renamed_function_is_found(copy):
         "docs/pipeline.md: nbkit.output.runs has no gone_away",
         "docs/pipeline.md: nbkit.output.runs has no no_such_function",
         "docs/pipeline.md: Pipeline has no vanish"]
+
+
+def test_a_module_missing_from_the_package_map_is_found(copy):
+    plant(copy, "docs/architecture.md", "", replace="nbkit/png.py")
+    assert unmapped_modules(copy) == ["docs/architecture.md does not list nbkit/png.py"]
