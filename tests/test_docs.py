@@ -286,7 +286,7 @@ IMPORT = re.compile(r"^\s*from (nbkit(?:\.\w+)*) import (\([^)]*\)|[\w, ]+)", re
 # The short names the pages use, as `from nbkit import runs` gives them, and the pipeline's `pipe.`.
 ALIASES = {"runs": "nbkit.output.runs", "ui": "nbkit.notebook.ui", "hub": "nbkit.weights.hub",
            "colab": "nbkit.notebook.colab", "registry": "nbkit.weights.registry"}
-ALIASED = re.compile(rf"(?<![\w./])({'|'.join(ALIASES)})\.(\w+)\b(?!\.py)")
+ALIASED = re.compile(rf"(?<![\w./])({'|'.join(ALIASES)})\.(?!py\b)(\w+)")   # not `runs.py`
 MEMBER = re.compile(r"(?<![\w./])(?:pipe|Pipeline)\.(\w+)")
 
 
@@ -452,7 +452,7 @@ def test_markdown_reading():
 
 def test_a_moved_file_or_renamed_function_is_found(copy):
     plant(copy, "docs/pipeline.md", "\n`nbkit.output.runs.no_such_function`, `runs.gone_away(x)`, "
-          "`pipe.vanish()`, `nbkit/no_such_module.py`, `nbkit.png` and\n\n```python\n"
+          "`pipe.vanish()`, `nbkit/no_such_module.py`, `nbkit.png`, `hub.py` and\n\n```python\n"
           "from nbkit.generation.pipeline import (Batch,\n    Nope)\nfrom nbkit.nowhere import x\n```\n")
     assert stale_names(copy) == [
         "docs/pipeline.md: nbkit/no_such_module.py does not exist",
