@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
+import functools
 import io
 import os
 import re
@@ -36,9 +37,16 @@ MAX_README_LINES = 200
 # let through while the page is missing (and checked like any other, anchors too, once it exists).
 PENDING_PAGES = {"docs/translate.md", "docs/security.md", "docs/reproduce.md", "docs/progress-and-errors.md"}
 # Options of other programs the pages mention (pip, pytest, ruff, ray, cloudflared, XLA, wandb).
-EXTERNAL_FLAGS = {"--help", "--upgrade", "--quiet", "--no-deps", "--durations", "--fix", "--head",
-                  "--address", "--url", "--anonymously", "--xla_force_host_platform_device_count", "--lf",
-                  "--dist", "--maxfail", "--numprocesses"}
+EXTERNAL_FLAGS = {"--help", "--version",
+                  "--upgrade", "--quiet", "--no-deps", "--index-url", "--extra-index-url", "--no-cache-dir",
+                  "--pre", "--user", "--editable", "--requirement",                               # pip
+                  "--durations", "--durations-min", "--lf", "--ff", "--dist", "--maxfail", "--numprocesses",
+                  "--collect-only", "--tb", "--timeout", "--ignore", "--deselect", "--basetemp",   # pytest
+                  "--fix", "--diff",                                                                # ruff
+                  "--head", "--address", "--num-cpus", "--num-gpus", "--dashboard-host",            # ray
+                  "--url",                                                                          # cloudflared
+                  "--anonymously",                                                                  # wandb
+                  "--xla_force_host_platform_device_count"}                                         # XLA_FLAGS
 SHELLS = {"bash", "sh", "shell", "console"}
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9_-]*")
 FENCE = re.compile(r"^(\s*)(`{3,}|~{3,})\s*([\w+-]*)")
@@ -122,11 +130,16 @@ def strip_comment(line: str) -> str:
     return line
 
 
-def shell_commands(block: str) -> list[list[str]]:
+def shell_commands(block: str, console: bool = False) -> list[list[str]]:
     """Each simple command of a bash block, as argv: lines joined at `\\`, split at && || ; |, the
-    leading VAR=value assignments and a console's `$ ` dropped."""
-    commands = []
-    lines = [strip_comment(re.sub(r"^\s*\$ ", "", line)) for line in block.splitlines()]
+    leading VAR=value assignments dropped. In a console block only the lines after a `$ ` prompt (and
+    their continuations) are commands: the rest is what they print."""
+    commands, lines, continued = [], [], False
+    for line in block.splitlines():
+        prompted = re.match(r"^\s*\$ ", line)
+        if not console or prompted or continued:
+            lines.append(strip_comment(line[prompted.end():] if prompted else line))
+            continued = lines[-1].rstrip().endswith("\\")
     for line in re.sub(r"\\\n", " ", "\n".join(lines)).splitlines():
         lexer = shlex.shlex(line, posix=True, punctuation_chars="&|;")
         lexer.whitespace_split, lexer.commenters = True, ""
@@ -148,8 +161,8 @@ def page_commands(page: Path) -> list[tuple[list[str], bool]]:
     starts like one (whole=False for `nbkit COMMAND` alone, which names a command in a sentence)."""
     prose, blocks = split_page(page.read_text(encoding="utf-8"))
     found = [(argv, True) for language, block in blocks if language in SHELLS
-             for argv in shell_commands(block)]
-    commands = "|".join(subcommands(nbkit_parser()))
+             for argv in shell_commands(block, console=language == "console")]
+    commands = "|".join(sorted(command_names()))
     starts = rf"python3? -m nbkit|nbkit (-|({commands})\b)|python3? bench/\S+\.py|bash setup_colab\.sh"
     for span in inline_code(prose):     # `nbkit serving on …` is output, `nbkit serve` a command
         if re.match(rf"({starts})( |$)", span):
@@ -159,9 +172,17 @@ def page_commands(page: Path) -> list[tuple[list[str], bool]]:
     return found
 
 
+@functools.cache
+def command_names() -> frozenset[str]:
+    return frozenset(subcommands(nbkit_parser()))
+
+
 def nbkit_arguments(argv: list[str]) -> list[str] | None:
+    """The arguments of a `python -m nbkit` / `nbkit` command; None for another program's, and for a
+    line such as `nbkit serving on …`, which is what nbkit prints, not a command."""
     if argv[0] == "nbkit":
-        return argv[1:]
+        word = argv[1] if len(argv) > 1 else "-"
+        return argv[1:] if word.startswith("-") or word in command_names() else None
     if re.fullmatch(r"python3?", argv[0]) and argv[1:3] == ["-m", "nbkit"]:
         return argv[3:]
     return None
@@ -446,6 +467,10 @@ def test_markdown_reading():
         "how-fast-and-5-million"
     assert shell_commands('A=1 B="2 3" nbkit info # --x\nnbkit a \\\n  "b c" && nbkit d; e | f') == [
         ["nbkit", "info"], ["nbkit", "a", "b c"], ["nbkit", "d"], ["e"], ["f"]]
+    assert shell_commands("$ nbkit a \\\n  b\nnbkit: error: c\n  $ nbkit d", console=True) == [
+        ["nbkit", "a", "b"], ["nbkit", "d"]]
+    assert nbkit_arguments(["nbkit", "serving", "on"]) is None
+    assert nbkit_arguments(["nbkit", "info"]) == ["info"]
     prose, blocks = split_page("a `x`\n  ```bash\n  nbkit info\n  ```\nb [l](t.md)\n````\n```\n````\n")
     assert blocks == [("bash", "  nbkit info"), ("", "```")] and LINK.findall(prose) == ["t.md"]
 
