@@ -38,15 +38,17 @@ MAX_README_LINES = 200
 PENDING_PAGES = {"docs/translate.md", "docs/security.md", "docs/reproduce.md", "docs/progress-and-errors.md"}
 # Options of other programs the pages mention (pip, pytest, ruff, ray, cloudflared, XLA, wandb).
 EXTERNAL_FLAGS = {"--help", "--version",
+                  # pip
                   "--upgrade", "--quiet", "--no-deps", "--index-url", "--extra-index-url", "--no-cache-dir",
-                  "--pre", "--user", "--editable", "--requirement",                               # pip
+                  "--pre", "--user", "--editable", "--requirement",
+                  # pytest (and pytest-xdist), ruff
                   "--durations", "--durations-min", "--lf", "--ff", "--dist", "--maxfail", "--numprocesses",
-                  "--collect-only", "--tb", "--timeout", "--ignore", "--deselect", "--basetemp",   # pytest
-                  "--fix", "--diff",                                                                # ruff
-                  "--head", "--address", "--num-cpus", "--num-gpus", "--dashboard-host",            # ray
-                  "--url",                                                                          # cloudflared
-                  "--anonymously",                                                                  # wandb
-                  "--xla_force_host_platform_device_count"}                                         # XLA_FLAGS
+                  "--collect-only", "--tb", "--timeout", "--ignore", "--deselect", "--basetemp",
+                  "--fix", "--diff",
+                  # ray start, cloudflared, wandb login, XLA_FLAGS
+                  "--head", "--address", "--num-cpus", "--num-gpus", "--dashboard-host", "--url",
+                  "--anonymously",
+                  "--xla_force_host_platform_device_count"}
 SHELLS = {"bash", "sh", "shell", "console"}
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9_-]*")
 FENCE = re.compile(r"^(\s*)(`{3,}|~{3,})\s*([\w+-]*)")
