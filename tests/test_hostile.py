@@ -577,3 +577,22 @@ def test_nothing_saved_is_lost_or_half_listed(server):
         for image in run["images"]:
             assert (server.out / run["name"] / image["file"]).is_file(), image
     assert raw_call(server.url, "GET", "/api/info", headers={"Host": "127.0.0.1:1"})[0] == 421
+
+
+# ---- the page that states the limits
+
+
+def test_the_security_page_states_the_limits_in_the_code():
+    from nbkit import limits
+    from nbkit.generation.upscale import TileSettings
+    from nbkit.server.options import ServerOptions
+
+    page = (Path(__file__).parent.parent / "docs" / "security.md").read_text()
+    numbers = {name: value for name, value in vars(limits).items() if name.isupper()}
+    assert len(numbers) >= 11
+    for name, value in numbers.items():
+        shown = ", ".join(value) if isinstance(value, tuple) else f"{value:g}" if isinstance(value, float) \
+            else str(value)
+        assert re.search(rf"{re.escape(shown)}( s)?[ ,(|]", page) and f"`{name}`" in page, (name, shown)
+    assert TileSettings().max_pixels == limits.MAX_SOURCE_PIXELS
+    assert ServerOptions(out=Path(".")).max_body_bytes == limits.MAX_BODY_BYTES
