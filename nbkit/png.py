@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, PngImagePlugin
 
+from nbkit.imagefile import ImageRefused, png_info
+
 METADATA_KEY = "nbkit"  # the PNG text chunk holding the whole metadata as JSON
 
 
@@ -26,6 +28,22 @@ def check_pixels(image: object, what: str) -> np.ndarray:
                      else f"a {type(image).__name__}")
         raise ValueError(f"{what} must be a uint8 array of shape (height, width, 3), got {described}.")
     return image
+
+
+def utf8_safe(value: Any) -> Any:
+    """JSON read from a file with every lone surrogate (a "\\ud800" escape: not a character, and not
+    UTF-8) replaced by U+FFFD, so that what an older nbkit saved can be sent as JSON again."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in value)
+        return value
+    if isinstance(value, list):
+        return [utf8_safe(item) for item in value]
+    if isinstance(value, dict):
+        return {utf8_safe(key): utf8_safe(item) for key, item in value.items()}
+    return value
 
 
 def _readable(value: Any) -> str:
@@ -62,22 +80,22 @@ def png_bytes(image: np.ndarray | Image.Image, metadata: Mapping[str, Any] | Non
 
 
 def read_png_metadata(path_or_bytes: str | Path | bytes) -> dict[str, Any]:
-    """The metadata dict that `png_bytes` stored, exactly as it was given."""
+    """The metadata dict that `png_bytes` stored, exactly as it was given. Read through the guarded
+    reader without decoding the pixels (nbkit.imagefile.png_info): ValueError for a file that is not a
+    readable PNG within the bounds, FileNotFoundError where there is no file."""
     is_bytes = isinstance(path_or_bytes, (bytes, bytearray))
-    name = "<PNG bytes>" if is_bytes else str(path_or_bytes)
+    name = "<PNG bytes>" if is_bytes else Path(path_or_bytes).name
     try:
-        with Image.open(io.BytesIO(path_or_bytes) if is_bytes else path_or_bytes) as image:
-            text = dict(getattr(image, "text", {}))
-    except (OSError, SyntaxError) as error:  # not an image, or a damaged one
-        if isinstance(error, FileNotFoundError):
-            raise
-        raise ValueError(f"{name} is not a readable PNG: {error}") from error
+        text = png_info(path_or_bytes, name)
+    except ImageRefused as error:
+        raise ValueError(f"{error} (not a readable PNG)") from None
     if METADATA_KEY not in text:
         raise ValueError(f"{name} has no {METADATA_KEY!r} metadata (not written by nbkit, or stripped).")
     try:
-        metadata = json.loads(text[METADATA_KEY])
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{name}: the {METADATA_KEY!r} metadata is not valid JSON: {error}") from error
+        metadata = utf8_safe(json.loads(text[METADATA_KEY]))
+    except (ValueError, RecursionError) as error:
+        raise ValueError(f"{name}: the {METADATA_KEY!r} metadata is not valid JSON: "
+                         f"{str(error)[:200] or 'nested too deeply'}") from None
     if not isinstance(metadata, dict):
         raise ValueError(f"{name}: the {METADATA_KEY!r} metadata is not a JSON object.")
     return metadata

@@ -823,7 +823,8 @@ def test_host_rules_as_pure_functions():
     assert not any(host_allowed(host, rules) for host in refused)
     assert host_allowed("anything.example", GateRules(token="secret-token-1", port=8000))   # the token guards
     assert same_origin("http://localhost:8000", "localhost:8000", rules)
-    assert same_origin("https://x.trusted.example", "localhost:8000", rules)
+    assert same_origin("https://x.trusted.example", "x.trusted.example", rules)
+    assert not same_origin("https://x.trusted.example", "localhost:8000", rules)   # addressable ≠ trusted
     assert not same_origin("http://localhost:8000.evil.example", "localhost:8000", rules)
     for bad in ("https://x.example", "x.example/path", "user@x.example", ""):
         with pytest.raises(ValueError, match="--allow-host"):

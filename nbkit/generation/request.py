@@ -15,7 +15,7 @@ from jax.experimental import multihost_utils
 
 from nbkit.generation.kept import KeptTokens, is_whole_number
 from nbkit.generation.sampling import SamplingSettings
-from nbkit.text.tokenizer import check_prompts
+from nbkit.text.tokenizer import check_prompts, check_text
 
 SEED_LIMIT = 2**32
 _ASCII_DIGITS = re.compile(r"[0-9]+")      # not str.isdigit: it takes "²" and "١٢"
@@ -105,6 +105,8 @@ class GenerationRequest:
         count = len(self.prompts)
         object.__setattr__(self, "negative_prompt",
                            _per_prompt(self.negative_prompt, count, "negative_prompt", str, "text"))
+        for index, negative in enumerate(self.negative_prompt):
+            check_text(negative, f"Negative prompt {index}")
         object.__setattr__(self, "kept",
                            _per_prompt(self.kept, count, "kept", KeptTokens, "KeptTokens", optional=True))
         if self.source is not None:

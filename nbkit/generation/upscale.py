@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nbkit.generation import sharding
+from nbkit.limits import MAX_SOURCE_PIXELS
 
 
 class UpscaleError(ValueError):
@@ -45,7 +46,7 @@ class TileSettings:
     tile: int = 256
     overlap: int = 32
     batch: int = 4
-    max_pixels: int = 2048 * 2048
+    max_pixels: int = MAX_SOURCE_PIXELS
     ramp: float = 0.5   # the middle part of each overlap over which neighbours cross-fade
 
     def __post_init__(self):

@@ -350,14 +350,11 @@ def encode(model: VQGANEncoder, params: dict, pixels) -> np.ndarray:
 
 def _as_array(image) -> np.ndarray:
     """A path, PIL image or array → (H, W, channels) array, still in its own dtype and range."""
-    if isinstance(image, (str, Path)):
-        try:
-            with Image.open(image) as opened:
-                return _as_array(opened)
-        except (OSError, SyntaxError) as error:
-            if isinstance(error, FileNotFoundError):
-                raise
-            raise ValueError(f"{image} is not a readable image: {error}") from error
+    if isinstance(image, (str, Path)):     # through the guarded reader: size and kind checked first
+        from nbkit.imagefile import read_image
+        from nbkit.limits import MAX_SOURCE_PIXELS
+
+        return _as_array(read_image(image, max_pixels=MAX_SOURCE_PIXELS))
     if isinstance(image, Image.Image):
         # Phones store photos sideways with an EXIF orientation tag: show them upright, as viewers do.
         image = ImageOps.exif_transpose(image)

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
+from nbkit.limits import MAX_ASPECT_RATIO
 from nbkit.models.clip import CLIP
 from nbkit.models.config import read_json
 from nbkit.text.tokenizer import CLIPTokenizer, check_prompts
@@ -71,6 +72,10 @@ class ImagePreprocessing:
             image = Image.fromarray(array)
         image = image.convert("RGB")
         width, height = image.size
+        if min(width, height) < 1 or max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+            raise ValueError(f"A {width}×{height} picture cannot be scored: CLIP scales its short side to "
+                             f"{self.shortest_edge}, and pictures longer than {MAX_ASPECT_RATIO}:1 are "
+                             "refused. Crop it first.")
         scale = self.shortest_edge / min(width, height)
         size = ((self.shortest_edge, int(scale * height)) if width <= height
                 else (int(scale * width), self.shortest_edge))

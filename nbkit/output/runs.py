@@ -17,7 +17,6 @@ from typing import Any
 
 import jax
 import numpy as np
-from PIL import Image
 
 from nbkit.generation.from_image import Extend, SourceImage
 from nbkit.generation.kept import (
@@ -38,6 +37,8 @@ from nbkit.generation.pipeline import (
 )
 from nbkit.generation.request import ImageTask, check_seed
 from nbkit.generation.sampling import SamplingSettings
+from nbkit.imagefile import read_rgb
+from nbkit.limits import MAX_SOURCE_PIXELS
 from nbkit.output.images import make_grid
 from nbkit.output.storage import UPSCALED_FROM, ImageRecord, RunFolder, atomic_replace, run_key, slugify
 from nbkit.output.upscaled import UPSCALER_KEY, Reproduced, reproduce_upscaled, upscale_files
@@ -200,8 +201,7 @@ def is_upscaled(png: str | Path) -> bool:
 
 
 def _read_pixels(path: Path) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
+    return np.asarray(read_rgb(path))
 
 
 def stream_to_folder(pipe: Pipeline, request: GenerationRequest, out: str | Path, grid: bool = True,
@@ -318,7 +318,7 @@ def saved_pixels(folder: RunFolder, prompt_index: int) -> list[np.ndarray]:
     """A prompt's saved images, in image order."""
     entries = sorted((e for e in folder.entries() if e.get("prompt_index") == prompt_index),
                      key=lambda e: e["image_index"])
-    return [np.asarray(Image.open(folder.image_path(e)).convert("RGB")) for e in entries]
+    return [_read_pixels(folder.image_path(e)) for e in entries]
 
 
 @contextlib.contextmanager
@@ -395,8 +395,7 @@ def reproduce_png(pipe: Pipeline | None, png: str | Path,
     recorded = record.tokens
     differing = (int(np.sum(np.asarray(recorded) != image.tokens)) if len(recorded) == len(image.tokens)
                  else len(image.tokens))
-    with Image.open(png) as saved:
-        saved_levels = np.asarray(saved.convert("RGB"), np.int16)
+    saved_levels = np.asarray(read_rgb(png), np.int16)
     if saved_levels.shape != image.pixels.shape:
         raise ValueError(f"{png} is {saved_levels.shape[1]}×{saved_levels.shape[0]} px, not one image "
                          f"of this model ({image.pixels.shape[1]}×{image.pixels.shape[0]}).")
@@ -431,7 +430,12 @@ def rerank_folder(folder: str | Path, reranker: Any) -> list[dict[str, Any]]:
     {"prompt_index", "prompt", "grid", "images": [{"file", "image_index", "score"}, … best first]}.
     Prompts are told apart by their index: the same text given twice keeps two groups."""
     run = RunFolder.open(Path(folder))
-    entries = [e for e in run.entries() if "file" in e and run.image_path(e).is_file()]
+    damage = run.damage()
+    if damage:
+        raise ValueError(f"Run {run.path.name} is damaged ({damage[0]}"
+                         f"{f', and {len(damage) - 1} more' if len(damage) > 1 else ''}): fix or remove "
+                         "those lines before reranking it.")
+    entries = [e for e in run.entries() if run.image_path(e).is_file()]
     if not entries:
         raise ValueError(f"{folder} has no saved images (no manifest.jsonl entries): "
                          "pick a run folder made by nbkit, e.g. one printed by `python -m nbkit generate`.")
@@ -442,7 +446,7 @@ def rerank_folder(folder: str | Path, reranker: Any) -> list[dict[str, Any]]:
     for prompt_index, group in sorted(by_prompt.items()):
         group.sort(key=lambda e: e["image_index"])
         prompt = group[0]["prompt"]
-        images = [Image.open(run.image_path(e)).convert("RGB") for e in group]
+        images = [read_rgb(run.image_path(e), max_pixels=MAX_SOURCE_PIXELS) for e in group]
         scores = reranker.scores(images, [prompt] * len(images))
         order = sorted(range(len(group)), key=lambda i: -scores[i])
         ranked = [{"file": group[i]["file"], "image_index": group[i]["image_index"],

@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import tempfile
 import unicodedata
 from collections.abc import Mapping, Sequence
@@ -32,7 +33,7 @@ import numpy as np
 
 from nbkit import __version__
 from nbkit.output.images import make_grid
-from nbkit.png import png_bytes, read_png_metadata
+from nbkit.png import png_bytes, read_png_metadata, utf8_safe
 
 MANIFEST = "manifest.jsonl"
 UPSCALED_FROM = "upscaled_from"      # the key of an upscaled image's source, in its PNG and manifest entry
@@ -45,6 +46,7 @@ _MAX_SUFFIX = 10_000  # -2, -3, … tried before giving up
 # any run, and small enough that nothing built from a record can take long or much memory.
 INDEX_LIMIT = 2**20          # prompt and image indexes
 TOKENS_LIMIT = 2**16         # image tokens recorded with one image
+_NOT_JSON = object()         # a manifest line that is not JSON
 
 
 def slugify(text: str, max_length: int = 40) -> str:
@@ -138,6 +140,34 @@ def atomic_replace(path: Path, data: bytes) -> None:
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+# What `atomic_write` and `atomic_replace` name their temporary files (tempfile.mkstemp's 8 characters).
+TEMPORARY_NAME = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp")
+STALE_AFTER_S = 3600.0       # a temporary file this old is no write in progress: a crash's leftover
+
+
+def sweep_temporaries(root: Path, older_than_s: float = STALE_AFTER_S) -> list[Path]:
+    """Removes what a crash (kill -9) in `atomic_write`/`atomic_replace` left: hidden temporary files
+    named as they name them, older than `older_than_s`, in `root` and in the run folders directly in
+    it; nothing else (no other names, no links, nothing deeper or outside). Returns what it removed."""
+    root = Path(root)
+    removed: list[Path] = []
+    if not root.is_dir() or root.is_symlink():
+        return removed
+    cutoff = datetime.now(timezone.utc).timestamp() - older_than_s
+    folders = [root] + [child for child in root.iterdir() if child.is_dir() and not child.is_symlink()]
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            for child in folder.iterdir():
+                if not TEMPORARY_NAME.fullmatch(child.name):
+                    continue
+                with contextlib.suppress(OSError):
+                    info = child.lstat()
+                    if stat.S_ISREG(info.st_mode) and info.st_mtime < cutoff:
+                        child.unlink()
+                        removed.append(child)
+    return removed
 
 
 def _settings_items(settings: Any) -> tuple[tuple[str, Any], ...]:
@@ -234,6 +264,49 @@ class ImageRecord:
             raise ValueError(f"Not an image record: {error!r} in {dict(metadata)!r}.") from error
 
 
+def _whole(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value < high
+
+
+def entry_problem(entry: Any) -> str | None:
+    """What is wrong with a manifest entry as readers take it (None: nothing): a file name, and for an
+    image made from tokens its prompt (text), prompt and image index (whole numbers) and seed. Manifests
+    are untrusted (a crash, an edit): readers skip or refuse what this names instead of failing on it."""
+    if not isinstance(entry, Mapping):
+        return "it is not a JSON object"
+    if not isinstance(entry.get("file"), str):
+        return f"its file is {entry.get('file')!r}, not a file name"
+    if UPSCALED_FROM in entry:
+        return None if isinstance(entry[UPSCALED_FROM], Mapping) else f"its {UPSCALED_FROM} is not an object"
+    if not isinstance(entry.get("prompt"), str):
+        return f"its prompt is {type(entry.get('prompt')).__name__}, not text"
+    for name in ("prompt_index", "image_index"):
+        if not _whole(entry.get(name), 0, INDEX_LIMIT):
+            return f"its {name} is {entry.get(name)!r}, not a whole number from 0 to {INDEX_LIMIT - 1}"
+    if "seed" in entry and not _whole(entry["seed"], -2**63, 2**64):
+        return f"its seed is {entry['seed']!r}, not a whole number"
+    tokens = entry.get("tokens", [])
+    if not isinstance(tokens, list) or len(tokens) > TOKENS_LIMIT:
+        return "its tokens are not a list of image codes"
+    return None
+
+
+def info_problem(info: Any) -> str | None:
+    """What is wrong with a run.json's contents as readers take them (None: nothing)."""
+    if not isinstance(info, Mapping):
+        return "it is not a JSON object"
+    prompts = info.get("prompts", [])
+    if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
+        return "its prompts are not a list of texts"
+    for name in ("run_key", "created"):
+        if info.get(name) is not None and not isinstance(info.get(name), str):
+            return f"its {name} is {type(info.get(name)).__name__}, not text"
+    expected = info.get("expected_images")
+    if expected is not None and not _whole(expected, 0, INDEX_LIMIT):
+        return f"its expected_images is {expected!r}, not a whole number"
+    return None
+
+
 class RunFolder:
     """One run's folder: its images, grids, manifest.jsonl and run.json. All writes go here."""
 
@@ -297,31 +370,54 @@ class RunFolder:
         return cls.find(root, run_key) or cls.create(root, prompts, run_key, expected_images)
 
     def info(self) -> dict[str, Any]:
-        """run.json's contents ({} if missing or unreadable)."""
+        """run.json's contents ({} if missing, unreadable or of the wrong shape: see `info_problem`)."""
+        info = self.raw_info()
+        return info if isinstance(info, dict) and info_problem(info) is None else {}
+
+    def raw_info(self) -> Any:
+        """run.json's JSON as it is (None if missing or not JSON), for readers that say what is wrong."""
         try:
-            info = json.loads((self.path / RUN_FILE).read_text(encoding="utf8"))
-        except (OSError, ValueError):
-            return {}
-        return info if isinstance(info, dict) else {}
+            return utf8_safe(json.loads((self.path / RUN_FILE).read_bytes()))
+        except (OSError, ValueError, RecursionError):
+            return None
+
+    def damage(self) -> list[str]:
+        """What is wrong in this run's run.json and manifest lines, one sentence each ([]: nothing)."""
+        problems = []
+        info = self.raw_info()
+        if info is None and (self.path / RUN_FILE).exists():
+            problems.append(f"{RUN_FILE}: it is not readable JSON")
+        elif info is not None and info_problem(info):
+            problems.append(f"{RUN_FILE}: {info_problem(info)}")
+        for number, entry in enumerate(self._manifest_lines(), 1):
+            # a line that is not JSON is a write cut short by a crash: skipped, as `entries` does
+            problem = None if entry is _NOT_JSON else entry_problem(entry)
+            if problem:
+                problems.append(f"{MANIFEST} line {number}: {problem}")
+        return problems
+
+    def _manifest_lines(self) -> list[Any]:
+        try:
+            lines = (self.path / MANIFEST).read_bytes().splitlines()
+        except FileNotFoundError:
+            return []
+        parsed = []
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                parsed.append(utf8_safe(json.loads(line)))
+            except (ValueError, RecursionError):
+                parsed.append(_NOT_JSON)
+        return parsed
 
     def entries(self, upscaled: bool = False) -> list[dict[str, Any]]:
         """The manifest's entries: the images made (what resuming, grids and reranking read), and with
         `upscaled` also the upscaled copies listed beside them (entries with `UPSCALED_FROM`: a gallery
         shows them, nothing makes them again from the request). A damaged line (a write cut short by a
-        crash) is skipped."""
-        try:
-            lines = (self.path / MANIFEST).read_bytes().splitlines()
-        except FileNotFoundError:
-            return []
-        entries = []
-        for line in lines:
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(entry, dict) and (upscaled or UPSCALED_FROM not in entry):
-                entries.append(entry)
-        return entries
+        crash, or one of the wrong shape: `entry_problem`) is skipped; `damage` names it."""
+        return [entry for entry in self._manifest_lines() if entry is not _NOT_JSON
+                and entry_problem(entry) is None and (upscaled or UPSCALED_FROM not in entry)]
 
     def image_path(self, entry: Mapping[str, Any]) -> Path:
         """Where the manifest `entry`'s file is: every reader of a manifest's "file" goes through here.

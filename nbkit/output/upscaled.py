@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,8 @@ from PIL import Image
 
 from nbkit.generation.kept import tokens_sha256
 from nbkit.generation.upscale import Progress, UpscaleError, Upscaler
+from nbkit.imagefile import ImageRefused, read_image
+from nbkit.limits import MAX_IMAGE_PIXELS, MAX_SOURCE_PIXELS
 from nbkit.output.storage import UPSCALED_FROM, atomic_write
 from nbkit.png import png_bytes, read_png_metadata
 
@@ -63,24 +63,17 @@ def _to_8bit(image: Image.Image) -> tuple[np.ndarray, bool]:
     return np.ascontiguousarray(pixels), grey
 
 
-def read_picture(path: str | Path) -> Picture:
-    """A picture file → `Picture`; one-line errors for what is not a readable image."""
+def read_picture(path: str | Path, max_pixels: int = MAX_SOURCE_PIXELS) -> Picture:
+    """A picture file → `Picture`, through the guarded reader (nbkit.imagefile: size and kind checked
+    from the header first); one-line errors for what is not a readable image within the bounds."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No image at {path}: give the path of a PNG (or JPEG, WebP…) file.")
     data = path.read_bytes()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                image.load()
-                pixels, grey = _to_8bit(image)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise UpscaleError(f"{path.name} is too large to decode safely ({error}). Shrink it first.") from None
-    except (OSError, SyntaxError, ValueError) as error:   # not an image; truncated; damaged
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UpscaleError(f"{path.name} is not a readable image ({reason}). Give a PNG, JPEG or WebP "
-                           "file that opens in an image viewer.") from None
+        pixels, grey = _to_8bit(read_image(data, path.name, max_pixels))
+    except ImageRefused as error:
+        raise UpscaleError(str(error)) from None
     try:
         metadata = read_png_metadata(data)
     except ValueError:
@@ -162,7 +155,8 @@ def upscale_files(upscaler: Upscaler, sources: Sequence[str | Path], out: str | 
     """Upscales picture files together (one batch stream over the devices) and saves each result beside
     its source (or in `out`); returns the saved paths in order. Every file is read and checked before
     anything is computed; an upscale already saved is returned as it is."""
-    pictures = [read_picture(source) for source in sources]
+    limit = getattr(getattr(upscaler, "settings", None), "max_pixels", MAX_SOURCE_PIXELS)
+    pictures = [read_picture(source, limit) for source in sources]
     folders = [Path(out) if out is not None else Path(source).parent for source in sources]
     upscaler.load()
     saved: list[Path | None] = [_already_saved(folder, picture, upscaler) if folder.is_dir() else None
@@ -210,7 +204,7 @@ def reproduce_upscaled(png: str | Path, upscaler: Upscaler | None = None,
     if not source_path.is_file():
         raise FileNotFoundError(f"{png.name} was made from {name}, which is not beside it in {png.parent}. "
                                 "Put the source there to make it again.")
-    picture = read_picture(source_path)
+    picture = read_picture(source_path, MAX_IMAGE_PIXELS)
     if picture.sha256 != source.get("sha256"):
         raise ValueError(f"{name} is not the file {png.name} was made from (its sha256 differs).")
     if upscaler is None:
@@ -225,8 +219,7 @@ def reproduce_upscaled(png: str | Path, upscaler: Upscaler | None = None,
     pixels = upscaler.upscale([picture.pixels])[0]
     if picture.grey:
         pixels = np.asarray(Image.fromarray(pixels).convert("LA" if pixels.shape[2] == 4 else "L"))
-    with Image.open(png) as image:
-        saved = np.asarray(image)
+    saved = np.asarray(read_image(png, max_pixels=MAX_IMAGE_PIXELS))
     if saved.shape != pixels.shape:
         raise ValueError(f"{png.name} is {saved.shape}, made again it is {pixels.shape}.")
     difference = int(np.abs(saved.astype(np.int16) - pixels.astype(np.int16)).max(initial=0))

@@ -8,10 +8,11 @@ Errors are `BadInput` (protocol.py) so that the HTTP side answers them like any 
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
-from nbkit.output.storage import RunFolder
+from nbkit.output.storage import MANIFEST, RUN_FILE, RunFolder
 from nbkit.server.protocol import BadInput, plain_name
 
 
@@ -32,10 +33,14 @@ class SavedImage:
 
 @dataclasses.dataclass(frozen=True)
 class RunSummary:
+    """One run as /api/runs lists it. `damaged`: what is wrong in its run.json or manifest lines (a crash,
+    an edit), one sentence each; the images that can still be read are listed all the same."""
+
     name: str
     created: str | None
     prompts: list
     images: list[SavedImage]
+    damaged: list[str] = dataclasses.field(default_factory=list)
 
 
 def saved_images(folder: RunFolder, upscaled: bool = False) -> list[SavedImage]:
@@ -58,6 +63,19 @@ def saved_image(folder: RunFolder, entry: dict) -> SavedImage:
     return SavedImage(folder.path.name, entry["file"], entry.get("prompt"), entry.get("prompt_index"),
                       entry.get("image_index"), entry.get("seed"),
                       upscaled_from=source.get("file") if isinstance(source, dict) else None)
+
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w:/.~-])/(?:[^\s'\"/]+/)+(?P<name>[^\s'\"/]+)")
+
+
+def for_clients(message: str, out: Path, other_paths: bool = True) -> str:
+    """An error message as a client may see it: paths in the output folder relative to it (as /api/runs
+    names runs and files), and with `other_paths`, any other absolute path cut to its last name (where
+    the server keeps its files is not the client's business; the server's log keeps the whole message)."""
+    for prefix in {str(out.resolve()), str(out.absolute()), str(out)}:
+        if prefix not in ("", ".", "/"):
+            message = message.replace(prefix + "/", "").replace(prefix, "the output folder")
+    return _ABSOLUTE_PATH.sub(lambda match: match["name"], message) if other_paths else message
 
 
 def _number(value: Any) -> int:
@@ -95,14 +113,24 @@ def resolve_image(out: Path, run: Any, file: Any, field: str = "file", upscaled:
 
 
 def list_runs(out: Path, limit: int) -> list[RunSummary]:
-    """The newest `limit` run folders in `out`, newest first, with their saved images."""
+    """The newest `limit` run folders in `out`, newest first, with their saved images. A run whose
+    run.json or manifest is damaged is listed with what is wrong (`damaged`), never left to fail the
+    list; a folder with neither file is not a run."""
     found = []
     for child in (out.iterdir() if out.is_dir() else ()):
         if plain_name(child.name) and child.is_dir() and not child.is_symlink():
-            info = RunFolder(child).info()
-            if info:
-                found.append((str(info.get("created") or ""), child.name, info))
+            folder = RunFolder(child)
+            if not (child / RUN_FILE).exists() and not (child / MANIFEST).is_file():
+                continue
+            info = folder.info()
+            found.append((str(info.get("created") or ""), child.name, info))
     found.sort(reverse=True)
-    return [RunSummary(name, created or None, list(info.get("prompts", [])),
-                       saved_images(RunFolder(out / name), upscaled=True))
-            for created, name, info in found[:limit]]
+    listed = []
+    for created, name, info in found[:limit]:
+        folder = RunFolder(out / name)
+        try:
+            listed.append(RunSummary(name, created or None, list(info.get("prompts", [])),
+                                     saved_images(folder, upscaled=True), folder.damage()))
+        except OSError as error:          # a folder removed or unreadable while it was listed
+            listed.append(RunSummary(name, created or None, [], [], [f"unreadable: {error.strerror}"]))
+    return listed

@@ -8,7 +8,8 @@ What it protects against (see the README's security paragraph):
 - DNS rebinding: a token-less server answers only Host names of this machine (localhost, 127.0.0.1,
   [::1], with its port) and those given with --allow-host, so a page that points its own name at
   127.0.0.1 is refused (421).
-- Cross-site writes: a state-changing request (POST, DELETE) whose Origin is not the server's own, not
+- Cross-site writes: a state-changing request (POST, DELETE) whose Origin is not the server's own (the
+  Host it was sent to, whatever --allow-host allows), not
   given with --cors-origin and not the playground's page on its routes, or that says
   `Sec-Fetch-Site: cross-site` without an Origin, is refused (403); /api/ POSTs must be
   `application/json`, which a page on another site cannot send without a CORS preflight.
@@ -138,14 +139,13 @@ def cross_origin_allowed(origin: str | None, route: str, rules: GateRules) -> bo
 
 
 def same_origin(origin: str, host: str | None, rules: GateRules) -> bool:
-    """An Origin that is this server: the Host it was called by, or a host name --allow-host gives."""
+    """An Origin that is this server: the very Host it was called by (which has passed `host_allowed`).
+    --allow-host says which names may *address* the server, never which sites are *trusted*: a page on
+    another name (under a `.suffix`, or any under `*`) is cross-site, and needs --cors-origin."""
     parts = urlsplit(origin)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    if parts.scheme not in ("http", "https") or not parts.netloc or host is None:
         return False
-    if host is not None and parts.netloc.lower() == host.strip().lower():
-        return True
-    name, port = split_host(parts.netloc)
-    return bool(name) and any(host_matches(name, port, allowed) for allowed in rules.allow_hosts)
+    return parts.netloc.lower() == host.strip().lower()
 
 
 def write_allowed(method: str, origin: str | None, fetch_site: str | None, host: str | None, route: str,

@@ -43,9 +43,9 @@ import numpy as np
 from nbkit.generation.pipeline import Batch, GeneratedImage, Progress
 from nbkit.generation.request import GenerationRequest, ImageTask
 from nbkit.generation.sampling import SamplingSettings
-from nbkit.output.runs import RunWriter
+from nbkit.output.runs import RunWriter, request_run_key
 from nbkit.output.storage import RunFolder
-from nbkit.server.folders import SavedImage, saved_images
+from nbkit.server.folders import SavedImage, for_clients, saved_images
 from nbkit.server.replicas.base import ModelFacts, NoReplicaReady, Replica, ReplicaDied, ReplicaPool
 
 FINAL_STATES = ("done", "failed", "cancelled")
@@ -351,6 +351,9 @@ class JobQueue:
         with self._opening:                      # only submits wait here, never status or event requests
             if self._runs is None:
                 self._runs = RunFolder.index(self.out)
+            key = request_run_key(model.name, request)
+            if key in self._runs and not self._runs[key].path.is_dir():
+                del self._runs[key]             # removed from the disk while the server ran: a new one
             writer = RunWriter.open(model.name, request, self.out, self._runs)
             folder = self._runs[writer.key] = writer.make_folder()   # its name is in every status
         earlier = saved_images(folder)
@@ -514,7 +517,10 @@ class JobQueue:
                 job.listeners.remove(listener)
 
     def _finish(self, job: Job, state: str, error: str | None = None) -> None:
-        job.state, job.error = state, error
+        shown = None if error is None else for_clients(error, self.out)
+        if shown != error:
+            self.log(f"job {job.id}: {error}")          # the whole message stays in the server's log
+        job.state, job.error = state, shown
         job.pending.clear()
         if job in self._waiting:
             self._waiting.remove(job)

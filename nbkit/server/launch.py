@@ -17,6 +17,9 @@ from typing import Any
 
 import uvicorn
 
+from nbkit.limits import KEEP_ALIVE_S, MAX_CONNECTIONS, MAX_HEADER_BYTES
+from nbkit.output.storage import sweep_temporaries
+from nbkit.server.connections import HeaderDeadlineProtocol
 from nbkit.server.jobs import JobQueue
 from nbkit.server.metrics import ServerMetrics
 from nbkit.server.options import ServerOptions
@@ -83,12 +86,21 @@ class Running:
         self.queue: JobQueue
         self.metrics = ServerMetrics(queue_length=lambda: self.queue.info()["jobs_waiting"],
                                      replicas_ready=lambda: len(pool.ready()))
+        swept = sweep_temporaries(options.out)
+        if swept:
+            (log or _to_stderr)(f"nbkit: removed {len(swept)} temporary file(s) a crash left in "
+                                f"{options.out}")
         self.queue = JobQueue(pool, options.out, options.max_queue, options.preview_every, log, self.metrics)
         self.app = create_app(self.queue, options, self.port, on_ready, self.metrics)
         # log_config=None: uvicorn leaves the process's logging as it is (a notebook kernel's too);
         # its warnings and errors reach stderr through Python's last-resort handler.
+        # A slow or idle client is bounded (nbkit.limits, docs/security.md): its headers within
+        # HEADER_TIMEOUT_S (connections.py), an idle kept-alive connection KEEP_ALIVE_S, the headers'
+        # size MAX_HEADER_BYTES, and at most MAX_CONNECTIONS at once (503 beyond).
         config = uvicorn.Config(self.app, log_config=None, access_log=False, lifespan="on",
-                                timeout_graceful_shutdown=5)
+                                timeout_graceful_shutdown=5, http=HeaderDeadlineProtocol,
+                                timeout_keep_alive=KEEP_ALIVE_S, limit_concurrency=MAX_CONNECTIONS,
+                                h11_max_incomplete_event_size=MAX_HEADER_BYTES)
         self.server = _Uvicorn(config, on_exit=self.queue.stop)
         self._thread: threading.Thread | None = None
 

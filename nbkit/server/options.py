@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from nbkit.limits import MAX_BODY_BYTES
+
 
 @dataclasses.dataclass(frozen=True)
 class ServerOptions:
@@ -16,7 +18,7 @@ class ServerOptions:
     max_queue: int = 16
     max_images: int = 16
     max_prompt_chars: int = 300
-    max_body_bytes: int = 64 * 1024
+    max_body_bytes: int = MAX_BODY_BYTES
     preview_every: int | None = 64
     model: str = "mini"
     vqgan: str = "vqgan"

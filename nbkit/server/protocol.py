@@ -13,6 +13,7 @@ import dataclasses
 import io
 import json
 import math
+import re
 from typing import Any
 from urllib.parse import quote
 
@@ -23,6 +24,8 @@ from starlette.responses import JSONResponse
 from nbkit.generation.from_image import Edit, Extend, Vary
 from nbkit.generation.request import SEED_LIMIT
 from nbkit.generation.sampling import SamplingSettings
+from nbkit.limits import MAX_JSON_DEPTH
+from nbkit.text.tokenizer import lone_surrogate
 
 JOB_FIELDS = ("prompts", "prompt", "n_images", "seed", "temperature", "top_k", "top_p", "condition_scale",
               "negative_prompt", "vary", "extend")
@@ -53,11 +56,24 @@ class Limits:
 # ---- fields
 
 
+def _finite(value: int | float) -> bool:
+    """A float that is not inf or NaN, or an int (JSON ints have no bound: 10**400 is no float)."""
+    return isinstance(value, int) or math.isfinite(value)
+
+
+def _shown(value: Any) -> str:
+    """A value as an error quotes it: short, whatever was sent."""
+    if isinstance(value, int) and value.bit_length() > 100:
+        return f"a number of {value.bit_length()} bits"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def whole_number(value: Any, field: str, low: int, high: int) -> int:
     """A JSON number that is a whole number from `low` to `high` (1.0 counts; true, 1.5 and 3e9 do not)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value) \
             or value != int(value) or not low <= value <= high:
-        raise BadInput(field, f"{field} must be a whole number from {low} to {high} (got {value!r}).")
+        raise BadInput(field, f"{field} must be a whole number from {low} to {high} (got {_shown(value)}).")
     return int(value)
 
 
@@ -71,16 +87,20 @@ def query_count(text: str, field: str, low: int, high: int) -> int:
 def _real(value: Any, field: str, low: float, high: float, low_open: bool = False) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value) \
             or not (low < value if low_open else low <= value) or value > high:
         bound = f"above {low:g}" if low_open else f"from {low:g}"
-        raise BadInput(field, f"{field} must be a number {bound} to {high:g} (got {value!r}).")
+        raise BadInput(field, f"{field} must be a number {bound} to {high:g} (got {_shown(value)}).")
     return float(value)
 
 
 def _text(value: Any, field: str, max_chars: int, blank_ok: bool = False) -> str:
     if not isinstance(value, str):
         raise BadInput(field, f"{field} must be a string (got {type(value).__name__} {value!r}).")
+    position = lone_surrogate(value)
+    if position is not None:
+        raise BadInput(field, f"{field} holds a lone surrogate (\\u{ord(value[position]):04x}) at character "
+                              f"{position}: that is not a character and cannot be saved. Send UTF-8 text.")
     if not blank_ok and not value.strip():
         raise BadInput(field, f"{field} is empty: say what the image should show, e.g. \"a red apple\".")
     if len(value) > max_chars:
@@ -101,12 +121,31 @@ def known_fields(value: Any, field: str, known: tuple[str, ...]) -> dict:
     return value
 
 
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+
+def json_depth(text: str) -> int:
+    """How deeply arrays and objects nest in JSON text (brackets inside strings are not counted), found
+    before parsing: Python's parser recurses, and 30000 levels would be a RecursionError."""
+    depth = deepest = 0
+    for bracket in re.findall(r"[\[\]{}]", _JSON_STRING.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
 def parse_body(body: bytes) -> Any:
-    """A request body as JSON (the gate has checked its content type where one is required)."""
+    """A request body as JSON (the gate has checked its content type where one is required), nested at
+    most MAX_JSON_DEPTH deep."""
     try:
-        return json.loads(body.decode("utf-8"))
+        text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise BadInput("body", "The body is not UTF-8 text: send JSON.") from None
+    if json_depth(text) > MAX_JSON_DEPTH:
+        raise BadInput("body", f"The body nests arrays and objects more than {MAX_JSON_DEPTH} deep: send "
+                               'an object such as {"prompts": ["a red apple"], "n_images": 1}.')
+    try:
+        return json.loads(text)
     except ValueError as error:
         raise BadInput("body", f"The body is not valid JSON ({error}): send an object such as "
                                '{"prompts": ["a red apple"], "n_images": 1}.') from None
@@ -125,7 +164,7 @@ def sampling_settings(body: dict, limits: Limits) -> SamplingSettings:
 def plain_name(name: Any) -> bool:
     """A file or folder name that stays where it is put: no separators, no `..`, not hidden."""
     return (isinstance(name, str) and 0 < len(name) <= 255 and not name.startswith(".")
-            and not any(bad in name for bad in ("/", "\\", "\0", ":")))
+            and not any(bad in name for bad in ("/", "\\", "\0", ":")) and lone_surrogate(name) is None)
 
 
 def image_reference(value: Any, field: str) -> tuple[str, str]:

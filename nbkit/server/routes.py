@@ -8,10 +8,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -22,9 +24,11 @@ from starlette.staticfiles import StaticFiles
 
 from nbkit import __version__
 from nbkit.generation.request import GenerationRequest
+from nbkit.imagefile import read_rgb
+from nbkit.limits import BODY_TIMEOUT_S
 from nbkit.output.runs import rerank_folder
 from nbkit.server.build import build_request
-from nbkit.server.folders import list_runs, resolve_image, resolve_run
+from nbkit.server.folders import for_clients, list_runs, resolve_image, resolve_run
 from nbkit.server.gate import Gate, GateRules
 from nbkit.server.jobs import FINAL_STATES, Busy, Job, JobQueue, QueueFull, Stopping, one_line
 from nbkit.server.lazy_models import lazy_reranker, lazy_upscaler
@@ -57,11 +61,17 @@ async def read_json(request: Request, limit: int) -> Any:
     if declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise BadInput("body", f"The body is {declared} bytes; this server takes at most {limit}.", 413)
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BadInput("body", f"The body is over {limit} bytes, the most this server takes.", 413)
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT_S):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise BadInput("body", f"The body is over {limit} bytes, the most this server takes.",
+                                   413)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise BadInput("body", f"The body did not arrive within {BODY_TIMEOUT_S:g} s: send it whole.",
+                       408) from None
     return parse_body(b"".join(chunks))
 
 
@@ -230,14 +240,11 @@ async def upscale(request: Request) -> Response:
 
 def _saved_files(out: Path, images: Any, as_jpeg: bool) -> list[str]:
     """The saved images as base64: JPEG for the playground, the PNG file itself for the official app."""
-    from PIL import Image
-
     encoded = []
     for saved in images:
         path = resolve_image(out, saved.run, saved.file)
         if as_jpeg:
-            with Image.open(path) as picture:
-                encoded.append(jpeg_base64(picture.convert("RGB")))
+            encoded.append(jpeg_base64(np.asarray(read_rgb(path))))
         else:
             encoded.append(base64.b64encode(path.read_bytes()).decode("ascii"))
     return encoded
@@ -263,7 +270,8 @@ async def generate(request: Request) -> Response:
 
 
 async def _bad_input(request: Request, error: BadInput) -> Response:
-    return error_response(error.status, error.field, error.message)
+    return error_response(error.status, error.field,
+                          for_clients(error.message, request.app.state.options.out, error.status >= 500))
 
 
 async def _queue_full(request: Request, error: QueueFull) -> Response:
@@ -291,7 +299,11 @@ async def _http_error(request: Request, error: HTTPException) -> Response:
 
 
 async def _server_error(request: Request, error: Exception) -> Response:
-    return error_response(500, None, one_line(error))
+    message = one_line(error)
+    shown = for_clients(message, request.app.state.options.out)
+    if shown != message:
+        print(f"nbkit: {request.method} {request.url.path}: {message}", file=sys.stderr, flush=True)
+    return error_response(500, None, shown)
 
 
 def create_app(queue: JobQueue, options: ServerOptions, port: int,

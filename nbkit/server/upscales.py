@@ -22,27 +22,31 @@ from nbkit.server.jobs import Job
 from nbkit.server.protocol import BadInput, parse_upscale
 
 
-def _checked_source(out, run: str, file: str) -> RunFolder:
-    """The run folder of an image that may be upscaled, or BadInput naming the field."""
+def _checked_source(out, run: str, file: str, max_pixels: int) -> RunFolder:
+    """The run folder of an image that may be upscaled, or BadInput naming the field: its size is checked
+    against the upscaler's own limit from the header, before anything is decoded or queued."""
     from nbkit.generation.upscale import UpscaleError
     from nbkit.output.upscaled import read_picture
 
     path = resolve_image(out, run, file, upscaled=False)
     try:
-        read_picture(path)
+        read_picture(path, max_pixels)
     except UpscaleError as error:
         raise BadInput("file", str(error)) from None
     return RunFolder(path.parent)
 
 
 async def submit_upscale(state: Any, body: Any) -> Job:
-    """Checks the body, loads the upscaler (first time only) and queues the job."""
+    """Checks the body, loads the upscaler (first time only), checks the picture against its limits and
+    queues the job."""
     given = parse_upscale(body)
     if state.options.upscaler is None:
         raise BadInput("file", "Upscaling is off on this server: start it with --upscaler esrgan-x4.", 409)
     run, file = given.source.run, given.source.file
-    folder = await run_in_threadpool(_checked_source, state.options.out, run, file)
+    await run_in_threadpool(resolve_image, state.options.out, run, file, "file", False)   # 404 first
     upscaler = await run_in_threadpool(state.upscaler)
+    folder = await run_in_threadpool(_checked_source, state.options.out, run, file,
+                                     upscaler.settings.max_pixels)
 
     def work(progress: Callable[[int, int], None]) -> SavedImage:
         path = upscale_saved(folder, upscaler, [file], progress)[0]
@@ -50,5 +54,3 @@ async def submit_upscale(state: Any, body: Any) -> Job:
         return saved_image(folder, entry)
 
     return await run_in_threadpool(state.queue.submit_upscale, folder, file, work)
-
-

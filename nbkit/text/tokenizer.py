@@ -36,6 +36,26 @@ class TokenizedPrompts:
         return self.input_ids.shape[0]
 
 
+def lone_surrogate(text: str) -> int | None:
+    """Where `text` holds a lone surrogate (None: nowhere): not a character, and not UTF-8, so nothing
+    holding it can be saved or sent as JSON. Text cut from a longer one, or bytes that were not UTF-8
+    (Python reads those from a command line as \\udc80–\\udcff), leave them."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        return error.start
+    return None
+
+
+def check_text(text: str, what: str) -> str:
+    """`text` if it is UTF-8 text; a ValueError naming `what` and the position if not."""
+    position = lone_surrogate(text)
+    if position is not None:
+        raise ValueError(f"{what} holds {text[position]!r} at character {position}, which is not a "
+                         "character (a lone surrogate, or bytes that were not UTF-8): type it again.")
+    return text
+
+
 def check_prompts(prompts: object) -> list[str]:
     """Returns the prompts as a list, or raises an error that says how to call us."""
     if isinstance(prompts, str):
@@ -52,6 +72,7 @@ def check_prompts(prompts: object) -> list[str]:
             raise TypeError(
                 f"Prompt {index} is a {type(prompt).__name__} ({prompt!r}); every prompt must be a string."
             )
+        check_text(prompt, f"Prompt {index}")
     return list(prompts)
 
 
