@@ -44,7 +44,8 @@ class GenerationConfig:
         bad = values.get("bad_words_ids") or [[pad_token_id]]
         single = tuple(words[0] for words in bad if isinstance(words, list) and len(words) == 1)
         eos = values.get("eos_token_id", 0)
-        return cls(num_beams=int(values.get("num_beams", 4)), length_penalty=float(values.get("length_penalty", 1.0)),
+        return cls(num_beams=int(values.get("num_beams", 4)),
+                   length_penalty=float(values.get("length_penalty", 1.0)),
                    bad_words_ids=single, eos_token_id=int(eos[0] if isinstance(eos, list) else eos),
                    pad_token_id=int(values.get("pad_token_id", pad_token_id)),
                    decoder_start_token_id=int(values.get("decoder_start_token_id", pad_token_id)),
@@ -68,7 +69,8 @@ def greedy_search(model: Marian, params, input_ids, attention_mask, gen: Generat
     """(batch, 1 + steps) ids: the start token, then the argmax each step; `<pad>` after `</s>`."""
     states = model.apply({"params": params}, input_ids, attention_mask, method=model.encode)
     batch = input_ids.shape[0]
-    tokens = jnp.full((batch, steps + 1), gen.pad_token_id, jnp.int32).at[:, 0].set(gen.decoder_start_token_id)
+    tokens = jnp.full((batch, steps + 1), gen.pad_token_id, jnp.int32)
+    tokens = tokens.at[:, 0].set(gen.decoder_start_token_id)
 
     def step(t, carry):
         tokens, done = carry

@@ -1,0 +1,112 @@
+"""The opus-mt translator (Marian in Flax, SentencePiece tokenizer, greedy and beam search) against
+transformers' own outputs for the tiny folders, and what a translator does with odd prompts."""
+
+import numpy as np
+import pytest
+from conftest import golden_folder, golden_params
+
+from nbkit.text.marian_search import GenerationConfig, beam_search, greedy_search
+from nbkit.text.sentencepiece_tokenizer import MarianTokenizer
+from nbkit.text.translate import Translator, pick_translator
+from nbkit.weights.checkpoint import CheckpointError
+from nbkit.weights.marian_weights import load_marian
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+@pytest.mark.golden
+@pytest.mark.parametrize("folder", golden_params("marian"))
+def test_tokens_match_the_reference(folder):
+    expected = np.load(folder / "expected.npz")
+    tokenizer = MarianTokenizer(folder)
+    batch = tokenizer.encode([str(t) for t in expected["texts"]], int(expected["max_length"]))
+    np.testing.assert_array_equal(batch.input_ids, expected["input_ids"])
+    np.testing.assert_array_equal(batch.attention_mask, expected["attention_mask"])
+    assert [tokenizer.decode(row) for row in expected["decode_ids"]] == list(expected["decode_texts"])
+
+
+@pytest.mark.golden
+@pytest.mark.parametrize("weights", WEIGHT_FILES)
+@pytest.mark.parametrize("folder", golden_params("marian"))
+def test_states_logits_and_searches_match_the_reference(folder, weights):
+    expected = np.load(folder / "expected.npz")
+    model, params = load_marian(folder, weights=folder / weights)
+    ids, mask = expected["input_ids"], expected["attention_mask"]
+    states = model.apply({"params": params}, ids, mask, method=model.encode)
+    np.testing.assert_allclose(states, expected["encoder_last_hidden_state"], atol=1e-5, rtol=0)
+    logits = model.apply({"params": params}, ids, mask, expected["decoder_input_ids"])
+    np.testing.assert_allclose(logits, expected["logits"], atol=1e-4, rtol=0)
+    generation = GenerationConfig.from_folder(folder, model.config.pad_token_id)
+    assert generation.num_beams == int(expected["num_beams"])
+    steps = int(expected["max_new_tokens"])
+    greedy = np.asarray(greedy_search(model, params, ids, mask, generation, steps))
+    np.testing.assert_array_equal(greedy, expected["greedy_sequences"])
+    beams, scores = beam_search(model, params, ids, mask, generation, steps)
+    np.testing.assert_array_equal(np.asarray(beams), expected["beam_sequences"])
+    np.testing.assert_allclose(scores, expected["beam_sequences_scores"], atol=1e-4, rtol=0)
+    tokenizer = MarianTokenizer(folder)
+    assert [tokenizer.decode(row) for row in greedy] == list(expected["greedy_texts"])
+    assert [tokenizer.decode(row) for row in np.asarray(beams)] == list(expected["beam_texts"])
+
+
+@pytest.mark.golden
+@pytest.mark.parametrize("weights", WEIGHT_FILES)
+@pytest.mark.parametrize("folder", golden_params("marian"))
+def test_a_corrupted_copy_fails(folder, weights, tmp_path):
+    expected = np.load(folder / "expected.npz")
+    data = bytearray((folder / weights).read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 64] = bytes(255 - b for b in data[middle:middle + 64])
+    (tmp_path / weights).write_bytes(bytes(data))
+    for name in ("config.json", "generation_config.json"):
+        (tmp_path / name).write_bytes((folder / name).read_bytes())
+    try:
+        model, params = load_marian(tmp_path, weights=tmp_path / weights)
+    except CheckpointError as error:
+        assert "\n" not in str(error)
+    else:
+        logits = model.apply({"params": params}, expected["input_ids"], expected["attention_mask"],
+                             expected["decoder_input_ids"])
+        assert not np.allclose(logits, expected["logits"], atol=1e-4, rtol=0)
+
+
+def test_new_prompts_in_one_bucket_do_not_recompile(count_compilations):
+    translator = Translator(golden_folder("marian"), name="translate-test")
+    translator.translate(["一只猫", "кошка"])
+    with count_compilations() as counter:
+        out = translator.translate(["牛油果形状的扶手椅", "宇宙飛行士"])
+    assert counter.count == 0
+    assert len(out) == 2 and all(t.english for t in out)
+
+
+def test_a_batch_translates_like_its_prompts_one_by_one():
+    translator = Translator(golden_folder("marian"), beam=False)
+    texts = ["一只穿着宇航服的猫", "кошка в скафандре", "牛油果形状的扶手椅"]
+    together = [t.english for t in translator.translate(texts)]
+    assert together == [translator.translate([text])[0].english for text in texts]
+
+
+def test_a_long_prompt_is_truncated_with_a_warning():
+    translator = Translator(golden_folder("marian"), beam=False)
+    with pytest.warns(UserWarning, match="longer than the translator takes"):
+        translator.translate(["猫" * 200])
+
+
+def test_a_folder_missing_a_file_says_what_to_do(tmp_path):
+    folder = golden_folder("marian")
+    for name in ("config.json", "generation_config.json", "model.safetensors", "vocab.json", "source.spm"):
+        (tmp_path / name).write_bytes((folder / name).read_bytes())
+    with pytest.raises(FileNotFoundError, match=r"lacks target\.spm.*download"):
+        Translator(tmp_path)
+
+
+@pytest.mark.parametrize("text, model", [
+    ("an avocado armchair", None), ("Café à la crème", None), ("🐱🚀", None),
+    ("一只穿着宇航服的猫", "translate-zh"), ("宇宙飛行士の猫", "translate-ja"),
+    ("우주복을 입은 고양이", "translate-ko"), ("кошка в скафандре", "translate-ru"),
+    ("γάτα", "translate-mul"),
+    ("an armchair（牛油果形状的扶手椅）", "translate-zh"),
+    ("кошка 猫", "translate-mul"),
+])
+def test_auto_picks_the_model_from_the_script(text, model):
+    assert pick_translator(text) == model
