@@ -281,7 +281,7 @@ def _info(args: argparse.Namespace) -> None:
     from nbkit.generation.device import detect
     from nbkit.places import model_cache
     from nbkit.weights import hub
-    from nbkit.weights.registry import upscalers_summary
+    from nbkit.weights.registry import translators_summary, upscalers_summary
 
     print(f"nbkit {__version__}")
     print(detect().summary())
@@ -291,6 +291,7 @@ def _info(args: argparse.Namespace) -> None:
     for source, folder, size in cached:
         print(f"  {source}  {size / 1e9:.2f} GB  {folder}")
     print(upscalers_summary())
+    print(translators_summary())
 
 
 def _upscale(args: argparse.Namespace) -> None:

@@ -85,6 +85,15 @@ class MarianConfig:
         return cls.from_dict(read_json(Path(folder) / "config.json", "the translator's architecture"))
 
 
+# The opus-mt base size, for the registry's memory figures and the benchmark (random weights).
+PUBLISHED_ARCHITECTURES = {
+    "opus-mt-base": MarianConfig(vocab_size=65001, decoder_vocab_size=65001, d_model=512, encoder_layers=6,
+                                 decoder_layers=6, encoder_attention_heads=8, decoder_attention_heads=8,
+                                 encoder_ffn_dim=2048, decoder_ffn_dim=2048, max_position_embeddings=512,
+                                 pad_token_id=65000, eos_token_id=0, decoder_start_token_id=65000),
+}
+
+
 def sinusoid_table(positions: int, width: int) -> np.ndarray:
     """(positions, width): sin(p / 10000^(2i/width)) in the first half, cos in the second."""
     half = width // 2
