@@ -117,3 +117,52 @@ class Translator:
                              "prompt in English, or pick another translator with --translate NAME.")
         return [Translation(text, out, self.name, self.revision)
                 for text, out in zip(texts, english, strict=True)]
+
+
+def load_translator(choice: str, cache: str | Path | None = None, progress: bool = True) -> Translator:
+    """A registry name (`translate-zh`), a folder or a hub id → a loaded Translator."""
+    from nbkit.weights import hub
+    from nbkit.weights.registry import MODELS, TRANSLATOR
+
+    registered = MODELS.get(choice)
+    if registered is not None and registered.kind != TRANSLATOR:
+        names = ", ".join(n for n, m in MODELS.items() if m.kind == TRANSLATOR)
+        raise ValueError(f"{choice} is not a translator: use one of {names}, a folder, or --translate off.")
+    folder = hub.fetch(choice, cache, progress=progress)
+    return Translator(folder, name=choice, revision=registered.revision if registered else None)
+
+
+def translate_prompts(prompts: list[str], negative: str | list[str], choice: str = "auto",
+                      cache: str | Path | None = None, loader=None
+                      ) -> tuple[list[str], list[str], list[dict | None]]:
+    """The English prompts and negative prompts to draw, and per prompt what was translated (None where
+    nothing was). `choice`: "off", "auto" (by script; English loads nothing) or a translator to use for
+    every prompt that is not English. Each translator is loaded once, all its texts in one batch."""
+    negatives = [negative] * len(prompts) if isinstance(negative, str) else list(negative)
+    loader = loader or load_translator
+    if choice == "off":
+        return list(prompts), negatives, [None] * len(prompts)
+    texts = list(prompts) + negatives
+    wanted = [pick_translator(text) if text.strip() else None for text in texts]
+    if choice != "auto":
+        wanted = [None if name is None else choice for name in wanted]
+    english = list(texts)
+    used: dict[int, Translation] = {}
+    for name in sorted({name for name in wanted if name is not None}):
+        translator = loader(name, cache)
+        indexes = [i for i, n in enumerate(wanted) if n == name]
+        for i, done in zip(indexes, translator.translate([texts[i] for i in indexes]), strict=True):
+            english[i], used[i] = done.english, done
+    records: list[dict | None] = []
+    for i in range(len(prompts)):
+        done, negative_done = used.get(i), used.get(len(prompts) + i)
+        if done is None and negative_done is None:
+            records.append(None)
+            continue
+        translator = done or negative_done
+        record = {"typed_prompt": prompts[i], "translator": translator.translator,
+                  "translator_revision": translator.revision or ""}
+        if negative_done is not None:
+            record["typed_negative_prompt"] = negatives[i]
+        records.append(record)
+    return english[: len(prompts)], english[len(prompts):], records
