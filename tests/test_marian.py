@@ -110,3 +110,28 @@ def test_a_folder_missing_a_file_says_what_to_do(tmp_path):
 ])
 def test_auto_picks_the_model_from_the_script(text, model):
     assert pick_translator(text) == model
+
+
+def test_an_empty_translation_is_a_clear_error(monkeypatch):
+    translator = Translator(golden_folder("marian"), name="translate-test", beam=False)
+    monkeypatch.setattr(translator, "token_ids", lambda texts: (None, [""] * len(texts)))
+    with pytest.raises(ValueError, match="gave no English for '猫'.*--translate"):
+        translator.translate(["猫"])
+
+
+def test_translate_prompts_batches_per_translator_and_keeps_english(monkeypatch):
+    from nbkit.text.translate import translate_prompts
+
+    loaded = []
+
+    def loader(name, cache):
+        loaded.append(name)
+        return Translator(golden_folder("marian"), name=name, revision="main", beam=False)
+
+    english, negatives, records = translate_prompts(["a red cube", "一只猫", "кошка"], "蓝色", "auto",
+                                                    loader=loader)
+    assert loaded == ["translate-ru", "translate-zh"]          # each loaded once, English none
+    assert english[0] == "a red cube" and records[0]["typed_negative_prompt"] == "蓝色"
+    assert records[1]["typed_prompt"] == "一只猫" and records[2]["translator"] == "translate-ru"
+    assert all(n == negatives[0] for n in negatives) and negatives[0] != "蓝色"
+    assert translate_prompts(["一只猫"], "", "off", loader=loader) == (["一只猫"], [""], [None])

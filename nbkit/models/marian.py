@@ -205,14 +205,20 @@ class Marian(nn.Module):
             x = layer(x, bias)
         return x
 
-    def decode(self, tokens: jax.Array, states: jax.Array, attention_mask: jax.Array) -> jax.Array:
-        """Causal decoder over all of `tokens` (batch, length) → (batch, length, target vocab) logits."""
+    def decode(self, tokens: jax.Array, states: jax.Array, attention_mask: jax.Array,
+               position: jax.Array | None = None) -> jax.Array:
+        """Causal decoder over all of `tokens` (batch, length) → (batch, length, target vocab) logits, or
+        (batch, target vocab) at `position` only (the output projection is most of a step's work)."""
         length = tokens.shape[1]
         causal = jnp.where(jnp.tril(jnp.ones((length, length), bool)), 0.0, -1e9)[None, None]
         source_bias = _padding_bias(attention_mask)
         x = self._embed(self.decoder_embed, tokens)
         for layer in self.decoder_layers:
             x = layer(x, causal, states, source_bias)
+        if position is not None:
+            x = jax.lax.dynamic_index_in_dim(x, position, axis=1, keepdims=False)
+            logits = jnp.einsum("bd,vd->bv", x, self.decoder_embed.astype(self.dtype))
+            return logits.astype(jnp.float32) + self.final_logits_bias[None]
         logits = jnp.einsum("bld,vd->blv", x, self.decoder_embed.astype(self.dtype))
         return logits.astype(jnp.float32) + self.final_logits_bias[None, None]
 

@@ -74,8 +74,8 @@ def greedy_search(model: Marian, params, input_ids, attention_mask, gen: Generat
 
     def step(t, carry):
         tokens, done = carry
-        logits = model.apply({"params": params}, tokens, states, attention_mask, method=model.decode)
-        scores = _process(jax.lax.dynamic_index_in_dim(logits, t, axis=1, keepdims=False), t, steps, gen)
+        logits = model.apply({"params": params}, tokens, states, attention_mask, t, method=model.decode)
+        scores = _process(logits, t, steps, gen)
         chosen = jnp.where(done, gen.pad_token_id, jnp.argmax(scores, axis=-1).astype(jnp.int32))
         return tokens.at[:, t + 1].set(chosen), done | (chosen == gen.eos_token_id)
 
@@ -104,8 +104,8 @@ def beam_search(model: Marian, params, input_ids, attention_mask, gen: Generatio
     def step(t, carry):
         running, running_scores, finished, finished_scores, is_finished, still_open = carry
         flat = running.reshape(batch * beams, steps + 1)
-        logits = model.apply({"params": params}, flat, states, mask, method=model.decode)
-        log_probs = jax.nn.log_softmax(jax.lax.dynamic_index_in_dim(logits, t, axis=1, keepdims=False))
+        logits = model.apply({"params": params}, flat, states, mask, t, method=model.decode)
+        log_probs = jax.nn.log_softmax(logits)
         log_probs = _process(log_probs, t, steps, gen)
         if gen.renormalize_logits:
             log_probs = jax.nn.log_softmax(log_probs)
