@@ -135,3 +135,28 @@ def test_translate_prompts_batches_per_translator_and_keeps_english(monkeypatch)
     assert records[1]["typed_prompt"] == "一只猫" and records[2]["translator"] == "translate-ru"
     assert all(n == negatives[0] for n in negatives) and negatives[0] != "蓝色"
     assert translate_prompts(["一只猫"], "", "off", loader=loader) == (["一只猫"], [""], [None])
+
+
+def test_a_registered_translator_downloads_like_every_model_and_fails_offline_in_one_line(
+        monkeypatch, tmp_path):
+    from hub_server import MockHub, commit_of
+
+    from nbkit.text.translate import load_translator
+    from nbkit.weights import hub, registry
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    registered = registry.MODELS["translate-zh"]
+    assert registered.revision == "main" and {f.filename for f in registered.files} >= {
+        "config.json", "pytorch_model.bin", "generation_config.json", "source.spm", "target.spm",
+        "vocab.json"}
+    with MockHub({registered.repo: golden_folder("marian")}) as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        translator = load_translator("translate-zh", tmp_path / "cache")
+        assert translator.revision == "main" and translator.translate(["一只猫"])[0].english
+        folder = hub.fetch("translate-zh", tmp_path / "cache", progress=False)   # cached: main's commit
+        assert folder.name == commit_of(registered.repo) and (folder / "pytorch_model.bin").is_file()
+    with pytest.raises(hub.ModelUnavailableError) as error:
+        load_translator("translate-ja", tmp_path / "cache")     # the hub is gone now
+    assert "\n" not in str(error.value) and "translate-ja" in str(error.value)
+    with pytest.raises(ValueError, match="not a translator"):
+        load_translator("vqgan", tmp_path / "cache")
