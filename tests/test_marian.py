@@ -160,3 +160,27 @@ def test_a_registered_translator_downloads_like_every_model_and_fails_offline_in
     assert "\n" not in str(error.value) and "translate-ja" in str(error.value)
     with pytest.raises(ValueError, match="not a translator"):
         load_translator("vqgan", tmp_path / "cache")
+
+
+def test_the_api_field_translate_builds_the_english_request(tmp_path):
+    from nbkit.server.build import build_request
+    from nbkit.server.protocol import BadInput, Limits, parse_job
+
+    limits = Limits(max_images=8, max_prompt_chars=500, codebook_size=16384)
+    loaded = []
+
+    def loader(name, cache):
+        loaded.append(name)
+        return Translator(golden_folder("marian"), name=name, revision="main", beam=False)
+
+    job = parse_job({"prompts": ["一只猫", "a red cube"], "translate": "auto"}, limits)
+    request = build_request(job, tmp_path, loader=loader)
+    assert loaded == ["translate-zh"] and request.prompts[1] == "a red cube"
+    assert request.prompts[0] != "一只猫"
+    assert request.translations[0] == {"typed_prompt": "一只猫", "translator": "translate-zh",
+                                       "translator_revision": "main"} and request.translations[1] is None
+    assert parse_job({"prompts": ["一只猫"]}, limits).translate == "off"      # the API's default
+    assert build_request(parse_job({"prompts": ["一只猫"]}, limits), tmp_path).prompts == ("一只猫",)
+    for wrong in ("/etc", "vqgan", 3):
+        with pytest.raises(BadInput, match="translate must be off, auto or one of"):
+            parse_job({"prompts": ["猫"], "translate": wrong}, limits)
