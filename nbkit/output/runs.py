@@ -240,10 +240,12 @@ def make_to_folder(pipe: Pipeline, request: GenerationRequest, out: str | Path,
 
 def generate_to_folder(pipe: Pipeline, prompts: list[str], out: str | Path, n_images: int = 1,
                        seed: int | None = None, grid: bool = True, negative_prompt: str | list[str] = "",
+                       translations: list[dict | None] | None = None,
                        **sampling: Any) -> tuple[RunFolder, Generation]:
-    """Prompts → a run folder (see `make_to_folder`)."""
+    """Prompts → a run folder (see `make_to_folder`); `translations`: what was typed before the prompts
+    were translated (`nbkit.text.translate.translate_prompts`), recorded with the images."""
     request = GenerationRequest(prompts, n_images, seed, SamplingSettings(**sampling),
-                                negative_prompt=negative_prompt)
+                                negative_prompt=negative_prompt, translations=translations)
     return make_to_folder(pipe, request, out, grid)
 
 
