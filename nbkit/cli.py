@@ -108,8 +108,9 @@ def _generate(args: argparse.Namespace) -> None:
 
     # Checked before the models are loaded (and in `main`, a usage error: neither or both sources):
     prompts = read_prompts_file(args.prompts_file) if args.prompts_file is not None else args.prompts
+    prompts, negatives, translations = _translated(args, prompts, args.negative or "")
     request = GenerationRequest(prompts, args.n, _seed(args), _settings(args),
-                                negative_prompt=args.negative or "")
+                                negative_prompt=negatives, translations=translations)
     upscaler = _upscaler(args.upscale, args.cache, check=True) if args.upscale else None   # loaded after
     pipe = _pipeline(args)
     folder = _make(pipe, request, args, "generating")
@@ -166,10 +167,26 @@ def _source_path(image: str) -> Path:
     return path
 
 
+def _translated(args: argparse.Namespace, prompts: list[str], negative: str):
+    """`--translate`: the English prompts and negative prompts to draw, and what was typed (per prompt)."""
+    from nbkit.text.translate import translate_prompts
+
+    english, negatives, translations = translate_prompts(list(prompts), negative, args.translate, args.cache)
+    for typed, drawn, translation in zip(prompts, english, translations, strict=True):
+        if translation is not None:
+            print(f"translated with {translation['translator']}: {typed!r} → {drawn!r}", file=sys.stderr)
+    return english, negatives, translations
+
+
 def _edit_fields(args: argparse.Namespace) -> dict:
-    """What every edit takes from the command line (see `nbkit.generation.from_image.Edit`)."""
-    return {"seed": _seed(args), "prompt": args.prompt, "negative_prompt": args.negative,
-            "settings": _settings(args)}
+    """What every edit takes from the command line (see `nbkit.generation.from_image.Edit`); a typed
+    prompt or negative prompt in another language is translated first (`--translate`)."""
+    prompt, negative = args.prompt, args.negative
+    if prompt is not None or negative:
+        english, negatives, _ = _translated(args, [prompt or ""], negative or "")
+        prompt = english[0] if prompt is not None else None
+        negative = negatives[0] if negative else negative
+    return {"seed": _seed(args), "prompt": prompt, "negative_prompt": negative, "settings": _settings(args)}
 
 
 def _vary(args: argparse.Namespace) -> None:
@@ -281,7 +298,7 @@ def _info(args: argparse.Namespace) -> None:
     from nbkit.generation.device import detect
     from nbkit.places import model_cache
     from nbkit.weights import hub
-    from nbkit.weights.registry import upscalers_summary
+    from nbkit.weights.registry import translators_summary, upscalers_summary
 
     print(f"nbkit {__version__}")
     print(detect().summary())
@@ -291,6 +308,7 @@ def _info(args: argparse.Namespace) -> None:
     for source, folder, size in cached:
         print(f"  {source}  {size / 1e9:.2f} GB  {folder}")
     print(upscalers_summary())
+    print(translators_summary())
 
 
 def _upscale(args: argparse.Namespace) -> None:
@@ -316,6 +334,10 @@ def _add_making_arguments(command: argparse.ArgumentParser, grid: bool = True) -
     command.add_argument("--negative", default=None, metavar="TEXT",
                          help="what the images should not show (in place of the empty prompt in "
                               "super-conditioning)")
+    command.add_argument("--translate", default="auto", metavar="auto|off|NAME",
+                         help="prompts not in English: auto (default) picks an opus-mt translator from the "
+                              "script, off draws them as typed, NAME a translator (translate-zh, a folder, a "
+                              "hub id); English prompts load nothing")
     command.add_argument("--out", help="output folder (default: $NBKIT_OUTPUT, Drive, ./nbkit-outputs)")
     if grid:
         command.add_argument("--grid", action="store_true", help="also save a captioned grid per prompt")

@@ -311,10 +311,26 @@ def generate_step():
             SEED = -1  #@param {type:"integer"}
             {SAMPLING_FIELDS}
             """, form=True),
+        md("""
+            Prompts in Chinese, Japanese, Korean, Russian… are translated to English first (the model
+            was trained on English captions); English ones load nothing. Run the cell, check the English,
+            and edit `ENGLISH` before drawing if you like. `off` draws the prompts as typed.
+            """),
+        code("""
+            #@title Translate (prompts in any language)
+            #@markdown auto, off, or a translator: translate-zh, -ja, -ko, -ru, -ar, -mul.
+            TRANSLATE = "auto"  #@param {type:"string"}
+            from nbkit.text.translate import translate_prompts
+
+            ENGLISH, _, TRANSLATIONS = translate_prompts(PROMPTS, "", TRANSLATE, cache)
+            for typed, english in zip(PROMPTS, ENGLISH, strict=True):
+                print(f"{typed!r} → {english!r}" if typed != english else f"{english!r}")
+            """, form=True),
         code("""
             #@title Generate, save and show
             folder, result = runs.generate_to_folder(
-                pipe, PROMPTS, out, n_images=N_IMAGES, seed=None if SEED < 0 else SEED,
+                pipe, ENGLISH, out, n_images=N_IMAGES, seed=None if SEED < 0 else SEED,
+                translations=TRANSLATIONS,
                 temperature=TEMPERATURE, top_k=TOP_K, top_p=TOP_P, condition_scale=CONDITION_SCALE)
             print(f"seed {result.seed}, {result.timings['total']:.1f} s, saved in {folder.path}")
             ui.show_run(folder)

@@ -20,7 +20,7 @@ import pytest
 
 BUNDLED_GOLDEN_DIR = Path(__file__).parent / "fixtures" / "golden"
 GOLDEN_DIR = Path(os.environ.get("NBKIT_GOLDEN_DIR") or BUNDLED_GOLDEN_DIR)
-GOLDEN_KINDS = ("dallebart", "vqgan", "clip", "text", "esrgan")
+GOLDEN_KINDS = ("dallebart", "vqgan", "clip", "text", "esrgan", "marian")
 # What marks a usable folder of each kind: a model folder has its config.json; the upscalers' folders
 # (released files carry no config) hold their expected outputs beside the weights.
 _FOLDER_MARKER = {"esrgan": "expected.npz"}

@@ -278,3 +278,61 @@ def test_generate_upscale_keeps_the_originals_and_reproduce_takes_both_kinds(tmp
     originals[1].write_bytes(originals[0].read_bytes())        # the source is no longer the one it names
     assert main(["reproduce", str(upscaled[1])]) == 1
     assert "is not the file" in capsys.readouterr().err
+
+
+def _tiny_translators(monkeypatch, loaded: list):
+    """Registered translator names resolve to the tiny Marian fixture (the hub cannot be reached here)."""
+    from nbkit.weights import hub
+
+    fetch = hub.fetch
+
+    def fake_fetch(model, cache=None, progress=True):
+        if str(model).startswith("translate-"):
+            loaded.append(str(model))
+            return FIXTURES / "marian-tiny"
+        return fetch(model, cache, progress)
+
+    monkeypatch.setattr(hub, "fetch", fake_fetch)
+
+
+def test_generate_translates_a_chinese_prompt_and_records_both(tmp_path, capsys, monkeypatch):
+    from nbkit.output import runs
+
+    loaded = []
+    _tiny_translators(monkeypatch, loaded)
+    typed = "一只穿着宇航服的猫"
+    assert main(["generate", typed, "--translate", "auto", "--seed", "5", "--out", str(tmp_path), *TINY]) == 0
+    out, err = capsys.readouterr()
+    folder = Path(out.strip().splitlines()[-1])
+    assert loaded == ["translate-zh"] and "translated with translate-zh" in err
+    png = next(folder.glob("*_000.png"))
+    metadata = read_png_metadata(png)
+    assert metadata["translation"] == {"typed_prompt": typed, "translator": "translate-zh",
+                                       "translator_revision": "main"}
+    english = metadata["prompt"]
+    from nbkit.text.translate import Translator  # random tiny weights: their English is a word mix
+    assert english and english == Translator(FIXTURES / "marian-tiny").translate([typed])[0].english
+    manifest = [json.loads(line) for line in (folder / "manifest.jsonl").read_text().splitlines()]
+    assert manifest[0]["translation"]["typed_prompt"] == typed and manifest[0]["prompt"] == english
+    assert "yi-zhi" in folder.name                     # the typed prompt, readable, names the folder
+    loaded.clear()
+    pipe = Pipeline.from_pretrained(TINY[1], TINY[3], dtype="float32", progress=False)
+    pipe.name = metadata["model"]
+    assert runs.reproduce(pipe, png).tokens.tolist() == metadata["tokens"] and loaded == []
+
+
+def test_english_prompts_load_no_translator(tmp_path, capsys, monkeypatch):
+    loaded = []
+    _tiny_translators(monkeypatch, loaded)
+    assert main(["generate", "a red cube", "--seed", "5", "--out", str(tmp_path), *TINY]) == 0
+    folder = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    assert loaded == [] and "translation" not in read_png_metadata(next(folder.glob("*_000.png")))
+
+
+def test_translate_off_draws_the_prompt_as_typed(tmp_path, capsys, monkeypatch):
+    loaded = []
+    _tiny_translators(monkeypatch, loaded)
+    args = ["generate", "кошка", "--translate", "off", "--seed", "5", "--out", str(tmp_path), *TINY]
+    assert main(args) == 0
+    folder = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    assert loaded == [] and read_png_metadata(next(folder.glob("*_000.png")))["prompt"] == "кошка"

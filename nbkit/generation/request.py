@@ -87,6 +87,9 @@ class GenerationRequest:
     (prompt − negative)). Empty means none: exactly the images made without one.
     `kept`: image tokens to keep rather than draw (variations, extending, filling a region) — one
     `KeptTokens` for every prompt, or one (or None) per prompt.
+    `translations`: per prompt, what was typed before it was translated to the English in `prompts`
+    (`typed_prompt`, `translator`, `translator_revision`; see `nbkit.text.translate`), or None;
+    recorded with the images, and it names the run's folder.
     `source`: what the images started from (a file name, its tokens' hash, how many rows were kept…),
     recorded with them; it plays no part in making them.
     """
@@ -99,6 +102,7 @@ class GenerationRequest:
     negative_prompt: str | Sequence[str] = ""
     kept: KeptTokens | Sequence[KeptTokens | None] | None = None
     source: Mapping[str, Any] | None = None
+    translations: Mapping[str, str] | Sequence[Mapping[str, str] | None] | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "prompts", tuple(check_prompts(self.prompts)))
@@ -109,6 +113,8 @@ class GenerationRequest:
             check_text(negative, f"Negative prompt {index}")
         object.__setattr__(self, "kept",
                            _per_prompt(self.kept, count, "kept", KeptTokens, "KeptTokens", optional=True))
+        object.__setattr__(self, "translations", _per_prompt(self.translations, count, "translations",
+                                                             Mapping, "mapping", optional=True))
         if self.source is not None:
             if not isinstance(self.source, Mapping):
                 raise ValueError(f"source must be a mapping of what the images started from (got "

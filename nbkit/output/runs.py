@@ -17,6 +17,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from unidecode import unidecode
 
 from nbkit.generation.from_image import Extend, SourceImage
 from nbkit.generation.kept import (
@@ -78,7 +79,7 @@ def record_of(image: GeneratedImage, model: str, request: GenerationRequest,
                        negative_prompt=image.negative_prompt,
                        kept_mask=kept.mask_hex() if kept is not None and kept.count else "",
                        source=request.source, kept_logprob=image.kept_logprob if kept is not None else None,
-                       replica=replica)
+                       replica=replica, translation=request.translations[image.prompt_index])
 
 
 def request_run_key(model: str, request: GenerationRequest) -> str:
@@ -127,8 +128,10 @@ class RunWriter:
         makes it up front, so that its clients know the run's name at once)."""
         if self.folder is None:
             request = self.request
-            self.folder = RunFolder.create(self.out, request.prompts, self.key,
-                                           len(request.prompts) * request.n_images)
+            typed = (request.translations[0] or {}).get("typed_prompt")
+            named = unidecode(typed) if typed else None     # a readable form of the prompt as typed
+            self.folder = RunFolder.create(self.out, request.prompts, self.key, name_from=named,
+                                           expected_images=len(request.prompts) * request.n_images)
         return self.folder
 
     def save(self, image: GeneratedImage, made_by: GenerationRequest | None = None,
@@ -237,10 +240,12 @@ def make_to_folder(pipe: Pipeline, request: GenerationRequest, out: str | Path,
 
 def generate_to_folder(pipe: Pipeline, prompts: list[str], out: str | Path, n_images: int = 1,
                        seed: int | None = None, grid: bool = True, negative_prompt: str | list[str] = "",
+                       translations: list[dict | None] | None = None,
                        **sampling: Any) -> tuple[RunFolder, Generation]:
-    """Prompts → a run folder (see `make_to_folder`)."""
+    """Prompts → a run folder (see `make_to_folder`); `translations`: what was typed before the prompts
+    were translated (`nbkit.text.translate.translate_prompts`), recorded with the images."""
     request = GenerationRequest(prompts, n_images, seed, SamplingSettings(**sampling),
-                                negative_prompt=negative_prompt)
+                                negative_prompt=negative_prompt, translations=translations)
     return make_to_folder(pipe, request, out, grid)
 
 

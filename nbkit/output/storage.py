@@ -222,6 +222,7 @@ class ImageRecord:
     source: Mapping[str, Any] | None = None   # what the image started from (file, tokens_sha256, edit…)
     kept_logprob: float | None = None         # how likely the model found the kept tokens after a hole
     replica: str = ""                         # the server replica that made it ("" in this process)
+    translation: Mapping[str, str] | None = None   # typed prompt, translator, revision (nbkit.text.translate)
 
     def __post_init__(self):
         object.__setattr__(self, "settings", _settings_items(self.settings))
@@ -235,6 +236,14 @@ class ImageRecord:
                 bounds = "" if name == "seed" else f" in [0, {INDEX_LIMIT})"
                 raise ValueError(f"{name} must be a whole number{bounds}, got {value!r}.")
             object.__setattr__(self, name, int(value))
+        if self.translation is not None:
+            known = ("typed_prompt", "typed_negative_prompt", "translator", "translator_revision")
+            if not isinstance(self.translation, Mapping) or not all(
+                    key in known and isinstance(value, str) and len(value) <= 4096
+                    for key, value in self.translation.items()):
+                raise ValueError(f"translation must map {', '.join(known)} to strings, got "
+                                 f"{self.translation!r}.")
+            object.__setattr__(self, "translation", dict(self.translation))
         if not isinstance(self.replica, str):
             raise ValueError(f"replica must be a string, got {self.replica!r}.")
         if not isinstance(self.prompt, str) or not isinstance(self.model, str):
@@ -254,7 +263,8 @@ class ImageRecord:
                 "negative_prompt": self.negative_prompt,
                 **({"kept_mask": self.kept_mask, "source": dict(self.source or {}),
                     "kept_logprob": self.kept_logprob} if self.kept_mask else {}),
-                **({"replica": self.replica} if self.replica else {})}
+                **({"replica": self.replica} if self.replica else {}),
+                **({"translation": dict(self.translation)} if self.translation else {})}
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, Any]) -> ImageRecord:
@@ -315,8 +325,10 @@ class RunFolder:
 
     @classmethod
     def create(cls, root: Path, prompts: Sequence[str], run_key: str | None = None,
-               expected_images: int | None = None, now: datetime | None = None) -> RunFolder:
-        folder = cls(new_run_folder(root, prompts, now))
+               expected_images: int | None = None, now: datetime | None = None,
+               name_from: str | None = None) -> RunFolder:
+        """A new run folder, named after `name_from` (default: the first prompt)."""
+        folder = cls(new_run_folder(root, [name_from] if name_from else prompts, now))
         info = {"run_key": run_key, "expected_images": expected_images, "prompts": list(prompts),
                 "created": datetime.now(timezone.utc).isoformat(), "nbkit_version": __version__}
         atomic_write(folder.path / RUN_FILE, json.dumps(info, ensure_ascii=True, indent=1).encode())

@@ -15,12 +15,22 @@ from nbkit.server.folders import resolve_image
 from nbkit.server.protocol import BadInput, JobInput
 
 
-def build_request(job: JobInput, out: Path) -> GenerationRequest:
+def build_request(job: JobInput, out: Path, cache: str | None = None,
+                  loader: Any = None) -> GenerationRequest:
     """What to make. A source image must be one nbkit saved (its tokens are in its metadata): the
-    worker alone uses the device, so nothing is encoded here."""
+    worker alone uses the device, so nothing is encoded here. `translate` other than off: the prompts
+    and negative prompt translated to English first (`loader`: name → Translator, kept by the caller)."""
     if job.edit is None:
-        return GenerationRequest(job.prompts, job.n_images, job.seed, job.settings,
-                                 negative_prompt=job.negative_prompt or "")
+        prompts, negatives, translations = list(job.prompts), job.negative_prompt or "", None
+        if job.translate != "off":
+            from nbkit.text.translate import translate_prompts
+            try:
+                prompts, negatives, translations = translate_prompts(prompts, negatives, job.translate, cache,
+                                                                     loader)
+            except (OSError, ValueError) as error:
+                raise BadInput("translate", str(error).splitlines()[0]) from None
+        return GenerationRequest(prompts, job.n_images, job.seed, job.settings,
+                                 negative_prompt=negatives, translations=translations)
     name, ref, edit = job.edit.name, job.edit.source, job.edit.edit
     field = f"{name}.image"
 

@@ -50,3 +50,20 @@ def lazy_upscaler(options: ServerOptions) -> Callable[[], Any]:
         return Upscaler(options.upscaler, cache=options.cache, progress=False).load()
 
     return loaded_once(load, "upscaler", f"the upscaler {options.upscaler!r}")
+
+
+def lazy_translators(options: ServerOptions) -> Callable[[str, Any], Any]:
+    """name → its Translator, each loaded by the first job that asks for it (`translate`), then kept."""
+    from nbkit.text.translate import load_translator
+
+    kept: dict[str, Callable[[], Any]] = {}
+    choosing = threading.Lock()
+
+    def get(name: str, cache: Any = None) -> Any:
+        with choosing:
+            if name not in kept:
+                kept[name] = loaded_once(lambda: load_translator(name, options.cache, progress=False),
+                                         "translate", f"the translator {name!r}")
+        return kept[name]()
+
+    return get

@@ -28,7 +28,7 @@ from nbkit.limits import MAX_JSON_DEPTH
 from nbkit.text.tokenizer import lone_surrogate
 
 JOB_FIELDS = ("prompts", "prompt", "n_images", "seed", "temperature", "top_k", "top_p", "condition_scale",
-              "negative_prompt", "vary", "extend")
+              "negative_prompt", "vary", "extend", "translate")
 EDIT_FIELDS = {"vary": ("image", "keep_rows"), "extend": ("image", "direction", "rows")}
 MAX_TEMPERATURE = 100.0          # far past any useful value; keeps the logits finite
 MAX_CONDITION_SCALE = 100.0
@@ -210,6 +210,7 @@ class JobInput:
     settings: SamplingSettings
     negative_prompt: str | None
     edit: EditInput | None = None
+    translate: str = "off"       # "off" (default), "auto" or a registered translator (nbkit.text.translate)
 
 
 def parse_job(body: Any, limits: Limits) -> JobInput:
@@ -261,7 +262,15 @@ def parse_job(body: Any, limits: Limits) -> JobInput:
             wrong = next((key for key in EDIT_FIELDS[name] if key in str(error)), None)
             raise BadInput(f"{name}.{wrong}" if wrong else name, f"{name}: {error}") from None
         edit = EditInput(name, source, typed)
-    return JobInput(prompts, n_images, seed, settings, negative, edit)
+    translate = body.get("translate", "off")
+    from nbkit.weights.registry import TRANSLATOR_MODELS
+    if translate not in ("off", "auto", *TRANSLATOR_MODELS):
+        raise BadInput("translate", f"translate must be off, auto or one of {', '.join(TRANSLATOR_MODELS)} "
+                                    f"(got {translate!r}).")
+    if translate != "off" and edit is not None:
+        raise BadInput("translate", "translate applies to new prompts: translate the prompt first, "
+                                    "then vary.")
+    return JobInput(prompts, n_images, seed, settings, negative, edit, translate)
 
 
 @dataclasses.dataclass(frozen=True)

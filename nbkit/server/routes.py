@@ -31,7 +31,7 @@ from nbkit.server.build import build_request
 from nbkit.server.folders import for_clients, list_runs, resolve_image, resolve_run
 from nbkit.server.gate import Gate, GateRules
 from nbkit.server.jobs import FINAL_STATES, Busy, Job, JobQueue, QueueFull, Stopping, one_line
-from nbkit.server.lazy_models import lazy_reranker, lazy_upscaler
+from nbkit.server.lazy_models import lazy_reranker, lazy_translators, lazy_upscaler
 from nbkit.server.metrics import CONTENT_TYPE, ServerMetrics
 from nbkit.server.options import ServerOptions
 from nbkit.server.protocol import (
@@ -146,8 +146,13 @@ async def submit_job(request: Request) -> Response:
     state = request.app.state
     body = await read_json(request, state.options.max_body_bytes)
     job_input = parse_job(body, limits(state))
-    job = await run_in_threadpool(lambda: state.queue.submit(build_request(job_input, state.options.out)))
-    return JSONResponse(as_json(state.queue.status(job), _prefix(request)), 202)
+    made = await run_in_threadpool(lambda: build_request(job_input, state.options.out, state.options.cache,
+                                                         state.translators))
+    job = await run_in_threadpool(lambda: state.queue.submit(made))
+    answer = as_json(state.queue.status(job), _prefix(request))
+    if job_input.translate != "off":     # the English drawn, and what was typed
+        answer = {**answer, "english_prompts": list(made.prompts), "translations": list(made.translations)}
+    return JSONResponse(answer, 202)
 
 
 async def job_status(request: Request) -> Response:
@@ -340,6 +345,7 @@ def create_app(queue: JobQueue, options: ServerOptions, port: int,
     app.state.metrics = metrics or queue.metrics or ServerMetrics()
     app.state.reranker = lazy_reranker(options)
     app.state.upscaler = lazy_upscaler(options)
+    app.state.translators = lazy_translators(options)
     return Gate(app, GateRules(options.token, options.cors_origins, options.allow_hosts, port))
 
 

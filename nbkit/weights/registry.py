@@ -24,6 +24,11 @@ nothing here was downloaded):
   sha256sum), realesr-general-x4v3 8dc7edb9… (a Modal photo-restoration app that asserts it at
   build time). Only x4plus's size was published; the others are checked by hash alone, and their
   download sizes below are estimated from the parameter counts (float32, ±1%).
+- The translators (translate-*): the Helsinki-NLP opus-mt-*-en hub repositories (CC-BY-4.0), their
+  file names as the golden README lists them. No commit sha could be read here, so they follow `main`
+  (pinned explicitly), and their files are checked by the size and hash the hub reports at download
+  time. Their download size is estimated from the base architecture (6+6 layers, d_model 512) with a
+  65,001-entry vocabulary (opus-mt-en-zh's); the real vocabularies differ per pair.
 Sizes given as "N MB" on a page are rounded: those files are checked against the size the hub
 reports at download time, and every LFS file against its sha256.
 """
@@ -38,7 +43,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-DALLEBART, VQGAN, CLIP, UPSCALER = "dallebart", "vqgan", "clip", "upscaler"
+DALLEBART, VQGAN, CLIP, UPSCALER, TRANSLATOR = "dallebart", "vqgan", "clip", "upscaler", "translator"
 MINI_REPO, MINI_REVISION = "dalle-mini/dalle-mini", "e0888f668d60b9009e1a00ef4b6c155ec7512610"
 WORD_FREQUENCIES = "enwiki-words-frequency.txt"
 GIB = 1 << 30
@@ -176,9 +181,42 @@ MODELS.update({m.name: m for m in (
             "8dc7edb9ac80ccdc30c3a5dca6616509367f05fbc184ad95b731f05bece96292", 4_890_000),
 )})
 
+_OPUS_MT_FILES = ("config.json", "pytorch_model.bin", "generation_config.json", "source.spm", "target.spm",
+                  "vocab.json", "tokenizer_config.json")
+_OPUS_MT_BYTES = 310_000_000   # ~77.5 M float32 parameters at a 65,001-entry vocabulary (see above)
+
+
+def _opus_mt(name: str, language: str, pair: str) -> RegisteredModel:
+    repo = f"Helsinki-NLP/opus-mt-{pair}-en"
+    title = f"opus-mt {language} → English (prompt translation)"
+    return RegisteredModel(name, TRANSLATOR, title, "opus-mt-base",
+                           repo, "main", files=_hub_files(repo, "main", _OPUS_MT_FILES),
+                           download_bytes=_OPUS_MT_BYTES, license="CC-BY-4.0",
+                           license_url=f"https://huggingface.co/{repo}")
+
+
+MODELS.update({m.name: m for m in (
+    _opus_mt("translate-zh", "Chinese", "zh"),
+    _opus_mt("translate-ja", "Japanese", "ja"),
+    _opus_mt("translate-ko", "Korean", "ko"),
+    _opus_mt("translate-ru", "Russian", "ru"),
+    _opus_mt("translate-ar", "Arabic", "ar"),
+    _opus_mt("translate-mul", "many languages", "mul"),
+)})
+
 DALLEBART_MODELS = tuple(name for name, model in MODELS.items() if model.kind == DALLEBART)
 UPSCALER_MODELS = tuple(name for name, model in MODELS.items() if model.kind == UPSCALER)
 DEFAULT_UPSCALER = "esrgan-x4"
+TRANSLATOR_MODELS = tuple(name for name, model in MODELS.items() if model.kind == TRANSLATOR)
+
+
+def translators_summary() -> str:
+    """The registered translators, for `nbkit info`."""
+    lines = ["translators:  (--translate auto|off|NAME; auto picks one from the prompt's script)"]
+    for name in TRANSLATOR_MODELS:
+        model = MODELS[name]
+        lines.append(f"  {name:<13} ~{model.download_bytes / 1e6:3.0f} MB  {model.source}  {model.title}")
+    return "\n".join(lines)
 
 
 def upscalers_summary() -> str:
@@ -201,6 +239,9 @@ def parameter_count(kind: str, architecture: str) -> int:
     elif kind == VQGAN:
         from nbkit.models import vqgan as module
         model = module.VQGANDecoder(module.PUBLISHED_ARCHITECTURE)
+    elif kind == TRANSLATOR:
+        from nbkit.models import marian as module
+        model = module.Marian(module.PUBLISHED_ARCHITECTURES[architecture])
     elif kind == UPSCALER:
         from nbkit.models import esrgan as module
         model = module.build(module.PUBLISHED_ARCHITECTURES[architecture])
