@@ -87,7 +87,9 @@ def test_new_prompts_count_within_a_bucket_seed_and_settings_do_not_recompile(pi
 def test_the_stream_yields_progress_then_the_batch_then_done_and_changes_nothing(pipe):
     plain = pipe.generate(PROMPTS[:1], n_images=2, seed=3)
     events = list(pipe.stream(GenerationRequest(PROMPTS[:1], 2, 3), progress_every=64))
-    assert [type(e) for e in events] == [Progress] * 4 + [Batch, Done]
+    assert [type(e) for e in events] == [Progress] * 5 + [Batch, Done]
+    assert [e.stage for e in events[:5]] == ["drawing"] * 4 + ["decoding"]    # compiled by `plain`
+    events = events[:4] + events[5:]
     progress = events[:4]
     assert [(p.position, p.tokens_done, p.tokens_total, p.images_done) for p in progress] == [
         (0, 0, 512, 0), (65, 2 * 65, 512, 0), (129, 2 * 129, 512, 0), (193, 2 * 193, 512, 0)]
@@ -127,13 +129,48 @@ def test_leaving_the_loop_stops_and_keeps_the_finished_batches(pipe):
     assert [(i.prompt_index, i.image_index) for i in kept] == [(0, 0), (0, 1)]
 
 
-def test_a_batch_follows_its_last_step_at_once(pipe):
-    """No event comes between a batch's last token and its images: a consumer that stops as soon as it
-    may still has every image whose tokens were drawn."""
+def test_a_batch_follows_its_last_step_and_its_decoding_notice_at_once(pipe):
+    """Only the batch's `decoding` notice comes between its last token and its images: a consumer that
+    stops at a drawing event (never at a decoding one) still has every image whose tokens were drawn."""
     events = list(pipe.stream(GenerationRequest(PROMPTS[:1], 1, 5), progress_every=254))
-    assert [type(e) for e in events] == [Progress, Progress, Batch, Done]
-    assert events[1].position == 255                           # then one step, then the images
-    assert len(events[2].images) == 1
+    assert [type(e) for e in events] == [Progress, Progress, Progress, Batch, Done]
+    assert events[1].position == 255 and events[1].stage == "drawing"   # then one step, then the images
+    assert (events[2].stage, events[2].position, events[2].tokens_done) == ("decoding", 256, 256)
+    assert len(events[3].images) == 1
+
+
+def test_progress_names_each_stage_and_learns_an_eta_that_includes_the_decode(pipe):
+    """compiling (a new batch size) → drawing → decoding; once a step and a decode were timed, the time
+    left is a number and says that it includes the decode; the labels are the one vocabulary."""
+    fresh = Pipeline(pipe.model, pipe.params, pipe.tokenizer, pipe.vqgan, pipe.vqgan_params, pipe.mesh,
+                     max_batch=2)
+    first = [e for e in fresh.stream(GenerationRequest(PROMPTS, 1, 3), progress_every=64)
+             if isinstance(e, Progress)]
+    assert first[0].stage == "compiling" and first[0].seconds_left is None
+    assert first[0].label.startswith("compiling (first time for this size) · 0 of 3 images")
+    assert {e.stage for e in first} == {"compiling", "drawing", "decoding"}
+    second_batch = [e for e in first if e.images_done == 2]            # batch 2 (one row, bucket 1)
+    assert second_batch[0].stage == "compiling"                       # a new size compiles again
+    timed = [e for e in first if e.stage == "drawing" and e.images_done == 2 and e.seconds_left is not None]
+    assert timed and all(e.decode_timed for e in timed)                # batch 1's decode was timed
+    again = [e for e in fresh.stream(GenerationRequest(PROMPTS, 1, 4), progress_every=64)
+             if isinstance(e, Progress)]
+    assert "compiling" not in {e.stage for e in again}
+    drawing = [e for e in again if e.stage == "drawing"]
+    assert all(e.seconds_left is not None and e.decode_timed for e in drawing)
+    lefts = [e.seconds_left for e in drawing if e.images_done == 0]
+    assert all(left > 0 for left in lefts) and lefts[-1] < lefts[0]      # it shrinks as tokens are drawn
+    assert "about" in drawing[1].label and "decoding included" in drawing[1].label
+    assert again[-1].label.startswith("decoding pixels · 2 of 3 images")
+
+
+def test_prompts_longer_than_the_model_reads_are_named_once_without_the_padding_rows(pipe):
+    long = "a very long prompt " * 40
+    events = list(pipe.stream(GenerationRequest([long, "short", long], 1, 1)))     # 3 rows, bucket 4
+    assert events[0].cut == (long,)                                     # once, not once per row
+    assert all(e.cut == (long,) for e in events if isinstance(e, Progress))
+    assert pipe.cut_prompts(["short"], ["also short"]) == ()
+    assert pipe.cut_prompts(["short"], [long]) == (long,)
 
 
 def test_a_request_is_checked_once_and_draws_its_seed_there(pipe):

@@ -2,7 +2,8 @@
 
 `Pipeline.stream(request)` is the one way to generate: a generator of events, in the manner of
 min-dalle's `generate_image_stream` and gemma's sampler state. It yields `Progress` while a batch
-forms (tokens so far, and its images decoded only if asked for), a `Batch` of finished images as
+forms (its stage, tokens so far, the time left, and its images decoded only if asked for), a `Batch` of
+finished images as
 each batch ends, and `Done` with the timings. Stopping is leaving the loop; saving is the
 consumer's job (`nbkit.output.runs` saves each batch as it comes). `generate()` collects a stream.
 
@@ -29,6 +30,7 @@ from nbkit.generation import sharding
 from nbkit.generation.device import detect, use_compilation_cache
 from nbkit.generation.from_image import Edit, Extend, Fill, SourceImage, Vary, open_source
 from nbkit.generation.kept import Direction, KeptTokens, is_whole_number, seamless_tokens
+from nbkit.generation.progress import Pace, describe
 from nbkit.generation.request import GenerationRequest, ImageTask
 from nbkit.generation.sampling import CompiledSampler, SamplingSettings, compiled_sampler, kept_prefix
 from nbkit.models import vqgan as vqgan_module
@@ -71,10 +73,20 @@ class Progress:
     tokens: jax.Array | None = dataclasses.field(default=None, repr=False)   # (batch, 256), own copy
     _decode: Any = dataclasses.field(default=None, repr=False, compare=False)
     batch: tuple[int, ...] = ()  # which of the stream's tasks this batch makes (their indexes)
+    stage: str = "drawing"      # compiling, drawing or decoding (`nbkit.generation.progress.STAGES`)
+    seconds_left: float | None = None   # learned from the run so far (None: nothing measured yet)
+    decode_timed: bool = False  # whether seconds_left includes the decode (it does once one was timed)
+    cut: tuple[str, ...] = ()   # the stream's prompts longer than the model reads (they were cut)
 
     @cached_property
     def images(self) -> list[GeneratedImage]:
         return [] if self.tokens is None else self._decode(self.tokens)
+
+    @property
+    def label(self) -> str:
+        """The one progress label every front end shows (`nbkit.generation.progress.describe`)."""
+        return describe(self.stage, self.images_done, self.images_total, self.tokens_done, self.tokens_total,
+                        self.seconds_left, self.decode_timed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +98,11 @@ class Batch:
     images_total: int
     elapsed: float
     batch: tuple[int, ...] = ()  # which of the stream's tasks these are (their indexes)
+    stage: str = "saving"       # what the consumer does with them next
+
+    @property
+    def label(self) -> str:
+        return describe("saving", self.images_done, self.images_total)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,6 +204,12 @@ class Pipeline:
         self.buckets = bucket_sizes(data, self.max_batch)
         self._decode = vqgan_module.compiled_decoder(vqgan)
         self._warm: set[tuple[int, bool]] = set()     # (bucket, super-conditioned) programs already run
+        self.pace = Pace()                            # step and decode times, learned run by run
+        self._decoded_sizes: set[int] = set()         # batch sizes whose decode has compiled
+
+    def cut_prompts(self, prompts: Sequence[str], negative_prompts: Sequence[str] = ()) -> tuple[str, ...]:
+        """The prompts (and negative prompts) longer than this model reads: they would be cut."""
+        return tuple(self.tokenizer.cut([*prompts, *negative_prompts]))
 
     @classmethod
     def from_pretrained(cls, model: str | Path = "mini", vqgan: str | Path = "vqgan", dtype: Any = None,
@@ -313,8 +336,10 @@ class Pipeline:
         each batch), a `Batch` of finished images as each batch ends, and `Done` last.
 
         `progress_every=None` samples each batch in one compiled call (the fastest): only the
-        start-of-batch `Progress` is yielded then. Leave the loop to stop; finished batches stay
-        with the consumer.
+        start-of-batch `Progress` (stage compiling or drawing) and its `decoding` one are yielded then.
+        Every `Progress` names its stage and the time left (`nbkit.generation.progress`). Leave the loop
+        to stop; finished batches stay with the consumer. A batch's `decoding` Progress comes after its
+        last token: a consumer that wants every drawn image stops at a `drawing` one, not there.
         """
         if not isinstance(request, GenerationRequest):
             raise TypeError(f"stream takes a GenerationRequest (got {type(request).__name__}); "
@@ -350,43 +375,64 @@ class Pipeline:
         length = self.model.config.image_length
         total, done = len(tasks), 0
         every = progress_every or length
-        for indexes in batches_of(tasks, self.max_batch):
+        # Only the rows asked for, never the padding: the person is told about the prompts they typed.
+        cut = self.cut_prompts([task.prompt for task in tasks], [task.negative_prompt for task in tasks])
+        plan = [(indexes, next(b for b in self.buckets if b >= len(indexes)))
+                for indexes in batches_of(tasks, self.max_batch)]
+        pace = self.pace
+        for number, (indexes, size) in enumerate(plan):
             chosen = [tasks[index] for index in indexes]
-            size = next(b for b in self.buckets if b >= len(chosen))
             padded = chosen + [chosen[0]] * (size - len(chosen))
             program = (size, sampler.super_conditioned)
             compiling = program not in self._warm
+            later = [later_size for _, later_size in plan[number + 1:]]
 
-            def decode(tokens: jax.Array, logprob=None, chosen=chosen) -> list[GeneratedImage]:
+            def decode(tokens: jax.Array, logprob=None, chosen=chosen, size=size) -> list[GeneratedImage]:
                 began = time.perf_counter()
+                cold = size not in self._decoded_sizes
                 images = self._images(tokens, chosen, logprob)
-                timings["pixels"] += time.perf_counter() - began
+                seconds = time.perf_counter() - began
+                self._decoded_sizes.add(size)
+                pace.learn_decode(size, seconds, compiled=cold)
+                timings["pixels"] += seconds
                 return images
 
             rows_now = len(chosen)
 
-            def progress(position: int, tokens: jax.Array | None = None, compiling=compiling, done=done,
-                         rows_now=rows_now, decode=decode, indexes=indexes) -> Progress:
+            def progress(position: int, tokens: jax.Array | None = None, stage: str = "drawing", done=done,
+                         rows_now=rows_now, decode=decode, indexes=indexes, size=size,
+                         later=later) -> Progress:
+                steps = [(size, length - position), *((other, length) for other in later)]
+                decodes = [size, *later] if stage != "saving" else later
+                left, timed = (None, False) if stage == "compiling" else pace.seconds_left(steps, decodes)
                 return Progress(done * length + position * rows_now, total * length, done, total,
-                                time.perf_counter() - started, compiling, position, tokens, decode,
-                                batch=indexes)
+                                time.perf_counter() - started, stage == "compiling", position, tokens, decode,
+                                batch=indexes, stage=stage, seconds_left=left, decode_timed=timed, cut=cut)
 
-            yield progress(0)
+            yield progress(0, stage="compiling" if compiling else "drawing")
             began = time.perf_counter()
             state, prefix = self._start(sampler, padded, traced)
-            for begin in range(max(prefix, 1), length, every):
+            segment = max(prefix, 1)                       # where the steps being timed began
+            for begin in range(segment, length, every):
                 end = min(begin + every, length)
                 state = sampler.advance(self.params, state, traced, begin, end)
                 if end < length:
                     snapshot = jnp.copy(state.tokens)      # a copy: the next advance donates the state
                     snapshot.block_until_ready()
-                    timings["tokens"] += time.perf_counter() - began
+                    seconds = time.perf_counter() - began
+                    timings["tokens"] += seconds
+                    if program in self._warm:               # a compiling call says nothing of the pace
+                        pace.learn_steps(size, end - begin, seconds)
                     self._warm.add(program)
-                    yield progress(end, snapshot, compiling=False)
-                    began = time.perf_counter()
+                    yield progress(end, snapshot)
+                    began, segment = time.perf_counter(), end
             state.tokens.block_until_ready()
-            timings["tokens"] += time.perf_counter() - began
+            seconds = time.perf_counter() - began
+            timings["tokens"] += seconds
+            if program in self._warm:
+                pace.learn_steps(size, length - segment, seconds)
             self._warm.add(program)
+            yield progress(length, stage="decoding")
             images = decode(state.tokens, state.kept_logprob)
             done += len(chosen)
             yield Batch(images, done, total, time.perf_counter() - started, batch=indexes)

@@ -280,7 +280,7 @@ class GenerateForm:
             with contextlib.closing(self._events(request)) as events:
                 for event in events:
                     timings = self._show(event, made) or timings
-                    if self._stopping.is_set() and not timings:
+                    if self._stopping.is_set() and not timings and getattr(event, "stage", "") != "decoding":
                         self.stopped = True
                         self.progress_label.value = f"{len(made)} / {len(request.images)} images · stopped"
                         break

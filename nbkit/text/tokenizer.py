@@ -136,6 +136,10 @@ class FixedLengthEncoder:
         mask = np.array([encoding.attention_mask for encoding in encodings], dtype=np.int32)
         return ids, mask
 
+    def cut(self, texts: list[str]) -> list[int]:
+        """The indexes of the texts longer than `length` tokens (what encoding them would cut)."""
+        return [i for i, encoding in enumerate(self._tokenizer.encode_batch(texts)) if encoding.overflowing]
+
 
 class PromptTokenizer:
     """Normalizes (when the model was trained on normalized text) and tokenizes prompts."""
@@ -183,6 +187,12 @@ class PromptTokenizer:
             attention_mask_uncond=mask_uncond,
             normalized=tuple(self._normalize(prompts)) if self.normalizer else tuple(prompts),
         )
+
+    def cut(self, texts: Sequence[str]) -> list[str]:
+        """The texts (prompts or negative prompts, blanks skipped) that are longer than the model reads,
+        each once, in order: what the person who typed them is told."""
+        distinct = list(dict.fromkeys(text for text in texts if text))
+        return [distinct[i] for i in self._encode.cut(self._normalize(distinct))] if distinct else []
 
     def _normalize(self, texts: list[str]) -> list[str]:
         return [self.normalizer(text) for text in texts] if self.normalizer else texts
