@@ -100,8 +100,10 @@ def test_progress_crosses_the_wire_with_its_previews_decoded(pipe):
     tasks = tasks_of(["a cat"], 2, seed=1)
     sent = list(to_wire(pipe.stream_tasks(tasks, SETTINGS, 128)))
     previews = [event for event in sent if isinstance(event, WirePreview)]
-    assert [event.position for event in previews] == [0, 129]   # 1 + 128: the first token is drawn at start
+    # 1 + 128: the first token is drawn at start; 256: the decoding notice, sent without a preview
+    assert [event.position for event in previews] == [0, 129, 256]
     assert previews[0].images is None and len(previews[1].images) == 2     # position 0 has no tokens
+    assert previews[2].images is None
     local = [event for event in pipe.stream_tasks(tasks, SETTINGS, 128) if isinstance(event, Progress)]
     back = from_wire(previews[1])
     assert isinstance(back, Progress) and back.batch == local[1].batch

@@ -70,6 +70,13 @@ def _prng_setting() -> bool:
     return bool(jax.config.jax_threefry_partitionable)
 
 
+def _translation_of(image: GeneratedImage, request: GenerationRequest):
+    """The translation of the request's prompt the image was drawn from; None for an image whose index is
+    not one of the request's prompts (a task made again from a record)."""
+    index = image.prompt_index
+    return request.translations[index] if 0 <= index < len(request.translations) else None
+
+
 def record_of(image: GeneratedImage, model: str, request: GenerationRequest,
               replica: str = "") -> ImageRecord:
     kept = image.kept
@@ -79,7 +86,7 @@ def record_of(image: GeneratedImage, model: str, request: GenerationRequest,
                        negative_prompt=image.negative_prompt,
                        kept_mask=kept.mask_hex() if kept is not None and kept.count else "",
                        source=request.source, kept_logprob=image.kept_logprob if kept is not None else None,
-                       replica=replica, translation=request.translations[image.prompt_index])
+                       replica=replica, translation=_translation_of(image, request))
 
 
 def request_run_key(model: str, request: GenerationRequest) -> str:

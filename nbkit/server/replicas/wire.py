@@ -45,7 +45,8 @@ def to_wire(events: Iterator[Event], previews: bool = True) -> Iterator[Event | 
         if event.position == 0:
             batch_began, decoded, decoding_s = time.perf_counter(), 0, 0.0
         images = None
-        if previews and event.tokens is not None and \
+        # the decoding notice follows the last token: its picture is the batch itself, decoded next
+        if previews and event.tokens is not None and event.stage != "decoding" and \
                 preview_due(decoded, decoding_s, time.perf_counter() - batch_began):
             began = time.perf_counter()
             images = event.images
