@@ -17,7 +17,6 @@ Prints one JSON line on stdout; progress goes to stderr.
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 import warnings
 
@@ -28,59 +27,19 @@ from _peer_common import (
     forbid_network,
     log,
     parse_args,
-    prompt_tokens,
     report,
     time_runs,
     versions,
 )
 
-try:
-    import torch
-    from min_dalle import MinDalle
-    from min_dalle.models import DalleBartDecoder, DalleBartEncoder
-except ImportError as error:
-    sys.exit(f"error: {error}; run this with the venv from bench/peers/setup_min_dalle.sh")
+# min-dalle's modules with random weights, defined once (exits naming what is missing without min-dalle)
+from min_dalle_device import RandomMinDalle, torch
 
 # min-dalle wraps its steps in torch.cuda.amp.autocast, which on CPU warns (deprecated,
 # no CUDA) and does nothing: float32 throughout.
 warnings.filterwarnings("ignore", message=".*autocast.*")
 
 THREADS = len(os.sched_getaffinity(0))  # this machine's cores: no oversubscription
-
-
-class FixedPromptTokenizer:
-    """Stands in for min-dalle's TextTokenizer, whose vocabulary it would download."""
-
-    def tokenize(self, text: str, is_verbose: bool = False) -> list[int]:
-        return prompt_tokens()
-
-
-class RandomMiniDalle(MinDalle):
-    """MinDalle with random weights: the same modules, nothing read or downloaded."""
-
-    def init_tokenizer(self) -> None:
-        self.tokenizer = FixedPromptTokenizer()
-
-    def init_encoder(self) -> None:
-        self.encoder = DalleBartEncoder(
-            attention_head_count=self.attention_head_count, embed_count=self.embed_count,
-            glu_embed_count=self.glu_embed_count, text_token_count=self.text_token_count,
-            text_vocab_count=self.text_vocab_count, layer_count=self.layer_count, device=self.device,
-        ).to(self.dtype).eval()
-
-    def init_decoder(self) -> None:
-        self.decoder = DalleBartDecoder(
-            image_vocab_count=self.image_vocab_count, attention_head_count=self.attention_head_count,
-            embed_count=self.embed_count, glu_embed_count=self.glu_embed_count,
-            layer_count=self.layer_count, device=self.device,
-        ).to(self.dtype).eval()
-
-    def init_detokenizer(self) -> None:
-        self.detokenizer = None  # not timed: only prompt → image tokens
-
-    def image_grid_from_tokens(self, image_tokens: torch.LongTensor, is_seamless: bool,
-                               is_verbose: bool = False) -> torch.LongTensor:
-        return image_tokens.clone()  # the tokens, where min-dalle would decode pixels
 
 
 def main() -> None:
@@ -90,7 +49,7 @@ def main() -> None:
     torch.manual_seed(0)
     log(f"torch {torch.__version__}, {THREADS} threads; building DALL·E mini with random weights")
     with tempfile.TemporaryDirectory() as root:  # MinDalle makes its model folders; nothing is put there
-        model = RandomMiniDalle(models_root=root, dtype=torch.float32, device="cpu", is_mega=False,
+        model = RandomMinDalle(models_root=root, dtype=torch.float32, device="cpu", is_mega=False,
                                 is_reusable=True, is_verbose=False)
 
     def run(seed: int) -> np.ndarray:
