@@ -4,7 +4,10 @@ cache and the output folders. Everything that picks a folder by default asks her
 On Colab with Drive mounted, both live on Drive so that the next session finds them:
 
     /content/drive/MyDrive/nbkit/models     the model cache   (else ~/.cache/nbkit/models)
-    /content/drive/MyDrive/nbkit/outputs    generated runs    (else ./nbkit-outputs)
+    /content/drive/MyDrive/nbkit/outputs    generated runs    (else ~/nbkit/outputs)
+
+Outside Colab the command line, the notebooks (their Drive stand-in is the home folder) and the server
+all save runs in the same place, ~/nbkit/outputs, wherever they are started from.
 """
 
 from __future__ import annotations
@@ -16,6 +19,13 @@ from pathlib import Path
 DRIVE_MOUNT = Path("/content/drive")
 MY_DRIVE = DRIVE_MOUNT / "MyDrive"
 DRIVE_FOLDER = MY_DRIVE / "nbkit"
+
+
+def local_home() -> Path:
+    """Outside Colab, the folder that stands in for Drive's MyDrive (notebooks) and holds nbkit/outputs."""
+    return Path.home()
+
+
 
 
 def is_colab() -> bool:
@@ -41,11 +51,11 @@ def model_cache(folder: str | Path | None = None) -> Path:
 
 def output_root(folder: str | Path | None = None) -> Path:
     """Where runs are saved: `folder`, else $NBKIT_OUTPUT, else Drive's MyDrive/nbkit/outputs when
-    Drive is mounted, else ./nbkit-outputs."""
+    Drive is mounted, else ~/nbkit/outputs (one place, whichever folder a command or kernel runs in)."""
     if folder is not None:
         return Path(folder).expanduser()
     if os.environ.get("NBKIT_OUTPUT"):
         return Path(os.environ["NBKIT_OUTPUT"]).expanduser()
     if drive_mounted():
         return DRIVE_FOLDER / "outputs"
-    return Path.cwd() / "nbkit-outputs"
+    return local_home() / "nbkit" / "outputs"

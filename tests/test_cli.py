@@ -47,8 +47,13 @@ def test_generate_then_rerank(tmp_path, capsys):
 
     assert main(["rerank", str(folder), "--clip", str(FIXTURES / "clip-tiny")]) == 0
     out, _ = capsys.readouterr()
-    assert (out.splitlines()[0].startswith("1. an armchair in the shape of an avocado")
-            and len(out.splitlines()) == 6)
+    lines = out.splitlines()
+    assert lines[0].startswith("prompt 000 'an armchair in the shape of an avocado'") and len(lines) == 6
+    assert f"(best first: {folder / '000_an-armchair-in-the-shape-of-an-avocado_ranked.png'})" in lines[0]
+    assert lines[3].startswith("prompt 001 'a red cube'")
+    shown = sorted(line.split()[2] for line in lines[1:3])           # "  score  image 000  file"
+    assert shown == ["000", "001"] and all(line.split()[3].endswith(f"_{line.split()[2]}.png")
+                                           for line in lines[1:3])
     assert [g["prompt"] for g in json.loads((folder / "ranking.json").read_text())] == [
         "an armchair in the shape of an avocado", "a red cube"]
 
@@ -65,9 +70,9 @@ def test_download_and_info(tmp_path, capsys):
 def test_failures_are_one_line_and_exit_1(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("NBKIT_OFFLINE", "1")
     assert main(["--cache", str(tmp_path), "download", "mini"]) == 1
-    err = capsys.readouterr().err
-    assert err.startswith("nbkit: error: Model 'mini' is not available") and "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1
+    out, err = capsys.readouterr()
+    assert out.startswith("mini: FAILED: DALL·E model 'mini' is not available") and "Traceback" not in err
+    assert err == "nbkit: error: 1 of 1 model(s) could not be downloaded (mini): see above.\n"
     assert main(["rerank", str(tmp_path / "missing")]) == 1
     assert "No folder" in capsys.readouterr().err
     assert main(["--debug", "--cache", str(tmp_path), "download", "no-such-model"]) == 1
@@ -217,8 +222,9 @@ def test_prompts_file_reproduce_and_any_seamless_count(tmp_path, capsys):
     assert main(["reproduce", str(made[1]), str(made[4]), "--vqgan", TINY[3], "--dtype", "float32"]) == 0
     out, err = capsys.readouterr()
     lines = [line for line in out.splitlines() if line.startswith("reproduced: ")]
-    assert len(lines) == 2 and all("tokens match of 256" in line for line in lines)
-    assert "prompt 2 'a blue sphere', image 2, seed 4" in lines[1]
+    assert len(lines) == 2 and all("all 256 tokens match" in line for line in lines)
+    assert lines[1].startswith(f"reproduced: {made[4]}  prompt 001 'a blue sphere', image 001, seed 4")
+    assert made[4].name.startswith("001_") and made[4].name.endswith("_001.png")     # as the file names count
     tampered = tmp_path / "tampered.png"
     metadata = read_png_metadata(made[0])
     pixels = np.asarray(Image.open(made[0])).copy()
@@ -227,7 +233,7 @@ def test_prompts_file_reproduce_and_any_seamless_count(tmp_path, capsys):
     tampered.write_bytes(png_bytes(pixels, metadata))
     assert main(["reproduce", str(tampered), "--vqgan", TINY[3], "--dtype", "float32"]) == 1
     out, err = capsys.readouterr()
-    assert "DIFFERS" in out and "tokens match" in out and "(at most 64)" in out
+    assert "DIFFERS" in out and "all 256 tokens match" in out and "(at most 64)" in out
     differing = int(out.split(" pixel(s) differ")[0].split()[-1])
     assert 10 <= differing < 256 * 256           # the 10 changed, and any within one level of the decoder
     assert "1 of 1 image(s) were not reproduced" in err
@@ -252,11 +258,11 @@ def test_generate_upscale_keeps_the_originals_and_reproduce_takes_both_kinds(tmp
     image untouched); `reproduce` makes a drawn and an upscaled PNG again in one call."""
     weights = FIXTURES / "esrgan-tiny-x4" / "model.safetensors"
     assert main(["generate", "a red cube", "-n", "2", "--seed", "5", "--out", str(tmp_path), *TINY,
-                 "--upscale", str(weights)]) == 0
+                 "--upscaler", str(weights)]) == 0
     out, err = capsys.readouterr()
     folder = Path(out.strip().splitlines()[-1])
     originals = sorted(folder.glob("*_s5_00[01].png"))
-    upscaled = sorted(folder.glob("*_s5_00[01].model.png"))
+    upscaled = sorted(folder.glob("*_s5_00[01].esrgan-x4.png"))
     assert len(originals) == 2 and len(upscaled) == 2, sorted(p.name for p in folder.iterdir())
     assert [Image.open(p).size for p in originals] == [(256, 256)] * 2
     assert [Image.open(p).size for p in upscaled] == [(1024, 1024)] * 2
@@ -271,10 +277,11 @@ def test_generate_upscale_keeps_the_originals_and_reproduce_takes_both_kinds(tmp
                  "--dtype", "float32"]) == 0
     out, _ = capsys.readouterr()
     lines = [line for line in out.splitlines() if line.startswith("reproduced: ")]
-    assert len(lines) == 2 and "tokens match of 256" in lines[0] and "upscaled again" in lines[1]
+    assert len(lines) == 2 and "all 256 tokens match" in lines[0] and "upscaled again" in lines[1]
     assert main(["generate", "a red cube", "--seed", "6", "--out", str(tmp_path / "none"), *TINY,
-                 "--upscale", str(tmp_path / "missing.pth")]) == 1         # refused before anything is made
-    assert "Unknown upscaler" in capsys.readouterr().err and not (tmp_path / "none").exists()
+                 "--upscaler", str(tmp_path / "missing.pth")]) == 1        # refused before anything is made
+    err = capsys.readouterr().err
+    assert f"--upscaler {tmp_path / 'missing.pth'}: Unknown upscaler" in err and not (tmp_path / "none").exists()
     originals[1].write_bytes(originals[0].read_bytes())        # the source is no longer the one it names
     assert main(["reproduce", str(upscaled[1])]) == 1
     assert "is not the file" in capsys.readouterr().err
@@ -286,11 +293,11 @@ def _tiny_translators(monkeypatch, loaded: list):
 
     fetch = hub.fetch
 
-    def fake_fetch(model, cache=None, progress=True):
+    def fake_fetch(model, cache=None, progress=True, kind=None):
         if str(model).startswith("translate-"):
             loaded.append(str(model))
             return FIXTURES / "marian-tiny"
-        return fetch(model, cache, progress)
+        return fetch(model, cache, progress, kind=kind)
 
     monkeypatch.setattr(hub, "fetch", fake_fetch)
 
@@ -304,7 +311,7 @@ def test_generate_translates_a_chinese_prompt_and_records_both(tmp_path, capsys,
     assert main(["generate", typed, "--translate", "auto", "--seed", "5", "--out", str(tmp_path), *TINY]) == 0
     out, err = capsys.readouterr()
     folder = Path(out.strip().splitlines()[-1])
-    assert loaded == ["translate-zh"] and "translated with translate-zh" in err
+    assert set(loaded) == {"translate-zh"} and "translated with translate-zh" in err    # checked, then loaded
     png = next(folder.glob("*_000.png"))
     metadata = read_png_metadata(png)
     assert metadata["translation"] == {"typed_prompt": typed, "translator": "translate-zh",

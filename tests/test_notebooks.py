@@ -274,7 +274,7 @@ def test_the_upscale_notebook_upscales_the_newest_image_beside_it_and_makes_it_a
     [folder] = run_folders(workspace["outputs"])
     singles = {p.name for p in folder.glob("*_s7_*.png")}
     text = run("08_upscale.ipynb", workspace)
-    [upscaled] = folder.glob("*.model.png")                 # the tiny weights' file is model.safetensors
+    [upscaled] = folder.glob("*.esrgan-x4.png")            # the tiny weights (model.safetensors) are x4
     assert Image.open(upscaled).size == (1024, 1024)
     metadata = read_png_metadata(upscaled)
     assert metadata["upscaled_from"]["file"] in singles

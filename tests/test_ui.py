@@ -579,7 +579,7 @@ def test_upscale_shows_a_gallery_image_4x_larger_and_saves_it_beside_the_origina
     form.upscale((1, 0))
     form.wait(300)
     assert "Stopped upscaling" in status(form) and upscaler._loaded is loaded     # loaded once per form
-    assert sorted(form.folder.path.glob("*.model.png")) == [path]
+    assert sorted(form.folder.path.glob("*.esrgan-x4.png")) == [path]
 
 
 def test_upscale_without_an_output_folder_shows_the_result_unsaved(pipe):

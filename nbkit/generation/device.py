@@ -52,14 +52,32 @@ class DeviceInfo:
             registry.MODELS[name].artifact is not None))
         return next((name for name in by_size if self.fits(name, dtype)), None)
 
+    def recommended_model(self) -> tuple[str | None, str]:
+        """The named model to use here and why, by the memory measured now: the largest that fits one
+        device; on a CPU, mini (Mega draws an image in minutes there, when it fits at all)."""
+        if self.memory_per_device is None:
+            return None, "the device does not report its memory: compare the models' sizes with it"
+        free = f"{self.memory_per_device / GIB:.1f} GiB"
+        largest = self.largest_model()
+        if self.platform == "cpu":
+            fits = "fits" if largest is not None and largest != "mini" else "does not fit"
+            mini = "mini" if self.fits("mini") else None
+            if mini is None:
+                return None, f"not even mini fits the {free} of memory free now"
+            return mini, f"a CPU: Mega {fits} the {free} free now, and would take minutes per image"
+        if largest is None:
+            return None, f"none of the named models fits the {free} one device has"
+        return largest, f"the largest that fits the {free} one device has"
+
     def summary(self) -> str:
         if self.memory_per_device is None:
             memory = "memory unknown"
-            model = "unknown (the device does not report its memory: compare the models' sizes with it)"
         else:
             memory = f"{self.memory_per_device / GIB:.1f} GiB" + (" each" if self.count > 1 else "")
-            largest = self.largest_model() or "none of the named models fits"
-            model = f"{largest} (largest that fits one device)"
+            if self.platform == "cpu":
+                memory += " free now"
+        name, why = self.recommended_model()
+        model = f"{name or 'unknown'} ({why})"
         lines = [
             f"runtime:      {'Google Colab' if self.colab else 'not Colab'}",
             f"devices:      {self.count} × {self.kind} ({self.platform}), {memory}"
@@ -86,8 +104,21 @@ def host_memory() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
+def available_memory() -> int | None:
+    """Host memory free for a new program now (Linux's MemAvailable), measured; None where unknown."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def device_memory(device: jax.Device) -> int | None:
-    """What the runtime lets one array use on `device`; where it does not say: host RAM for the CPU,
+    """What the runtime lets one array use on `device`; where it does not say: the host memory free now
+    for the CPU (else all of it),
     the known size of a TPU kind, else None (unknown: a GPU's memory is not the host's)."""
     try:
         stats = device.memory_stats() or {}
@@ -96,7 +127,7 @@ def device_memory(device: jax.Device) -> int | None:
     if stats.get("bytes_limit"):
         return int(stats["bytes_limit"])
     if device.platform == "cpu":
-        return host_memory()
+        return available_memory() or host_memory()
     if device.platform == "tpu":
         kind = device.device_kind.lower()
         return next((gib * GIB for name, gib in _TPU_MEMORY.items() if name in kind), None)

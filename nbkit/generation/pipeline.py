@@ -228,12 +228,13 @@ class Pipeline:
             use_compilation_cache(compilation_cache)
         dtype = jnp.dtype(dtype or detect().recommended_dtype)
         mesh = sharding.make_mesh(model_parallel, devices)
-        folder = hub.fetch(model, cache, progress)
-        vqgan_folder = hub.fetch(vqgan, cache, progress)
+        folder = hub.fetch(model, cache, progress, kind="dallebart")
+        vqgan_folder = hub.fetch(vqgan, cache, progress, kind="vqgan")
         dallebart, params = load_dallebart(folder, dtype, place=sharding.weight_placer(mesh))
         decoder, decoder_params = load_vqgan(vqgan_folder, dtype)
         return cls(dallebart, params, PromptTokenizer.from_folder(folder), decoder,
-                   sharding.put_tree(decoder_params, mesh), mesh, max_batch, name=str(model),
+                   sharding.put_tree(decoder_params, mesh), mesh, max_batch,
+                   name=hub.recorded_name(model, folder),
                    vqgan_folder=vqgan_folder)
 
     # ---- starting from an image

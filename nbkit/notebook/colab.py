@@ -11,7 +11,8 @@ from nbkit.places import DRIVE_FOLDER, DRIVE_MOUNT, MY_DRIVE, drive_mounted, is_
 
 def mount_drive(local_folder: str | Path | None = None) -> Path:
     """Google Drive's MyDrive on Colab (mounting it if needed); elsewhere a local folder standing in
-    for it ($NBKIT_DRIVE, else ~/nbkit-drive). Says which, and returns the folder."""
+    for it ($NBKIT_DRIVE, else the home folder, so that runs go to ~/nbkit/outputs as the command line's
+    do: `places.output_root`). Says which, and returns the folder."""
     if is_colab() and os.environ.get("NBKIT_DRIVE") is None and local_folder is None:
         if not drive_mounted():
             from google.colab import drive
@@ -19,10 +20,11 @@ def mount_drive(local_folder: str | Path | None = None) -> Path:
         folder = MY_DRIVE
         print(f"Google Drive is mounted: files go to {DRIVE_FOLDER}")
         return folder
-    folder = Path(local_folder or os.environ.get("NBKIT_DRIVE") or Path.home() / "nbkit-drive").expanduser()
+    folder = Path(local_folder or os.environ.get("NBKIT_DRIVE") or places.local_home()).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
-    print(f"Not on Colab: using the local folder {folder} in place of Google Drive "
-          "(set NBKIT_DRIVE or pass a folder to change it)")
+    print(f"Not on Colab: using the local folder {folder.resolve()} in place of Google Drive, so runs are "
+          f"saved in {(folder / 'nbkit' / 'outputs').resolve()} (set NBKIT_DRIVE or pass a folder to change "
+          "it)")
     return folder
 
 
@@ -80,8 +82,8 @@ def upload_image(folder: str | Path) -> Path | None:
 
 
 def output_root() -> Path:
-    """Where runs are saved when Drive is not used: $NBKIT_OUTPUT, else ./nbkit-outputs (Drive's
-    nbkit/outputs when it is mounted)."""
+    """Where runs are saved when Drive is not used: $NBKIT_OUTPUT, else ~/nbkit/outputs (Drive's
+    nbkit/outputs when it is mounted): the command line's default too."""
     return places.output_root()
 
 

@@ -41,7 +41,15 @@ from nbkit.generation.sampling import SamplingSettings
 from nbkit.imagefile import read_rgb
 from nbkit.limits import MAX_SOURCE_PIXELS
 from nbkit.output.images import make_grid
-from nbkit.output.storage import UPSCALED_FROM, ImageRecord, RunFolder, atomic_replace, run_key, slugify
+from nbkit.output.storage import (
+    UPSCALED_FROM,
+    ImageRecord,
+    RunFolder,
+    atomic_replace,
+    edit_suffix,
+    run_key,
+    slugify,
+)
 from nbkit.output.upscaled import UPSCALER_KEY, Reproduced, reproduce_upscaled, upscale_files
 from nbkit.png import png_bytes, read_png_metadata
 from nbkit.text.tokenizer import check_prompts
@@ -138,7 +146,8 @@ class RunWriter:
             typed = (request.translations[0] or {}).get("typed_prompt")
             named = unidecode(typed) if typed else None     # a readable form of the prompt as typed
             self.folder = RunFolder.create(self.out, request.prompts, self.key, name_from=named,
-                                           expected_images=len(request.prompts) * request.n_images)
+                                           expected_images=len(request.prompts) * request.n_images,
+                                           suffix=edit_suffix(request.source))
         return self.folder
 
     def save(self, image: GeneratedImage, made_by: GenerationRequest | None = None,
@@ -463,7 +472,7 @@ def rerank_folder(folder: str | Path, reranker: Any) -> list[dict[str, Any]]:
         order = sorted(range(len(group)), key=lambda i: -scores[i])
         ranked = [{"file": group[i]["file"], "image_index": group[i]["image_index"],
                    "score": float(scores[i])} for i in order]
-        caption = prompt + "  |  CLIP: " + " ".join(f"#{r['image_index'] + 1} {r['score']:.2f}"
+        caption = prompt + "  |  CLIP: " + " ".join(f"{r['image_index']:03d}: {r['score']:.2f}"
                                                     for r in ranked)
         data = png_bytes(make_grid([np.asarray(images[i]) for i in order], caption=caption),
                          {"kind": "ranked grid", "prompt": prompt, "prompt_index": prompt_index,

@@ -74,14 +74,29 @@ def _suffixed(stem: str, ext: str = ""):
         yield f"{stem}-{n}{ext}"
 
 
-def new_run_folder(root: Path, prompts: Sequence[str], now: datetime | None = None) -> Path:
-    """Creates and returns a new, empty folder for one run, inside `root` (made if missing).
+def edit_suffix(source: Mapping[str, Any] | None) -> str:
+    """What an edit run's folder name ends with, so that it says what it is: `vary8` (rows kept),
+    `right8` / `down4` (rows or columns added), `fill`; "" for a run drawn from prompts alone."""
+    edit = (source or {}).get("edit")
+    if edit == "vary" and isinstance(source.get("keep_rows"), int):
+        return f"vary{source['keep_rows']}"
+    if (edit == "extend" and source.get("direction") in ("down", "right")
+            and isinstance(source.get("rows"), int)):
+        return f"{source['direction']}{source['rows']}"
+    return "fill" if edit == "fill" else ""
+
+
+def new_run_folder(root: Path, prompts: Sequence[str], now: datetime | None = None, suffix: str = "") -> Path:
+    """Creates and returns a new, empty folder for one run, inside `root` (made if missing), named
+    `<date>_<time>_<prompt>` and `_<suffix>` when given (an edit's, `edit_suffix`).
     Two runs never share a folder: an existing name gets a -2, -3, … suffix."""
     if isinstance(prompts, str) or not prompts:
         raise ValueError(f"prompts must be a non-empty list of strings, got {prompts!r}.")
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     base = f"{(now or datetime.now()):%Y-%m-%d_%H%M%S}_{slugify(prompts[0])}"
+    if suffix:
+        base += f"_{slugify(suffix, 16)}"
     for name in _suffixed(base):
         try:
             _inside(root, name).mkdir(exist_ok=False)
@@ -326,9 +341,9 @@ class RunFolder:
     @classmethod
     def create(cls, root: Path, prompts: Sequence[str], run_key: str | None = None,
                expected_images: int | None = None, now: datetime | None = None,
-               name_from: str | None = None) -> RunFolder:
-        """A new run folder, named after `name_from` (default: the first prompt)."""
-        folder = cls(new_run_folder(root, [name_from] if name_from else prompts, now))
+               name_from: str | None = None, suffix: str = "") -> RunFolder:
+        """A new run folder, named after `name_from` (default: the first prompt) and `suffix`."""
+        folder = cls(new_run_folder(root, [name_from] if name_from else prompts, now, suffix))
         info = {"run_key": run_key, "expected_images": expected_images, "prompts": list(prompts),
                 "created": datetime.now(timezone.utc).isoformat(), "nbkit_version": __version__}
         atomic_write(folder.path / RUN_FILE, json.dumps(info, ensure_ascii=True, indent=1).encode())

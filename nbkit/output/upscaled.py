@@ -26,7 +26,7 @@ from nbkit.generation.kept import tokens_sha256
 from nbkit.generation.upscale import Progress, UpscaleError, Upscaler
 from nbkit.imagefile import ImageRefused, read_image
 from nbkit.limits import MAX_IMAGE_PIXELS, MAX_SOURCE_PIXELS
-from nbkit.output.storage import UPSCALED_FROM, atomic_write
+from nbkit.output.storage import UPSCALED_FROM, atomic_write, slugify
 from nbkit.png import png_bytes, read_png_metadata
 
 UPSCALER_KEY = "upscaler"
@@ -125,11 +125,26 @@ def _saved_match(path: Path, source: dict[str, Any], upscaler: dict[str, Any]) -
     return metadata.get(UPSCALED_FROM) == source and metadata.get(UPSCALER_KEY) == upscaler
 
 
+def upscaled_label(upscaler: Upscaler) -> str:
+    """What an upscaled file's name says after its source's stem: the registered upscaler's name
+    (`esrgan-x4`), `esrgan-x<scale>` for one read from a weights file (`model.safetensors` says nothing),
+    else the upscaler's own name. The PNG's metadata names the weights exactly (name and sha256)."""
+    from nbkit.weights.registry import MODELS, UPSCALER
+
+    name = upscaler.model_name
+    registered = MODELS.get(name)
+    if registered is not None and registered.kind == UPSCALER:
+        return name
+    if upscaler.weights_path is not None or Path(name).suffix in (".pth", ".pt", ".safetensors"):
+        return f"esrgan-x{upscaler.scale}"
+    return slugify(Path(name).name, 40)
+
+
 def _save_beside(folder: Path, picture: Picture, upscaler: Upscaler, pixels: np.ndarray) -> Path:
     """`<stem>.<upscaler>.png` in `folder` (then `-2`, `-3`… when taken by something else)."""
     metadata = upscaled_metadata(picture, upscaler, (pixels.shape[1], pixels.shape[0]))
     data = _pixels_to_png(pixels, picture.grey, metadata)
-    base = f"{_stem(picture.name)}.{Path(upscaler.model_name).stem}"
+    base = f"{_stem(picture.name)}.{upscaled_label(upscaler)}"
     for attempt in range(1, 1000):
         path = folder / (f"{base}.png" if attempt == 1 else f"{base}-{attempt}.png")
         try:
@@ -142,7 +157,7 @@ def _save_beside(folder: Path, picture: Picture, upscaler: Upscaler, pixels: np.
 
 
 def _already_saved(folder: Path, picture: Picture, upscaler: Upscaler) -> Path | None:
-    base = f"{_stem(picture.name)}.{Path(upscaler.model_name).stem}"
+    base = f"{_stem(picture.name)}.{upscaled_label(upscaler)}"
     source, record = _source_record(picture), _upscaler_record(upscaler)
     for path in sorted(folder.glob(f"{base}*.png")):
         if _saved_match(path, source, record):

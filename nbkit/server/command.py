@@ -52,7 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="address to listen on (default 127.0.0.1: this machine only; any other "
                              "needs a token, generated and printed if not given)")
     parser.add_argument("--port", type=_port, default=8000, help="port (default 8000; 0: any free one)")
-    parser.add_argument("--out", help="output folder (default: $NBKIT_OUTPUT, Drive, ./nbkit-outputs)")
+    parser.add_argument("--out", help="output folder (default: $NBKIT_OUTPUT, Drive on Colab, "
+                                      "~/nbkit/outputs)")
     parser.add_argument("--token", help="require this token: in the address (/t/TOKEN/) or as "
                                         "Authorization: Bearer TOKEN")
     parser.add_argument("--max-queue", type=_positive, default=16,

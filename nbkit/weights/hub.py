@@ -41,7 +41,18 @@ from pathlib import Path
 from typing import NamedTuple
 
 from nbkit.places import model_cache
-from nbkit.weights.registry import _WORDS, MODELS, UPSCALER, WORD_FREQUENCIES, HubFile, RegisteredModel
+from nbkit.weights.registry import (
+    _WORDS,
+    CLIP,
+    DALLEBART,
+    MODELS,
+    TRANSLATOR,
+    UPSCALER,
+    VQGAN,
+    WORD_FREQUENCIES,
+    HubFile,
+    RegisteredModel,
+)
 
 VERIFIED_FILE = ".nbkit-files.json"
 # What nbkit reads from a model folder; the first two are needed, the rest are read when present.
@@ -84,42 +95,74 @@ def _offline() -> bool:
                for name in ("NBKIT_OFFLINE", "HF_HUB_OFFLINE"))
 
 
-def fetch(model: str | Path, cache: str | Path | None = None, progress: bool = True) -> Path:
+def looks_like_path(text: str) -> bool:
+    """Whether a model's name is written as a path: `./x`, `../x`, `.x`, `/x`, `~/x`, `x/` or with a
+    backslash (a hub id's two parts are plain names that start with neither a dot nor a slash)."""
+    return text.startswith((".", "/", "~")) or text.endswith(("/", "\\")) or "\\" in text
+
+
+def fetch(model: str | Path, cache: str | Path | None = None, progress: bool = True,
+          kind: str | None = None) -> Path:
     """A folder holding `model`'s files, downloading what the cache lacks. A bare registered name is
-    the registered model even where a folder of that name is here; a `Path` is always a folder."""
+    the registered model even where a folder of that name is here; a `Path`, or a name written as a
+    path (`looks_like_path`), is always a folder. `kind` (DALLEBART, VQGAN, CLIP, …; registered names
+    know their own) only shapes the message when the model cannot be had."""
     text = str(model)
     path = Path(text).expanduser()
     named = text in MODELS and not isinstance(model, Path)
+    kind = MODELS[text].kind if named else kind
     if path.is_dir():
         if not named:
             return path
         _warn_shadowed(text)
-    elif isinstance(model, Path):
-        raise _no_folder(path)
+    elif isinstance(model, Path) or looks_like_path(text):
+        raise _no_folder(path, kind)
     root = model_cache(cache)
     if named:
         registered = MODELS[text]
         if registered.release:
             return _fetch_release(registered, root, progress)
         if registered.artifact:
-            folder = _fetch_artifact(parse_artifact(registered.artifact), root, text, progress)
-            _fetch_files(registered.files, folder, root, progress, text)
+            folder = _fetch_artifact(parse_artifact(registered.artifact), root, text, progress, kind)
+            _fetch_files(registered.files, folder, root, progress, text, kind)
             return folder
-        return _fetch_hub(registered.repo, registered.revision, root, progress, text, registered.files)
+        return _fetch_hub(registered.repo, registered.revision, root, progress, text, registered.files, kind)
     if artifact := parse_artifact(text):
-        return _fetch_artifact(artifact, root, text, progress)
+        return _fetch_artifact(artifact, root, text, progress, kind)
     if match := _HUB_ID.match(text):
-        return _fetch_hub(match["repo"], match["revision"] or "main", root, progress, text)
-    if text.startswith((".", "/", "~")) or os.sep in text.strip(os.sep).replace("/", "", 1):
-        raise _no_folder(path)
+        return _fetch_hub(match["repo"], match["revision"] or "main", root, progress, text, kind=kind)
+    if os.sep in text.strip(os.sep).replace("/", "", 1):
+        raise _no_folder(path, kind)
     raise ModelUnavailableError(
-        f"Unknown model {text!r}. Use a name ({', '.join(MODELS)}), a local folder, a hub id "
-        "('org/name' or 'org/name@revision') or a W&B artifact ('entity/project/name:version').")
+        f"Unknown model {text!r}. Use a name ({', '.join(_names(kind))}), a local folder (written as a path: "
+        "'./folder'), a hub id ('org/name' or 'org/name@revision') or a W&B artifact "
+        "('entity/project/name:version').")
 
 
-def _no_folder(path: Path) -> ModelUnavailableError:
+def _names(kind: str | None) -> list[str]:
+    """The registered names of a kind (all when the kind is not known)."""
+    return [name for name, model in MODELS.items() if kind is None or model.kind == kind] or list(MODELS)
+
+
+def _no_folder(path: Path, kind: str | None = None) -> ModelUnavailableError:
     return ModelUnavailableError(f"Model folder {path} does not exist. Check the path (on Colab, is Drive "
-                                 "mounted?) or use a model name: " + ", ".join(MODELS) + ".")
+                                 "mounted?) or use a model name: " + ", ".join(_names(kind)) + ".")
+
+
+def recorded_name(model: str | Path, folder: Path) -> str:
+    """What a run records as its model, so that the record means the same model anywhere: a registered
+    name as it is (it pins its revision), a local folder as its absolute path, a hub id with the commit
+    it was fetched at (`org/name@<commit>`), a W&B artifact with its version."""
+    text = str(model)
+    if text in MODELS and not isinstance(model, Path):
+        return text
+    if isinstance(model, Path) or looks_like_path(text) or Path(text).expanduser().is_dir():
+        return str(Path(text).expanduser().resolve())
+    if artifact := parse_artifact(text):
+        return f"{artifact.entity}/{artifact.project}/{artifact.name}:{folder.name}"
+    if match := _HUB_ID.match(text):
+        return f"{match['repo']}@{folder.name}"
+    return text
 
 
 _SHADOWED_WARNED: set[str] = set()
@@ -156,7 +199,7 @@ def _inside(base: Path, name: str, what: str, asked: str, nested: bool = False) 
 
 
 def _fetch_hub(repo: str, revision: str, root: Path, progress: bool, asked: str,
-               files: Iterable[HubFile] = ()) -> Path:
+               files: Iterable[HubFile] = (), kind: str | None = None) -> Path:
     """A hub repository at `revision` into `<root>/hub/<repo>/<commit>`: the registered `files`, or
     for any other repo the files nbkit reads (optional ones skipped when the repo lacks them)."""
     registered = bool(files)
@@ -168,7 +211,7 @@ def _fetch_hub(repo: str, revision: str, root: Path, progress: bool, asked: str,
         return repo_root / commit
     if _offline():
         raise _unavailable(asked, repo_root / (commit or revision), files,
-                           "offline mode is on (HF_HUB_OFFLINE/NBKIT_OFFLINE)")
+                           "offline mode is on (HF_HUB_OFFLINE/NBKIT_OFFLINE)", kind=kind)
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
     from huggingface_hub.errors import (
         EntryNotFoundError,
@@ -189,19 +232,19 @@ def _fetch_hub(repo: str, revision: str, root: Path, progress: bool, asked: str,
     except Exception as error:  # only the network's and the server's failures are handled
         if (failure := _network_failure(error, url)) is None:
             raise
-        raise _unavailable(asked, repo_root / (commit or revision), files, *failure) from error
+        raise _unavailable(asked, repo_root / (commit or revision), files, *failure, kind=kind) from error
     if not commit:
         raise ModelUnavailableError(f"Model {asked!r}: the hub at {_endpoint()} did not say which commit "
                                     f"{repo}@{revision} is (no X-Repo-Commit header). Is HF_ENDPOINT a hub?")
     folder = _inside(repo_root, commit, "commit the hub named", asked)
     _write_ref(repo_root, revision, commit)
     pinned = tuple(dataclasses.replace(f, revision=commit) if f.repo == repo else f for f in files)
-    _fetch_files(pinned, folder, root, progress, asked)
+    _fetch_files(pinned, folder, root, progress, asked, kind)
     if not registered and _needs_word_frequencies(folder):
         verified = _read_verified(folder)
         verified["absent"] = [name for name in verified.get("absent", []) if name != WORD_FREQUENCIES]
         _write_verified(folder, verified)
-        _fetch_files((_WORDS,), folder, root, progress, asked)
+        _fetch_files((_WORDS,), folder, root, progress, asked, kind)
     return folder
 
 
@@ -214,7 +257,8 @@ def _needs_word_frequencies(folder: Path) -> bool:
     return bool(normalizes) and not (folder / WORD_FREQUENCIES).is_file()
 
 
-def _fetch_files(files: tuple[HubFile, ...], folder: Path, root: Path, progress: bool, asked: str) -> None:
+def _fetch_files(files: tuple[HubFile, ...], folder: Path, root: Path, progress: bool, asked: str,
+                 kind: str | None = None) -> None:
     """Downloads each file `folder` lacks (or holds damaged), checking size and hash; files nbkit
     only reads when present are skipped when the repository lacks them."""
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
@@ -226,7 +270,8 @@ def _fetch_files(files: tuple[HubFile, ...], folder: Path, root: Path, progress:
         if _verified_ok(folder, file.filename, verified):
             continue
         if _offline():
-            raise _unavailable(asked, folder, files, "offline mode is on (HF_HUB_OFFLINE/NBKIT_OFFLINE)")
+            raise _unavailable(asked, folder, files, "offline mode is on (HF_HUB_OFFLINE/NBKIT_OFFLINE)",
+                               kind=kind)
         url = hf_hub_url(file.repo, file.filename, revision=file.revision, endpoint=_endpoint())
         try:
             meta = get_hf_file_metadata(url, endpoint=_endpoint())
@@ -240,7 +285,7 @@ def _fetch_files(files: tuple[HubFile, ...], folder: Path, root: Path, progress:
         except Exception as error:  # only the network's and the server's failures are handled
             if (failure := _network_failure(error, url)) is None:
                 raise
-            raise _unavailable(asked, folder, files, *failure) from error
+            raise _unavailable(asked, folder, files, *failure, kind=kind) from error
         digest = file.sha256 or meta.etag
         size = meta.size if file.size is None else file.size
         if meta.size is not None and size != meta.size:
@@ -328,7 +373,8 @@ def _fetch_release(model: RegisteredModel, root: Path, progress: bool) -> Path:
         return folder
     files = (HubFile("", "", release.filename),)
     if _offline():
-        raise _unavailable(model.name, folder, files, "offline mode is on (HF_HUB_OFFLINE/NBKIT_OFFLINE)")
+        raise _unavailable(model.name, folder, files, "offline mode is on (HF_HUB_OFFLINE/NBKIT_OFFLINE)",
+                           kind=UPSCALER, url=release.url)
     url = os.environ.get("NBKIT_RELEASES_URL", "").rstrip("/")   # a mirror (tests: a local server)
     url = f"{url}/{release.url.split('/download/', 1)[1]}" if url else release.url
     try:
@@ -338,7 +384,7 @@ def _fetch_release(model: RegisteredModel, root: Path, progress: bool) -> Path:
     except Exception as error:  # only the network's and the server's failures are handled
         if (failure := _network_failure(error, url, server="GitHub")) is None:
             raise
-        raise _unavailable(model.name, folder, files, *failure) from error
+        raise _unavailable(model.name, folder, files, *failure, kind=UPSCALER, url=release.url) from error
     folder.mkdir(parents=True, exist_ok=True)
     os.replace(part, folder / release.filename)
     _write_verified(folder, {release.filename: _stamp(folder / release.filename, release.sha256),
@@ -507,21 +553,39 @@ def _network_failure(error: BaseException, url: str | None = None,
 _CONNECT = "Connect to the internet"
 
 
+# What to put in a folder, per kind of model, when the cache cannot be filled (never another kind's list).
+KIND_FILES = {
+    DALLEBART: "config.json, flax_model.msgpack and the tokenizer files (vocab.json, merges.txt, "
+               "tokenizer.json, …)",
+    VQGAN: "config.json and flax_model.msgpack",
+    CLIP: "config.json, flax_model.msgpack, the tokenizer files and preprocessor_config.json",
+    TRANSLATOR: "config.json, pytorch_model.bin, source.spm, target.spm and vocab.json",
+}
+KIND_TITLES = {DALLEBART: "DALL·E model", VQGAN: "VQGAN", CLIP: "CLIP model", UPSCALER: "upscaler",
+               TRANSLATOR: "translator"}
+
+
 def _unavailable(asked: str, folder: Path, files: Iterable[HubFile], why: str,
-                 advice: str = _CONNECT) -> ModelUnavailableError:
+                 advice: str = _CONNECT, kind: str | None = None,
+                 url: str | None = None) -> ModelUnavailableError:
     missing = [f.filename for f in files if not (folder / f.filename).is_file()]
+    if kind == UPSCALER:
+        instead = (f"or download {url or 'its .pth file'} on a machine that is online and give that file's "
+                   "path instead of the name")
+    else:
+        instead = (f"or copy its files ({KIND_FILES.get(kind, 'config.json, flax_model.msgpack, …')}) into "
+                   "a folder and give that folder's path instead of the name")
     return ModelUnavailableError(
-        f"Model {asked!r} is not available: {why}, and the cache ({folder}) lacks "
-        f"{', '.join(missing) or 'verified copies of its files'}. "
-        f"{advice}, or copy the model's files (config.json, flax_model.msgpack and its tokenizer "
-        "files) into a folder and pass that folder's path instead of the name, or point NBKIT_CACHE at a "
-        "cache that has them (e.g. on Google Drive).")
+        f"{KIND_TITLES.get(kind, 'Model')} {asked!r} is not available: {why}, and the cache ({folder}) "
+        f"lacks {', '.join(missing) or 'verified copies of its files'}. {advice}, {instead}, or point "
+        "NBKIT_CACHE at a cache that has them (e.g. on Google Drive).")
 
 
 # ---------------------------------------------------------------- W&B
 
 
-def _fetch_artifact(artifact: WandbArtifact, root: Path, asked: str, progress: bool) -> Path:
+def _fetch_artifact(artifact: WandbArtifact, root: Path, asked: str, progress: bool,
+                    kind: str | None = None) -> Path:
     """A W&B artifact into `<root>/wandb/…/<version>`, through the `wandb` package (optional extra)."""
     artifact_root = root / "wandb" / f"{artifact.entity}--{artifact.project}--{artifact.name}"
     _inside(artifact_root, artifact.version, "version", asked)
@@ -530,7 +594,8 @@ def _fetch_artifact(artifact: WandbArtifact, root: Path, asked: str, progress: b
     if _read_verified(folder).get("complete") and all((folder / n).is_file() for n in REQUIRED_FILES):
         return folder
     if _offline():
-        raise _unavailable(asked, folder, [HubFile("", "", n) for n in REQUIRED_FILES], "offline mode is on")
+        raise _unavailable(asked, folder, [HubFile("", "", n) for n in REQUIRED_FILES], "offline mode is on",
+                           kind=kind)
     try:
         import wandb
     except ImportError:
@@ -546,7 +611,8 @@ def _fetch_artifact(artifact: WandbArtifact, root: Path, asked: str, progress: b
     except Exception as error:  # only the network's and the server's failures are handled
         if (failure := _network_failure(error, server="W&B")) is None:
             raise
-        raise _unavailable(asked, folder, [HubFile("", "", n) for n in REQUIRED_FILES], *failure) from error
+        raise _unavailable(asked, folder, [HubFile("", "", n) for n in REQUIRED_FILES], *failure,
+                           kind=kind) from error
     if folder.exists():
         shutil.rmtree(folder)   # an earlier attempt stopped between the move and the record
     os.replace(partial, folder)

@@ -230,8 +230,25 @@ def upscalers_summary() -> str:
     return "\n".join(lines)
 
 
-@functools.cache
+# Parameter counts of the published architectures, as `counted_parameters` finds them (tests/test_registry.py
+# counts them again): `nbkit info` and the model picker read these, so that they build no model.
+PARAMETER_COUNTS = {
+    (DALLEBART, "mini"): 437_833_712, (DALLEBART, "mega"): 2_587_521_024, (VQGAN, "vqgan"): 46_709_891,
+    (CLIP, "clip-b32"): 151_277_313, (CLIP, "clip-l14"): 427_616_513,
+    (UPSCALER, "x4plus"): 16_697_987, (UPSCALER, "x4plus-anime-6b"): 4_467_779,
+    (UPSCALER, "x2plus"): 16_703_171, (UPSCALER, "general-x4v3"): 1_213_296,
+    (TRANSLATOR, "opus-mt-base"): 77_484_009,
+}
+
+
 def parameter_count(kind: str, architecture: str) -> int:
+    """How many parameters a published architecture has: from the table, else counted."""
+    known = PARAMETER_COUNTS.get((kind, architecture))
+    return known if known is not None else counted_parameters(kind, architecture)
+
+
+@functools.cache
+def counted_parameters(kind: str, architecture: str) -> int:
     """Counted from the published architecture's parameter shapes (nothing is allocated)."""
     if kind == DALLEBART:
         from nbkit.models import dallebart as module
