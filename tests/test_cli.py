@@ -281,7 +281,8 @@ def test_generate_upscale_keeps_the_originals_and_reproduce_takes_both_kinds(tmp
     assert main(["generate", "a red cube", "--seed", "6", "--out", str(tmp_path / "none"), *TINY,
                  "--upscaler", str(tmp_path / "missing.pth")]) == 1        # refused before anything is made
     err = capsys.readouterr().err
-    assert f"--upscaler {tmp_path / 'missing.pth'}: Unknown upscaler" in err and not (tmp_path / "none").exists()
+    assert f"--upscaler {tmp_path / 'missing.pth'}: Unknown upscaler" in err
+    assert not (tmp_path / "none").exists()
     originals[1].write_bytes(originals[0].read_bytes())        # the source is no longer the one it names
     assert main(["reproduce", str(upscaled[1])]) == 1
     assert "is not the file" in capsys.readouterr().err

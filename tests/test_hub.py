@@ -283,7 +283,7 @@ def test_a_registered_name_means_the_registered_model_even_beside_a_folder_so_na
     monkeypatch.setattr(hub, "_SHADOWED_WARNED", set())
     (tmp_path / "mini").mkdir()
     with pytest.warns(UserWarning, match=r"'mini' is a registered model name and also a folder.*'\./mini'"):
-        with pytest.raises(hub.ModelUnavailableError, match="Model 'mini' is not available: offline mode"):
+        with pytest.raises(hub.ModelUnavailableError, match="DALL·E model 'mini' is not available: offline"):
             hub.fetch("mini", cache=tmp_path / "cache")
     with warnings.catch_warnings():
         warnings.simplefilter("error")                          # said once is enough
@@ -421,3 +421,58 @@ def test_memory_needed_is_weights_and_cache_at_the_dtype_size_plus_the_documente
             assert registry.memory_needed(model, dtype) == expected, (model.name, dtype)
     mega_and_vqgan = sum(registry.memory_needed(registry.MODELS[n], "float16") for n in ("mega", "vqgan"))
     assert round(mega_and_vqgan / registry.GIB, 1) == 6.4          # the notebook's "~6.4 GiB in 16 bits"
+
+
+def test_a_hub_model_is_recorded_with_its_commit_and_a_folder_absolutely(served, monkeypatch, tmp_path):
+    _, cache = served
+    folder = hub.fetch("org/vqgan", cache=cache, progress=False)
+    assert hub.recorded_name("org/vqgan", folder) == f"org/vqgan@{commit_of('org/vqgan')}"
+    assert hub.recorded_name("mini", folder) == "mini"                      # a registered name pins its own
+    monkeypatch.chdir(FIXTURES)
+    for spelled in ("./vqgan-tiny", "vqgan-tiny", "vqgan-tiny/", Path("vqgan-tiny")):
+        assert hub.recorded_name(spelled, Path(spelled)) == str(VQGAN.resolve()), spelled
+    assert hub.recorded_name("a/b/c:latest", tmp_path / "v3") == "a/b/c:v3"
+
+
+@pytest.mark.parametrize("spelled", ["./nonexistent", "nonexistent/", "../nope", ".hidden/x", "~/nope/x"])
+def test_names_written_as_paths_are_folders_never_hub_ids(spelled, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", lambda *a, **k: pytest.fail("asked the hub"))
+    with pytest.raises(hub.ModelUnavailableError, match="Model folder .* does not exist. Check the path"):
+        hub.fetch(spelled, cache=tmp_path / "cache", kind=registry.VQGAN)
+
+
+def test_offline_messages_name_each_kind_s_own_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("NBKIT_OFFLINE", "1")
+    messages = {}
+    for name in ("mini", "vqgan", "clip-b32", "translate-zh"):
+        with pytest.raises(hub.ModelUnavailableError) as error:
+            hub.fetch(name, cache=tmp_path)
+        messages[name] = str(error.value)
+    with pytest.raises(hub.ModelUnavailableError) as error:
+        hub.fetch_upscaler("esrgan-x4", cache=tmp_path)
+    messages["esrgan-x4"] = str(error.value)
+    assert messages["mini"].startswith("DALL·E model 'mini' is not available")
+    assert "merges.txt" in messages["mini"]
+    assert messages["vqgan"].startswith("VQGAN 'vqgan' is not available")
+    assert "copy its files (config.json and flax_model.msgpack) into a folder" in messages["vqgan"]
+    assert messages["clip-b32"].startswith("CLIP model")
+    assert "preprocessor_config.json" in messages["clip-b32"]
+    assert messages["translate-zh"].startswith("translator") and "source.spm" in messages["translate-zh"]
+    upscaler = messages["esrgan-x4"]
+    assert upscaler.startswith("upscaler 'esrgan-x4' is not available")
+    assert f"download {registry.MODELS['esrgan-x4'].release.url} on a machine that is online" in upscaler
+    for name in ("vqgan", "esrgan-x4", "clip-b32", "translate-zh"):        # never the DALL·E list
+        assert "tokenizer files (vocab.json" not in messages[name], name
+    assert "flax_model.msgpack" not in upscaler and "config.json" not in upscaler
+
+
+def test_the_parameter_table_is_what_the_architectures_count():
+    """`nbkit info` reads the table (building no model); this counts every architecture again."""
+    seen = {(model.kind, model.architecture) for model in registry.MODELS.values()}
+    assert seen == set(registry.PARAMETER_COUNTS)
+    for kind, architecture in sorted(seen):
+        counted = registry.counted_parameters(kind, architecture)
+        assert counted == registry.PARAMETER_COUNTS[kind, architecture], (kind, architecture)

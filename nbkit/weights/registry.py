@@ -230,7 +230,7 @@ def upscalers_summary() -> str:
     return "\n".join(lines)
 
 
-# Parameter counts of the published architectures, as `counted_parameters` finds them (tests/test_registry.py
+# Parameter counts of the published architectures, as `counted_parameters` finds them (tests/test_hub.py
 # counts them again): `nbkit info` and the model picker read these, so that they build no model.
 PARAMETER_COUNTS = {
     (DALLEBART, "mini"): 437_833_712, (DALLEBART, "mega"): 2_587_521_024, (VQGAN, "vqgan"): 46_709_891,
