@@ -133,7 +133,8 @@ class _RunBar:
         from tqdm.auto import tqdm
 
         self.length, self.extra = length, max(1, round(length * DECODE_SHARE))
-        self.bar = tqdm(total=images * (length + self.extra), file=sys.stderr, disable=None,
+        self.total, self.position = images * (length + self.extra), 0
+        self.bar = tqdm(total=self.total, file=sys.stderr, disable=None,
                         bar_format="{desc} |{bar}| {percentage:3.0f}%")
         self.said: tuple | None = None
         self.cut_said = False
@@ -141,7 +142,9 @@ class _RunBar:
     def show(self, event, images_done: int, tokens_done: int, stage: str) -> None:
         label = event.label
         self.bar.set_description_str(label, refresh=False)
-        self.bar.update(tokens_done + images_done * self.extra - self.bar.n)
+        position = tokens_done + images_done * self.extra
+        self.bar.update(position - self.position)
+        self.position = position
         key = (stage, images_done)
         if self.bar.disable and key != self.said:
             _say(label)

@@ -135,7 +135,7 @@ def test_generate_with_a_negative_prompt_records_it_and_reproduces(tmp_path, cap
     assert runs.reproduce(pipe, png).tokens.tolist() == metadata["tokens"]
 
 
-def test_vary_extend_and_fill_from_a_saved_png(tmp_path, capsys):
+def test_vary_extend_and_fill_from_a_saved_png(tmp_path, capsys, monkeypatch):
     assert main(["generate", "a red cube", "-n", "4", "--seed", "5", "--seamless", "--out", str(tmp_path),
                  *TINY]) == 0
     out, err = capsys.readouterr()
@@ -146,10 +146,13 @@ def test_vary_extend_and_fill_from_a_saved_png(tmp_path, capsys):
     source_tokens = read_png_metadata(source)["tokens"]
 
     assert main(["vary", str(source), "-n", "2", "--keep-rows", "5", "--seed", "1", "--negative", "fog",
-                 "--out", str(tmp_path), *TINY]) == 0
+                 "--out", str(tmp_path), *TINY[2:]]) == 0                   # no --model: the PNG's
     out, err = capsys.readouterr()
-    varied = sorted(Path(out.strip().splitlines()[-1]).glob("*.png"))
+    vary_folder = Path(out.strip().splitlines()[-1])
+    varied = sorted(vary_folder.glob("*.png"))
     assert len(varied) == 2 and "first 5 of 16 rows kept" in err
+    assert f"model: {TINY[1]} (the one {source.name} names" in err and vary_folder.name.endswith("_vary5")
+    assert read_png_metadata(varied[0])["model"] == TINY[1]
     metadata = read_png_metadata(varied[0])
     assert metadata["tokens"][:80] == source_tokens[:80] and metadata["prompt"] == "a red cube"
     assert metadata["source"]["file"] == source.name and metadata["source"]["keep_rows"] == 5
@@ -159,7 +162,7 @@ def test_vary_extend_and_fill_from_a_saved_png(tmp_path, capsys):
                  *TINY]) == 0
     out, err = capsys.readouterr()
     stitched = Path(out.strip().splitlines()[-1])
-    assert Image.open(stitched).size == (256 + 2 * 4 * 16, 256)
+    assert Image.open(stitched).size == (256 + 2 * 4 * 16, 256) and stitched.parent.name.endswith("_right4")
     pieces = read_png_metadata(stitched)["pieces"]
     assert len(pieces) == 2 and all((stitched.parent / piece).is_file() for piece in pieces)
     second = read_png_metadata(stitched.parent / pieces[1])
@@ -173,11 +176,15 @@ def test_vary_extend_and_fill_from_a_saved_png(tmp_path, capsys):
     assert whole.tolist() == np.concatenate([grid(source_tokens), first_piece[:, 12:], second_piece[:, 12:]],
                                             axis=1).tolist()
 
+    monkeypatch.chdir(FIXTURES)                               # a model given as a relative path ...
     assert main(["fill", str(source), "--region", "4", "4", "8", "12", "-n", "3", "--seed", "2",
-                 "--out", str(tmp_path), *TINY]) == 0
+                 "--out", str(tmp_path), "--model", "./dallebart-tiny", *TINY[2:]]) == 0
     out, err = capsys.readouterr()
     printed = [line.split() for line in err.splitlines() if line.startswith("  ") and ".png" in line]
     filled = Path(out.strip().splitlines()[-1])
+    assert filled.name.endswith("_fill") and filled.is_absolute()
+    recorded = read_png_metadata(filled / printed[0][1])["model"]
+    assert recorded == str((FIXTURES / "dallebart-tiny").resolve())   # ... is recorded absolutely
     pipe = Pipeline.from_pretrained(TINY[1], TINY[3], dtype="float32", progress=False)
     recomputed = {}
     for _, name in printed:             # each candidate's score, recomputed apart from the sampler
@@ -344,3 +351,128 @@ def test_translate_off_draws_the_prompt_as_typed(tmp_path, capsys, monkeypatch):
     assert main(args) == 0
     folder = Path(capsys.readouterr().out.strip().splitlines()[-1])
     assert loaded == [] and read_png_metadata(next(folder.glob("*_000.png")))["prompt"] == "кошка"
+
+
+def test_generate_says_each_stage_and_which_prompt_was_cut(tmp_path, capsys):
+    long_prompt = "a very long prompt " * 8                  # the tiny model reads 16 text tokens
+    assert main(["generate", long_prompt, "a red cube", "--seed", "3", "--out", str(tmp_path), *TINY]) == 0
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert lines[0] == f"loading models: {TINY[1]} and {TINY[3]} in float32 …"
+    assert lines[1].startswith(f"loaded {TINY[1]} in ")
+    note = [line for line in lines if line.startswith("note: ")]
+    assert len(note) == 1 and "1 prompt(s) are longer than the model's 16 text tokens and were cut" in note[0]
+    assert repr(long_prompt[:57] + "…") in note[0] and "a red cube" not in note[0]
+    stages = [line for line in lines if " · " in line or line in ("decoding pixels", "saving")]
+    assert stages[0].startswith("compiling (first time for this size) · 0 of 2 images · 0 of 512 tokens")
+    assert any(line.startswith("drawing · 0 of 2 images · ") for line in stages)
+    assert stages[-2].startswith("decoding pixels · 0 of 2 images")
+    assert stages[-1] == "saving · 2 of 2 images"
+
+
+def test_the_bar_keeps_a_share_for_the_decode():
+    from nbkit.cli import _RunBar
+
+    bar = _RunBar(images=2, length=256)
+    label = SimpleNamespace(label="decoding pixels · 0 of 2 images")
+    bar.show(label, images_done=0, tokens_done=512, stage="decoding")   # every token drawn, none decoded
+    assert bar.position == 512 < bar.total == 2 * (256 + 32)
+    bar.show(SimpleNamespace(label="saving · 2 of 2 images"), images_done=2, tokens_done=512, stage="saving")
+    assert bar.position == bar.total
+    bar.close()
+
+
+def test_every_missing_model_is_named_with_its_flag_before_anything_loads(tmp_path, capsys, monkeypatch):
+    import nbkit.generation.pipeline as pipeline_module
+
+    monkeypatch.setenv("NBKIT_OFFLINE", "1")
+    monkeypatch.setattr(pipeline_module, "load_dallebart", lambda *a, **k: pytest.fail("a model was loaded"))
+    assert main(["--cache", str(tmp_path), "generate", "a cat", "--upscale", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("nbkit: error: 3 models cannot be had (nothing was loaded)")
+    problems = err.splitlines()[1:]
+    assert [line.split(":")[0] for line in problems] == ["  --model mini", "  --vqgan vqgan",
+                                                         "  --upscaler esrgan-x4"]
+    assert "VQGAN 'vqgan' is not available" in problems[1] and "tokenizer" not in problems[1]
+    assert ".pth on a machine that is online" in problems[2]
+    assert main(["--cache", str(tmp_path), "generate", "a cat", "--model", TINY[1]]) == 1   # one left
+    err = capsys.readouterr().err
+    assert err.startswith("nbkit: error: --vqgan vqgan: VQGAN 'vqgan' is not available: offline mode")
+    assert len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("spelled", ["./nonexistent", "nonexistent/"])
+def test_a_model_written_as_a_path_is_a_folder(spelled, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "a cat", "--model", spelled, "--vqgan", TINY[3]]) == 1
+    err = capsys.readouterr().err
+    folder = tmp_path / "nonexistent"
+    assert err.startswith(f"nbkit: error: --model {spelled}: Model folder {folder} does not exist")
+    assert "Repo id" not in err
+
+
+def test_upscale_is_a_flag_that_cannot_swallow_a_prompt():
+    from nbkit.cli import parser
+
+    args = parser().parse_args(["generate", "--upscale", "a cat"])
+    assert args.prompts == ["a cat"] and args.upscale and args.upscaler is None
+    args = parser().parse_args(["generate", "a cat", "--upscaler", "esrgan-anime"])
+    assert args.prompts == ["a cat"] and args.upscaler == "esrgan-anime"
+
+
+def test_download_tries_every_name_and_reports_each(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("NBKIT_OFFLINE", "1")
+    assert main(["--cache", str(tmp_path), "download", "mini", TINY[3], "esrgan-x4"]) == 1
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert len(lines) == 3 and lines[0].startswith("mini: FAILED: DALL·E model 'mini' is not available")
+    assert lines[1] == f"{TINY[3]}: {Path(TINY[3]).resolve()}"
+    assert lines[2].startswith("esrgan-x4: FAILED: upscaler 'esrgan-x4' is not available")
+    assert err.strip() == ("nbkit: error: 2 of 3 model(s) could not be downloaded (mini, esrgan-x4): "
+                           "see above.")
+
+
+def test_info_opens_no_weights_and_builds_no_model(tmp_path, capsys, monkeypatch):
+    import builtins
+    import io
+    import shutil
+
+    from nbkit.weights import hub, registry
+
+    folder = tmp_path / "cache" / "hub" / "org--vqgan" / ("0" * 40)
+    shutil.copytree(TINY[3], folder)
+    (folder / hub.VERIFIED_FILE).write_text("{}")
+    opened, real_open = [], builtins.open
+
+    def watched(file, *args, **kwargs):
+        opened.append(str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", watched)
+    monkeypatch.setattr(io, "open", watched)                            # what pathlib opens files with
+    monkeypatch.setattr(registry, "counted_parameters", lambda *a: pytest.fail("a model was built to count"))
+    monkeypatch.setenv("NBKIT_OUTPUT", str(tmp_path / "runs"))
+    assert main(["--cache", str(tmp_path / "cache"), "info"]) == 0
+    out = capsys.readouterr().out
+    assert not [name for name in opened if name.endswith((".msgpack", ".pth", ".safetensors", ".bin"))]
+    assert f"outputs:      {tmp_path / 'runs'} " in out
+    assert f"cache:        {tmp_path / 'cache'} (1 model folder(s)" in out and f"org/vqgan@{'0' * 40}" in out
+    model = next(line for line in out.splitlines() if line.startswith("model:"))
+    assert model.startswith("model:        mini (a CPU: ")          # the tests run on the CPU
+
+
+def test_help_describes_every_argument(capsys):
+    import re
+
+    texts = {}
+    for command in ("generate", "rerank", "download"):
+        with pytest.raises(SystemExit) as exit_code:
+            main([command, "--help"])
+        assert exit_code.value.code == 0
+        texts[command] = capsys.readouterr().out
+    for command, argument in [("generate", "PROMPT"), ("generate", "--temperature T"),
+                              ("generate", "--top-k K"), ("generate", "--top-p P"), ("rerank", "DIR"),
+                              ("download", "NAME")]:
+        assert re.search(rf"^  {re.escape(argument)}\s+\w", texts[command], re.MULTILINE), (command, argument)
+    for name in ("mini", "mega", "vqgan", "clip-b32", "esrgan-x4", "translate-zh"):
+        assert name in texts["download"], name

@@ -293,7 +293,7 @@ def test_a_registered_name_means_the_registered_model_even_beside_a_folder_so_na
             assert hub.fetch(spelled, cache=tmp_path / "cache").resolve() == tmp_path / "mini", spelled
         (tmp_path / "mine").mkdir()                                 # a bare name nobody registered
         assert hub.fetch("mine", cache=tmp_path / "cache") == Path("mine")
-    with pytest.raises(hub.ModelUnavailableError, match="Model folder vqgan does not exist"):
+    with pytest.raises(hub.ModelUnavailableError, match=f"Model folder {tmp_path / 'vqgan'} does not exist"):
         hub.fetch(Path("vqgan"), cache=tmp_path / "cache")          # a Path is always a folder
 
 
