@@ -145,8 +145,8 @@ def _names(kind: str | None) -> list[str]:
 
 
 def _no_folder(path: Path, kind: str | None = None) -> ModelUnavailableError:
-    return ModelUnavailableError(f"Model folder {path.absolute()} does not exist. Check the path (on Colab, is Drive "
-                                 "mounted?) or use a model name: " + ", ".join(_names(kind)) + ".")
+    return ModelUnavailableError(f"Model folder {path.absolute()} does not exist. Check the path (on Colab, "
+                                 "is Drive mounted?) or use a model name: " + ", ".join(_names(kind)) + ".")
 
 
 def recorded_name(model: str | Path, folder: Path) -> str:
