@@ -366,3 +366,39 @@ def test_a_crash_while_replacing_keeps_the_old_file_and_leaves_no_temp(tmp_path,
     with pytest.raises(OSError, match="crash"):
         storage.atomic_replace(path, b"never seen")
     assert path.read_bytes() == b"new ranking" and os.listdir(tmp_path) == ["ranking.json"]
+
+
+def test_edit_runs_are_named_for_what_they_are(tmp_path):
+    named = {
+        "vary8": {"edit": "vary", "keep_rows": 8, "file": "x.png"},
+        "right8": {"edit": "extend", "direction": "right", "rows": 8},
+        "down4": {"edit": "extend", "direction": "down", "rows": 4},
+        "fill": {"edit": "fill", "region": [4, 4, 8, 8]},
+    }
+    for suffix, source in named.items():
+        assert storage.edit_suffix(source) == suffix
+        folder = RunFolder.create(tmp_path, ["a cat"], suffix=storage.edit_suffix(source), now=NOW)
+        assert folder.path.name == f"2024-05-01_123045_a-cat_{suffix}"
+    for untrusted in (None, {}, {"edit": "extend", "direction": "../up", "rows": 3},
+                      {"edit": "vary", "keep_rows": "8/../x"}, {"edit": "rm -rf"}):
+        assert storage.edit_suffix(untrusted) == "", untrusted
+    assert RunFolder.create(tmp_path, ["a dog"], now=NOW).path.name == "2024-05-01_123045_a-dog"
+
+
+def test_one_default_output_place_outside_colab_for_the_cli_and_the_notebooks(tmp_path, monkeypatch):
+    from nbkit import places
+    from nbkit.notebook import colab
+
+    monkeypatch.delenv("NBKIT_OUTPUT", raising=False)
+    monkeypatch.delenv("NBKIT_DRIVE", raising=False)
+    for name in [name for name in os.environ if name.startswith("COLAB_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setattr(places, "MY_DRIVE", tmp_path / "no-drive" / "MyDrive")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert places.output_root() == tmp_path / "home" / "nbkit" / "outputs"      # wherever it starts
+    drive = colab.mount_drive()                                  # what the notebooks save under
+    assert drive / "nbkit" / "outputs" == places.output_root() == colab.output_root()
+    monkeypatch.setenv("NBKIT_OUTPUT", str(tmp_path / "mine"))
+    assert places.output_root() == tmp_path / "mine"
