@@ -200,9 +200,10 @@ def _make(pipe, request, args: argparse.Namespace, what: str):
 def _translators_wanted(args: argparse.Namespace, texts: list[str]) -> list[tuple[str, str, str]]:
     """The translators `--translate` will load for `texts` (none for English ones), to check up front."""
     from nbkit.text.translate import pick_translator
-    from nbkit.weights.registry import TRANSLATOR
+    from nbkit.weights.registry import MODELS, TRANSLATOR
 
-    if args.translate == "off":
+    other_kind = args.translate in MODELS and MODELS[args.translate].kind != TRANSLATOR
+    if args.translate == "off" or other_kind:      # another kind's name: refused when it is used
         return []
     picked = {pick_translator(text) for text in texts if text.strip()} - {None}
     names = sorted(picked) if args.translate == "auto" else [args.translate] if picked else []
