@@ -54,8 +54,11 @@ def test_largest_model_that_fits():
     assert small.fits("mega") is False and small.fits("mega", sharded=True) is True
 
 
-def test_detect_describes_this_machine():
+def test_detect_describes_this_machine(monkeypatch):
     """Whatever the machine (CPU, GPU or TPU), what detect() says agrees with jax."""
+    free = device_module.available_memory()
+    assert free is None or 0 < free <= device_module.host_memory()
+    monkeypatch.setattr(device_module, "available_memory", lambda: free)   # one measurement for all
     devices = jax.devices()
     info = detect()
     first = devices[0]
@@ -64,8 +67,8 @@ def test_detect_describes_this_machine():
     assert info.recommended_dtype == recommended_dtype(info.platform, info.kind, info.compute_capability)
     assert info.memory_per_device == device_module.device_memory(first)
     assert info.host_memory == device_module.host_memory() > GIB
-    if info.platform == "cpu":
-        assert info.memory_per_device == info.host_memory
+    if info.platform == "cpu":                       # the memory free now, where it is measured
+        assert info.memory_per_device == (free or info.host_memory)
     summary = info.summary()
     for part in ("devices:", f"{info.count} × {info.kind} ({info.platform})", info.recommended_dtype,
                  "host memory", "model:"):
@@ -83,7 +86,8 @@ def test_tpu_memory_falls_back_to_known_sizes():
 def test_a_gpu_without_memory_stats_has_unknown_memory_not_the_hosts(stats):
     assert device_module.device_memory(FakeDevice("gpu", "Tesla T4", stats)) is None
     assert device_module.device_memory(FakeDevice("gpu", "Tesla T4", {"bytes_limit": 14 * GIB})) == 14 * GIB
-    assert device_module.device_memory(FakeDevice("cpu", "cpu", stats)) == device_module.host_memory()
+    host = device_module.host_memory()
+    assert device_module.device_memory(FakeDevice("cpu", "cpu", stats)) in range(1, host + 1)
 
 
 def test_unknown_memory_gives_no_verdict_rather_than_a_guess():
@@ -112,3 +116,18 @@ def test_model_picker_lists_sizes_and_fit_and_returns_the_choice():
     assert [value for _, value in picker.widget.options] == ["mini", "mega", "mega-fp16"]
     picker.widget.value = "mega-fp16"
     assert picker.value == "mega-fp16"
+
+
+def test_the_recommended_model_is_by_measured_memory_and_mini_on_a_cpu():
+    assert fake("gpu", "NVIDIA A100-SXM4-40GB", memory_gib=40).recommended_model() == (
+        "mega", "the largest that fits the 40.0 GiB one device has")
+    name, why = fake("cpu", "cpu", memory_gib=20).recommended_model()
+    assert name == "mini" and why == ("a CPU: Mega fits the 20.0 GiB free now, and would take minutes per "
+                                      "image")
+    assert fake("cpu", "cpu", memory_gib=4).recommended_model()[1].startswith(
+        "a CPU: Mega does not fit the 4.0")
+    assert fake("cpu", "cpu", memory_gib=1).recommended_model() == (
+        None, "not even mini fits the 1.0 GiB of memory free now")
+    summary = fake("cpu", "cpu", memory_gib=20).summary()
+    assert "model:        mini (a CPU: Mega fits the 20.0 GiB free now" in summary
+    assert "devices:      1 × cpu (cpu), 20.0 GiB free now" in summary
