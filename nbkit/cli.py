@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
+import warnings
 from pathlib import Path
 
 from nbkit.arguments import add_model_arguments
@@ -141,7 +142,7 @@ class _RunBar:
 
     def show(self, event, images_done: int, tokens_done: int, stage: str) -> None:
         label = event.label
-        self.bar.set_description_str(label, refresh=False)
+        self.bar.set_description_str(label, refresh=True)
         position = tokens_done + images_done * self.extra
         self.bar.update(position - self.position)
         self.position = position
@@ -163,15 +164,23 @@ class _RunBar:
 
 def _make(pipe, request, args: argparse.Namespace, what: str):
     """Runs `request` into its run folder with a progress bar; returns the folder."""
+    from nbkit.places import output_root
+
+    out = output_root(args.out).resolve()
+    with warnings.catch_warnings():      # cut prompts are said once, as a note (`_RunBar.cut`)
+        warnings.filterwarnings("ignore", message=r".* are longer than the model's .* were cut")
+        return _run_events(pipe, request, args, what, out)
+
+
+def _run_events(pipe, request, args: argparse.Namespace, what: str, out: Path):
+    """`_make`'s loop: each event of the run shown on the bar, the run's folder returned."""
     from nbkit.generation.pipeline import Batch, Done, Progress
     from nbkit.output.runs import Opened, stream_to_folder
-    from nbkit.places import output_root
 
     devices = f"{pipe.mesh.devices.size} {pipe.mesh.devices.flat[0].platform} device(s)"
     bar, made, writer = None, 0, None
     length = pipe.model.config.image_length
     limit = getattr(pipe.tokenizer, "max_length", None)
-    out = output_root(args.out).resolve()
     for event in stream_to_folder(pipe, request, out, grid=args.grid, progress_every=16):
         if isinstance(event, Opened):
             writer = event.writer
@@ -357,7 +366,7 @@ def _fill(args: argparse.Namespace) -> None:
     ranked = sorted(RunFolder.open(folder.path).entries(), key=lambda e: -(e.get("kept_logprob") or 0))
     _say("candidates, most likely first (log-probability of the kept tokens after the region):")
     for entry in ranked:
-        _say(f"  {entry['kept_logprob']:10.2f}  {entry['file']}")
+        _say(f"  {entry['kept_logprob']:10.2f}  {folder.path.resolve() / entry['file']}")
     print(folder.path.resolve())
 
 
@@ -420,7 +429,8 @@ def _rerank(args: argparse.Namespace) -> None:
         print(f"prompt {group['prompt_index']:03d} {group['prompt']!r}   (best first: "
               f"{(folder / group['grid']).resolve()})")
         for entry in group["images"]:
-            print(f"  {entry['score']:9.4f}  image {entry['image_index']:03d}  {entry['file']}")
+            print(f"  {entry['score']:9.4f}  image {entry['image_index']:03d}  "
+                  f"{(folder / entry['file']).resolve()}")
 
 
 def _download(args: argparse.Namespace) -> None:

@@ -353,7 +353,7 @@ def test_translate_off_draws_the_prompt_as_typed(tmp_path, capsys, monkeypatch):
     assert loaded == [] and read_png_metadata(next(folder.glob("*_000.png")))["prompt"] == "кошка"
 
 
-def test_generate_says_each_stage_and_which_prompt_was_cut(tmp_path, capsys):
+def test_generate_says_each_stage_and_which_prompt_was_cut(tmp_path, capsys, recwarn):
     long_prompt = "a very long prompt " * 8                  # the tiny model reads 16 text tokens
     assert main(["generate", long_prompt, "a red cube", "--seed", "3", "--out", str(tmp_path), *TINY]) == 0
     err = capsys.readouterr().err
@@ -368,6 +368,7 @@ def test_generate_says_each_stage_and_which_prompt_was_cut(tmp_path, capsys):
     assert any(line.startswith("drawing · 0 of 2 images · ") for line in stages)
     assert stages[-2].startswith("decoding pixels · 0 of 2 images")
     assert stages[-1] == "saving · 2 of 2 images"
+    assert not [w for w in recwarn if "were cut" in str(w.message)]      # said once, as the note
 
 
 def test_the_bar_keeps_a_share_for_the_decode():
