@@ -162,7 +162,8 @@ def golden_rows(job: dict, timeout: float) -> list[dict]:
     rows, began_all = [], time.time()
     for share, label, args in zip((2 / 3, 1.0), ("float32 (golden)", "bfloat16"), job["args"], strict=True):
         left = timeout * share - (time.time() - began_all)
-        command = [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", *args]
+        # One process (-n 0, not pyproject's two workers): its lines are the ones counted below.
+        command = [sys.executable, "-m", "pytest", "-n", "0", "-v", "-p", "no:cacheprovider", *args]
         began = time.perf_counter()
         try:
             out = subprocess.run(command, capture_output=True, text=True, timeout=max(left, 1), cwd=REPO)

@@ -1,6 +1,6 @@
 """Shared fixtures and helpers, in one place: where the golden reference outputs live, the tiny pipeline,
 how far half precision may stray, a compilation counter, one persistent compilation cache and one Ray a
-session, and how the suite shares the two cores (pytest-xdist groups).
+session, and how the suite shares the two cores (pytest-xdist: a file a worker).
 
 A golden set that cannot be used makes the golden tests fail, naming the folder, rather than skip:
 a mistyped NBKIT_GOLDEN_DIR would otherwise pass as a green run that compared nothing.
@@ -238,21 +238,44 @@ def keep_ray():
         ray.shutdown()
 
 
-# ---- sharing the two cores: `-n 2 --dist loadgroup` (pyproject.toml's addopts)
+# ---- sharing the two cores: `-n 2 --dist loadfile` (pyproject.toml's addopts)
 
-# Files whose tests must not run at the same time as each other's in two workers: both start the one
-# local Ray of the session (and its replicas take the cores they ask for).
-XDIST_GROUPS = {"test_cluster.py": "ray", "test_replicas.py": "ray"}
+# Files whose tests run in one worker, one after the other, as if they were one file: both start the one
+# local Ray of the session (keep_ray), whose replicas take the cores they ask for.
+SHARED_WORKER = {"test_cluster.py": "ray", "test_replicas.py": "ray"}
+# Handed out first, so that no long file starts last while the other worker idles; the rest follow by
+# their number of tests (pytest-xdist's own order).
+LONGEST_FIRST = ("ray", "test_server.py", "test_notebooks.py", "test_cli.py", "test_page.py",
+                 "test_pipeline.py", "test_from_image.py", "test_hostile.py", "test_ui.py", "test_upscale.py")
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    """Each file is one xdist group (so a module's pipeline, servers and kernels start once, in one
-    worker), but for the files of XDIST_GROUPS, which share theirs."""
-    for item in items:
-        if not item.get_closest_marker("xdist_group"):
-            name = item.path.name
-            item.add_marker(pytest.mark.xdist_group(XDIST_GROUPS.get(name, name)))
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadfile` with SHARED_WORKER and LONGEST_FIRST: each file's tests run in one worker (so a
+    module's pipeline, server or notebook kernel starts once). pytest-xdist's `loadgroup` would do the
+    grouping, but with pytest 9 its xdist_group marks are ignored (they rename node ids, which pytest 9
+    no longer reads)."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileScheduling(LoadScopeScheduling):
+        ordered = False
+
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return SHARED_WORKER.get(path.rpartition("/")[2], path)
+
+        def _assign_work_unit(self, node) -> None:
+            if not self.ordered:
+                rank = lambda scope: next((n for n, name in enumerate(LONGEST_FIRST)
+                                           if scope.rpartition("/")[2] == name), len(LONGEST_FIRST))
+                units = sorted(self.workqueue.items(), key=lambda unit: rank(unit[0]))
+                self.workqueue.clear()
+                self.workqueue.update(units)
+                self.ordered = True
+            super()._assign_work_unit(node)
+
+    return FileScheduling(config, log)
 
 
 def pytest_unconfigure(config):

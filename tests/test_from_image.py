@@ -7,7 +7,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from conftest import tiny_pipeline
+from conftest import CLIP, tiny_pipeline
 from PIL import Image
 
 from nbkit.generation.from_image import Extend, Fill, SourceImage, Vary
@@ -288,11 +288,9 @@ def test_kept_tokens_from_another_vqgan_are_refused(pipe):
 
 
 def test_fill_with_clip_orders_the_better_half_by_clip_score(pipe, made):
-    from test_pipeline import FIXTURES
-
     from nbkit.output.rerank import Reranker
 
-    reranker = Reranker.from_folder(FIXTURES / "clip-tiny")
+    reranker = Reranker.from_folder(CLIP)
     plain = pipe.fill(made, (8, 0, 16, 16), n_images=4, seed=3).images
     ranked = pipe.fill(made, (8, 0, 16, 16), n_images=4, seed=3, reranker=reranker).images
     key = lambda image: image.tokens.tobytes()
