@@ -30,11 +30,14 @@ REPO = HERE.parent
 GIB = 2**30
 COLUMNS = ["part", "model", "dtype", "images", "tokens/s", "tokens s", "first call s", "compile s",
            "VQGAN s", "peak GiB", "bound s", "× bound", "note"]
-GPU_GOLDEN = (["-m", "golden", *(f"tests/test_{name}.py" for name in (
-                  "dallebart", "vqgan", "vqgan_encode", "sampling", "tokenizer", "checkpoint", "clip", "text",
-                  "esrgan", "rerank"))],
-              ["-k", "bfloat16", "tests/test_dallebart.py", "tests/test_vqgan.py", "tests/test_rerank.py"])
-CPU_GOLDEN = (["-m", "golden", "tests/test_vqgan.py"], ["-k", "bfloat16", "tests/test_vqgan.py"])
+GPU_GOLDEN = (["-m", "golden", *(f"tests/{name}.py" for name in (
+                  "models/test_dallebart", "models/test_vqgan", "models/test_vqgan_encode",
+                  "generation/test_sampling", "text/test_tokenizer", "weights/test_checkpoint",
+                  "models/test_clip", "text/test_text", "models/test_esrgan", "output/test_rerank"))],
+              ["-k", "bfloat16", "tests/models/test_dallebart.py", "tests/models/test_vqgan.py",
+               "tests/output/test_rerank.py"])
+CPU_GOLDEN = (["-m", "golden", "tests/models/test_vqgan.py"],
+              ["-k", "bfloat16", "tests/models/test_vqgan.py"])
 
 
 def plan(cpu: bool) -> list[dict]:

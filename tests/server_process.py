@@ -1,5 +1,5 @@
 """A real `python -m nbkit serve` with the tiny fixture models, on a free port, for the HTTP tests
-(tests/test_server.py) and the page's browser tests.
+(tests/server/test_server.py) and the page's browser tests.
 
     with running_server(tmp_path, "--max-queue", "2") as server:
         urllib.request.urlopen(server.url + "api/info")

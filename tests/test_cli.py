@@ -18,7 +18,7 @@ from PIL import Image
 from nbkit.cli import main
 from nbkit.generation.kept import KeptTokens
 from nbkit.png import read_png_metadata
-from tests.test_from_image import LOGPROB_RTOL, recomputed_kept_logprob
+from tests.generation.test_from_image import LOGPROB_RTOL, recomputed_kept_logprob
 
 FIXTURES = GOLDEN
 TINY = ["--model", str(FIXTURES / "dallebart-tiny"), "--vqgan", str(FIXTURES / "vqgan-tiny"),

@@ -26,8 +26,8 @@ from PIL import Image
 
 from nbkit.output.storage import ImageRecord
 from nbkit.png import png_bytes, read_png_metadata
+from tests.server.test_server import call, finished, manifest, raw_call, submit, wait_for
 from tests.server_process import running_server
-from tests.test_server import call, finished, manifest, raw_call, submit, wait_for
 
 # ---- hostile files, made here (small on disk, whatever their headers say)
 

@@ -22,7 +22,7 @@ from conftest import COMPILATION_CACHE, DALLEBART, GOLDEN, VQGAN, tiny_pipeline
 from nbkit.generation.pipeline import Batch, Pipeline, Progress
 from nbkit.server.build import build_request
 from nbkit.server.protocol import Limits, parse_job
-from tests.test_server import call, events, finished, manifest, submit, wait_for
+from tests.server.test_server import call, events, finished, manifest, submit, wait_for
 
 DALLEBART, VQGAN = str(DALLEBART), str(VQGAN)
 MAX_BATCH = 4
@@ -184,7 +184,7 @@ def test_a_full_queue_answers_429_while_both_replicas_are_busy(cluster):
 def test_the_page_makes_images_with_two_replicas(cluster):
     from playwright.sync_api import expect, sync_playwright
 
-    from tests.test_page import chromium
+    from tests.server.test_page import chromium
 
     running, _pool, _lines, out = cluster
     with sync_playwright() as playwright:
