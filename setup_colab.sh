@@ -71,7 +71,7 @@ else
   "$PYTHON" -m pip install --quiet --no-deps -e "$here" || fail "could not install nbkit from $here."
 fi
 
-# The page's browser tests (tests/test_page.py) drive Debian's Chromium: --test installs it with
+# The page's browser tests (tests/server/test_page.py) drive Debian's Chromium: --test installs it with
 # apt-get when it is missing and this is root. A failure here is reported, not fatal.
 chromium=/usr/bin/chromium
 if [ "$extra" = test ] && [ ! -x "$chromium" ]; then
@@ -84,13 +84,13 @@ if [ "$extra" = test ] && [ ! -x "$chromium" ]; then
     else
       tail -n 5 "$apt_log" >&2
       rm -f "$apt_log"
-      echo "setup_colab.sh: could not install chromium with apt-get (above); tests/test_page.py needs" \
+      echo "setup_colab.sh: could not install chromium with apt-get (above); tests/server/test_page.py needs" \
            "$chromium and will fail without it." >&2
     fi
   elif command -v apt-get >/dev/null; then
-    echo "setup_colab.sh: no $chromium; tests/test_page.py needs it: sudo apt-get install -y chromium" >&2
+    echo "setup_colab.sh: no $chromium; tests/server/test_page.py needs it: sudo apt-get install -y chromium" >&2
   else
-    echo "setup_colab.sh: no $chromium and no apt-get to install it: tests/test_page.py will be skipped." >&2
+    echo "setup_colab.sh: no $chromium and no apt-get to install it: tests/server/test_page.py will be skipped." >&2
   fi
 fi
 

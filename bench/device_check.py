@@ -30,11 +30,14 @@ REPO = HERE.parent
 GIB = 2**30
 COLUMNS = ["part", "model", "dtype", "images", "tokens/s", "tokens s", "first call s", "compile s",
            "VQGAN s", "peak GiB", "bound s", "× bound", "note"]
-GPU_GOLDEN = (["-m", "golden", *(f"tests/test_{name}.py" for name in (
-                  "dallebart", "vqgan", "vqgan_encode", "sampling", "tokenizer", "checkpoint", "clip", "text",
-                  "esrgan", "rerank"))],
-              ["-k", "bfloat16", "tests/test_dallebart.py", "tests/test_vqgan.py", "tests/test_rerank.py"])
-CPU_GOLDEN = (["-m", "golden", "tests/test_vqgan.py"], ["-k", "bfloat16", "tests/test_vqgan.py"])
+GPU_GOLDEN = (["-m", "golden", *(f"tests/{name}.py" for name in (
+                  "models/test_dallebart", "models/test_vqgan", "models/test_vqgan_encode",
+                  "generation/test_sampling", "text/test_tokenizer", "weights/test_checkpoint",
+                  "models/test_clip", "text/test_text", "models/test_esrgan", "output/test_rerank"))],
+              ["-k", "bfloat16", "tests/models/test_dallebart.py", "tests/models/test_vqgan.py",
+               "tests/output/test_rerank.py"])
+CPU_GOLDEN = (["-m", "golden", "tests/models/test_vqgan.py"],
+              ["-k", "bfloat16", "tests/models/test_vqgan.py"])
 
 
 def plan(cpu: bool) -> list[dict]:
@@ -162,7 +165,8 @@ def golden_rows(job: dict, timeout: float) -> list[dict]:
     rows, began_all = [], time.time()
     for share, label, args in zip((2 / 3, 1.0), ("float32 (golden)", "bfloat16"), job["args"], strict=True):
         left = timeout * share - (time.time() - began_all)
-        command = [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", *args]
+        # One process (-n 0, not pyproject's two workers): its lines are the ones counted below.
+        command = [sys.executable, "-m", "pytest", "-n", "0", "-v", "-p", "no:cacheprovider", *args]
         began = time.perf_counter()
         try:
             out = subprocess.run(command, capture_output=True, text=True, timeout=max(left, 1), cwd=REPO)

@@ -3,7 +3,7 @@
     python notebooks/make_notebooks.py
 
 The same script gives the same bytes, so the committed notebooks are checked against it
-(tests/test_notebooks.py). The repository's address is kept here, in REPOSITORY, only.
+(tests/notebook/test_notebooks.py). The repository's address is kept here, in REPOSITORY, only.
 
 Conventions: the first cell holds the "Open in Colab" badge and says what the notebook does;
 settings are Colab form fields (`NAME = value  #@param ...`, which the tests rewrite to point

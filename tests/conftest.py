@@ -1,5 +1,6 @@
-"""Shared fixtures: where the golden reference outputs live, how far half precision may stray, and a
-compilation counter.
+"""Shared fixtures and helpers, in one place: where the golden reference outputs live, the tiny pipeline,
+how far half precision may stray, a compilation counter, one persistent compilation cache and one Ray a
+session, and how the suite shares the two cores (pytest-xdist: a file a worker).
 
 A golden set that cannot be used makes the golden tests fail, naming the folder, rather than skip:
 a mistyped NBKIT_GOLDEN_DIR would otherwise pass as a green run that compared nothing.
@@ -11,14 +12,33 @@ import contextlib
 import json
 import math
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import pytest
+# One persistent compilation cache a test session, made before jax is imported: the environment carries it
+# to pytest-xdist's workers and to every process a test starts (the CLI, servers, notebooks' kernels, Ray's
+# replicas), so a program compiled once (a tiny pipeline's loop takes 20-25 s per batch size on 2 cores) is
+# loaded by the others. It starts empty each session: what the suite measures is a fresh clone's run.
+# `count_compilations` counts the cache's hits as compilations, so compile-once tests stay honest.
+SESSION_CACHE_OWNER = "NBKIT_TEST_CACHE_OWNER"
+if not os.environ.get(SESSION_CACHE_OWNER):
+    os.environ[SESSION_CACHE_OWNER] = str(os.getpid())
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="nbkit-test-jax-cache-")
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.2"
+    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+COMPILATION_CACHE = Path(os.environ["JAX_COMPILATION_CACHE_DIR"])
 
-BUNDLED_GOLDEN_DIR = Path(__file__).parent / "fixtures" / "golden"
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+TESTS = Path(__file__).resolve().parent          # where the shared helpers and fixtures live
+ROOT = TESTS.parent                              # the checkout
+BUNDLED_GOLDEN_DIR = TESTS / "fixtures" / "golden"
+GOLDEN = BUNDLED_GOLDEN_DIR                      # the tiny models that unit tests run
+DALLEBART, VQGAN, CLIP = GOLDEN / "dallebart-tiny", GOLDEN / "vqgan-tiny", GOLDEN / "clip-tiny"
 GOLDEN_DIR = Path(os.environ.get("NBKIT_GOLDEN_DIR") or BUNDLED_GOLDEN_DIR)
 GOLDEN_KINDS = ("dallebart", "vqgan", "clip", "text", "esrgan", "marian")
 # What marks a usable folder of each kind: a model folder has its config.json; the upscalers' folders
@@ -149,15 +169,21 @@ def reference_prng():
 
 
 class CompilationCounter:
-    """Counts XLA compilations (any jitted function) while active."""
+    """Counts XLA compilations (any jitted function) while active: programs compiled, and programs loaded
+    from the persistent compilation cache (which skip the compiler, so its event alone would miss them)."""
 
     def __init__(self):
         self.count = 0
         self._active = False
-        jax.monitoring.register_event_duration_secs_listener(self._on_event)
+        jax.monitoring.register_event_duration_secs_listener(self._on_duration)
+        jax.monitoring.register_event_listener(self._on_event)
 
-    def _on_event(self, name, duration, **kwargs):
+    def _on_duration(self, name, duration, **kwargs):
         if self._active and name == "/jax/core/compile/backend_compile_duration":
+            self.count += 1
+
+    def _on_event(self, name, **kwargs):
+        if self._active and name == "/jax/compilation_cache/cache_hits":
             self.count += 1
 
     @contextlib.contextmanager
@@ -178,3 +204,81 @@ def count_compilations():
     if _COUNTER is None:
         _COUNTER = CompilationCounter()
     return _COUNTER
+
+
+def tiny_pipeline(max_batch: int | None = None, dtype: str = "float32", **options):
+    """The tiny fixture models as a Pipeline (the one factory of the suite). Loading them takes well under
+    a second; pipelines in one process share their compiled programs, and processes share them through
+    the session's compilation cache."""
+    from nbkit.generation.pipeline import Pipeline
+
+    if max_batch is not None:
+        options["max_batch"] = max_batch
+    return Pipeline.from_pretrained(DALLEBART, VQGAN, dtype=dtype, progress=False, **options)
+
+
+@pytest.fixture(scope="session")
+def keep_ray():
+    """Ray starts once a session (about 11 s on 2 cores): the first pool starts it, as nbkit does, and
+    `keep_ray(pool)` leaves it running when that pool stops; it is stopped at the session's end."""
+    kept = []
+
+    def keep(pool):
+        if pool._started_ray:
+            pool._started_ray = False
+            kept.append(pool)
+        return pool
+
+    yield keep
+    if kept:
+        import ray
+        from ray import serve
+
+        serve.shutdown()
+        ray.shutdown()
+
+
+# ---- sharing the two cores: `-n 2 --dist loadfile` (pyproject.toml's addopts)
+
+# Files whose tests run in one worker, one after the other, as if they were one file: both start the one
+# local Ray of the session (keep_ray), whose replicas take the cores they ask for.
+SHARED_WORKER = {"test_cluster.py": "ray", "test_replicas.py": "ray"}
+# Handed out first, so that no long file starts last while the other worker idles; the rest follow by
+# their number of tests (pytest-xdist's own order).
+LONGEST_FIRST = ("ray", "test_server.py", "test_notebooks.py", "test_cli.py", "test_page.py",
+                 "test_pipeline.py", "test_from_image.py", "test_hostile.py", "test_ui.py", "test_upscale.py")
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadfile` with SHARED_WORKER and LONGEST_FIRST: each file's tests run in one worker (so a
+    module's pipeline, server or notebook kernel starts once). pytest-xdist's `loadgroup` would do the
+    grouping, but with pytest 9 its xdist_group marks are ignored (they rename node ids, which pytest 9
+    no longer reads)."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileScheduling(LoadScopeScheduling):
+        ordered = False
+
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return SHARED_WORKER.get(path.rpartition("/")[2], path)
+
+        def _assign_work_unit(self, node) -> None:
+            if not self.ordered:
+                rank = lambda scope: next((n for n, name in enumerate(LONGEST_FIRST)
+                                           if scope.rpartition("/")[2] == name), len(LONGEST_FIRST))
+                units = sorted(self.workqueue.items(), key=lambda unit: rank(unit[0]))
+                self.workqueue.clear()
+                self.workqueue.update(units)
+                self.ordered = True
+            super()._assign_work_unit(node)
+
+    return FileScheduling(config, log)
+
+
+def pytest_unconfigure(config):
+    """The process that made the session's compilation cache removes it."""
+    if os.environ.get(SESSION_CACHE_OWNER) == str(os.getpid()):
+        shutil.rmtree(COMPILATION_CACHE, ignore_errors=True)

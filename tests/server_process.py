@@ -1,11 +1,11 @@
 """A real `python -m nbkit serve` with the tiny fixture models, on a free port, for the HTTP tests
-(tests/test_server.py) and the page's browser tests.
+(tests/server/test_server.py) and the page's browser tests.
 
     with running_server(tmp_path, "--max-queue", "2") as server:
         urllib.request.urlopen(server.url + "api/info")
 
-Compiled programs are kept in one folder for all the servers a test session starts
-(--compilation-cache), so only the first one compiles.
+Compiled programs are kept in the session's compilation cache (tests/conftest.py) for all the servers a
+test session starts (--compilation-cache), so only the first one compiles.
 """
 
 from __future__ import annotations
@@ -17,17 +17,16 @@ import queue
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-GOLDEN = Path(__file__).parent / "fixtures" / "golden"
+from conftest import COMPILATION_CACHE, GOLDEN, ROOT
+
 TINY_UPSCALER = GOLDEN / "esrgan-tiny-x4" / "model.safetensors"
 TINY_MODELS = ("--model", str(GOLDEN / "dallebart-tiny"), "--vqgan", str(GOLDEN / "vqgan-tiny"),
                "--clip", str(GOLDEN / "clip-tiny"), "--upscaler", str(TINY_UPSCALER))
 READY = "nbkit serving on "
-COMPILATION_CACHE = Path(tempfile.gettempdir()) / f"nbkit-test-compilation-cache-{os.getuid()}"
 
 
 @dataclasses.dataclass
@@ -56,7 +55,7 @@ def start_server(tmp_path: Path, *extra_args: str, out: Path | None = None, time
                "--compilation-cache", str(COMPILATION_CACHE), *extra_args]
     with open(log, "wb") as errors:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, text=True,
-                                   cwd=Path(__file__).parent.parent,
+                                   cwd=ROOT,
                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=_read_lines, args=(process.stdout, lines), daemon=True).start()
@@ -134,13 +133,6 @@ def gated_replica(pipe, name: str = "local"):
             self._allowed.release()
 
     return GatedReplica()
-
-
-def tiny_pipeline(max_batch: int = 4):
-    from nbkit.generation.pipeline import Pipeline
-
-    return Pipeline.from_pretrained(GOLDEN / "dallebart-tiny", GOLDEN / "vqgan-tiny", dtype="float32",
-                                    max_batch=max_batch, progress=False, compilation_cache=COMPILATION_CACHE)
 
 
 @contextlib.contextmanager

@@ -12,16 +12,15 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import assert_pixels_within_one_level
+from conftest import GOLDEN, assert_pixels_within_one_level, tiny_pipeline
 from PIL import Image
-from test_from_image import LOGPROB_RTOL, recomputed_kept_logprob
 
 from nbkit.cli import main
 from nbkit.generation.kept import KeptTokens
-from nbkit.generation.pipeline import Pipeline
 from nbkit.png import read_png_metadata
+from tests.generation.test_from_image import LOGPROB_RTOL, recomputed_kept_logprob
 
-FIXTURES = Path(__file__).parent / "fixtures" / "golden"
+FIXTURES = GOLDEN
 TINY = ["--model", str(FIXTURES / "dallebart-tiny"), "--vqgan", str(FIXTURES / "vqgan-tiny"),
         "--dtype", "float32"]
 
@@ -117,7 +116,6 @@ def test_1_and_8_devices_make_identical_tokens_and_pixels_within_one_level(tmp_p
 
 
 def test_generate_with_a_negative_prompt_records_it_and_reproduces(tmp_path, capsys):
-    from nbkit.generation.pipeline import Pipeline
     from nbkit.output import runs
 
     args = ["generate", "a red cube", "-n", "1", "--seed", "4", "--out", str(tmp_path), *TINY]
@@ -130,7 +128,7 @@ def test_generate_with_a_negative_prompt_records_it_and_reproduces(tmp_path, cap
     metadata = read_png_metadata(png)
     assert metadata["negative_prompt"] == "a blue sphere"
     assert metadata["tokens"] != read_png_metadata(next(without.glob("*_000.png")))["tokens"]
-    pipe = Pipeline.from_pretrained(TINY[1], TINY[3], dtype="float32", progress=False)
+    pipe = tiny_pipeline()
     pipe.name = metadata["model"]
     assert runs.reproduce(pipe, png).tokens.tolist() == metadata["tokens"]
 
@@ -185,7 +183,7 @@ def test_vary_extend_and_fill_from_a_saved_png(tmp_path, capsys, monkeypatch):
     assert filled.name.endswith("_fill") and filled.is_absolute()
     recorded = read_png_metadata(filled / printed[0][1])["model"]
     assert recorded == str((FIXTURES / "dallebart-tiny").resolve())   # ... is recorded absolutely
-    pipe = Pipeline.from_pretrained(TINY[1], TINY[3], dtype="float32", progress=False)
+    pipe = tiny_pipeline()
     recomputed = {}
     for _, name in printed:             # each candidate's score, recomputed apart from the sampler
         metadata = read_png_metadata(filled / name)
@@ -331,7 +329,7 @@ def test_generate_translates_a_chinese_prompt_and_records_both(tmp_path, capsys,
     assert manifest[0]["translation"]["typed_prompt"] == typed and manifest[0]["prompt"] == english
     assert "yi-zhi" in folder.name                     # the typed prompt, readable, names the folder
     loaded.clear()
-    pipe = Pipeline.from_pretrained(TINY[1], TINY[3], dtype="float32", progress=False)
+    pipe = tiny_pipeline()
     pipe.name = metadata["model"]
     assert runs.reproduce(pipe, png).tokens.tolist() == metadata["tokens"] and loaded == []
 

@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
-REPO = Path(__file__).parent.parent
+REPO = ROOT
 NUMBERS = ["tokens/s", "tokens s", "first call s", "compile s", "VQGAN s", "peak GiB", "bound s", "× bound"]
 
 

@@ -26,11 +26,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
 from nbkit.cli import parser as nbkit_parser
 from nbkit.server.command import check_hosts, check_origins
 
-ROOT = Path(__file__).resolve().parents[1]
 TEST_LINE = "bash setup_colab.sh --test && python -m ruff check && python -m pytest"
 MAX_README_LINES = 200
 # Folders that commands make when they run (ignored by git): pages may name what will be there.
@@ -43,7 +43,9 @@ EXTERNAL_FLAGS = {"--help", "--version",
                   # pytest (and pytest-xdist), ruff
                   "--durations", "--durations-min", "--lf", "--ff", "--dist", "--maxfail", "--numprocesses",
                   "--collect-only", "--tb", "--timeout", "--ignore", "--deselect", "--basetemp",
-                  "--fix", "--diff",
+                  "--fix", "--diff", "--pdb",
+                  # .ci/run
+                  "--dry-run",
                   # ray start, cloudflared, wandb login, XLA_FLAGS
                   "--head", "--address", "--num-cpus", "--num-gpus", "--dashboard-host", "--url",
                   "--anonymously",

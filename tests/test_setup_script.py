@@ -5,14 +5,14 @@ import ast
 import re
 import subprocess
 import sys
-from pathlib import Path
+
+from conftest import ROOT
 
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10: the copy pip carries, as setup_colab.sh reads it
     from pip._vendor import tomli as tomllib
 
-ROOT = Path(__file__).parent.parent
 SCRIPT = ROOT / "setup_colab.sh"
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 USAGE = "usage: bash setup_colab.sh [--test]"

@@ -21,12 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT
 from PIL import Image
 
 from nbkit.output.storage import ImageRecord
 from nbkit.png import png_bytes, read_png_metadata
+from tests.server.test_server import call, finished, manifest, raw_call, submit, wait_for
 from tests.server_process import running_server
-from tests.test_server import call, finished, manifest, raw_call, submit, wait_for
 
 # ---- hostile files, made here (small on disk, whatever their headers say)
 
@@ -587,7 +588,7 @@ def test_the_security_page_states_the_limits_in_the_code():
     from nbkit.generation.upscale import TileSettings
     from nbkit.server.options import ServerOptions
 
-    page = (Path(__file__).parent.parent / "docs" / "security.md").read_text()
+    page = (ROOT / "docs" / "security.md").read_text()
     numbers = {name: value for name, value in vars(limits).items() if name.isupper()}
     assert len(numbers) >= 11
     for name, value in numbers.items():

@@ -1,8 +1,9 @@
 """`nbkit serve` with Ray Serve replicas, called over HTTP: the real front on 127.0.0.1, a real local Ray
-with two CPU replicas on the tiny models (started once for the module), and one more replica whose model
-cannot load. Concurrency is made deterministic by hooks on the events each replica sends the front (a
-barrier both batches must reach, a gate the test opens, a SIGKILL at a chosen event), never by sleeping.
-The embedded default (no Ray) is checked here too for /metrics and its gate.
+(started once a session: conftest's keep_ray) with two CPU replicas on the tiny models (started once for
+the module), and one more replica whose model cannot load. Concurrency is made deterministic by hooks on
+the events each replica sends the front (a barrier both batches must reach, a gate the test opens, a
+SIGKILL at a chosen event), never by sleeping. The embedded default (no Ray) is checked here too for
+/metrics and its gate.
 """
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ import threading
 from pathlib import Path
 
 import pytest
+from conftest import COMPILATION_CACHE, DALLEBART, GOLDEN, VQGAN, tiny_pipeline
 
 from nbkit.generation.pipeline import Batch, Pipeline, Progress
 from nbkit.server.build import build_request
 from nbkit.server.protocol import Limits, parse_job
-from tests.server_process import COMPILATION_CACHE, GOLDEN
-from tests.test_server import call, events, finished, manifest, submit, wait_for
+from tests.server.test_server import call, events, finished, manifest, submit, wait_for
 
-DALLEBART, VQGAN = str(GOLDEN / "dallebart-tiny"), str(GOLDEN / "vqgan-tiny")
+DALLEBART, VQGAN = str(DALLEBART), str(VQGAN)
 MAX_BATCH = 4
 MAX_QUEUE = 3
 TOKEN = "cluster-test-token"
@@ -36,8 +37,7 @@ def needs_ray():
 
 @pytest.fixture(scope="module")
 def pipe() -> Pipeline:
-    return Pipeline.from_pretrained(DALLEBART, VQGAN, max_batch=MAX_BATCH, progress=False,
-                                    compilation_cache=COMPILATION_CACHE)
+    return tiny_pipeline(MAX_BATCH)
 
 
 def serve(load, out: Path, lines: list[str], **options):
@@ -49,7 +49,7 @@ def serve(load, out: Path, lines: list[str], **options):
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def cluster(tmp_path_factory, keep_ray):
     """(running front, its pool, its log lines, its output folder): two replicas, both ready."""
     needs_ray()
     from nbkit.server.replicas.deployment import ReplicaModel
@@ -58,13 +58,13 @@ def cluster(tmp_path_factory):
     model = ReplicaModel(DALLEBART, VQGAN, max_batch=MAX_BATCH, compilation_cache=str(COMPILATION_CACHE))
     lines: list[str] = []
     out = tmp_path_factory.mktemp("cluster")
-    running = serve(lambda: RayPool(PoolConfig(2, model, {"num_cpus": 1}, num_cpus=4), lines.append),
-                    out, lines, max_queue=MAX_QUEUE)
+    config = PoolConfig(2, model, {"num_cpus": 1}, num_cpus=4)
+    running = serve(lambda: keep_ray(RayPool(config, lines.append)), out, lines, max_queue=MAX_QUEUE)
     try:
         running.pool.wait_ready(2, timeout=300)
         yield running, running.pool, lines, out
     finally:
-        running.stop()                     # stops the replicas, and the Ray it started
+        running.stop()                     # stops the replicas (Ray stays up for the session: keep_ray)
 
 
 @contextlib.contextmanager
@@ -184,7 +184,7 @@ def test_a_full_queue_answers_429_while_both_replicas_are_busy(cluster):
 def test_the_page_makes_images_with_two_replicas(cluster):
     from playwright.sync_api import expect, sync_playwright
 
-    from tests.test_page import chromium
+    from tests.server.test_page import chromium
 
     running, _pool, _lines, out = cluster
     with sync_playwright() as playwright:

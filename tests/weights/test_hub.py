@@ -16,13 +16,14 @@ import warnings
 from pathlib import Path
 
 import pytest
+from conftest import GOLDEN, ROOT
 from hub_server import MockHub, commit_of
 
 from nbkit import places
 from nbkit.weights import hub, registry
 from nbkit.weights.loaders import load_dallebart
 
-FIXTURES = Path(__file__).parent / "fixtures" / "golden"
+FIXTURES = GOLDEN
 DALLEBART = FIXTURES / "dallebart-tiny"
 VQGAN = FIXTURES / "vqgan-tiny"
 
@@ -90,7 +91,7 @@ def test_download_killed_half_way_resumes_from_where_it_stopped(served, tmp_path
     code = f"from nbkit.weights import hub; hub.fetch('org/vqgan', cache={str(cache)!r}, progress=False)"
     child = subprocess.Popen(
         [sys.executable, "-c", code],
-        env={**os.environ, "HF_ENDPOINT": server.url, "PYTHONPATH": str(Path(__file__).parent.parent)})
+        env={**os.environ, "HF_ENDPOINT": server.url, "PYTHONPATH": str(ROOT)})
     deadline = time.monotonic() + 60
     while not any(p.stat().st_size > 0 for p in partial.glob("*.part")) and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -1,10 +1,10 @@
 import inspect
 import io
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT
 from PIL import Image, ImageFont
 
 from nbkit.output.images import CAPTION_MARGIN, make_grid
@@ -148,7 +148,7 @@ def test_the_pillow_pin_has_the_sized_default_font_that_captions_use():
     """`ImageFont.load_default(size=...)` came with Pillow 10.1: an older Pillow allowed by the pin would
     fail on the first caption."""
     assert "size" in inspect.signature(ImageFont.load_default).parameters
-    pyproject = (Path(__file__).parent.parent / "pyproject.toml").read_text(encoding="utf8")
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf8")
     pins = re.findall(r'"pillow\s*>=\s*([\d.]+)', pyproject, flags=re.IGNORECASE)
     assert len(pins) == 1, pins
     assert tuple(int(part) for part in pins[0].split(".")) >= (10, 1)

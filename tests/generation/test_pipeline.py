@@ -7,11 +7,10 @@ import os
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_pixels_within_one_level
+from conftest import DALLEBART, ROOT, TESTS, VQGAN, assert_pixels_within_one_level, tiny_pipeline
 
 from nbkit.generation.pipeline import (
     Batch,
@@ -23,14 +22,12 @@ from nbkit.generation.pipeline import (
     image_keys,
 )
 
-FIXTURES = Path(__file__).parent / "fixtures" / "golden"
-DALLEBART, VQGAN = FIXTURES / "dallebart-tiny", FIXTURES / "vqgan-tiny"
 PROMPTS = ["a red cube", "an avocado armchair", "sunset over a lake"]
 
 
 @pytest.fixture(scope="module")
 def pipe():
-    return Pipeline.from_pretrained(DALLEBART, VQGAN, dtype="float32", progress=False)
+    return tiny_pipeline()
 
 
 def tokens_of(generation):
@@ -206,9 +203,9 @@ def test_same_tokens_on_1_and_8_devices_and_with_weights_split_over_a_model_axis
     the same tokens; pixels at most one level apart, in few values (the VQGAN's sums may run in another
     order on another layout)."""
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-           "PYTHONPATH": str(Path(__file__).parent.parent)}
+           "PYTHONPATH": str(ROOT)}
     pixels_file = tmp_path / "pixels.npz"
-    out = subprocess.run([sys.executable, str(Path(__file__).parent / "multidevice_run.py"), str(DALLEBART),
+    out = subprocess.run([sys.executable, str(TESTS / "multidevice_run.py"), str(DALLEBART),
                           str(VQGAN), str(pixels_file)], env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     results = json.loads(out.stdout.strip().splitlines()[-1])
@@ -232,9 +229,9 @@ def test_two_processes_generate_together_as_one_host_does(pipe):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = str(probe.getsockname()[1])
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("XLA_FLAGS", None)
-    script = str(Path(__file__).parent / "multihost_run.py")
+    script = str(TESTS / "multihost_run.py")
     processes = [subprocess.Popen([sys.executable, script, str(rank), port, str(DALLEBART), str(VQGAN)],
                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                  for rank in (0, 1)]
@@ -249,8 +246,9 @@ def test_two_processes_generate_together_as_one_host_does(pipe):
 
 
 def test_a_persistent_compilation_cache_is_used_by_the_next_session(tmp_path):
-    script, env = str(Path(__file__).parent / "compilation_cache_run.py"), {
-        **os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+    script, env = str(TESTS / "compilation_cache_run.py"), {
+        **os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("JAX_COMPILATION_CACHE_DIR")       # not the session's cache (conftest.py): a folder of its own
     runs = []
     for _ in range(2):
         out = subprocess.run([sys.executable, script, str(DALLEBART), str(VQGAN),

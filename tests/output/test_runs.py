@@ -8,7 +8,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from conftest import assert_pixels_within_one_level
+from conftest import GOLDEN, assert_pixels_within_one_level, tiny_pipeline
 from PIL import Image
 
 from nbkit.generation.pipeline import Batch, GenerationRequest, Pipeline
@@ -16,14 +16,13 @@ from nbkit.output import runs
 from nbkit.output.rerank import Reranker
 from nbkit.png import png_bytes, read_png_metadata
 
-FIXTURES = Path(__file__).parent / "fixtures" / "golden"
+FIXTURES = GOLDEN
 PROMPTS = ["a red cube", "an avocado armchair"]
 
 
 @pytest.fixture(scope="module")
 def pipe():
-    return Pipeline.from_pretrained(FIXTURES / "dallebart-tiny", FIXTURES / "vqgan-tiny", dtype="float32",
-                                    progress=False, max_batch=2)
+    return tiny_pipeline(max_batch=2)
 
 
 def pngs(folder: Path, kind: str = "") -> list[Path]:

@@ -362,10 +362,11 @@ def test_variations_and_extensions_start_from_a_saved_image(server):
     source_grid = np.reshape(original["tokens"], (16, 16))
     np.testing.assert_array_equal(extended[:, :12], source_grid[:, 4:])     # moved left by 4 columns, kept
     # Made again in this process from the PNGs alone: the same tokens (the README's contract).
-    from nbkit.output.runs import reproduce_png
-    from tests.server_process import tiny_pipeline
+    from conftest import tiny_pipeline
 
-    pipe = tiny_pipeline()
+    from nbkit.output.runs import reproduce_png
+
+    pipe = tiny_pipeline(max_batch=4)
     for run, entry in [(vary["run"], entries[0]), (vary["run"], entries[1]), (extend["run"], extended_entry)]:
         again = reproduce_png(pipe, server.out / run / entry["file"])
         assert again.tokens_match, (entry["file"], again.tokens_differing)
@@ -520,7 +521,7 @@ def test_colab_serve_runs_in_this_process_and_stops(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def tiny_pipe():
-    from tests.server_process import tiny_pipeline
+    from conftest import tiny_pipeline
     return tiny_pipeline(max_batch=4)
 
 

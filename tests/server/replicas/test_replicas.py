@@ -1,9 +1,10 @@
 """Generation replicas: the in-process one (no Ray), and Ray Serve replicas on a real local Ray.
 
-One local Ray per module (started by the first Ray test, stopped at the end) with two CPU replicas on
-the tiny models, and one more pool whose model cannot load. Replicas must give the same tokens as a
-Pipeline in this process; a replica SIGKILLed in the middle of a run must name exactly the tasks it did
-not deliver, and its restarted successor must make them with the same tokens.
+One local Ray a session (started by the first Ray pool, here or in test_cluster.py: conftest's
+keep_ray), with two CPU replicas on the tiny models, and one more pool whose model cannot load.
+Replicas must give the same tokens as a Pipeline in this process; a replica SIGKILLed in the middle of
+a run must name exactly the tasks it did not deliver, and its restarted successor must make them with
+the same tokens.
 """
 
 from __future__ import annotations
@@ -17,15 +18,15 @@ import threading
 
 import numpy as np
 import pytest
+from conftest import COMPILATION_CACHE, DALLEBART, GOLDEN, VQGAN, tiny_pipeline
 
 from nbkit.generation.pipeline import Batch, Done, GeneratedImage, Pipeline, Progress
 from nbkit.generation.request import GenerationRequest, ImageTask
 from nbkit.generation.sampling import SamplingSettings
 from nbkit.server.replicas import FAILED, READY, LocalPool, NoReplicaReady, ReplicaDied
 from nbkit.server.replicas.wire import WirePreview, from_wire, to_wire
-from tests.server_process import COMPILATION_CACHE, GOLDEN
 
-DALLEBART, VQGAN = str(GOLDEN / "dallebart-tiny"), str(GOLDEN / "vqgan-tiny")
+DALLEBART, VQGAN = str(DALLEBART), str(VQGAN)
 MAX_BATCH = 4
 SETTINGS = SamplingSettings()
 
@@ -36,8 +37,7 @@ def tasks_of(prompts: list[str], n_images: int, seed: int) -> list[ImageTask]:
 
 @pytest.fixture(scope="module")
 def pipe() -> Pipeline:
-    return Pipeline.from_pretrained(DALLEBART, VQGAN, max_batch=MAX_BATCH, progress=False,
-                                    compilation_cache=COMPILATION_CACHE)
+    return tiny_pipeline(MAX_BATCH)
 
 
 def reference(pipe: Pipeline, tasks: list[ImageTask]) -> list[GeneratedImage]:
@@ -128,7 +128,7 @@ def test_replica_resources_are_parsed_or_refused_in_one_line():
 
 
 @pytest.fixture(scope="module")
-def pools():
+def pools(keep_ray):
     # Not imported here: the pool imports Ray itself, after telling it to stay on 127.0.0.1.
     if importlib.util.find_spec("ray") is None:
         pytest.skip("Ray Serve is not installed (pip install 'nbkit[cluster]')")
@@ -137,7 +137,8 @@ def pools():
 
     model = ReplicaModel(DALLEBART, VQGAN, max_batch=MAX_BATCH, compilation_cache=str(COMPILATION_CACHE))
     lines: list[str] = []
-    good = ray_pool.RayPool(ray_pool.PoolConfig(2, model, {"num_cpus": 1}, num_cpus=4), lines.append)
+    config = ray_pool.PoolConfig(2, model, {"num_cpus": 1}, num_cpus=4)
+    good = keep_ray(ray_pool.RayPool(config, lines.append))
     bad = None
     try:
         bad = ray_pool.RayPool(ray_pool.PoolConfig(1, ReplicaModel(str(GOLDEN / "no-such-model"), VQGAN),

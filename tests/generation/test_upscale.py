@@ -13,7 +13,7 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import golden_folder
+from conftest import ROOT, golden_folder
 from PIL import Image
 
 from nbkit.generation.upscale import TileSettings, UpscaleError, Upscaler, blend_weights, window_starts
@@ -304,7 +304,7 @@ def test_batches_are_sharded_over_devices_with_the_same_pixels(tmp_path):
         np.save({str(tmp_path / 'sharded.npy')!r}, np.stack(out))
     """)
     env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu",
-           "PYTHONPATH": str(Path(__file__).parents[1]), "PATH": "/usr/bin:/bin"}
+           "PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
     subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=300)
     rng = np.random.default_rng(0)
     pictures = [rng.integers(0, 256, (16, 24, 3), dtype=np.uint8) for _ in range(5)]

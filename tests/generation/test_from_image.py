@@ -7,8 +7,8 @@ import dataclasses
 
 import numpy as np
 import pytest
+from conftest import CLIP, tiny_pipeline
 from PIL import Image
-from test_pipeline import DALLEBART, VQGAN
 
 from nbkit.generation.from_image import Extend, Fill, SourceImage, Vary
 from nbkit.generation.kept import KeptTokens, seamless_tokens, stitched_tokens, tokens_sha256
@@ -22,7 +22,7 @@ GRID = np.arange(256).reshape(16, 16) % 64
 
 @pytest.fixture(scope="module")
 def pipe():
-    return Pipeline.from_pretrained(DALLEBART, VQGAN, dtype="float32", progress=False)
+    return tiny_pipeline()
 
 
 @pytest.fixture(scope="module")
@@ -124,12 +124,13 @@ def test_packing_tasks_of_different_requests_changes_no_image_in_any_dtype(pipe,
     """What the server relies on: an image's tokens depend on its own task only — also in half
     precision, where a kept prefix run step by step (beside a fresh task) would draw other tokens than
     the prefill that runs it alone."""
-    packer = pipe if dtype == "float32" else Pipeline.from_pretrained(DALLEBART, VQGAN, dtype=dtype,
-                                                                        progress=False)
-    plain = GenerationRequest(["an avocado armchair", "a blue sphere"], 3, seed=4)
-    varied = GenerationRequest(["a red cube", "a red cube at night"], 3, seed=8,
+    packer = pipe if dtype == "float32" else tiny_pipeline(dtype=dtype)
+    # Every batch, alone or packed, is of max_batch (4) tasks, so each half-precision pipeline compiles one
+    # batch size (about 25 s each on 2 cores); requests of 8 tasks are packed into other batches than alone.
+    plain = GenerationRequest(["an avocado armchair", "a blue sphere"], 4, seed=4)
+    varied = GenerationRequest(["a red cube", "a red cube at night"], 4, seed=8,
                                kept=KeptTokens.first_rows(made.tokens, 7), negative_prompt="blue")
-    filled = GenerationRequest(["a red cube"], 2, seed=5, kept=KeptTokens.outside(made.tokens, 9, 2, 12, 14))
+    filled = GenerationRequest(["a red cube"], 4, seed=5, kept=KeptTokens.outside(made.tokens, 9, 2, 12, 14))
     requests = (plain, varied, filled)
     alone = [image.tokens.tolist() for r in requests for image in packer.collect(r).images]
     every = [task for r in requests for task in r.tasks()]
@@ -137,6 +138,7 @@ def test_packing_tasks_of_different_requests_changes_no_image_in_any_dtype(pipe,
     interleaved = [every[i] for i in order]
     events = list(packer.stream_tasks(interleaved, SamplingSettings()))
     batches = [e for e in events if isinstance(e, Batch)]
+    assert {len(e.batch) for e in batches} == {packer.max_batch} == {4}
     together = {slot: image for e in batches for slot, image in zip(e.batch, e.images, strict=True)}
     assert sorted(together) == list(range(len(interleaved)))
     assert [together[slot].tokens.tolist() for slot in range(len(interleaved))] == [alone[i] for i in order]
@@ -286,11 +288,9 @@ def test_kept_tokens_from_another_vqgan_are_refused(pipe):
 
 
 def test_fill_with_clip_orders_the_better_half_by_clip_score(pipe, made):
-    from test_pipeline import FIXTURES
-
     from nbkit.output.rerank import Reranker
 
-    reranker = Reranker.from_folder(FIXTURES / "clip-tiny")
+    reranker = Reranker.from_folder(CLIP)
     plain = pipe.fill(made, (8, 0, 16, 16), n_images=4, seed=3).images
     ranked = pipe.fill(made, (8, 0, 16, 16), n_images=4, seed=3, reranker=reranker).images
     key = lambda image: image.tokens.tobytes()

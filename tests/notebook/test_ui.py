@@ -7,25 +7,24 @@ import base64
 import html
 import io
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import GOLDEN, tiny_pipeline
 from PIL import Image
 
 from nbkit.generation.device import DeviceInfo
-from nbkit.generation.pipeline import Batch, Pipeline, Progress
+from nbkit.generation.pipeline import Batch, Progress
 from nbkit.notebook import ui
 from nbkit.png import read_png_metadata
 
-FIXTURES = Path(__file__).parent / "fixtures" / "golden"
+FIXTURES = GOLDEN
 PROMPTS = "a red cube\n\n  an avocado armchair  \n"
 
 
 @pytest.fixture(scope="module")
 def pipe():
-    return Pipeline.from_pretrained(FIXTURES / "dallebart-tiny", FIXTURES / "vqgan-tiny", dtype="float32",
-                                    progress=False, max_batch=1)
+    return tiny_pipeline(max_batch=1)
 
 
 def form_for(pipe, n_images=2, **kwargs) -> ui.GenerateForm:

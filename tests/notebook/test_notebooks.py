@@ -21,14 +21,12 @@ import ipykernel  # noqa: F401  (the "python3" kernel that nbclient starts)
 import nbclient
 import nbformat
 import pytest
-from conftest import FEW_PIXELS
+from conftest import COMPILATION_CACHE, FEW_PIXELS, GOLDEN, ROOT
 from PIL import Image
 
 from nbkit.png import read_png_metadata
 
-ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
-GOLDEN = Path(__file__).parent / "fixtures" / "golden"
 NAMES = ["00_quickstart.ipynb", "01_install.ipynb", "02_pick_model.ipynb", "03_generate.ipynb",
          "04_save_to_drive.ipynb", "05_rerank.ipynb", "06_from_an_image.ipynb",
          "07_web_app.ipynb", "08_upscale.ipynb"]
@@ -118,9 +116,10 @@ def test_settings_are_colab_form_fields():
 
 
 @pytest.fixture(scope="module")
-def jax_cache(tmp_path_factory):
-    """One compilation cache for every kernel of this module: each shape compiles once."""
-    return tmp_path_factory.mktemp("jax-cache")
+def jax_cache():
+    """The notebooks' cache on Drive is the session's (conftest.py), for every kernel: a program that a
+    kernel, or a test before it, compiled is loaded."""
+    return COMPILATION_CACHE
 
 
 @pytest.fixture
