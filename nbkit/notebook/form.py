@@ -92,10 +92,12 @@ class GenerateForm:
     disabled until that thread has ended. Errors appear as a message in the form.
 
     `out`: a folder to save each run in (see `runs.stream_to_folder`); `load(name)`: makes a
-    Pipeline for another model chosen in the form's Model field. The gallery is widgets, which
-    a saved notebook cannot show: `display(form)` also puts a plain output under the form that
-    each run's end fills in (where the frontend applies display updates from a thread, as
-    JupyterLab does), and `show_results()`, run in a later cell, shows them as plain output anywhere.
+    Pipeline for another model chosen in the form's Model field; `translators(name, cache)`: loads a
+    prompt translator (default `nbkit.text.translate.load_translator`; see `translate_box`). The
+    gallery is widgets, which a saved notebook cannot show: `display(form)` also puts a plain output
+    under the form that each run's end fills in (where the frontend applies display updates from a
+    thread, as JupyterLab does), and `show_results()`, run in a later cell, shows them as plain output
+    anywhere.
     """
 
     def __init__(self, pipe: Any, out: str | Path | None = None, load: Callable[[str], Any] | None = None,
