@@ -296,12 +296,16 @@ def _translated(args: argparse.Namespace, prompts: list[str], negative: str):
 def _edit_fields(args: argparse.Namespace) -> dict:
     """What every edit takes from the command line (see `nbkit.generation.from_image.Edit`); a typed
     prompt or negative prompt in another language is translated first (`--translate`)."""
-    prompt, negative = args.prompt, args.negative
+    prompt, negative, translation = args.prompt, args.negative, None
     if prompt is not None or negative:
-        english, negatives, _ = _translated(args, [prompt or ""], negative or "")
+        english, negatives, translations = _translated(args, [prompt or ""], negative or "")
         prompt = english[0] if prompt is not None else None
         negative = negatives[0] if negative else negative
-    return {"seed": _seed(args), "prompt": prompt, "negative_prompt": negative, "settings": _settings(args)}
+        translation = translations[0]
+        if translation is not None and args.prompt is None:    # the source's prompt: only the negative's
+            translation = {k: v for k, v in translation.items() if k != "typed_prompt"}
+    return {"seed": _seed(args), "prompt": prompt, "negative_prompt": negative, "settings": _settings(args),
+            "translation": translation}
 
 
 def png_model(png: Path) -> str | None:

@@ -475,3 +475,37 @@ def test_help_describes_every_argument(capsys):
         assert re.search(rf"^  {re.escape(argument)}\s+\w", texts[command], re.MULTILINE), (command, argument)
     for name in ("mini", "mega", "vqgan", "clip-b32", "esrgan-x4", "translate-zh"):
         assert name in texts["download"], name
+
+
+def test_edits_of_a_translated_image_keep_the_typed_prompt(tmp_path, capsys, monkeypatch):
+    loaded = []
+    _tiny_translators(monkeypatch, loaded)
+    typed = "一只穿着宇航服的猫"
+    assert main(["generate", typed, "-n", "1", "--seed", "5", "--out", str(tmp_path), *TINY]) == 0
+    source = next(Path(capsys.readouterr().out.strip().splitlines()[-1]).glob("*_000.png"))
+    english = read_png_metadata(source)["prompt"]
+    made = {}
+    for edit, options in (("vary", ["-n", "1"]), ("extend", ["--right", "4", "--times", "2"]),
+                          ("fill", ["--region", "4", "4", "8", "12", "-n", "2"])):
+        assert main([edit, str(source), "--seed", "3", "--out", str(tmp_path / edit), *options, *TINY]) == 0
+        made[edit] = sorted(p for p in (tmp_path / edit).rglob("*.png") if "grid" not in p.name
+                            and "pieces" not in read_png_metadata(p))       # the joined picture has none
+        capsys.readouterr()
+    assert len(made["extend"]) == 2 and len(made["fill"]) == 2
+    for edit, files in made.items():
+        for png in files:
+            metadata = read_png_metadata(png)
+            assert metadata["prompt"] == english, (edit, png)
+            assert metadata["translation"]["typed_prompt"] == typed, (edit, png)
+            assert metadata["translation"]["translator"] == "translate-zh"
+    negative = "雾"                    # a negative prompt typed for the edit is translated and recorded
+    assert main(["vary", str(source), "-n", "1", "--seed", "3", "--negative", negative,
+                 "--out", str(tmp_path / "negative"), *TINY]) == 0
+    varied = next((tmp_path / "negative").rglob("*_000.png"))
+    metadata = read_png_metadata(varied)
+    assert metadata["translation"]["typed_prompt"] == typed and metadata["prompt"] == english
+    assert metadata["translation"]["typed_negative_prompt"] == negative
+    assert metadata["negative_prompt"] != negative
+    assert main(["vary", str(source), "-n", "1", "--seed", "3", "--prompt", "a dog",    # a new English prompt
+                 "--out", str(tmp_path / "dog"), *TINY]) == 0
+    assert "translation" not in read_png_metadata(next((tmp_path / "dog").rglob("*_000.png")))

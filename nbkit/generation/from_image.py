@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from nbkit.generation.kept import DIRECTIONS, Direction, KeptTokens, is_whole_number, tokens_sha256
-from nbkit.generation.request import GenerationRequest, check_seed
+from nbkit.generation.request import GenerationRequest, check_seed, clean_translation
 from nbkit.generation.sampling import SamplingSettings
 from nbkit.png import read_png_metadata
 
@@ -35,6 +35,7 @@ class SourceImage:
     negative_prompt: str = ""
     name: str = "image"              # the file's name, for the record
     encoded: bool = False            # tokens from the VQGAN encoder, not from the image's metadata
+    translation: dict | None = None  # what was typed, when its prompt was translated (kept by edits)
 
     @property
     def tokens_sha256(self) -> str:
@@ -67,7 +68,8 @@ def open_source(image: Any, encode: Callable[[Any], np.ndarray]) -> SourceImage:
         tokens = metadata.get("tokens")
         if tokens:
             return SourceImage(np.asarray(tokens, np.int32), metadata.get("prompt"),
-                               metadata.get("negative_prompt") or "", path.name)
+                               metadata.get("negative_prompt") or "", path.name,
+                               translation=clean_translation(metadata.get("translation")))
         return SourceImage(np.asarray(encode(path), np.int32), None, "", path.name, encoded=True)
     return SourceImage(np.asarray(encode(image), np.int32), None, "", "image", encoded=True)
 
@@ -78,6 +80,9 @@ def _prompt(source: SourceImage, prompt: str | None) -> str:
         raise ValueError(f"{source.name} was not made by nbkit (or its metadata was stripped), so its prompt "
                          "is unknown: give one (prompt=…, --prompt TEXT) saying what the image shows.")
     return chosen
+
+
+_NEGATIVE_KEYS = ("typed_negative_prompt", "translator_negative_english")
 
 
 def _whole_in(value: Any, low: int, high: int, message: str) -> int:
@@ -99,9 +104,13 @@ class Edit:
     prompt: str | None = None
     negative_prompt: str | None = None
     settings: SamplingSettings = SamplingSettings()
+    translation: dict | None = None     # what was typed, when `prompt` or `negative_prompt` was translated
 
     def __post_init__(self):
         _whole_in(self.n_images, 1, 2**20, "n_images must be a whole number ≥ 1")
+        if self.translation is not None and clean_translation(
+                {"typed_prompt": "", **self.translation}) is None:
+            raise ValueError(f"translation must be a record of what was typed (got {self.translation!r}).")
         object.__setattr__(self, "seed", check_seed(self.seed))
         for name in ("prompt", "negative_prompt"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
@@ -118,9 +127,26 @@ class Edit:
     def request(self, source: SourceImage) -> GenerationRequest:
         """The request that makes this edit of `source`."""
         negative = source.negative_prompt if self.negative_prompt is None else self.negative_prompt
-        return GenerationRequest([_prompt(source, self.prompt)], self.n_images, self.seed, self.settings,
+        prompt = _prompt(source, self.prompt)
+        return GenerationRequest([prompt], self.n_images, self.seed, self.settings,
                                  negative_prompt=negative, kept=self.kept(source.tokens),
-                                 source={**source.describe(), **self.describe()})
+                                 source={**source.describe(), **self.describe()},
+                                 translations=[self._translation(source, prompt)])
+
+    def _translation(self, source: SourceImage, prompt: str) -> dict | None:
+        """What was typed, for the record: the source's prompt keeps its typed form (an edit of a
+        translated image), a prompt or negative prompt given here its own (`translation`)."""
+        own, carried = dict(self.translation or {}), dict(source.translation or {})
+        for_prompt = own if self.prompt is not None else carried
+        for_negative = own if self.negative_prompt is not None else carried
+        record = {k: v for k, v in for_prompt.items() if k not in _NEGATIVE_KEYS}
+        negative = {k: for_negative[k] for k in _NEGATIVE_KEYS if k in for_negative}
+        if not record.get("typed_prompt") and not negative:
+            return None
+        if not record.get("typed_prompt"):
+            record = {"typed_prompt": prompt, "translator": for_negative.get("translator", ""),
+                      "translator_revision": for_negative.get("translator_revision", "")}
+        return {**record, **negative}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -61,6 +61,25 @@ def _per_prompt(value: Any, prompts: int, name: str, kind: type, what: str, opti
     return tuple(values)
 
 
+# What a record of a translated prompt may hold (`GenerationRequest.translations`; nbkit.text.translate):
+# the prompt and negative prompt as typed, the translator and its revision ("" when none: the person wrote
+# the English), and, when the person edited the English before drawing, "english_edited": "yes" and
+# what the translator had given.
+TRANSLATION_KEYS = ("typed_prompt", "typed_negative_prompt", "translator", "translator_revision",
+                    "english_edited", "translator_english", "translator_negative_english")
+TRANSLATION_TEXT_LIMIT = 4096
+
+
+def clean_translation(value: Any) -> dict[str, str] | None:
+    """A translation record read from outside (a PNG's metadata): its known keys with bounded text
+    values, or None when it is not a mapping of them."""
+    if not isinstance(value, Mapping):
+        return None
+    kept = {key: text for key, text in value.items() if key in TRANSLATION_KEYS and isinstance(text, str)
+            and len(text) <= TRANSLATION_TEXT_LIMIT}
+    return kept if kept.get("typed_prompt") is not None else None
+
+
 @dataclasses.dataclass(frozen=True)
 class ImageTask:
     """One image to make: everything its tokens depend on besides the model and the sampling settings.

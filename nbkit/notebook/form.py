@@ -22,6 +22,7 @@ import numpy as np
 from nbkit.generation.request import parse_seed
 from nbkit.generation.sampling import SamplingSettings
 from nbkit.notebook import colab
+from nbkit.notebook.translate_box import CHECK_MESSAGE, TranslateBox
 from nbkit.notebook.views import CAPTION_STYLE, caption_html, images_html, placeholder_png, png_of, show_html
 from nbkit.notebook.widgets import set_tooltip, widget_bundle
 from nbkit.weights import registry
@@ -91,14 +92,17 @@ class GenerateForm:
     disabled until that thread has ended. Errors appear as a message in the form.
 
     `out`: a folder to save each run in (see `runs.stream_to_folder`); `load(name)`: makes a
-    Pipeline for another model chosen in the form's Model field. The gallery is widgets, which
-    a saved notebook cannot show: `display(form)` also puts a plain output under the form that
-    each run's end fills in (where the frontend applies display updates from a thread, as
-    JupyterLab does), and `show_results()`, run in a later cell, shows them as plain output anywhere.
+    Pipeline for another model chosen in the form's Model field; `translators(name, cache)`: loads a
+    prompt translator (default `nbkit.text.translate.load_translator`; see `translate_box`). The
+    gallery is widgets, which a saved notebook cannot show: `display(form)` also puts a plain output
+    under the form that each run's end fills in (where the frontend applies display updates from a
+    thread, as JupyterLab does), and `show_results()`, run in a later cell, shows them as plain output
+    anywhere.
     """
 
     def __init__(self, pipe: Any, out: str | Path | None = None, load: Callable[[str], Any] | None = None,
-                 progress_every: int = 16, decode_every: int | None = None, upscaler: Any = "esrgan-x4"):
+                 progress_every: int = 16, decode_every: int | None = None, upscaler: Any = "esrgan-x4",
+                 translators: Callable[[str, Any], Any] | None = None):
         import ipywidgets as w
 
         self.pipe, self.out, self.load = pipe, out, load
@@ -135,6 +139,8 @@ class GenerateForm:
         self.model = w.Dropdown(options=names + ([pipe.name] if pipe.name not in names else []),
                                 value=pipe.name, description="Model", style=style, disabled=load is None,
                                 layout=field())
+        self.translate = TranslateBox(translators)      # the Translate choice and the English to draw
+        self._gallery_translations: tuple = ()          # what was typed, per prompt of the gallery's run
         self.generate_button = w.Button(description="Generate", button_style="primary", icon="play")
         self.stop_button = w.Button(description="Stop", icon="stop", disabled=True)
         self.seamless_button = w.Button(description="Seamless picture", icon="th-large", disabled=True,
@@ -159,7 +165,8 @@ class GenerateForm:
                        layout=w.Layout(flex_flow="row wrap", align_items="center"))
         self.bar = w.HBox([self.progress, self.progress_label],      # hidden until a run has a bar to show
                           layout=w.Layout(display="none", align_items="center", flex_flow="row wrap"))
-        self.widget = w.VBox([self.prompts, self.negative_prompt, settings, sampling, edits, buttons,
+        self.widget = w.VBox([self.prompts, self.negative_prompt, self.translate.widget, settings, sampling,
+                              edits, buttons,
                               self.bar, self.status, self.gallery, self.seamless_view, self.upscaled_view])
         self.result, self.folder, self.error, self.seed_used, self.stopped = None, None, None, None, False
         self.already_complete = False
@@ -258,20 +265,26 @@ class GenerateForm:
             negative = self.negative_prompt.value.strip()
             settings = SamplingSettings(**values.sampling)
             if edit is None:
-                request = GenerationRequest(values.prompts, values.n_images, values.seed, settings,
-                                            negative_prompt=negative)
+                english = self.translate.english_to_draw(values.prompts, negative, self._say)
+                if english is None:               # translated: shown to be checked, drawn next time
+                    status = CHECK_MESSAGE
+                    return
+                request = GenerationRequest(english[0], values.n_images, values.seed, settings,
+                                            negative_prompt=english[1], translations=english[2])
                 doing, self._made_what = "Generating", "image(s)"
             elif edit[0] == "vary":
+                negative, typed = self.translate.negative_for_edit(negative)
                 request = Vary(keep_rows=self.keep_rows.value, n_images=values.n_images, seed=values.seed,
-                               negative_prompt=negative or None, settings=settings
-                               ).request(self.pipe.source(edit[1]))
+                               negative_prompt=negative or None, settings=settings, translation=typed
+                               ).request(self._edit_source(edit[1]))
                 doing = f"Varying (first {self.keep_rows.value} of 16 rows kept)"
                 self._made_what = f"variation(s), first {self.keep_rows.value} of 16 rows kept"
             else:
                 direction, rows = self.extend_direction.value, self.extend_rows.value
+                negative, typed = self.translate.negative_for_edit(negative)
                 request = Extend(direction=direction, rows=rows, n_images=values.n_images, seed=values.seed,
-                                 negative_prompt=negative or None, settings=settings
-                                 ).request(self.pipe.source(edit[1]))
+                                 negative_prompt=negative or None, settings=settings, translation=typed
+                                 ).request(self._edit_source(edit[1]))
                 doing = f"Extending {direction} by {rows}"
                 self._made_what = f"extension(s), {direction} by {rows}"
             self.seed_used = request.seed
@@ -296,6 +309,15 @@ class GenerateForm:
                       f"{html.escape(str(error) or type(error).__name__)}</span>{kept}")
         finally:
             self._finish(status)
+
+    def _edit_source(self, image: Any) -> Any:
+        """What an edit starts from, with what was typed for its prompt (a gallery image's run knows it;
+        a saved PNG records it)."""
+        source = self.pipe.source(image)
+        index = getattr(image, "prompt_index", None)
+        if source.translation is None and index is not None and index < len(self._gallery_translations):
+            source = dataclasses.replace(source, translation=self._gallery_translations[index])
+        return source
 
     def _run_upscale(self, pair: tuple[int, int]) -> None:
         import ipywidgets as w
@@ -393,6 +415,7 @@ class GenerateForm:
         import ipywidgets as w
 
         self.bar.layout.display = "flex"
+        self._gallery_translations = tuple(request.translations)
         self._slots = {pair: w.Image(value=placeholder_png(), format="png", layout=w.Layout(width="100%"))
                        for pair in request.images}
         self._cells = {pair: w.VBox([image, w.HTML(caption_html(pair[1] + 1, request.prompts[pair[0]]))],

@@ -297,7 +297,8 @@ def extend_to_folder(pipe: Pipeline, source: Any, edit: Extend, out: str | Path,
     saved = {e.get("image_index"): e for e in (writer.folder.entries() if writer.folder else ())
              if e.get("prompt_index") == 0}
     piece_edit = dataclasses.replace(edit, n_images=times, seed=chain.seed, prompt=chain.prompts[0],
-                                     negative_prompt=chain.negative_prompt[0])
+                                     negative_prompt=chain.negative_prompt[0],
+                                     translation=chain.translations[0])     # what was typed, kept
     previous, pieces, piece_tokens = start, [], []
     for index in range(times):
         if index in saved:

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from nbkit import __version__
+from nbkit.generation.request import TRANSLATION_KEYS, TRANSLATION_TEXT_LIMIT
 from nbkit.output.images import make_grid
 from nbkit.png import png_bytes, read_png_metadata, utf8_safe
 
@@ -252,9 +253,9 @@ class ImageRecord:
                 raise ValueError(f"{name} must be a whole number{bounds}, got {value!r}.")
             object.__setattr__(self, name, int(value))
         if self.translation is not None:
-            known = ("typed_prompt", "typed_negative_prompt", "translator", "translator_revision")
+            known = TRANSLATION_KEYS
             if not isinstance(self.translation, Mapping) or not all(
-                    key in known and isinstance(value, str) and len(value) <= 4096
+                    key in known and isinstance(value, str) and len(value) <= TRANSLATION_TEXT_LIMIT
                     for key, value in self.translation.items()):
                 raise ValueError(f"translation must map {', '.join(known)} to strings, got "
                                  f"{self.translation!r}.")

@@ -28,7 +28,8 @@ from nbkit.limits import MAX_JSON_DEPTH
 from nbkit.text.tokenizer import lone_surrogate
 
 JOB_FIELDS = ("prompts", "prompt", "n_images", "seed", "temperature", "top_k", "top_p", "condition_scale",
-              "negative_prompt", "vary", "extend", "translate")
+              "negative_prompt", "vary", "extend", "translate", "english_prompts", "english_negative_prompt")
+TRANSLATE_FIELDS = ("prompts", "prompt", "negative_prompt", "translate")
 EDIT_FIELDS = {"vary": ("image", "keep_rows"), "extend": ("image", "direction", "rows")}
 MAX_TEMPERATURE = 100.0          # far past any useful value; keeps the logits finite
 MAX_CONDITION_SCALE = 100.0
@@ -211,24 +212,62 @@ class JobInput:
     negative_prompt: str | None
     edit: EditInput | None = None
     translate: str = "off"       # "off" (default), "auto" or a registered translator (nbkit.text.translate)
+    english: tuple[str, ...] | None = None     # the English to draw in place of the translation (checked,
+    english_negative: str | None = None        # maybe edited, by a person), and the negative prompt's
+
+
+def _prompts(body: dict, limits: Limits) -> tuple[str, ...] | None:
+    """prompt (one text) or prompts (a list), each bounded; None when neither is sent."""
+    if "prompt" in body and "prompts" in body:
+        raise BadInput("prompt", "Send either prompt (one text) or prompts (a list), not both.")
+    if "prompt" in body:
+        return (_text(body["prompt"], "prompt", limits.max_prompt_chars),)
+    if "prompts" not in body:
+        return None
+    given = body["prompts"]
+    if not isinstance(given, list) or not given:
+        raise BadInput("prompts", f"prompts must be a non-empty list of texts (got {given!r}).")
+    if len(given) > limits.max_images:
+        raise BadInput("prompts", f"{len(given)} prompts; this server makes at most {limits.max_images} "
+                                  "images a job (--max-images): send fewer.")
+    return tuple(_text(p, f"prompts[{i}]", limits.max_prompt_chars) for i, p in enumerate(given))
+
+
+def _translate_choice(body: dict, default: str) -> str:
+    from nbkit.weights.registry import TRANSLATOR_MODELS
+
+    translate = body.get("translate", default)
+    if translate not in ("off", "auto", *TRANSLATOR_MODELS):
+        raise BadInput("translate", f"translate must be off, auto or one of {', '.join(TRANSLATOR_MODELS)} "
+                                    f"(got {_shown(translate)}).")
+    return translate
+
+
+def _english(body: dict, prompts: tuple[str, ...] | None, translate: str,
+             limits: Limits) -> tuple[tuple[str, ...] | None, str | None]:
+    """english_prompts (one per prompt) and english_negative_prompt: what a person checked in place of
+    the translation; they go with translate other than off."""
+    english, negative = body.get("english_prompts"), body.get("english_negative_prompt")
+    for field, value in (("english_prompts", english), ("english_negative_prompt", negative)):
+        if value is not None and translate == "off":
+            raise BadInput(field, f"{field} goes with translate auto or a translator (it replaces their "
+                                  "English): send it with translate, or send the English as prompts.")
+    if english is not None:
+        count = len(prompts or ())
+        if not isinstance(english, list) or len(english) != count:
+            raise BadInput("english_prompts", f"english_prompts must be a list of {count} text(s), one per "
+                                              f"prompt (got {_shown(english)}).")
+        english = tuple(_text(text, f"english_prompts[{i}]", limits.max_prompt_chars)
+                        for i, text in enumerate(english))
+    if negative is not None:
+        negative = _text(negative, "english_negative_prompt", limits.max_prompt_chars, blank_ok=True)
+    return english, negative
 
 
 def parse_job(body: Any, limits: Limits) -> JobInput:
     """POST /api/jobs's body → JobInput, or BadInput naming the first field that is wrong."""
     body = known_fields(body, "body", JOB_FIELDS)
-    if "prompt" in body and "prompts" in body:
-        raise BadInput("prompt", "Send either prompt (one text) or prompts (a list), not both.")
-    prompts = None
-    if "prompt" in body:
-        prompts = (_text(body["prompt"], "prompt", limits.max_prompt_chars),)
-    elif "prompts" in body:
-        given = body["prompts"]
-        if not isinstance(given, list) or not given:
-            raise BadInput("prompts", f"prompts must be a non-empty list of texts (got {given!r}).")
-        if len(given) > limits.max_images:
-            raise BadInput("prompts", f"{len(given)} prompts; this server makes at most {limits.max_images} "
-                                      "images a job (--max-images): send fewer.")
-        prompts = tuple(_text(p, f"prompts[{i}]", limits.max_prompt_chars) for i, p in enumerate(given))
+    prompts = _prompts(body, limits)
     edits = [name for name in ("vary", "extend") if body.get(name) is not None]
     if len(edits) > 1:
         raise BadInput("extend", "Send vary or extend, not both.")
@@ -262,15 +301,33 @@ def parse_job(body: Any, limits: Limits) -> JobInput:
             wrong = next((key for key in EDIT_FIELDS[name] if key in str(error)), None)
             raise BadInput(f"{name}.{wrong}" if wrong else name, f"{name}: {error}") from None
         edit = EditInput(name, source, typed)
-    translate = body.get("translate", "off")
-    from nbkit.weights.registry import TRANSLATOR_MODELS
-    if translate not in ("off", "auto", *TRANSLATOR_MODELS):
-        raise BadInput("translate", f"translate must be off, auto or one of {', '.join(TRANSLATOR_MODELS)} "
-                                    f"(got {translate!r}).")
+    translate = _translate_choice(body, "off")
     if translate != "off" and edit is not None:
         raise BadInput("translate", "translate applies to new prompts: translate the prompt first, "
                                     "then vary.")
-    return JobInput(prompts, n_images, seed, settings, negative, edit, translate)
+    english, english_negative = _english(body, prompts, translate, limits)
+    return JobInput(prompts, n_images, seed, settings, negative, edit, translate, english, english_negative)
+
+
+@dataclasses.dataclass(frozen=True)
+class TranslateInput:
+    """POST /api/translate: prompts (and a negative prompt) to translate without drawing."""
+
+    prompts: tuple[str, ...]
+    negative_prompt: str
+    translate: str               # "auto" (default here), "off" or a registered translator
+
+
+def parse_translate(body: Any, limits: Limits) -> TranslateInput:
+    """POST /api/translate's body → TranslateInput, or BadInput naming the field."""
+    body = known_fields(body, "body", TRANSLATE_FIELDS)
+    prompts = _prompts(body, limits)
+    if prompts is None:
+        raise BadInput("prompts", 'prompts is missing: send {"prompts": ["一只猫"], "translate": "auto"}.')
+    negative = body.get("negative_prompt")
+    negative = "" if negative is None else _text(negative, "negative_prompt", limits.max_prompt_chars,
+                                                 blank_ok=True)
+    return TranslateInput(prompts, negative, _translate_choice(body, "auto"))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -27,7 +27,7 @@ from nbkit.generation.request import GenerationRequest
 from nbkit.imagefile import read_rgb
 from nbkit.limits import BODY_TIMEOUT_S
 from nbkit.output.runs import rerank_folder
-from nbkit.server.build import build_request
+from nbkit.server.build import build_request, translated
 from nbkit.server.folders import for_clients, list_runs, resolve_image, resolve_run
 from nbkit.server.gate import Gate, GateRules
 from nbkit.server.jobs import FINAL_STATES, Busy, Job, JobQueue, QueueFull, Stopping, one_line
@@ -46,11 +46,13 @@ from nbkit.server.protocol import (
     parse_body,
     parse_generate,
     parse_job,
+    parse_translate,
     query_count,
     sse,
 )
 from nbkit.server.replicas.base import NoReplicaReady
 from nbkit.server.upscales import submit_upscale
+from nbkit.weights.registry import TRANSLATOR_MODELS
 
 STATIC = Path(__file__).parent / "static"
 KEEPALIVE_S = 15.0               # an SSE comment this often keeps proxies and tunnels from closing a stream
@@ -132,6 +134,7 @@ async def info(request: Request) -> Response:
         "upscaler": options.upscaler,
         "max_images": options.max_images, "max_queue": options.max_queue,
         "max_prompt_chars": options.max_prompt_chars, "max_batch": None if model is None else model.max_batch,
+        "translators": list(TRANSLATOR_MODELS),
         "defaults": defaults, "queue": state.queue.info(), "replicas": state.queue.pool.info()})
 
 
@@ -153,6 +156,22 @@ async def submit_job(request: Request) -> Response:
     if job_input.translate != "off":     # the English drawn, and what was typed
         answer = {**answer, "english_prompts": list(made.prompts), "translations": list(made.translations)}
     return JSONResponse(answer, 202)
+
+
+async def translate(request: Request) -> Response:
+    """POST /api/translate: the English a job with `translate` would draw, without drawing, for a person
+    to check (and edit) first; send it back as the job's english_prompts. Each translator is loaded by
+    the first request that needs it, then kept; an English prompt loads none."""
+    state = request.app.state
+    options = state.options
+    body = await read_json(request, options.max_body_bytes)
+    asked = parse_translate(body, Limits(options.max_images, options.max_prompt_chars, 1))
+    english, negatives, records = await run_in_threadpool(
+        translated, list(asked.prompts), asked.negative_prompt, asked.translate, options.cache,
+        state.translators)
+    return JSONResponse({"translate": asked.translate, "prompts": list(asked.prompts),
+                         "english_prompts": english, "english_negative_prompt": negatives[0],
+                         "translations": records})
 
 
 async def job_status(request: Request) -> Response:
@@ -334,6 +353,7 @@ def create_app(queue: JobQueue, options: ServerOptions, port: int,
         Route("/api/images/{run}/{file}", image, methods=["GET"]),
         Route("/api/rerank", rerank, methods=["POST"]),
         Route("/api/upscale", upscale, methods=["POST"]),
+        Route("/api/translate", translate, methods=["POST"]),
         Route("/dalle", generate, methods=["POST"]),
         Route("/generate", generate, methods=["POST"]),
     ]

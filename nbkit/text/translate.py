@@ -166,3 +166,41 @@ def translate_prompts(prompts: list[str], negative: str | list[str], choice: str
             record["typed_negative_prompt"] = negatives[i]
         records.append(record)
     return english[: len(prompts)], english[len(prompts):], records
+
+
+def use_edited_english(prompts: list[str], negative: str | list[str],
+                       translated: tuple[list[str], list[str], list[dict | None]],
+                       edited: list[str], edited_negative: str | None = None
+                       ) -> tuple[list[str], list[str], list[dict | None]]:
+    """The English a person checked, and maybe edited, in place of the translator's: `translated` is
+    `translate_prompts`' answer for (`prompts`, `negative`), `edited` one English text per prompt and
+    `edited_negative` the negative prompt's (None: as translated). A record whose English was edited
+    says so (`english_edited`) and keeps what the translator gave; an English prompt whose text was
+    edited gets a record too (its translator "")."""
+    english, negatives, records = translated
+    typed_negatives = [negative] * len(prompts) if isinstance(negative, str) else list(negative)
+    if len(edited) != len(prompts):
+        raise ValueError(f"The English has {len(edited)} line(s) for {len(prompts)} prompt(s): give one "
+                         "line per prompt, or translate again.")
+    drawn, drawn_negatives, kept = [], [], []
+    for index, (typed, machine, machine_negative, record, wanted) in enumerate(
+            zip(prompts, english, negatives, records, edited, strict=True)):
+        wanted = wanted.strip()
+        if not wanted:
+            raise ValueError(f"The English of prompt {index + 1} is empty: type what to draw, or translate "
+                             "again.")
+        wanted_negative = machine_negative if edited_negative is None else edited_negative.strip()
+        changes = {}
+        if wanted != machine:
+            changes["translator_english"] = machine
+        if wanted_negative != machine_negative:
+            changes["translator_negative_english"] = machine_negative
+            changes["typed_negative_prompt"] = typed_negatives[index]
+        if changes:
+            base = dict(record) if record else {"typed_prompt": typed, "translator": "",
+                                                "translator_revision": ""}
+            record = {**base, **changes, "english_edited": "yes"}
+        drawn.append(wanted)
+        drawn_negatives.append(wanted_negative)
+        kept.append(record)
+    return drawn, drawn_negatives, kept

@@ -588,3 +588,86 @@ def test_upscale_without_an_output_folder_shows_the_result_unsaved(pipe):
     form.wait(300)
     assert form.error is None and "no output folder" in status(form)
     assert form.upscaled[0, 0].shape == (1024, 1024, 3)
+
+
+# ---------------------------------------------------------------- prompts in other languages
+
+
+MARIAN = FIXTURES / "marian-tiny"
+
+
+def tiny_translators(loaded: list):
+    """Every translator name → the tiny Marian fixture (random weights: its English is a word mix)."""
+    from nbkit.text.translate import Translator
+
+    def load(name, cache=None):
+        loaded.append(name)
+        return Translator(MARIAN, name=name, revision="main", beam=False)
+    return load
+
+
+@pytest.mark.filterwarnings("ignore:.*longer than the model")  # the tiny model reads 16 tokens
+def test_a_translated_prompt_is_shown_in_english_edited_and_drawn_with_both_recorded(pipe, tmp_path):
+    from nbkit.text.translate import Translator
+
+    loaded = []
+    form = form_for(pipe, n_images=1, out=tmp_path, translators=tiny_translators(loaded))
+    typed = "一只穿着宇航服的猫"
+    form.prompts.value = f"{typed}\na red cube"
+    assert form.translate.choice.value == "auto" and form.translate.english.layout.display == "none"
+    run(form)                                  # first click: the English is shown, nothing is drawn
+    machine = Translator(MARIAN, beam=False).translate([typed])[0].english
+    assert loaded == ["translate-zh"] and form.error is None and form.result is None
+    assert form.gallery.children == () and "Check the English" in status(form)
+    assert form.translate.english.layout.display == "" and "translate-zh" in form.translate.note.value
+    assert form.translate.english.value.splitlines() == [machine, "a red cube"]
+    form.translate.english.value = "a cat in a spacesuit\na red cube"          # the person edits it
+    run(form)                                  # second click: the edited English is drawn
+    assert form.error is None, form.error
+    assert [image.prompt for image in form.result.images] == ["a cat in a spacesuit", "a red cube"]
+    assert loaded == ["translate-zh"]          # loaded once, not again
+    saved = {entry["prompt_index"]: form.folder.image_path(entry) for entry in form.folder.entries()}
+    first = read_png_metadata(saved[0])
+    assert first["prompt"] == "a cat in a spacesuit"
+    assert first["translation"] == {"typed_prompt": typed, "translator": "translate-zh",
+                                    "translator_revision": "main", "english_edited": "yes",
+                                    "translator_english": machine}
+    assert "translation" not in read_png_metadata(saved[1])
+    manifest = form.folder.entries()
+    assert {entry["prompt_index"]: entry.get("translation", {}).get("typed_prompt") for entry in manifest} \
+        == {0: typed, 1: None}
+
+    cell = next(c for c in form.gallery.children if "spacesuit" in c.children[1].value)
+    cell.children[2].children[0].click()       # Variations of the translated image keep what was typed
+    form.wait(300)
+    assert form.error is None, form.error
+    varied = read_png_metadata(form.folder.image_path(form.folder.entries()[0]))
+    assert varied["prompt"] == "a cat in a spacesuit" and varied["translation"]["typed_prompt"] == typed
+    assert varied["translation"]["english_edited"] == "yes" and varied["source"]["edit"] == "vary"
+
+
+def test_an_english_prompt_loads_no_translator_and_off_draws_as_typed(pipe):
+    loaded = []
+    form = form_for(pipe, n_images=1, translators=tiny_translators(loaded))
+    form.prompts.value = "a red cube"
+    run(form)                                  # auto, English: drawn at once, nothing loaded or shown
+    assert loaded == [] and form.error is None and len(form.result.images) == 1
+    assert form.result.request.translations == (None,) and form.translate.english.layout.display == "none"
+    form.prompts.value, form.translate.choice.value = "кошка", "off"
+    run(form)
+    assert loaded == [] and [image.prompt for image in form.result.images] == ["кошка"]
+
+
+def test_the_translator_can_be_a_folder_and_a_bad_choice_is_a_message(pipe):
+    form = form_for(pipe, n_images=1)
+    form.prompts.value = "кошка"
+    form.translate.choice.value = "folder"
+    assert form.translate.folder.layout.display == ""
+    run(form)
+    assert "Type the translator's folder" in status(form) and form.result is None
+    form.translate.folder.value = str(MARIAN)
+    run(form)                                  # the English is shown, its translator the folder
+    assert form.error is None and str(MARIAN) in form.translate.note.value
+    form.translate.english.value = ""           # emptied: no line for the prompt
+    run(form)
+    assert "1 prompt(s)" in status(form) and form.result is None

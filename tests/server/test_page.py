@@ -8,6 +8,7 @@ NBKIT_CHROMIUM names another Chromium binary.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
-from server_process import running_server
+from server_process import GOLDEN, running_server
 
 CHROMIUM = Path(os.environ.get("NBKIT_CHROMIUM", "/usr/bin/chromium"))
 SCREENSHOTS = os.environ.get("NBKIT_SCREENSHOTS")
@@ -41,10 +42,10 @@ def chromium() -> str:
                 "chromium package (or set NBKIT_CHROMIUM to a Chromium binary).")
 
 
-def api(server, path: str, body: dict | None = None) -> dict:
+def api(server, path: str, body: dict | None = None, timeout: float = 30) -> dict:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(server.url + path, data, {"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.load(response)
 
 
@@ -80,9 +81,39 @@ def loaded_images(tiles) -> list[int]:
     return tiles.locator("img").evaluate_all("imgs => imgs.map(i => i.complete ? i.naturalWidth : 0)")
 
 
+def translator_cache(cache: Path) -> Path:
+    """A model cache holding translate-zh as the tiny Marian fixture, downloaded from a stand-in hub
+    (the server then finds it cached, as after `nbkit download translate-zh`)."""
+    from hub_server import MockHub
+
+    from nbkit.weights import hub, registry
+
+    repo = registry.MODELS["translate-zh"].repo
+    saved = {name: os.environ.pop(name, None) for name in ("HF_ENDPOINT", "HF_HUB_OFFLINE", "NBKIT_OFFLINE")}
+    try:
+        with MockHub({repo: GOLDEN / "marian-tiny"}) as stand_in:
+            os.environ["HF_ENDPOINT"] = stand_in.url
+            hub.fetch("translate-zh", cache, progress=False)
+    finally:
+        for name, value in saved.items():
+            os.environ.pop(name, None)
+            if value is not None:
+                os.environ[name] = value
+    return cache
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    with running_server(tmp_path_factory.mktemp("serve"), "--token", TOKEN) as server:
+    cache = translator_cache(tmp_path_factory.mktemp("models"))
+    with contextlib.ExitStack() as stack:
+        before = os.environ.get("NBKIT_CACHE")
+        os.environ["NBKIT_CACHE"] = str(cache)           # the server's model cache (only its process's)
+        try:
+            server = stack.enter_context(running_server(tmp_path_factory.mktemp("serve"), "--token", TOKEN))
+        finally:
+            os.environ.pop("NBKIT_CACHE")
+            if before is not None:
+                os.environ["NBKIT_CACHE"] = before
         assert server.url.endswith(f"/t/{TOKEN}/"), server.url
         yield server
 
@@ -425,3 +456,71 @@ def test_upscale_from_the_gallery_and_the_lightbox_with_progress_and_the_result(
     section.locator('.tile[data-key="0-1-up"]').scroll_into_view_if_needed()
     assert overflow(phone) == 0
     screenshot(phone, "upscaled-phone")
+
+
+def test_a_chinese_prompt_shows_its_english_to_edit_then_draws_it_and_records_both(open_page, server):
+    from nbkit.png import read_png_metadata
+
+    page = open_page()
+    typed = "一只穿着宇航服的猫"
+    machine = api(server, "api/translate", {"prompts": [typed]},         # what the translator gives
+                  timeout=TIMEOUT_MS / 1000)                          # (loaded and compiled first)
+    assert machine["translations"][0]["translator"] == "translate-zh" and machine["english_prompts"][0]
+    assert page.locator("#translate option").all_inner_texts()[-1].startswith("translate-")
+    expect(page.locator("#translate")).to_have_value("auto")
+    page.fill("#prompts", typed)
+    page.fill("#n_images", "1")
+    page.fill("#seed", "11")
+    english = page.locator("#english_prompts")
+    expect(english).to_be_hidden()
+    page.locator("#prompts").press("Enter")                     # first Generate: the English, not a job
+    expect(english).to_be_visible()
+    expect(english).to_have_value(machine["english_prompts"][0])
+    expect(page.locator("#translate-note")).to_contain_text("translate-zh")
+    expect(page.locator(".run")).to_have_count(0)
+    screenshot(page, "translate-preview")
+    english.fill("a cat in a spacesuit")                        # the person edits the English
+    page.get_by_role("button", name="Generate").click()         # second Generate draws it
+    run = page.locator(".run")
+    expect(run).to_have_attribute("data-state", "done")
+    expect(run.locator(".tile:not(.pending)")).to_have_count(1)
+    src = run.locator(".tile img").first.get_attribute("src")
+    with urllib.request.urlopen(src, timeout=30) as response:
+        metadata = read_png_metadata(response.read())
+    assert metadata["prompt"] == "a cat in a spacesuit"
+    assert metadata["translation"] == {"typed_prompt": typed, "translator": "translate-zh",
+                                       "translator_revision": "main", "english_edited": "yes",
+                                       "translator_english": machine["english_prompts"][0]}
+
+    page.fill("#prompts", "кошка")                              # Translate: off draws it as typed
+    page.select_option("#translate", "off")
+    expect(english).to_be_hidden()
+    page.locator("#prompts").press("Enter")
+    expect(page.locator(".run")).to_have_count(2)
+    expect(page.locator(".run").first).to_have_attribute("data-state", "done")
+
+
+def test_the_translate_route_checks_its_input_naming_the_field(server):
+    def refused(path: str, body: dict) -> tuple[int, str]:
+        request = urllib.request.Request(server.url + path, json.dumps(body).encode(),
+                                         {"Content-Type": "application/json"})
+        try:
+            urllib.request.urlopen(request, timeout=30)
+        except urllib.error.HTTPError as error:
+            answer = json.load(error)
+            return error.code, answer["field"]
+        raise AssertionError(f"{body} was accepted")
+
+    for body, field in [({"prompts": ["猫"], "translate": "/etc"}, "translate"),
+                        ({"prompts": ["猫"], "translate": 3}, "translate"),
+                        ({"translate": "auto"}, "prompts"),
+                        ({"prompts": ["猫"], "seed": 1}, "seed"),
+                        ({"prompts": ["a" * 10_000]}, "prompts[0]")]:
+        assert refused("api/translate", body) == (400, field), body
+    english = api(server, "api/translate", {"prompts": ["a red cube"]})       # English: no translator
+    assert english["english_prompts"] == ["a red cube"] and english["translations"] == [None]
+    auto = {"prompts": ["猫"], "translate": "auto"}
+    for body, field in [({"prompts": ["猫"], "english_prompts": ["a cat"]}, "english_prompts"),    # off
+                        ({**auto, "english_prompts": ["a", "b"]}, "english_prompts"),
+                        ({**auto, "english_prompts": [" "]}, "english_prompts[0]")]:
+        assert refused("api/jobs", body) == (400, field), body

@@ -2,6 +2,8 @@
 // the server's JSON API. Every URL is relative to the page's folder, so behind a token (/t/<token>/)
 // everything stays under that prefix.
 
+import {setupTranslate} from "./translate.js";
+
 const $ = (selector, root = document) => root.querySelector(selector);
 const base = new URL(".", document.baseURI);
 const apiUrl = (path) => new URL(path, base).href;
@@ -141,6 +143,7 @@ const form = $("#generate-form");
 const promptsInput = $("#prompts");
 const formError = $("#form-error");
 const generateButton = $("#generate");
+const translation = setupTranslate(form, callApi);  // the Translate choice and the English to check
 let info = null;
 
 function labelOf(input) {
@@ -204,6 +207,8 @@ form.addEventListener("submit", async (event) => {
   }
   setBusy(generateButton, true, "Sending…");
   try {
+    body = await translation.prepare(body);
+    if (!body) return;  // translated: the English is on show, to be checked; the next Generate draws it
     const job = await callApi("api/jobs", body);
     const view = viewFor(job.run, {prompts: body.prompts, seed: job.seed});
     view.expect(body.prompts.length, body.n_images);
