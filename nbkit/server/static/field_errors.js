@@ -15,8 +15,15 @@ export function clearField(box) {
   box.querySelector(".field-error").textContent = "";
 }
 
-/** Shows the API's {"error", "field"} next to the field it names, or in the form's banner. */
+/** Shows the API's {"error", "field"} next to the field it names, or in the form's banner; every one
+ * of `error.errors` when there are several (all at once: fixing one does not reveal the next). */
 export function showError(form, banner, error, aliases = {}) {
+  const all = error.errors?.length ? error.errors : [error];
+  const boxes = all.map((one) => showOne(form, banner, one, aliases)).filter(Boolean);
+  boxes[0]?.querySelector("input, textarea")?.focus();
+}
+
+function showOne(form, banner, error, aliases) {
   // "prompts[2]" → prompts, "vary.keep_rows" → keep_rows, then the form's own names.
   let field = error.field?.replace(/\[\d+\]$/, "") ?? null;
   if (field && field in aliases) field = aliases[field];
@@ -27,16 +34,17 @@ export function showError(form, banner, error, aliases = {}) {
   }
   const box = field && form.querySelector(`.field[data-field="${CSS.escape(field)}"]`);
   if (!box || box.hidden) {
-    banner.textContent = error.message;
+    banner.textContent = banner.hidden ? error.message : `${banner.textContent} ${error.message}`;
     banner.hidden = false;
-    return;
+    return null;
   }
+  const text = box.querySelector(".field-error");
+  const message = inWords(error.message, error.field, field);
+  text.textContent = box.classList.contains("invalid") ? `${text.textContent} ${message}` : message;
   box.classList.add("invalid");
   box.closest("details")?.setAttribute("open", "");
-  box.querySelector(".field-error").textContent = inWords(error.message, error.field, field);
-  const control = box.querySelector("input, textarea");
-  control?.setAttribute("aria-invalid", "true");
-  control?.focus();
+  box.querySelector("input, textarea")?.setAttribute("aria-invalid", "true");
+  return box;
 }
 
 const FIELD_NAMES = {

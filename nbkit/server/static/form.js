@@ -16,36 +16,65 @@ function labelOf(input) {
   return (input.labels?.[0]?.firstChild?.textContent ?? input.name).trim();
 }
 
-/** A number input's value: null when empty, an ApiError naming the field when it is not a number. */
+/** A number input's value: null when empty, an ApiError naming the field when it is not a number or
+ * outside the input's own min, max and whole-number step (the server checks again, and says more). */
 export function numberIn(input) {
   const text = input.value.trim();
+  const name = labelOf(input);
   if (input.validity.badInput || (text !== "" && !Number.isFinite(Number(text)))) {
-    throw new ApiError(`${labelOf(input)} must be a number.`, input.name);
+    throw new ApiError(`${name} must be a number.`, input.name);
+  }
+  if (input.validity.rangeUnderflow) throw new ApiError(`${name} must be at least ${input.min}.`, input.name);
+  if (input.validity.rangeOverflow) throw new ApiError(`${name} must be at most ${input.max}.`, input.name);
+  if (input.validity.stepMismatch && input.step === "1") {
+    throw new ApiError(`${name} must be a whole number.`, input.name);
   }
   return text === "" ? null : Number(text);
 }
 
-export function samplingSettings() {
+/** Reads fields without stopping at the first bad one: `read(input)` is numberIn, its errors kept; `check()`
+ * throws one ApiError that carries them all (so that every one is shown at once). */
+export function fieldReader() {
+  const errors = [];
+  const read = (input) => {
+    try {
+      return numberIn(input);
+    } catch (error) {
+      errors.push(error);
+      return null;
+    }
+  };
+  const fail = (message, field) => errors.push(new ApiError(message, field));
+  const check = () => {
+    if (errors.length) throw new ApiError(errors[0].message, errors[0].field, 0, errors);
+  };
+  return {read, fail, check};
+}
+
+export function samplingSettings(read = numberIn) {
   const f = form.elements;
   return {
-    temperature: numberIn(f.temperature),
-    top_k: numberIn(f.top_k),
-    top_p: numberIn(f.top_p),
-    condition_scale: numberIn(f.condition_scale) ?? info?.defaults?.condition_scale ?? 10,
+    temperature: read(f.temperature),
+    top_k: read(f.top_k),
+    top_p: read(f.top_p),
+    condition_scale: read(f.condition_scale) ?? info?.defaults?.condition_scale ?? 10,
   };
 }
 
 function readForm() {
+  const {read, fail, check} = fieldReader();
   const prompts = promptsInput.value.split("\n").map((line) => line.trim()).filter(Boolean);
-  if (!prompts.length) throw new ApiError("Type a prompt first (one per line).", "prompts");
+  if (!prompts.length) fail("Type a prompt first (one per line).", "prompts");
   const f = form.elements;
-  return {
+  const body = {
     prompts,
-    n_images: numberIn(f.n_images) ?? info?.defaults?.n_images ?? 1,
-    seed: numberIn(f.seed),
-    ...samplingSettings(),
+    n_images: read(f.n_images) ?? info?.defaults?.n_images ?? 1,
+    seed: read(f.seed),
+    ...samplingSettings(read),
     negative_prompt: f.negative_prompt.value.trim(),
   };
+  check();
+  return body;
 }
 
 export function setBusy(button, busy, text) {
@@ -104,6 +133,18 @@ $("#examples").addEventListener("click", (event) => {
   promptsInput.focus();
 });
 
+const MODEL_NAMES = {
+  mini: "DALL·E mini", mega: "DALL·E Mega", "mega-fp16": "DALL·E Mega (fp16)", "dalle-mini": "DALL·E mini",
+  "dalle-mega": "DALL·E Mega",
+};
+
+/** A served model's name as people know it: a registered name, else its folder's or repository's name. */
+function modelName(model) {
+  if (!model) return "";
+  const last = String(model).split(/[\\/]/).filter(Boolean).pop() ?? "";
+  return MODEL_NAMES[model] ?? MODEL_NAMES[last] ?? last;
+}
+
 export async function loadInfo() {
   const status = $("#server-info");
   try {
@@ -116,6 +157,11 @@ export async function loadInfo() {
     return;
   }
   status.className = "server online";
+  const served = modelName(info.model);
+  if (served) {  // the tagline names the model this server draws with
+    $("#tagline").textContent = served;
+    document.title = `nbkit · ${served}`;
+  }
   const models = [info.model, info.vqgan, info.clip].filter(Boolean);
   status.title = [`nbkit ${info.version ?? ""}`, ...models].join("\n");
   // A model given as a folder shows as the folder's name.

@@ -3,7 +3,7 @@
 import {callApi} from "./client.js";
 import {$, GRID_ROWS, smooth, assetUrl} from "./dom.js";
 import {EDIT_ALIASES, clearErrors, showError} from "./field_errors.js";
-import {form, numberIn, samplingSettings, setBusy} from "./form.js";
+import {fieldReader, form, samplingSettings, setBusy} from "./form.js";
 import {follow, startUpscale} from "./job_events.js";
 import {viewFor} from "./run_view.js";
 
@@ -119,24 +119,31 @@ editForm.addEventListener("submit", async (event) => {
   const name = `${image.run}/${image.file}`;
   let body;
   try {
-    body = {n_images: numberIn(f.edit_n_images) ?? 1, seed: null, ...samplingSettings()};
+    // The form's settings: its seed, sampling settings and negative prompt (as the notebook form does).
+    const {read, check} = fieldReader();
+    body = {n_images: read(f.edit_n_images) ?? 1, seed: read(form.elements.seed), ...samplingSettings(read)};
+    const negative = form.elements.negative_prompt.value.trim();
+    if (negative) body.negative_prompt = negative;
+    check();
   } catch (error) {
     showError(editForm, editError, error, EDIT_ALIASES);
     return;
   }
   let label;
+  let join = null;
   if (shown.mode === "vary") {
     body.vary = {image: name, keep_rows: Number(f.keep_rows.value)};
     label = `Variations · ${f.keep_rows.value} rows kept`;
   } else {
     body.extend = {image: name, direction: f.direction.value, rows: Number(f.rows.value)};
     label = `Extended ${f.direction.value} · ${f.rows.value} new rows`;
+    join = {url: image.url, direction: f.direction.value, rows: Number(f.rows.value)};
   }
   setBusy(editSubmit, true, "Sending…");
   try {
     const job = await callApi("api/jobs", body);
     viewer.close();
-    const view = viewFor(job.run, {prompts: [image.prompt], seed: job.seed, label});
+    const view = viewFor(job.run, {prompts: [image.prompt], seed: job.seed, label, from: image.url, join});
     view.expect(1, body.n_images);
     follow(job, view);
     view.node.scrollIntoView({behavior: smooth(), block: "nearest"});

@@ -1,7 +1,7 @@
 // A run's images: placeholders, previews, the final PNGs, CLIP scores.
 
 import {callApi} from "./client.js";
-import {$, TERMINAL, assetUrl, icon, el, announce} from "./dom.js";
+import {$, GRID_ROWS, TERMINAL, assetUrl, icon, el, announce} from "./dom.js";
 import {form, setBusy} from "./form.js";
 import {startUpscale} from "./job_events.js";
 import {openViewer} from "./lightbox.js";
@@ -22,14 +22,27 @@ export function viewFor(run, meta) {
   return view;
 }
 
+/** The status line of a running job: the server's label in the one progress vocabulary (loading,
+ * compiling, drawing with the time left, decoding pixels, saving); a status without one (polled) says what
+ * it can. Never "Starting…" for the minutes a first batch compiles. */
+export function stageText(status, percent) {
+  const label = status.label ? status.label[0].toUpperCase() + status.label.slice(1) : "";
+  if (label) return label;
+  const images = status.images_total ? ` · ${status.images_done ?? 0} of ${status.images_total} images` : "";
+  return percent ? `Drawing ${percent}%${images}`
+    : `Compiling or waiting for the first tokens (the first batch of a size compiles first)${images}`;
+}
+
 export class RunView {
-  constructor(run, {prompts = [], seed = null, label = null} = {}) {
+  constructor(run, {prompts = [], seed = null, label = null, from = null, join = null} = {}) {
     this.run = run;
     this.prompts = prompts;
     this.tiles = new Map();
     this.groups = new Map();
     this.seed = seed;
     this.label = label;
+    this.from = from;  // an edit's source image (its URL), shown beside the run's title
+    this.join = join;  // an extension: {url, direction, rows}, its tiles joined to the source
     this.title = el("h3");
     this.meta = el("p", {class: "run-meta"});
     this.rerankButton = el("button", {
@@ -45,13 +58,14 @@ export class RunView {
     this.status = el("div", {class: "status"},
       el("div", {class: "status-line"}, this.stateText, this.cancelButton), this.bar);
     this.error = el("p", {class: "run-error", role: "alert", hidden: true});
+    this.cutNote = el("p", {class: "cut-note", hidden: true});
     this.note = el("p", {class: "rank-note", hidden: true}, el("span", {html: icon("star")}),
       "Ranked by CLIP, best first");
     this.body = el("div", {class: "groups"});
     this.node = el("article", {class: "run", "data-run": run},
       el("header", {class: "run-head"}, el("div", {class: "run-title"}, this.title, this.meta),
         this.rerankButton),
-      this.status, this.error, this.note, this.body);
+      this.status, this.error, this.cutNote, this.note, this.body);
     this.node.dataset.states = "";
     this.node.dataset.previews = "0";
     this.states = [];
@@ -72,6 +86,8 @@ export class RunView {
     this.title.title = prompts.join("\n");
     const count = [...this.tiles.values()].filter((tile) => tile.image && !tile.image.upscaled_from).length;
     this.meta.replaceChildren(...[
+      this.from && el("img", {class: "source-thumb", src: assetUrl(this.from), alt: "source image",
+        title: "The image this run starts from"}),
       this.label && el("span", {text: this.label}),
       this.seed != null && el("button", {
         type: "button", class: "seed", title: "Use this seed in the form",
@@ -104,14 +120,16 @@ export class RunView {
     let tile = this.tiles.get(key);
     if (tile) return tile;
     const img = el("img", {alt: "", decoding: "async"});
-    const thumb = el("button", {type: "button", class: "thumb", disabled: true}, img);
+    const thumb = el("button", {type: "button", class: "thumb", disabled: true}, this.joined(img, upscaled));
     const score = el("span", {class: "score", hidden: true});
-    const download = el("a", {class: "icon-button", title: "Download PNG", html: icon("download")});
-    const button = (title, name) =>
-      el("button", {type: "button", class: "icon-button", title, html: icon(name)});
-    const vary = button("Variations", "vary");
-    const extend = button("Extend", "extend");
-    const upscale = button("Upscale 4×", "upscale");
+    // Icons with a word under them on touch screens (no hover there to show a tooltip).
+    const named = (name, word) => `${icon(name)}<span class="action-word">${word}</span>`;
+    const download = el("a", {class: "icon-button", title: "Download PNG", html: named("download", "PNG")});
+    const button = (title, name, word) =>
+      el("button", {type: "button", class: "icon-button", title, html: named(name, word)});
+    const vary = button("Variations", "vary", "Vary");
+    const extend = button("Extend", "extend", "Extend");
+    const upscale = button("Upscale 4×", "upscale", "4×");
     const badge = el("span", {class: "size-badge", hidden: !upscaled});
     const actions = upscaled ? [download] : [download, vary, extend, upscale];
     const node = el("figure", {class: `tile pending${upscaled ? " upscaled" : ""}`, "data-key": key}, thumb,
@@ -129,6 +147,17 @@ export class RunView {
     });
     grid.insertBefore(node, later ?? null);
     return tile;
+  }
+
+  /** An extension's image joined to the image it continues: the source under it, the new part beside it
+   * (`this.join`: {url, direction, rows}, set when the page sent the extension). */
+  joined(img, upscaled) {
+    if (!this.join || upscaled) return img;
+    const {url, direction, rows} = this.join;
+    const source = el("img", {class: "joined-source", src: assetUrl(url), alt: "", decoding: "async"});
+    const node = el("span", {class: `joined ${direction === "down" ? "down" : "right"}`}, source, img);
+    node.style.setProperty("--grown", String((GRID_ROWS + rows) / GRID_ROWS));
+    return node;
   }
 
   /** Empty tiles for the images a new job will make. */
@@ -204,18 +233,28 @@ export class RunView {
     } else if (state === "running") {
       const total = status.tokens_total || 0;
       const percent = total ? Math.round((100 * (status.tokens_done || 0)) / total) : 0;
-      const images = status.images_total
-        ? ` · ${status.images_done ?? 0} of ${status.images_total} images` : "";
-      this.stateText.textContent = percent ? `Generating ${percent}%${images}` : `Starting…${images}`;
-      this.bar.classList.toggle("waiting", !percent);
+      this.stateText.textContent = stageText(status, percent);
+      this.node.dataset.stage = status.stage ?? "";
+      this.bar.classList.toggle("waiting", status.stage === "compiling" || !percent);
       this.bar.setAttribute("aria-valuenow", String(percent));
       this.barFill.style.width = `${percent}%`;
     }
+    if (status.cut?.length) this.showCut(status.cut);
   }
 
   progress(event) {
     this.setStatus({state: "running", ...event});
     for (const preview of event.previews ?? []) this.setPreview(preview);
+  }
+
+  /** Tells the person who typed them which prompts the model cut to its text length. */
+  showCut(cut) {
+    const shown = cut.slice(0, 3).map((text) => `“${text.length > 60 ? `${text.slice(0, 57)}…` : text}”`);
+    const more = cut.length > 3 ? ` and ${cut.length - 3} more` : "";
+    this.cutNote.textContent = `${cut.length === 1 ? "This prompt is" : `${cut.length} prompts are`} longer `
+      + `than the model reads and ${cut.length === 1 ? "was" : "were"} cut (only the beginning is drawn): `
+      + `${shown.join("; ")}${more}. Shorten ${cut.length === 1 ? "it" : "them"} to choose what is kept.`;
+    this.cutNote.hidden = false;
   }
 
   finish(state, status = {}) {

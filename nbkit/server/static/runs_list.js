@@ -21,16 +21,22 @@ function when(created) {
   return date.toLocaleDateString(undefined, {month: "short", day: "numeric", year: "numeric"});
 }
 
-export async function loadRuns() {
+let shownKey = null;  // what the list shows now: run names and image counts
+
+export async function loadRuns({quiet = false} = {}) {
   const problem = $("#runs-error");
   try {
     runs = ((await callApi("api/runs")).runs ?? []).filter((run) => run.images?.length);
     problem.hidden = true;
   } catch (error) {
+    if (quiet) return;  // a background refresh: the next one tries again
     problem.textContent = error.message;
     problem.hidden = false;
     return;
   }
+  const key = JSON.stringify(runs.map((run) => [run.name, run.images.length]));
+  if (quiet && key === shownKey) return;
+  shownKey = key;
   renderRuns();
 }
 
@@ -69,3 +75,13 @@ moreRuns.addEventListener("click", () => {
   renderRuns();
 });
 $("#refresh-runs").addEventListener("click", loadRuns);
+
+// Live: runs made by another client (or the CLI into the same folder) appear without a click. Polled while
+// the page is visible; redrawn only when the list changed.
+const RUNS_POLL_MS = 10_000;
+setInterval(() => {
+  if (document.visibilityState === "visible") loadRuns({quiet: true});
+}, RUNS_POLL_MS);
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState === "visible") loadRuns({quiet: true});
+});
