@@ -130,6 +130,16 @@ HELP = {   # every field's help, shown on hover (and read by screen readers)
 }
 
 
+def _caption(markup: str) -> Any:
+    """A cell's caption: as wide as its cell (its text is cut with an ellipsis, whole on hover)."""
+    import ipywidgets as w
+
+    # width 0 + min-width 100%: the text adds nothing to the cell's width (a long prompt would widen the
+    # column past the form's edge) and still fills it
+    return w.HTML(f'<div style="width: 0; min-width: 100%">{markup}</div>',
+                  layout=w.Layout(width="auto", min_width="0", max_width="100%", margin="0"))
+
+
 def _cell_layout(outline: bool = False) -> Any:
     """A gallery cell: it shrinks with its column and never scrolls (an image at 100% plus a widget's margin
     would give every thumbnail a scrollbar)."""
@@ -498,7 +508,8 @@ class GenerateForm:
 
     def _say(self, message: str) -> None:
         """The status line (HTML); wrapped lines get the spacing of text, not of a row of widgets."""
-        self.status.value = f'<div style="line-height: 1.45; margin: 4px 0">{message}</div>'
+        self.status.value = (f'<div style="line-height: 1.45; margin: 4px 0; white-space: normal; '
+                             f'overflow-wrap: anywhere">{message}</div>')
 
     def _hide_bar(self) -> None:
         self.progress.value, self.progress.max, self.progress_label.value = 0, 1, ""
@@ -511,7 +522,7 @@ class GenerateForm:
         self._slots = {pair: w.Image(value=placeholder_png(), format="png", layout=w.Layout(
             width="100%", height="auto", margin="0"))
                        for pair in request.images}
-        self._cells = {pair: w.VBox([image, w.HTML(caption_html(pair[1] + 1, request.prompts[pair[0]]))],
+        self._cells = {pair: w.VBox([image, _caption(caption_html(pair[1] + 1, request.prompts[pair[0]]))],
                                     layout=_cell_layout())
                        for pair, image in self._slots.items()}
         self.gallery.children = (*self._source_cells, *self._cells.values())
@@ -524,7 +535,7 @@ class GenerateForm:
         what = (f"the source: its first {self.keep_rows.value} of 16 rows are kept" if kind == "vary" else
                 f"the source: continued {self.extend_direction.value} by {self.extend_rows.value}")
         image = w.Image(value=png, format="png", layout=w.Layout(width="100%", height="auto", margin="0"))
-        self._source_cells = (w.VBox([image, w.HTML(caption_html(None, f"{prompt} ({what})"))],
+        self._source_cells = (w.VBox([image, _caption(caption_html(None, f"{prompt} ({what})"))],
                                      layout=_cell_layout(outline=True)),)
         self.gallery.children = self._source_cells
 
@@ -567,7 +578,8 @@ class GenerateForm:
             self.progress.max, self.progress.value = max(1, event.tokens_total), event.tokens_done
             self.progress_label.value = html.escape(event_label(event))
             if event.cut and not self.notice.value:
-                self.notice.value = (f"<div style='{CAPTION_STYLE}; color: #b36b00; margin: 2px 0'>"
+                self.notice.value = ("<div style='font: 12px/1.45 system-ui, sans-serif; color: #b36b00; "
+                                     "white-space: normal; overflow-wrap: anywhere; margin: 2px 0'>"
                                      f"{html.escape(truncation_message(event.cut))}</div>")
             self._reports += 1
             due = self._reports % max(1, self.decode_every // self.progress_every) == 0
