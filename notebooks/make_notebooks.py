@@ -37,7 +37,9 @@ def badge(notebook: str) -> str:
 
 
 def link(notebook: str) -> str:
-    return f"[{notebook.removesuffix('.ipynb')}]({colab_url(notebook)})"
+    """A link that works where the notebook runs: the file beside it (JupyterLab, Notebook, VS Code), and
+    the same notebook opened in Colab (where a relative link leads nowhere)."""
+    return f"[{notebook.removesuffix('.ipynb')}]({notebook}) ([in Colab]({colab_url(notebook)}))"
 
 
 # ---------------------------------------------------------------- cells
@@ -192,7 +194,8 @@ def quickstart():
         code("""
             #@title Generate and save to Drive
             folder, result = runs.generate_to_folder(pipe, PROMPTS, drive / "nbkit" / "outputs",
-                                                     n_images=N_IMAGES, seed=None if SEED < 0 else SEED)
+                                                     n_images=N_IMAGES, seed=None if SEED < 0 else SEED,
+                                                     on_event=ui.ProgressLine())   # the stages, as they go
             print(f"seed {result.seed}, {result.timings['total']:.1f} s, saved in {folder.path}")
             ui.show_run(folder)
             """),
@@ -330,7 +333,7 @@ def generate_step():
             #@title Generate, save and show
             folder, result = runs.generate_to_folder(
                 pipe, ENGLISH, out, n_images=N_IMAGES, seed=None if SEED < 0 else SEED,
-                translations=TRANSLATIONS,
+                translations=TRANSLATIONS, on_event=ui.ProgressLine(),
                 temperature=TEMPERATURE, top_k=TOP_K, top_p=TOP_P, condition_scale=CONDITION_SCALE)
             print(f"seed {result.seed}, {result.timings['total']:.1f} s, saved in {folder.path}")
             ui.show_run(folder)
@@ -373,7 +376,8 @@ def save_to_drive_step():
             #@title Load the model and generate into Drive's nbkit/outputs
             pipe = Pipeline.from_pretrained(MODEL, VQGAN, cache=drive / "nbkit" / "models",
                                             compilation_cache=drive / "nbkit" / "jax-cache")
-            folder, result = runs.generate_to_folder(pipe, PROMPTS, out, n_images=N_IMAGES, seed=SEED)
+            folder, result = runs.generate_to_folder(pipe, PROMPTS, out, n_images=N_IMAGES, seed=SEED,
+                                                     on_event=ui.ProgressLine())
             print(f"{len(result.images)} new image(s) in {folder.path}")
             """),
         code("""

@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import html
 import io
-import math
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from nbkit.generation.progress import describe, truncation_message
 from nbkit.generation.request import parse_seed
 from nbkit.generation.sampling import SamplingSettings
 from nbkit.notebook import colab
@@ -37,18 +37,39 @@ class FormValues:
     sampling: dict
 
 
+class FormErrors(ValueError):
+    """Every field of the form that is wrong (`messages`, one a field), found at once: fixing one does not
+    reveal the next."""
+
+    def __init__(self, messages: list[str]):
+        super().__init__(" ".join(messages))
+        self.messages = messages
+
+
 def read_form(prompts: str, n_images: int, seed: str, temperature: float, top_k: int, top_p: float,
               condition_scale: float) -> FormValues:
-    """The form's raw values → arguments, or a ValueError that says what to fix."""
+    """The form's raw values → arguments, or a FormErrors (a ValueError) that says what to fix in each
+    wrong field, all of them."""
+    errors: list[str] = []
     lines = [line.strip() for line in prompts.splitlines() if line.strip()]
     if not lines:
-        raise ValueError("Type at least one prompt (one per line).")
+        errors.append("Type at least one prompt (one per line).")
     if isinstance(n_images, bool) or not isinstance(n_images, (int, np.integer)) or n_images < 1:
-        raise ValueError(f"Images per prompt must be a whole number ≥ 1 (got {n_images!r}).")
-    seed = parse_seed(seed)
+        errors.append(f"Images per prompt must be a whole number ≥ 1 (got {n_images!r}).")
+    try:
+        seed = parse_seed(seed)
+    except ValueError as error:
+        errors.append(str(error))
     sampling = {"temperature": temperature, "top_k": top_k, "top_p": top_p,
                 "condition_scale": condition_scale}
-    SamplingSettings(**sampling)             # raises a ValueError naming the bad setting
+    defaults = {"temperature": 1.0, "top_k": 50, "top_p": 1.0, "condition_scale": 10.0}
+    for name, value in sampling.items():     # each setting checked alone, so that every bad one is named
+        try:
+            SamplingSettings(**{**defaults, name: value})
+        except ValueError as error:
+            errors.append(str(error))
+    if errors:
+        raise FormErrors(errors)
     return FormValues(lines, int(n_images), seed, sampling)
 
 
@@ -56,34 +77,77 @@ class _Stopped(Exception):
     """Stop was clicked during an upscale."""
 
 
-class TimeLeft:
-    """Estimates the seconds left from the pace since compiling last ended: a compilation's minutes
-    say nothing about the pace of sampling."""
+def event_label(event: Any) -> str | None:
+    """What the progress bar's label says for a stream's event, in the one vocabulary
+    (`nbkit.generation.progress`): the Progress event's own label, then saving and done."""
+    from nbkit.generation.pipeline import Batch, Done, Progress
 
-    def __init__(self):
-        self._since: tuple[float, int] | None = None      # (elapsed, tokens done) when the pace began
-
-    def update(self, elapsed: float, tokens_done: int, tokens_total: int, compiling: bool) -> float | None:
-        if compiling or self._since is None:
-            self._since = None if compiling else (elapsed, tokens_done)
-            return None
-        seconds, tokens = elapsed - self._since[0], tokens_done - self._since[1]
-        return (tokens_total - tokens_done) * seconds / tokens if tokens > 0 and seconds > 0 else None
-
-
-def _duration(seconds: float) -> str:
-    return f"{math.ceil(seconds)} s" if seconds < 90 else f"{round(seconds / 60)} min"
+    if isinstance(event, Progress):
+        return event.label
+    if isinstance(event, Batch):
+        return describe("saving", event.images_done, event.images_total)
+    if isinstance(event, Done):
+        if not event.images_total:
+            return "nothing left to make"
+        return f"done · {event.images_total} images · {event.timings['total']:.1f} s"
+    return None
 
 
-def progress_text(images_done: int, images_total: int, tokens_done: int, tokens_total: int,
-                  seconds_left: float | None, compiling: bool = False) -> str:
-    """What the progress bar's label says: compiling, or images done, percent and time left."""
-    if compiling:
-        return "compiling (first run only)…"
-    percent = math.floor(100 * tokens_done / tokens_total) if tokens_total else 100
-    known = seconds_left is not None and tokens_done < tokens_total
-    left = f" · about {_duration(seconds_left)} left" if known else ""
-    return f"{images_done} / {images_total} images · {percent}%{left}"
+def preview_cost(pipe: Any) -> str:
+    """What a preview costs here: one VQGAN decode of the batch, measured when a run has timed one."""
+    seconds = [value for value in getattr(getattr(pipe, "pace", None), "decode_seconds", {}).values()]
+    measured = f"about {min(seconds):.1f} s each, measured" if seconds else "one decode each (not yet timed)"
+    return f"each preview costs a VQGAN decode of the batch: {measured}"
+
+
+def _weight_files() -> list[str]:
+    """Upscaler weights already in the model cache (.pth, .safetensors), to pick from the form's field."""
+    from nbkit import places
+
+    with contextlib.suppress(OSError):
+        root = places.model_cache()
+        if root.is_dir():
+            found = sorted(str(path) for pattern in ("*.pth", "*/*.pth", "*.safetensors", "*/*.safetensors")
+                           for path in root.glob(pattern))
+            return [path for path in found if "esrgan" in path.lower() or "upscal" in path.lower()][:20]
+    return []
+
+
+HELP = {   # every field's help, shown on hover (and read by screen readers)
+    "prompts": "One prompt per line; each gets its own images. The model reads about 64 text tokens: "
+               "longer prompts are cut, and the form says so.",
+    "negative_prompt": "What the images should not show (super-conditioning steers away from it).",
+    "n_images": "How many images each prompt gets (and each Variations / Extend run makes).",
+    "seed": "Digits 0-9, or blank for a random one; the same seed and settings make the same images.",
+    "temperature": "Above 0; lower is safer and more alike, higher more varied (1.0: as trained).",
+    "top_k": "Draw each token from the k likeliest (a whole number ≥ 1).",
+    "top_p": "In (0, 1]: draw from the likeliest tokens that together reach p; 1 turns it off.",
+    "condition_scale": "≥ 0: how closely the images follow the prompt (super-conditioning; 10 is usual).",
+    "keep_rows": "Variations keep this many rows of 16 from the top of the image you vary.",
+    "extend_direction": "Extend continues an image to the right or down.",
+    "extend_rows": "How many new rows (or columns) of 16 each extension draws.",
+    "model": "A registered model or a folder with config.json and flax_model.msgpack (e.g. ./mini).",
+    "upscaler": "A registered upscaler (esrgan-x4) or a local .pth / .safetensors weights file.",
+}
+
+
+def _caption(markup: str) -> Any:
+    """A cell's caption: as wide as its cell (its text is cut with an ellipsis, whole on hover)."""
+    import ipywidgets as w
+
+    # width 0 + min-width 100%: the text adds nothing to the cell's width (a long prompt would widen the
+    # column past the form's edge) and still fills it
+    return w.HTML(f'<div style="width: 0; min-width: 100%">{markup}</div>',
+                  layout=w.Layout(width="auto", min_width="0", max_width="100%", margin="0"))
+
+
+def _cell_layout(outline: bool = False) -> Any:
+    """A gallery cell: it shrinks with its column and never scrolls (an image at 100% plus a widget's margin
+    would give every thumbnail a scrollbar)."""
+    import ipywidgets as w
+
+    return w.Layout(min_width="0", width="auto", overflow="hidden", margin="0",
+                    border="2px dashed #9aa0a6" if outline else "")
 
 
 class GenerateForm:
@@ -110,71 +174,93 @@ class GenerateForm:
         self.upscaled: dict[tuple[int, int], Path | np.ndarray] = {}   # (prompt, image) → its upscaled PNG
         self.progress_every = progress_every
         on_cpu = pipe.mesh.devices.flat[0].platform == "cpu"
-        self.decode_every = decode_every or (256 if on_cpu else 64)     # partial images cost a VQGAN decode
+        self.decode_every = decode_every or 64       # tokens between previews, when Previews is ticked
         style = {"description_width": "initial"}
-        field = lambda: w.Layout(width="auto", min_width="150px")
+        # Every field shrinks with its cell (no sideways scroll from 800 px up, in ipywidgets 7 and 8): widths
+        # are "auto" with a minimum that fits its label, rows wrap, and full-width fields stretch (no 100%,
+        # which a widget's margin pushes past the edge).
+        field = lambda minimum="150px": w.Layout(width="auto", min_width=minimum, flex="1 1 auto")
+        wide = lambda **more: w.Layout(width="auto", align_self="stretch", **more)
+        row = lambda: w.Layout(flex_flow="row wrap", align_items="center", width="auto")
         # Unbounded number fields: a bounded one silently clamps (top-k 0 → 1); read_form says what is wrong.
         self.prompts = w.Textarea(placeholder="one prompt per line", description="Prompts",
-                                  layout=w.Layout(width="100%", height="5em"), style=style)
+                                  layout=wide(height="5em"), style=style)
         self.n_images = w.IntText(value=4, description="Images per prompt", style=style, layout=field())
         self.seed = w.Text(value="", placeholder="blank = random", description="Seed", style=style,
                            layout=field())
         self.temperature = w.FloatText(value=1.0, step=0.05, description="Temperature", style=style,
-                                       layout=field())
-        self.top_k = w.IntText(value=50, description="Top-k", style=style, layout=field())
-        self.top_p = w.FloatText(value=1.0, step=0.05, description="Top-p", style=style, layout=field())
+                                       layout=field("140px"))
+        self.top_k = w.IntText(value=50, description="Top-k", style=style, layout=field("110px"))
+        self.top_p = w.FloatText(value=1.0, step=0.05, description="Top-p", style=style,
+                                 layout=field("110px"))
         self.condition_scale = w.FloatText(value=10.0, step=0.5, description="Condition scale", style=style,
-                                           layout=field())
+                                           layout=field("160px"))
         self.negative_prompt = w.Text(value="", placeholder="what the images should not show (optional)",
-                                      description="Negative prompt", style=style,
-                                      layout=w.Layout(width="100%"))
-        self.keep_rows = w.IntSlider(value=8, min=0, max=16, description="Variations keep rows", style=style,
-                                     layout=w.Layout(width="auto", min_width="260px"))
-        set_tooltip(self.keep_rows, "rows of 16 kept from the top of the image you vary")
-        self.extend_direction = w.Dropdown(options=["down", "right"], value="right", description="Extend",
-                                           style=style, layout=w.Layout(width="auto"))
+                                      description="Negative prompt", style=style, layout=wide())
+        self.keep_rows = w.IntSlider(value=8, min=1, max=15, description="Variations keep rows", style=style,
+                                     layout=field("260px"))
+        self.extend_direction = w.Dropdown(options=["right", "down"], value="right", description="Extend",
+                                           style=style, layout=field("130px"))
         self.extend_rows = w.IntSlider(value=8, min=1, max=15, description="by rows/columns", style=style,
-                                       layout=w.Layout(width="auto", min_width="240px"))
+                                       layout=field("240px"))
         names = list(registry.DALLEBART_MODELS)
-        self.model = w.Dropdown(options=names + ([pipe.name] if pipe.name not in names else []),
-                                value=pipe.name, description="Model", style=style, disabled=load is None,
-                                layout=field())
+        # A registered name or a folder (./mini): a Combobox takes both.
+        self.model = w.Combobox(options=names + ([pipe.name] if pipe.name not in names else []),
+                                value=pipe.name, placeholder="a name or a folder, e.g. ./mini",
+                                ensure_option=False, description="Model", style=style,
+                                disabled=load is None, layout=field("200px"))
+        self.upscaler = w.Combobox(options=list(registry.UPSCALER_MODELS) + _weight_files(),
+                                   value=str(getattr(upscaler, "model_name", upscaler)), ensure_option=False,
+                                   placeholder="esrgan-x4, or a .pth / .safetensors file",
+                                   description="Upscaler", style=style, layout=field("200px"))
+        self.previews = w.Checkbox(value=not on_cpu, description="Previews while drawing", indent=False,
+                                   layout=w.Layout(width="auto"))
+        self.previews_note = w.HTML(layout=w.Layout(width="auto"))
+        self.model_note = w.HTML(layout=w.Layout(width="auto"))
         self.translate = TranslateBox(translators)      # the Translate choice and the English to draw
         self._gallery_translations: tuple = ()          # what was typed, per prompt of the gallery's run
-        self.generate_button = w.Button(description="Generate", button_style="primary", icon="play")
-        self.stop_button = w.Button(description="Stop", icon="stop", disabled=True)
+        self.generate_button = w.Button(description="Generate", button_style="primary", icon="play",
+                                        layout=w.Layout(width="auto"))
+        self.stop_button = w.Button(description="Stop", icon="stop", disabled=True,
+                                    layout=w.Layout(width="auto"))
         self.seamless_button = w.Button(description="Seamless picture", icon="th-large", disabled=True,
-                                        tooltip="each prompt's images decoded together as one picture")
-        self.seamless_view = w.VBox()
-        self.upscaled_view = w.VBox()            # the upscaled images, under the gallery
-        self.progress = w.IntProgress(value=0, min=0, max=1, layout=w.Layout(flex="1 1 auto", width="auto"))
-        self.progress_label = w.HTML(layout=w.Layout(flex="0 1 auto"))
-        self.status = w.HTML()
-        self.gallery = w.GridBox(layout=w.Layout(
-            grid_template_columns="repeat(auto-fill, minmax(min(150px, calc(50% - 4px)), 1fr))",
+                                        layout=w.Layout(width="auto", min_width="max-content"))
+        self.seamless_view = w.VBox(layout=wide())
+        self.upscaled_view = w.VBox(layout=wide())            # the upscaled images, under the gallery
+        self.progress = w.IntProgress(value=0, min=0, max=1, layout=w.Layout(flex="1 1 200px", width="auto"))
+        self.progress_label = w.HTML(layout=w.Layout(flex="0 1 auto", width="auto"))
+        self.status = w.HTML(layout=wide())
+        self.notice = w.HTML(layout=wide())        # what the person should know: prompts that were cut
+        self.gallery = w.GridBox(layout=wide(
+            grid_template_columns="repeat(auto-fill, minmax(min(190px, calc(50% - 4px)), 1fr))",
             grid_gap="8px"))                            # at least two a row, also on a phone
+        self._help()
         self.generate_button.on_click(self.generate)
         self.stop_button.on_click(self.stop)
-        settings = w.HBox([self.n_images, self.seed, self.model], layout=w.Layout(flex_flow="row wrap"))
-        sampling = w.HBox([self.temperature, self.top_k, self.top_p, self.condition_scale],
-                          layout=w.Layout(flex_flow="row wrap"))
+        self.previews.observe(lambda _change: self._describe_previews(), "value")
+        self._describe_previews()
+        settings = w.HBox([self.n_images, self.seed, self.model, self.model_note], layout=row())
+        sampling = w.HBox([self.temperature, self.top_k, self.top_p, self.condition_scale], layout=row())
         self.seamless_button.on_click(self.seamless)
-        buttons = w.HBox([self.generate_button, self.stop_button, self.seamless_button],
-                         layout=w.Layout(flex_flow="row wrap", align_items="center"))
-        edits = w.HBox([self.keep_rows, self.extend_direction, self.extend_rows],
-                       layout=w.Layout(flex_flow="row wrap", align_items="center"))
+        buttons = w.HBox([self.generate_button, self.stop_button, self.seamless_button, self.previews,
+                          self.previews_note], layout=row())
+        edits = w.HBox([self.keep_rows, self.extend_direction, self.extend_rows, self.upscaler], layout=row())
         self.bar = w.HBox([self.progress, self.progress_label],      # hidden until a run has a bar to show
-                          layout=w.Layout(display="none", align_items="center", flex_flow="row wrap"))
+                          layout=w.Layout(display="none", align_items="center", flex_flow="row wrap",
+                                          width="auto"))
         self.widget = w.VBox([self.prompts, self.negative_prompt, self.translate.widget, settings, sampling,
-                              edits, buttons,
-                              self.bar, self.status, self.gallery, self.seamless_view, self.upscaled_view])
+                              edits, buttons, self.bar, self.status, self.notice, self.gallery,
+                              self.seamless_view, self.upscaled_view],
+                             layout=w.Layout(width="auto", max_width="100%", overflow="hidden"))
+        self.widget.add_class("nbkit-form")
         self.result, self.folder, self.error, self.seed_used, self.stopped = None, None, None, None, False
         self.already_complete = False
         self._slots: dict[tuple[int, int], Any] = {}      # (prompt, image) → its Image widget
         self._cells: dict[tuple[int, int], Any] = {}      # → its gallery cell (image and caption)
         self._finished: dict[tuple[int, int], tuple[str, bytes]] = {}     # → (prompt, PNG) once finished
         self._sources: dict[tuple[int, int], Any] = {}     # → what "Variations" starts from (image or PNG)
-        self._edit: tuple[str, Any] | None = None          # ("vary" | "extend", source) of the next run
+        self._source_cells: tuple = ()                     # an edit's source, first in the gallery
+        self._edit: tuple | None = None     # ("vary" | "extend", source, (prompt, PNG)) of the next run
         self._made_what = "image(s)"                       # what the run makes, for its summary
         self._lock, self._stopping = threading.RLock(), threading.Event()    # R: widget observers call back
         self._thread, self._active = None, False
@@ -182,6 +268,24 @@ class GenerateForm:
         self._ended = threading.Event()     # set by the run's last action (an interrupted join breaks)
         self._plain_outputs: list = []          # display handles of the plain output under the form
         self._writer = None                     # the run's RunWriter, when it saves into `out`
+
+    def _help(self) -> None:
+        """Every field's help text (tooltips), and why the model cannot be changed when it cannot."""
+        for name, text in HELP.items():
+            set_tooltip(getattr(self, name), text)
+        self.generate_button.tooltip = "make the prompts' images (they appear as they form)"
+        self.stop_button.tooltip = "stop after the current step; finished images are kept and saved"
+        self.seamless_button.tooltip = "each prompt's images decoded as one picture, saved with the run"
+        if self.load is None:
+            self.model_note.value = ('<span style="opacity: .7">fixed here: change MODEL in the cell above '
+                                     "and run it again</span>")
+
+    def _describe_previews(self) -> None:
+        """What ticking Previews costs, measured once a decode was timed."""
+        on_cpu = self.pipe.mesh.devices.flat[0].platform == "cpu"
+        where = "on this CPU " if on_cpu else ""
+        self.previews_note.value = (f'<span style="opacity: .7">{where}{html.escape(preview_cost(self.pipe))}'
+                                    "</span>" if self.previews.value or on_cpu else "")
 
     @property
     def running(self) -> bool:
@@ -193,14 +297,16 @@ class GenerateForm:
         self._begin(None)
 
     def vary(self, pair: tuple[int, int]) -> None:
-        """Starts a run of variations of the gallery's image `pair` (its "Variations" button): its first
-        `keep_rows` rows kept, the form's count, seed, settings and negative prompt."""
-        self._begin(("vary", self._sources[pair]))
+        """Starts a run of variations of the gallery's image `pair` (its "Vary" button): its first
+        `keep_rows` rows kept, the form's count, seed, settings and negative prompt (blank: the image's
+        own). The source stays first in the gallery, the variations beside it."""
+        self._begin(("vary", self._sources[pair], self._finished[pair]))
 
     def extend(self, pair: tuple[int, int]) -> None:
         """Starts a run that continues the gallery's image `pair` (its "Extend" button) in the chosen
-        direction; under the gallery, each result is shown joined to the image it continues."""
-        self._begin(("extend", self._sources[pair]))
+        direction, with the same settings as Vary; the source stays first in the gallery, and under it
+        each result is shown joined to the image it continues."""
+        self._begin(("extend", self._sources[pair], self._finished[pair]))
 
     def upscale(self, pair: tuple[int, int]) -> None:
         """Makes the gallery's image `pair` larger (its "Upscale" button), on the form's thread: the
@@ -253,15 +359,27 @@ class GenerateForm:
         from nbkit.generation.pipeline import Generation, GenerationRequest
 
         edit, self._edit = self._edit, None
-        self._clear()
         made, timings, status = [], {}, ""
-        try:
+        try:        # a wrong field keeps what is on show, and every wrong field is named at once
             values = read_form(self.prompts.value, self.n_images.value, self.seed.value,
                                self.temperature.value, self.top_k.value, self.top_p.value,
                                self.condition_scale.value)
-            if self.model.value != self.pipe.name:
-                self._say(f"Loading {html.escape(self.model.value)}…")
-                self.pipe = self.load(self.model.value)
+        except FormErrors as error:
+            self.error = error
+            items = "".join(f"<li>{html.escape(message)}</li>" for message in error.messages)
+            these = "these" if len(error.messages) > 1 else "this"
+            self._finish(f"<span style='color:#b00020'><b>Fix {these} first</b> (nothing was changed):</span>"
+                         f"<ul style='margin: 2px 0'>{items}</ul>", keep=True)
+            return
+        self._clear()
+        if edit is not None:
+            self._source_cell(edit)
+        try:
+            if self.model.value.strip() != self.pipe.name:
+                self.bar.layout.display = "flex"
+                self.progress_label.value = describe("loading", 0, 0)
+                self._say(f"Loading models: {html.escape(self.model.value.strip())}…")
+                self.pipe = self.load(self.model.value.strip())
             negative = self.negative_prompt.value.strip()
             settings = SamplingSettings(**values.sampling)
             if edit is None:
@@ -295,7 +413,7 @@ class GenerateForm:
                     timings = self._show(event, made) or timings
                     if self._stopping.is_set() and not timings and getattr(event, "stage", "") != "decoding":
                         self.stopped = True
-                        self.progress_label.value = f"{len(made)} / {len(request.images)} images · stopped"
+                        self.progress_label.value = f"stopped · {len(made)} of {len(request.images)} images"
                         break
             self.result = Generation(made, request, self.pipe.name, timings)
             status = self._summary(request, timings)
@@ -309,6 +427,7 @@ class GenerateForm:
                       f"{html.escape(str(error) or type(error).__name__)}</span>{kept}")
         finally:
             self._finish(status)
+            self._describe_previews()        # with the decode now measured
 
     def _edit_source(self, image: Any) -> Any:
         """What an edit starts from, with what was typed for its prompt (a gallery image's run knows it;
@@ -327,8 +446,10 @@ class GenerateForm:
 
         status, number = "", pair[1] + 1
         try:
-            if not isinstance(self._upscaler, Upscaler):
-                self._upscaler = Upscaler(self._upscaler)
+            chosen = self.upscaler.value.strip() or registry.DEFAULT_UPSCALER
+            if not isinstance(self._upscaler, Upscaler) or self._upscaler.model_name != chosen:
+                from nbkit import places
+                self._upscaler = Upscaler(chosen, cache=places.model_cache())   # the notebook's cache
             upscaler = self._upscaler
             if not upscaler.loaded:
                 self._say(f"Loading the upscaler {html.escape(upscaler.model_name)} (first upscale only)…")
@@ -390,22 +511,26 @@ class GenerateForm:
         return self.pipe.stream(request, self.progress_every)
 
     def _clear(self) -> None:
-        """Nothing of the previous run stays on show: not its images, its bar or its result."""
+        """Nothing of the previous run stays on show: not its images, its bar or its result (called once the
+        fields were read without an error)."""
         self.result, self.folder, self.error, self.seed_used, self.stopped = None, None, None, None, False
         self.already_complete, self._writer = False, None
         self._slots, self._cells, self._finished, self._sources = {}, {}, {}, {}
+        self._source_cells = ()
         self.gallery.children = ()
         self.seamless_view.children = ()
         self.upscaled_view.children, self.upscaled = (), {}
         self.seamless_button.disabled = True
         self._hide_bar()
         self._show_plain("")
+        self.notice.value = ""
         self._say("Starting…")
-        self._time_left, self._reports = TimeLeft(), 0
+        self._reports = 0
 
     def _say(self, message: str) -> None:
         """The status line (HTML); wrapped lines get the spacing of text, not of a row of widgets."""
-        self.status.value = f'<div style="line-height: 1.45; margin: 4px 0">{message}</div>'
+        self.status.value = (f'<div style="line-height: 1.45; margin: 4px 0; white-space: normal; '
+                             f'overflow-wrap: anywhere">{message}</div>')
 
     def _hide_bar(self) -> None:
         self.progress.value, self.progress.max, self.progress_label.value = 0, 1, ""
@@ -416,12 +541,25 @@ class GenerateForm:
 
         self.bar.layout.display = "flex"
         self._gallery_translations = tuple(request.translations)
-        self._slots = {pair: w.Image(value=placeholder_png(), format="png", layout=w.Layout(width="100%"))
+        self._slots = {pair: w.Image(value=placeholder_png(), format="png", layout=w.Layout(
+            width="100%", height="auto", margin="0"))
                        for pair in request.images}
-        self._cells = {pair: w.VBox([image, w.HTML(caption_html(pair[1] + 1, request.prompts[pair[0]]))],
-                                    layout=w.Layout(min_width="0"))
+        self._cells = {pair: w.VBox([image, _caption(caption_html(pair[1] + 1, request.prompts[pair[0]]))],
+                                    layout=_cell_layout())
                        for pair, image in self._slots.items()}
-        self.gallery.children = tuple(self._cells.values())
+        self.gallery.children = (*self._source_cells, *self._cells.values())
+
+    def _source_cell(self, edit: tuple) -> None:
+        """An edit's source, first in the gallery: its variations or extensions are shown beside it."""
+        import ipywidgets as w
+
+        kind, _source, (prompt, png) = edit
+        what = (f"the source: its first {self.keep_rows.value} of 16 rows are kept" if kind == "vary" else
+                f"the source: continued {self.extend_direction.value} by {self.extend_rows.value}")
+        image = w.Image(value=png, format="png", layout=w.Layout(width="100%", height="auto", margin="0"))
+        self._source_cells = (w.VBox([image, _caption(caption_html(None, f"{prompt} ({what})"))],
+                                     layout=_cell_layout(outline=True)),)
+        self.gallery.children = self._source_cells
 
     def _fill(self, pair: tuple[int, int], prompt: str, png: bytes, source: Any) -> None:
         import ipywidgets as w
@@ -429,17 +567,20 @@ class GenerateForm:
         self._finished[pair], self._sources[pair] = (prompt, png), source
         if pair in self._slots:
             self._slots[pair].value = png
-            vary = w.Button(description="Variations", icon="clone", layout=w.Layout(width="auto"),
-                            tooltip="new images keeping the first rows of this one (the slider: how many)")
+            # One row under each image: three equal buttons with short words (each says more on hover).
+            action = lambda word, tip: w.Button(description=word, tooltip=tip, layout=w.Layout(
+                flex="1 1 0", width="auto", min_width="0", margin="0", padding="0 2px"))
+            vary = action("Vary", "variations: new images keeping the first rows of this one (the slider "
+                                  "above says how many), with the form's seed and settings")
             vary.on_click(lambda _button, pair=pair: self.vary(pair))
-            extend = w.Button(description="Extend", icon="arrows-alt", layout=w.Layout(width="auto"),
-                              tooltip="continue this image down or to the right (the settings above)")
+            extend = action("Extend", "continue this image to the right or down (the settings above)")
             extend.on_click(lambda _button, pair=pair: self.extend(pair))
-            upscale = w.Button(description="Upscale", icon="expand", layout=w.Layout(width="auto"),
-                               tooltip="this image 4× larger, shown below and saved beside it")
+            upscale = action("Upscale", "this image larger with the Upscaler field's model, shown below and "
+                                        "saved beside it")
             upscale.on_click(lambda _button, pair=pair: self.upscale(pair))
             cell = self._cells[pair]
-            actions = w.HBox([vary, extend, upscale], layout=w.Layout(flex_flow="row wrap"))
+            actions = w.HBox([vary, extend, upscale], layout=w.Layout(
+                flex_flow="row nowrap", width="100%", overflow="hidden", grid_gap="2px"))
             cell.children = (*cell.children[:2], actions)
 
     def _show(self, event, made: list) -> dict | None:
@@ -457,12 +598,14 @@ class GenerateForm:
                     self._fill(pair, entry.get("prompt", ""), path.read_bytes(), path)
         elif isinstance(event, Progress):
             self.progress.max, self.progress.value = max(1, event.tokens_total), event.tokens_done
-            done, total = event.tokens_done, event.tokens_total
-            left = self._time_left.update(event.elapsed, done, total, event.compiling)
-            self.progress_label.value = progress_text(event.images_done, event.images_total, done, total,
-                                                      left, event.compiling)
+            self.progress_label.value = html.escape(event_label(event))
+            if event.cut and not self.notice.value:
+                self.notice.value = ("<div style='font: 12px/1.45 system-ui, sans-serif; color: #b36b00; "
+                                     "white-space: normal; overflow-wrap: anywhere; margin: 2px 0'>"
+                                     f"{html.escape(truncation_message(event.cut))}</div>")
             self._reports += 1
-            if event.position and self._reports % max(1, self.decode_every // self.progress_every) == 0:
+            due = self._reports % max(1, self.decode_every // self.progress_every) == 0
+            if self.previews.value and event.position and event.stage == "drawing" and due:
                 for image in event.images:          # partial: not kept as finished
                     if (image.prompt_index, image.image_index) in self._slots:
                         self._slots[image.prompt_index, image.image_index].value = png_of(image.pixels)
@@ -473,18 +616,12 @@ class GenerateForm:
             for image in event.images:
                 self._fill((image.prompt_index, image.image_index), image.prompt, png_of(image.pixels), image)
             tokens_total = self.progress.max
-            tokens_done = round(tokens_total * event.images_done / max(1, event.images_total))
-            self.progress.value = tokens_done
-            left = self._time_left.update(event.elapsed, tokens_done, tokens_total, False)
-            self.progress_label.value = progress_text(event.images_done, event.images_total, tokens_done,
-                                                      tokens_total, left)
+            self.progress.value = round(tokens_total * event.images_done / max(1, event.images_total))
+            self.progress_label.value = html.escape(event_label(event))
         elif isinstance(event, Done):
-            if event.images_total:
-                self.progress_label.value = (progress_text(event.images_total, event.images_total, 1, 1, None)
-                                             + f" · {event.timings['total']:.1f} s")
-            else:
+            if not event.images_total:
                 self.progress.max = self.progress.value = 1
-                self.progress_label.value = "nothing left to make"
+            self.progress_label.value = html.escape(event_label(event))
             return event.timings
         return None
 
@@ -498,16 +635,18 @@ class GenerateForm:
             return (f"Stopped: kept {len(self._finished)} of {len(request.images)} image(s), {seed}.{where}")
         return f"Done: {len(self._finished)} {self._made_what}, {seed}, {timings['total']:.1f} s.{where}"
 
-    def _finish(self, status: str) -> None:
+    def _finish(self, status: str, keep: bool = False) -> None:
         """The thread's last action: drop the slots that got no finished image, say how the run ended
-        (after any Stop's message), then free the buttons."""
+        (after any Stop's message), then free the buttons. `keep`: nothing ran (a wrong field), what is
+        on show stays as it is."""
         with self._lock:
             self._active = False            # first: a Stop from here on finds nothing to stop
             self._say(status)
-            if self._slots:
+            if self._slots and not keep:
                 kept = [cell for pair, cell in self._cells.items() if pair in self._finished]
-                self.gallery.children = tuple(kept)
-            self._show_plain(self._results_summary() if self._finished else "")
+                self.gallery.children = (*self._source_cells, *kept)
+            if not keep:
+                self._show_plain(self._results_summary() if self._finished else "")
             self.generate_button.disabled, self.stop_button.disabled = False, True
             self.seamless_button.disabled = len(self._finished) < 2
             self._ended.set()
@@ -539,13 +678,16 @@ class GenerateForm:
 
         if self.running or len(self._finished) < 2:
             return []
-        pictures, views = [], []
+        self._say("Decoding the seamless picture (each prompt's images as one)…")
+        self.seamless_button.disabled = True
+        pictures, views, saved_as = [], [], []
         for prompt_index in sorted({p for p, _ in self._finished}):
             pairs = sorted(pair for pair in self._finished if pair[0] == prompt_index)
             columns = seamless_columns(len(pairs))
             if self.folder is not None:     # decoded once, saved, and shown from the saved PNG
                 from nbkit.output import runs
                 saved = runs.save_seamless(self.pipe, self.folder, prompt_index, columns)
+                saved_as.append(str(saved))
                 picture = np.asarray(Image.open(saved).convert("RGB"))
             else:
                 tokens = [np.asarray(read_png_metadata(source)["tokens"]) if isinstance(source, Path)
@@ -557,6 +699,10 @@ class GenerateForm:
                                          layout=w.Layout(max_width="100%", width=f"{picture.shape[1]}px")),
                                  w.HTML(caption)]))
         self.seamless_view.children = tuple(views)
+        self.seamless_button.disabled = False
+        where = ("Saved as " + ", ".join(html.escape(path) for path in saved_as) + "." if saved_as
+                 else "Not saved: this form has no output folder.")
+        self._say(f"Seamless picture{'s' if len(pictures) > 1 else ''} below. {where}")
         return pictures
 
     # -- plain output

@@ -1,9 +1,10 @@
 """What notebooks import: the model picker, the plain HTML views and the prompt form, each in its own
 file (`model_picker`, `views`, `form`)."""
 
-from nbkit.notebook.form import FormValues, GenerateForm, TimeLeft, progress_text, read_form
+from nbkit.notebook.form import FormErrors, FormValues, GenerateForm, event_label, read_form
 from nbkit.notebook.model_picker import ModelChoice, ModelPicker, model_choices, pick_model
 from nbkit.notebook.views import (
+    ProgressLine,
     caption_html,
     images_html,
     placeholder_png,
@@ -14,6 +15,6 @@ from nbkit.notebook.views import (
     show_run,
 )
 
-__all__ = ["FormValues", "GenerateForm", "ModelChoice", "ModelPicker", "TimeLeft", "caption_html",
-           "images_html", "model_choices", "pick_model", "placeholder_png", "progress_text", "ranking_html",
-           "read_form", "score_digits", "show_images", "show_ranking", "show_run"]
+__all__ = ["FormErrors", "FormValues", "GenerateForm", "ModelChoice", "ModelPicker", "ProgressLine",
+           "caption_html", "event_label", "images_html", "model_choices", "pick_model", "placeholder_png",
+           "ranking_html", "read_form", "score_digits", "show_images", "show_ranking", "show_run"]

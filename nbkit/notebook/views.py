@@ -142,3 +142,38 @@ def show_ranking(ranking: Sequence[dict], folder: str | Path, size: int = 192) -
     scored = lambda image: f"#{image['image_index'] + 1} {image['score']:.{digits}f}"
     text = "\n".join(f"{group['prompt']}: " + ", ".join(map(scored, group["images"])) for group in ranking)
     show_html(ranking_html(ranking, folder, size), text)
+
+
+class ProgressLine:
+    """A code cell's progress: one line that follows a run's events (`on_event=ProgressLine()`), in the
+    one vocabulary (loading, compiling, drawing with the time left, decoding pixels, saving), then a line
+    for the prompts that were cut. Plain text, updated in place where the frontend can (a display update),
+    so it also stays in a saved notebook."""
+
+    def __init__(self, say_loading: bool = False):
+        self._handle: Any = None
+        self._told_cut = False
+        if say_loading:
+            self.show("loading models")
+
+    def show(self, text: str) -> None:
+        from IPython.display import display
+
+        if self._handle is None:
+            self._handle = display({"text/plain": text}, raw=True, display_id=True)
+        if self._handle is None:                      # no frontend: a plain line
+            print(text, flush=True)
+        else:
+            self._handle.update({"text/plain": text}, raw=True)
+
+    def __call__(self, event: Any) -> None:
+        from nbkit.generation.progress import truncation_message
+        from nbkit.notebook.form import event_label
+
+        label = event_label(event)
+        if label:
+            self.show(label)
+        cut = getattr(event, "cut", ())
+        if cut and not self._told_cut:
+            self._told_cut = True
+            print(truncation_message(cut), flush=True)

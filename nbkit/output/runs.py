@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -241,10 +241,14 @@ def stream_to_folder(pipe: Pipeline, request: GenerationRequest, out: str | Path
 
 
 def make_to_folder(pipe: Pipeline, request: GenerationRequest, out: str | Path,
-                   grid: bool = True) -> tuple[RunFolder, Generation]:
-    """`stream_to_folder` run to its end: the folder, and the images made this time."""
+                   grid: bool = True, on_event: Callable[[Any], None] | None = None
+                   ) -> tuple[RunFolder, Generation]:
+    """`stream_to_folder` run to its end: the folder, and the images made this time. `on_event` sees every
+    event (a notebook cell's `ProgressLine`)."""
     writer, images, timings = None, [], {}
     for event in stream_to_folder(pipe, request, out, grid):
+        if on_event is not None:
+            on_event(event)
         if isinstance(event, Opened):
             writer = event.writer
         elif isinstance(event, Batch):
@@ -257,12 +261,13 @@ def make_to_folder(pipe: Pipeline, request: GenerationRequest, out: str | Path,
 def generate_to_folder(pipe: Pipeline, prompts: list[str], out: str | Path, n_images: int = 1,
                        seed: int | None = None, grid: bool = True, negative_prompt: str | list[str] = "",
                        translations: list[dict | None] | None = None,
+                       on_event: Callable[[Any], None] | None = None,
                        **sampling: Any) -> tuple[RunFolder, Generation]:
     """Prompts → a run folder (see `make_to_folder`); `translations`: what was typed before the prompts
     were translated (`nbkit.text.translate.translate_prompts`), recorded with the images."""
     request = GenerationRequest(prompts, n_images, seed, SamplingSettings(**sampling),
                                 negative_prompt=negative_prompt, translations=translations)
-    return make_to_folder(pipe, request, out, grid)
+    return make_to_folder(pipe, request, out, grid, on_event)
 
 
 def newest_image(root: str | Path) -> Path | None:

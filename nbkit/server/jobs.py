@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from nbkit.generation.pipeline import Batch, GeneratedImage, Progress
+from nbkit.generation.progress import describe
 from nbkit.generation.request import GenerationRequest, ImageTask
 from nbkit.generation.sampling import SamplingSettings
 from nbkit.output.runs import RunWriter, request_run_key
@@ -138,6 +139,11 @@ class Forming:
     images_done: int
     images_total: int
     previews: tuple[Preview, ...] = ()
+    # the one progress vocabulary (nbkit.generation.progress): what the page shows while it waits
+    stage: str = "compiling"               # compiling, drawing, decoding or saving
+    label: str = ""                        # e.g. "drawing · 1 of 4 images · … · about 9 s left (…)"
+    seconds_left: float | None = None      # for the batch running now, decoding included once timed
+    cut: tuple[str, ...] = ()              # this job's prompts longer than the model reads (cut)
 
 
 # ---- what is pure: packing, estimates, one-line errors
@@ -238,6 +244,8 @@ class Job:
     clients: int = 1                       # requests that want it and have not cancelled
     in_flight: int = 0                     # its rows in the batch now running
     position_now: int = 0                  # tokens drawn so far in each row of that batch
+    stage_now: tuple = ("compiling", None, False)   # (stage, seconds left, decode timed) of that batch
+    cut: tuple[str, ...] = ()              # its prompts that the model cut (told to its listeners)
     error: str | None = None
     cancelling: bool = False               # cancelled while a batch with its images runs
     alone: bool = False                    # a packed batch with it failed: it runs by itself now
@@ -419,7 +427,8 @@ class JobQueue:
             if job.state == "queued":
                 events.append(("queued", Queued(status.position)))
             elif job.state == "running":
-                events.append(("progress", Upscaling(*job.tiles) if job.upscale else _forming(status)))
+                now = Upscaling(*job.tiles) if job.upscale else _forming(status, (), job)
+                events.append(("progress", now))
             events += [("image", image) for image in job.images]
             if job.finished:
                 events.append((job.state, status))
@@ -666,6 +675,7 @@ class JobQueue:
                     compiled = compiled or event.compiling
                     self._progress(event, owners, jobs, previews, began)
                 elif isinstance(event, Batch):
+                    self._saving(jobs)
                     for slot, image in zip(event.batch, event.images, strict=True):
                         saved[slot] = self._save(owners[slot], image, batch_id, replica)
         except ReplicaDied as died:
@@ -718,6 +728,10 @@ class JobQueue:
         with self._lock:
             for job in jobs:
                 job.position_now = event.position
+                job.stage_now = (event.stage, event.seconds_left, event.decode_timed)
+                negative = job.request.negative_prompt
+                texts = {*job.request.prompts, *((negative,) if isinstance(negative, str) else negative)}
+                job.cut = tuple(text for text in event.cut if text in texts)   # not other jobs' prompts
             watched = [job for job in jobs if job.listeners]
         previews: dict[int, list[Preview]] = {}
         now = time.perf_counter()
@@ -738,7 +752,15 @@ class JobQueue:
                     job.previewed = True
                     if self.metrics is not None:
                         self.metrics.first_preview_after(time.monotonic() - job.arrived)
-                self._publish(job, "progress", _forming(status, shown))
+                self._publish(job, "progress", _forming(status, shown, job))
+
+    def _saving(self, jobs: list[Job]) -> None:
+        """Tells the listening jobs of a finished batch that its images are being written."""
+        with self._lock:
+            for job in jobs:
+                if job.listeners and not job.finished:
+                    job.stage_now = ("saving", None, True)
+                    self._publish(job, "progress", _forming(self._status(job), (), job))
 
     def _save(self, job: Job, image: GeneratedImage, batch_id: int, replica: Replica) -> bool:
         try:
@@ -808,5 +830,10 @@ def _to_stderr(line: str) -> None:
     sys.stderr.flush()
 
 
-def _forming(status: JobStatus, previews: tuple[Preview, ...] = ()) -> Forming:
-    return Forming(status.tokens_done, status.tokens_total, status.images_done, status.images_total, previews)
+def _forming(status: JobStatus, previews: tuple[Preview, ...] = (), job: Job | None = None) -> Forming:
+    """A job's progress event, in the one vocabulary: its stage and label say what the wait is for."""
+    stage, left, timed = job.stage_now if job is not None else ("compiling", None, False)
+    label = describe(stage, status.images_done, status.images_total, status.tokens_done, status.tokens_total,
+                     left, timed)
+    return Forming(status.tokens_done, status.tokens_total, status.images_done, status.images_total, previews,
+                   stage, label, left, job.cut if job is not None else ())

@@ -14,6 +14,7 @@ import io
 import json
 import math
 import re
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -43,6 +44,7 @@ class BadInput(ValueError):
     def __init__(self, field: str | None, message: str, status: int = 400):
         super().__init__(message)
         self.field, self.message, self.status = field, message, status
+        self.others: list[BadInput] = []      # further wrong fields, shown with it (`field_errors`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -264,6 +266,35 @@ def _english(body: dict, prompts: tuple[str, ...] | None, translate: str,
     return english, negative
 
 
+def field_errors(body: Any, limits: Limits) -> list[BadInput]:
+    """Every field of a job body that is wrong on its own, checked by the same checks as `parse_job` (which
+    stops at the first): what a form shows at once. Fields that are only wrong together are not listed."""
+    if not isinstance(body, dict):
+        return []
+    checks: dict[str, Callable[[], Any]] = {
+        "n_images": lambda: whole_number(body["n_images"], "n_images", 1, limits.max_images),
+        "seed": lambda: body["seed"] is None or whole_number(body["seed"], "seed", 0, SEED_LIMIT - 1),
+        "negative_prompt": lambda: body["negative_prompt"] is None or _text(
+            body["negative_prompt"], "negative_prompt", limits.max_prompt_chars, blank_ok=True),
+        **{name: (lambda name=name: sampling_settings({name: body[name]}, limits))
+           for name in ("temperature", "top_k", "top_p", "condition_scale")},
+    }
+    found = []
+    if isinstance(body.get("prompts"), list):
+        for index, text in enumerate(body["prompts"][:limits.max_images]):
+            try:
+                _text(text, f"prompts[{index}]", limits.max_prompt_chars)
+            except BadInput as error:
+                found.append(error)
+    for name, check in checks.items():
+        if name in body:
+            try:
+                check()
+            except BadInput as error:
+                found.append(error)
+    return found
+
+
 def parse_job(body: Any, limits: Limits) -> JobInput:
     """POST /api/jobs's body → JobInput, or BadInput naming the first field that is wrong."""
     body = known_fields(body, "body", JOB_FIELDS)
@@ -383,8 +414,14 @@ def parse_generate(body: Any, limits: Limits, default_images: int) -> GenerateCa
 # ---- answers
 
 
-def error_response(status: int, field: str | None, message: str, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse({"error": message, "field": field}, status, headers=headers)
+def error_response(status: int, field: str | None, message: str, headers: dict | None = None,
+                   errors: Sequence[tuple[str | None, str]] = ()) -> JSONResponse:
+    """{"error", "field"}: the first thing to fix; with `errors`, every field that is wrong
+    ({"errors": [{"field", "error"}, …]}, the first included), so that a form shows them all at once."""
+    body: dict[str, Any] = {"error": message, "field": field}
+    if len(errors) > 1:
+        body["errors"] = [{"field": name, "error": text} for name, text in errors]
+    return JSONResponse(body, status, headers=headers)
 
 
 def image_url(prefix: str, run: str, file: str) -> str:

@@ -40,6 +40,7 @@ from nbkit.server.protocol import (
     Limits,
     as_json,
     error_response,
+    field_errors,
     image_url,
     jpeg_base64,
     known_fields,
@@ -148,7 +149,11 @@ async def metrics_text(request: Request) -> Response:
 async def submit_job(request: Request) -> Response:
     state = request.app.state
     body = await read_json(request, state.options.max_body_bytes)
-    job_input = parse_job(body, limits(state))
+    try:
+        job_input = parse_job(body, limits(state))
+    except BadInput as first:       # every wrong field at once, the first one first
+        first.others = [error for error in field_errors(body, limits(state)) if error.field != first.field]
+        raise
     made = await run_in_threadpool(lambda: build_request(job_input, state.options.out, state.options.cache,
                                                          state.translators))
     job = await run_in_threadpool(lambda: state.queue.submit(made))
@@ -294,8 +299,9 @@ async def generate(request: Request) -> Response:
 
 
 async def _bad_input(request: Request, error: BadInput) -> Response:
-    return error_response(error.status, error.field,
-                          for_clients(error.message, request.app.state.options.out, error.status >= 500))
+    shown = lambda message: for_clients(message, request.app.state.options.out, error.status >= 500)
+    errors = [(one.field, shown(one.message)) for one in (error, *error.others)]
+    return error_response(error.status, error.field, shown(error.message), errors=errors)
 
 
 async def _queue_full(request: Request, error: QueueFull) -> Response:

@@ -84,7 +84,7 @@ def test_generate_fills_the_gallery_and_saves(pipe, tmp_path):
     assert len(form.result.images) == 4 and form.result.seed == 17
     assert not form.generate_button.disabled and form.stop_button.disabled
     assert form.progress.value == form.progress.max == 4 * 256
-    assert form.progress_label.value.startswith("4 / 4 images · 100%")
+    assert re.fullmatch(r"done · 4 images · \d+\.\d s", form.progress_label.value)
     pngs = gallery_pngs(form)
     assert len(pngs) == 4 and all(png[:4] == b"\x89PNG" and png != ui.placeholder_png() for png in pngs)
     assert "seed <b>17</b>" in form.status.value and str(form.folder.path) in form.status.value
@@ -121,7 +121,7 @@ def test_stop_keeps_the_finished_images_and_drops_the_empty_slots(pipe, tmp_path
     run(form)
     assert form.stopped and 1 <= len(form.result.images) < 6
     assert status(form).startswith(f"Stopped: kept {len(form.result.images)} of 6")
-    assert form.progress_label.value == f"{len(form.result.images)} / 6 images · stopped"    # no time left
+    assert form.progress_label.value == f"stopped · {len(form.result.images)} of 6 images"    # no time left
     assert len(form.folder.entries()) == len(form.result.images)
     pngs = gallery_pngs(form)                # no grey (or broken) slot is left for the images never made
     assert len(pngs) == len(form.result.images) and ui.placeholder_png() not in pngs
@@ -215,15 +215,21 @@ def test_slots_not_yet_made_show_a_grey_placeholder_not_a_broken_image(pipe):
         assert placeholder.getpixel((0, 0)) == (232, 232, 232)
 
 
-def test_a_new_run_and_an_error_clear_the_previous_images_and_bar(pipe):
+def test_a_wrong_field_keeps_what_is_on_show_and_every_wrong_field_is_named(pipe):
     form = form_for(pipe, n_images=1)
     run(form)
-    assert len(form.gallery.children) == 2 and form.progress.value == form.progress.max > 1
-    form.seed.value = "not a seed"
+    shown, results = form.gallery.children, form.results_html()
+    assert len(shown) == 2 and not form.seamless_button.disabled
+    form.seed.value, form.top_k.value, form.temperature.value = "-5", 0, 0.0
     run(form)
-    assert form.error is not None
-    assert form.gallery.children == () and form.progress.value == 0 and form.progress_label.value == ""
-    assert form.show_results() is None and form.results_html() == ""        # nothing of the old run
+    assert isinstance(form.error, ui.FormErrors) and len(form.error.messages) == 3
+    for message in ("seed must be a whole number", "top_k must be", "temperature must be"):
+        assert message in status(form)
+    assert form.gallery.children == shown and form.results_html() == results      # nothing was cleared
+    assert not form.seamless_button.disabled and not form.generate_button.disabled
+    form.seed.value, form.top_k.value, form.temperature.value = "3", 20, 1.0
+    run(form)                                                    # a run that starts clears the old one
+    assert form.error is None and form.gallery.children != shown and form.seed_used == 3
 
 
 def test_an_error_mid_run_keeps_the_finished_images_and_resets_the_bar(pipe, monkeypatch):
@@ -252,7 +258,7 @@ def test_a_run_starts_with_an_empty_gallery_and_bar(pipe):
     form.status.observe(loading, names="value")
     form.model.value = "mini"                       # a model to load first: the old images must not stay
     run(form)
-    assert seen == [((), 0, "")] and form.error is None
+    assert seen == [((), 0, "loading models")] and form.error is None
 
 
 @pytest.mark.filterwarnings("ignore:.*longer than the model")  # the tiny model reads 16 tokens
@@ -267,19 +273,42 @@ def test_captions_keep_the_image_number_and_the_whole_prompt_on_hover(pipe):
     assert "auto-fill" in form.gallery.layout.grid_template_columns     # wraps in a narrow window
 
 
-def test_the_progress_label_says_compiling_then_count_percent_and_time_left(pipe):
+def test_the_progress_label_speaks_the_stage_vocabulary_and_tells_of_cut_prompts(pipe):
     form = form_for(pipe, n_images=1)
     form._clear()
     form._slots = {}
-    step = lambda done, elapsed, compiling=False: form._show(
-        Progress(done, 1024, done // 256, 4, elapsed, compiling, done % 256), [])
-    step(0, 0.0, compiling=True)
-    assert form.progress_label.value == "compiling (first run only)…"
-    step(64, 30.0)                                           # compiling took 30 s: no pace yet
-    assert form.progress_label.value == "0 / 4 images · 6%"
-    step(128, 31.0)                                          # 64 tokens a second from here
-    assert form.progress_label.value == "0 / 4 images · 12% · about 14 s left"
-    assert ui.progress_text(1, 4, 256, 1024, 200.0) == "1 / 4 images · 25% · about 3 min left"
+    step = lambda done, stage, left=None, timed=False, cut=(): form._show(
+        Progress(done, 1024, done // 256, 4, 1.0, stage == "compiling", done % 256, stage=stage,
+                 seconds_left=left, decode_timed=timed, cut=cut), [])
+    step(0, "compiling")
+    assert form.progress_label.value == ("compiling (first time for this size) · 0 of 4 images · "
+                                         "0 of 1024 tokens")
+    step(64, "drawing", 14.2)
+    assert form.progress_label.value == ("drawing · 0 of 4 images · 64 of 1024 tokens · about 15 s left "
+                                         "(+ decoding, not yet timed)")
+    step(256, "decoding", 3.0, True, cut=("a prompt far too long",))
+    assert html.unescape(form.progress_label.value).startswith("decoding pixels · 1 of 4 images · about 3 s")
+    assert "longer than the model" in form.notice.value and "a prompt far too long" in form.notice.value
+    form._show(Batch([], 1, 4, 2.0), [])
+    assert form.progress_label.value == "saving · 1 of 4 images"
+
+
+@pytest.mark.filterwarnings("ignore:.*longer than the model")
+def test_a_cut_prompt_is_told_in_the_form_and_previews_can_be_asked_for_on_a_cpu(pipe):
+    form = form_for(pipe, n_images=1)
+    assert not form.previews.value and "each preview costs a VQGAN decode" in form.previews_note.value
+    form.prompts.value = "a red cube, " * 10
+    previews = []
+    on_event(form, lambda event: isinstance(event, Progress) and previews.append(
+        bytes(form.gallery.children[0].children[0].value)))
+    run(form)
+    assert "longer than the model" in form.notice.value and "a red cube" in form.notice.value
+    assert set(previews) == {ui.placeholder_png()}             # off on a CPU: no preview decoded
+    assert re.search(r"about \d+\.\d s each, measured", form.previews_note.value)
+    form.previews.value = True
+    previews.clear()
+    run(form)
+    assert len(set(previews) - {ui.placeholder_png()}) >= 1      # asked for: partial images shown
 
 
 def test_running_an_already_finished_batch_says_where_it_is(pipe, tmp_path):
@@ -376,8 +405,13 @@ def test_the_form_leaves_its_last_images_as_plain_output_under_itself(pipe, monk
     markup = handle.updates[-1]["text/html"]
     assert "<details>" in markup and len(inlined_pngs(markup)) == 2 and "<b>#1</b> a red cube" in markup
     form.seed.value = "²"
-    run(form)                                 # an error: the old images go from the plain output too
-    assert handle.updates[-1] == {"text/plain": ""} and form.bar.layout.display == "none"
+    run(form)                                 # a wrong field: the plain output stays as it was
+    assert handle.updates[-1]["text/html"] == markup
+    form.seed.value = "3"
+    form.prompts.value = "a red cube"
+    on_event(form, lambda event: isinstance(event, Batch) and 1 / 0)     # an error mid-run
+    run(form)
+    assert "division by zero" in status(form) and form.bar.layout.display == "none"
 
 
 def test_the_form_and_the_picker_display_and_run_on_the_installed_ipywidgets(pipe, recwarn):
@@ -391,7 +425,7 @@ def test_the_form_and_the_picker_display_and_run_on_the_installed_ipywidgets(pip
     ignored = [str(w.message) for w in recwarn if "ipywidgets" in w.filename or "traitlets" in w.filename]
     assert not ignored, (ipywidgets.__version__, ignored)
     assert form.keep_rows.get_state().get("tooltip" if form.keep_rows.has_trait("tooltip")
-                                          else "description_tooltip", "").startswith("rows of 16")
+                                          else "description_tooltip", "").startswith("Variations keep")
     data, _ = DisplayFormatter().format(picker)        # what display(picker) shows; errors would print
     assert data["application/vnd.jupyter.widget-view+json"]["model_id"] == picker.widget.model_id
     data, _ = DisplayFormatter().mimebundle_formatter(form)   # display(form) itself: the test below
@@ -492,8 +526,9 @@ def test_variations_of_a_gallery_image_keep_its_first_rows_and_use_the_negative_
     source = {(i.prompt_index, i.image_index): i for i in form.result.images}[(1, 0)]
     assert source.negative_prompt == "blue fog"
     buttons = [cell.children[2].children[0] for cell in form.gallery.children]
-    assert [b.description for b in buttons] == ["Variations", "Variations"]
+    assert [b.description for b in buttons] == ["Vary", "Vary"]
     form.keep_rows.value, form.n_images.value = 5, 2
+    source_png = gallery_pngs(form)[1]
     buttons[1].click()                       # the avocado armchair's image
     form.wait(300)
     assert "first 5 of 16 rows kept" in status(form) and form.error is None
@@ -504,7 +539,9 @@ def test_variations_of_a_gallery_image_keep_its_first_rows_and_use_the_negative_
         assert image.negative_prompt == "blue fog"
     saved = read_png_metadata(next(form.folder.path.glob("*_001.png")))
     assert saved["source"]["keep_rows"] == 5 and saved["negative_prompt"] == "blue fog"
-    assert len(gallery_pngs(form)) == 2
+    pngs = gallery_pngs(form)                                    # the source first, its variations beside it
+    assert len(pngs) == 3 and pngs[0] == source_png
+    assert "the source: its first 5 of 16 rows" in form.gallery.children[0].children[1].value
 
 
 def test_the_seamless_button_decodes_each_prompts_images_as_one_picture_and_saves_it(pipe, tmp_path):
@@ -535,6 +572,7 @@ def test_extend_continues_a_gallery_image_and_shows_it_joined_to_the_source(pipe
     assert form.error is None and "extension(s), down by 5" in status(form)
     [extended] = form.result.images
     assert extended.tokens[:11 * 16].tolist() == source.tokens[5 * 16:].tolist()
+    assert "continued down by 5" in form.gallery.children[0].children[1].value    # the source, first
     [joined] = form.seamless_view.children
     picture = np.asarray(Image.open(io.BytesIO(bytes(joined.children[0].value))))
     assert picture.shape == ((16 + 5) * 16, 256, 3)

@@ -145,8 +145,8 @@ def open_page(browser, server):
     """Opens the page in a new browser context; the test fails if the page raised an error."""
     contexts, errors = [], []
 
-    def open_(viewport=DESKTOP, scheme="dark") -> Page:
-        context = browser.new_context(viewport=viewport, color_scheme=scheme)
+    def open_(viewport=DESKTOP, scheme="dark", **options) -> Page:
+        context = browser.new_context(viewport=viewport, color_scheme=scheme, **options)
         context.set_default_timeout(TIMEOUT_MS)
         contexts.append(context)
         page = context.new_page()
@@ -207,14 +207,24 @@ def test_the_generate_button_shows_the_place_in_the_queue_then_progress_with_pre
     page.get_by_role("button", name="Generate").click()
     run = page.locator(".run")
     expect(run.locator(".state-text")).to_have_text(re.compile(r"^In the queue: (next up|position \d+)$"))
+    page.evaluate("""() => {       // every text the status line shows, in order
+        const text = document.querySelector('.run .state-text');
+        window.shownTexts = [text.textContent];
+        new MutationObserver(() => window.shownTexts.push(text.textContent))
+            .observe(text, {childList: true, characterData: true, subtree: true});
+    }""")
     assert run.locator(".bar").is_visible()
     page.wait_for_function("document.querySelector('.run').dataset.previews > 0")
-    expect(run.locator(".state-text")).to_contain_text(re.compile(r"Generating \d+%"))
     assert 0 < int(run.locator(".bar").get_attribute("aria-valuenow")) <= 100
     expect(run.locator(".tile.previewing img").first).to_have_attribute("src", re.compile("^data:image/jpeg"))
     screenshot(page, "desktop-progress")
     expect(run).to_have_attribute("data-state", "done")
     assert run.get_attribute("data-states").split() == ["queued", "running", "done"]
+    shown = [text for text in page.evaluate("window.shownTexts") if not text.startswith("In the queue")]
+    stages = ("Compiling (first time for this size)", "Drawing", "Decoding pixels", "Saving")
+    assert shown and all(text.startswith(stages) for text in shown), shown     # never "Starting… 0 of 2"
+    assert any(text.startswith("Decoding pixels") for text in shown), shown
+    assert any(re.match(r"Drawing · 0 of 2 images · \d+ of 512 tokens", text) for text in shown), shown
     expect(run.locator(".tile:not(.pending)")).to_have_count(2)
     expect(run.locator(".tile.previewing")).to_have_count(0)
     assert finished(server, ahead)["images_done"] == 8
@@ -287,20 +297,31 @@ def test_an_image_enlarges_downloads_as_png_and_makes_variations(open_page, save
 
 def test_extend_to_the_right_from_an_image(open_page, saved_run):
     page = open_page()
+    page.fill("#seed", "42")                     # the form's settings: its seed too
+    page.fill("#negative_prompt", "fog")
     section = open_saved_run(page, saved_run["run"])
     section.locator(".tile").nth(1).get_by_role("button", name=re.compile("^Extend")).click()
     expect(page.locator("#viewer")).to_be_visible()
+    expect(page.get_by_label("Right")).to_be_checked()         # the notebook form's default too
     page.get_by_label("Right").check()
     page.locator("#rows").fill("4")
     page.fill("#edit_n_images", "1")
     with page.expect_request(lambda r: r.url.endswith("/api/jobs") and r.method == "POST") as sent:
         page.locator("#edit-submit").click()
-    extend = sent.value.post_data_json["extend"]
+    body = sent.value.post_data_json
+    extend = body["extend"]
     assert (extend["direction"], extend["rows"]) == ("right", 4)
+    assert (body["seed"], body["negative_prompt"]) == (42, "fog")
     extended = page.locator(".run").first
     expect(extended).to_contain_text("Extended right")
     expect(extended).to_have_attribute("data-state", "done")
     expect(extended.locator(".tile:not(.pending)")).to_have_count(1)
+    joined = extended.locator(".tile .joined.right")            # shown joined to the image it continues
+    expect(joined.locator("img")).to_have_count(2)
+    box = joined.bounding_box()
+    assert box["width"] / box["height"] == pytest.approx((16 + 4) / 16, abs=0.02)
+    expect(extended.locator(".run-meta img.source-thumb")).to_have_count(1)
+    screenshot(page, "desktop-extended")
 
 
 def test_rerank_with_clip_shows_the_scores_best_first(open_page, saved_run):
@@ -347,6 +368,65 @@ def test_bad_input_shows_a_readable_error_next_to_its_field(open_page, info):
     expect(temperature.locator(".field-error")).to_contain_text(re.compile("^Temperature must be"))
     expect(page.locator("#temperature")).to_be_visible()
     expect(page.locator(".run")).to_have_count(0)
+
+
+def test_several_wrong_fields_are_shown_at_once_and_the_gallery_stays(open_page, saved_run):
+    page = open_page()
+    section = open_saved_run(page, saved_run["run"])
+    page.fill("#prompts", "")
+    page.fill("#seed", "-5")
+    page.locator("#advanced summary").click()
+    page.fill("#top_k", "0")
+    page.get_by_role("button", name="Generate").click()
+    for field in ("prompts", "seed", "top_k"):                    # found by the page, all at once
+        expect(page.locator(f'.field[data-field="{field}"]')).to_have_class(re.compile(r"\binvalid\b"))
+    expect(page.locator("#seed-error")).to_contain_text("Seed must be at least 0")
+    page.fill("#prompts", "a cat")
+    page.fill("#seed", "3")
+    page.fill("#top_k", "")
+    page.fill("#temperature", "0")
+    page.fill("#top_p", "0")
+    page.get_by_role("button", name="Generate").click()
+    for field in ("temperature", "top_p"):                        # found by the server, all at once
+        expect(page.locator(f'.field[data-field="{field}"] .field-error')).to_contain_text("must be")
+    expect(section.locator(".tile:not(.pending)")).to_have_count(4)      # what was on screen stays
+    expect(page.locator(".run")).to_have_count(1)
+    screenshot(page, "desktop-errors")
+
+
+def test_the_tagline_names_the_model_served_and_the_runs_list_is_live(open_page, server, info):
+    page = open_page()
+    expect(page.locator("#tagline")).to_have_text(info["model"].rstrip("/").split("/")[-1])
+    job = api(server, "api/jobs", {"prompts": ["made by another client"], "n_images": 1, "seed": 3})
+    finished(server, job)
+    expect(page.locator(f'#runs li[data-run="{job["run"]}"]')).to_contain_text("made by another client")
+
+
+def test_on_a_touch_screen_the_actions_have_words(open_page, saved_run):
+    page = open_page(PHONE, scheme="light", has_touch=True, is_mobile=True)
+    section = open_saved_run(page, saved_run["run"])
+    bar = section.locator(".tile").first.locator(".tile-bar")
+    expect(bar.locator(".action-word")).to_have_text(["PNG", "Vary", "Extend", "4×"])
+    boxes = bar.locator(".icon-button").evaluate_all(
+        "bs => bs.map(b => [b.getBoundingClientRect().top, b.getBoundingClientRect().bottom])")
+    assert max(top for top, _ in boxes) < min(bottom for _, bottom in boxes), boxes   # one row
+    assert overflow(page) <= 0
+    if SCREENSHOTS:             # of the window: a full-page shot drops the touch emulation
+        section.screenshot(path=str(Path(SCREENSHOTS) / "phone-touch-actions.png"))
+
+
+def test_at_desktop_width_nothing_overflows_sideways_and_the_arrows_leave_the_image_free(open_page,
+                                                                                        saved_run):
+    page = open_page(DESKTOP)
+    section = open_saved_run(page, saved_run["run"])
+    page.wait_for_function("[...document.querySelectorAll('.tile img')].every(i => i.complete)")
+    assert overflow(page) <= 0
+    section.locator(".tile .thumb").nth(1).click()
+    image = page.locator("#viewer-img").bounding_box()
+    for arrow in ("#viewer-prev", "#viewer-next"):
+        box = page.locator(arrow).bounding_box()
+        assert box["x"] + box["width"] <= image["x"] or box["x"] >= image["x"] + image["width"], arrow
+    screenshot(page, "desktop-lightbox")
 
 
 def test_at_phone_width_nothing_overflows_sideways(open_page, server, saved_run):

@@ -181,6 +181,31 @@ def test_the_page_and_the_info(server):
     assert info["max_prompt_chars"] > 0 and info["version"]
 
 
+def test_progress_events_name_the_stage_in_order_and_the_prompts_that_were_cut(server):
+    from nbkit.generation.progress import STAGE_TEXT, STAGES
+
+    long_prompt = "a red cube, " * 24                             # 288 characters, over 64 tokens
+    job = submit(server.url, {"prompts": [long_prompt, "a short one"], "n_images": 1, "seed": 5})
+    seen = list(events(f"{server.url}api/jobs/{job['id']}/events"))
+    progress = [data for kind, data in seen if kind == "progress"]
+    stages = [data["stage"] for data in progress]
+    assert {"drawing", "decoding", "saving"} <= set(stages), stages
+    order = [STAGES.index(stage) for stage in dict.fromkeys(stages)]
+    assert order == sorted(order), stages                       # compiling → drawing → decoding → saving
+    assert all(data["label"].startswith(STAGE_TEXT[data["stage"]]) for data in progress)
+    assert all("of 2 images" in data["label"] for data in progress)
+    assert progress[-1]["cut"] == [long_prompt]                # only what was cut, each once
+
+
+def test_a_body_with_several_wrong_fields_names_every_one_at_once(server):
+    status, _, answer = call(server.url + "api/jobs", {"prompts": ["a cat", "  "], "seed": -5, "top_k": 0,
+                                                       "temperature": "hot", "n_images": 1})
+    assert status == 400 and answer["field"] == "prompts[1]"
+    fields = [error["field"] for error in answer["errors"]]
+    assert fields == ["prompts[1]", "seed", "temperature", "top_k"], answer
+    assert all(error["error"].startswith(error["field"]) for error in answer["errors"])
+
+
 def test_a_watched_job_streams_its_place_previews_images_and_end(server):
     ahead = blocker(server.url, 1)
     job = submit(server.url, {"prompts": ["a red cube", "a blue ball"], "n_images": 2, "seed": 11,

@@ -32,6 +32,10 @@ class WirePreview:
     position: int
     batch: range
     images: list[GeneratedImage] | None = None
+    stage: str = "drawing"                 # the one progress vocabulary travels with it
+    seconds_left: float | None = None
+    decode_timed: bool = False
+    cut: tuple[str, ...] = ()
 
 
 def to_wire(events: Iterator[Event], previews: bool = True) -> Iterator[Event | WirePreview]:
@@ -52,7 +56,8 @@ def to_wire(events: Iterator[Event], previews: bool = True) -> Iterator[Event | 
             images = event.images
             decoded, decoding_s = decoded + 1, decoding_s + time.perf_counter() - began
         yield WirePreview(event.tokens_done, event.tokens_total, event.images_done, event.images_total,
-                          event.elapsed, event.compiling, event.position, event.batch, images)
+                          event.elapsed, event.compiling, event.position, event.batch, images,
+                          event.stage, event.seconds_left, event.decode_timed, tuple(event.cut))
 
 
 def from_wire(event: Event | WirePreview) -> Event:
@@ -63,4 +68,5 @@ def from_wire(event: Event | WirePreview) -> Event:
     tokens = None if not images else np.stack([image.tokens for image in images])
     return Progress(event.tokens_done, event.tokens_total, event.images_done, event.images_total,
                     event.elapsed, event.compiling, event.position, tokens,
-                    (lambda _tokens, images=images: images), batch=event.batch)
+                    (lambda _tokens, images=images: images), batch=event.batch, stage=event.stage,
+                    seconds_left=event.seconds_left, decode_timed=event.decode_timed, cut=event.cut)

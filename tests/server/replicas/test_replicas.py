@@ -111,6 +111,11 @@ def test_progress_crosses_the_wire_with_its_previews_decoded(pipe):
         np.testing.assert_array_equal(remote.tokens, here.tokens)
         np.testing.assert_array_equal(remote.pixels, here.pixels)
     assert from_wire(previews[0]).images == []
+    assert previews[0].stage in ("compiling", "drawing") and previews[2].stage == "decoding"
+    back_all = [from_wire(event) for event in previews]         # the stage vocabulary crosses intact
+    assert [(e.stage, e.seconds_left, e.cut) for e in back_all] == \
+        [(e.stage, e.seconds_left, e.cut) for e in previews]
+    assert back_all[2].label.startswith("decoding pixels · 0 of 2 images")
 
 
 def test_replica_resources_are_parsed_or_refused_in_one_line():
