@@ -58,11 +58,11 @@ def _settings(args: argparse.Namespace):
     return SamplingSettings(args.temperature, args.top_k, args.top_p, args.condition_scale)
 
 
-def _pipeline(args: argparse.Namespace, model: str | None = None):
+def _pipeline(args: argparse.Namespace, model: str | None = None, dtype: str | None = None):
     from nbkit.generation.pipeline import Pipeline
 
-    return Pipeline.from_pretrained(model or args.model, args.vqgan, dtype=args.dtype, cache=args.cache,
-                                    compilation_cache=args.compilation_cache)
+    return Pipeline.from_pretrained(model or args.model, args.vqgan, dtype=dtype or args.dtype,
+                                    cache=args.cache, compilation_cache=args.compilation_cache)
 
 
 def _make(pipe, request, args: argparse.Namespace, what: str):
@@ -243,25 +243,28 @@ def _reproduce(args: argparse.Namespace) -> None:
     from nbkit.png import read_png_metadata
 
     pngs = [_source_path(png) for png in args.pngs]
-    models = {png: None if is_upscaled(png) else
-              args.model or ImageRecord.from_metadata(read_png_metadata(png)).model for png in pngs}
-    pipes: dict[str, Pipeline] = {}
+    records = {png: None if is_upscaled(png) else ImageRecord.from_metadata(read_png_metadata(png))
+               for png in pngs}
+    pipes: dict[tuple[str, str | None], Pipeline] = {}
     failed = 0
     for png in pngs:
-        model = models[png]
-        if model is None:                  # upscaled: made again from its source beside it
+        record = records[png]
+        if record is None:                 # upscaled: made again from its source beside it
             made = reproduce_png(None, png, args.cache)
             print(f"{'reproduced' if made.within_contract else 'DIFFERS'}: {png}  upscaled again from its "
                   f"source; pixels differ by at most {made.max_difference} level(s)")
             failed += not made.within_contract
             continue
-        if model not in pipes:
-            pipes[model] = _pipeline(args, model)
-        made = reproduce_png(pipes[model], png)
+        # the model and the dtype it was made with (in half precision another dtype draws other tokens)
+        model, dtype = args.model or record.model, args.dtype or record.dtype
+        if (model, dtype) not in pipes:
+            pipes[model, dtype] = _pipeline(args, model, dtype)
+        made = reproduce_png(pipes[model, dtype], png)
         image = made.image
         verdict = "reproduced" if made.within_contract else "DIFFERS"
         print(f"{verdict}: {png}  prompt {image.prompt_index + 1} {image.prompt!r}, image "
-              f"{image.image_index + 1}, seed {image.seed}; tokens "
+              f"{image.image_index + 1}, seed {image.seed} ({image.dtype}, row {image.batch_row + 1} of a "
+              f"batch of {image.batch_size}); tokens "
               f"{'match' if made.tokens_match else f'differ in {made.tokens_differing}'} "
               f"of {len(made.recorded_tokens)}; {made.pixels_differing} pixel(s) differ by > 0 levels "
               f"(at most {made.most_levels})")

@@ -63,7 +63,7 @@ def test_packed_jobs_variations_fills_and_extensions_reproduce_alone(half_server
         for image in end["images"]:
             jobs_of_batch[image["batch"]].append(end["id"])
     assert any(len(set(ids)) > 1 for ids in jobs_of_batch.values()), dict(jobs_of_batch)
-    assert {metadata["batch_size"] for _, metadata in made} == {MAX_BATCH}
+    assert {(metadata["batch_size"], metadata["dtype"]) for _, metadata in made} == {(MAX_BATCH, dtype)}
     rows_of_batch = collections.defaultdict(list)
     for image, metadata in made:
         rows_of_batch[image["batch"]].append(metadata["batch_row"])
@@ -72,14 +72,14 @@ def test_packed_jobs_variations_fills_and_extensions_reproduce_alone(half_server
     for batch, rows in rows_of_batch.items():       # a batch's images sit in rows of their own
         assert len(set(rows)) == len(rows), (batch, rows)
 
-    # Each PNG alone, through `python -m nbkit reproduce`, on a fresh pipeline of the dtype.
+    # Each PNG alone, through `python -m nbkit reproduce`, on a fresh pipeline of the dtype it records.
     pngs = [server.out / end["run"] / image["file"] for end in plain + edited for image in end["images"]]
-    code = main(["reproduce", *map(str, pngs), "--vqgan", str(GOLDEN / "vqgan-tiny"), "--dtype", dtype,
+    code = main(["reproduce", *map(str, pngs), "--vqgan", str(GOLDEN / "vqgan-tiny"),
                  "--compilation-cache", str(COMPILATION_CACHE)])
     out, err = capsys.readouterr()
     lines = [line for line in out.splitlines() if line.startswith(("reproduced: ", "DIFFERS: "))]
     assert len(lines) == len(pngs), out + err
-    differing = [line for line in lines if "tokens match of 256" not in line]
+    differing = [line for line in lines if f"({dtype}, row " not in line or "tokens match of 256" not in line]
     assert not differing, "\n".join(differing)
     assert code == 0, out + err
     # And by a pipeline of another max_batch: it pads to the recorded batch size (the packed job's row 1).

@@ -58,6 +58,7 @@ class GeneratedImage:
     # that shape gives the same tokens in any dtype (`Pipeline.make_again`); None: not drawn here.
     batch_size: int | None = None
     batch_row: int | None = None
+    dtype: str | None = None    # the compute dtype it was drawn in (half precision draws other tokens)
 
 
 # ---- the events of a stream
@@ -217,6 +218,11 @@ class Pipeline:
         self._warm: set[tuple[int, bool]] = set()     # (batch size, super-conditioned) programs already run
         self.pace = Pace()                            # step and decode times, learned run by run
         self._decoded_sizes: set[int] = set()         # batch sizes whose decode has compiled
+
+    @property
+    def dtype(self) -> str:
+        """The compute dtype's name (float32, bfloat16, float16): recorded with every image."""
+        return jnp.dtype(self.model.dtype).name
 
     def cut_prompts(self, prompts: Sequence[str], negative_prompts: Sequence[str] = ()) -> tuple[str, ...]:
         """The prompts (and negative prompts) longer than this model reads: they would be cut."""
@@ -502,5 +508,5 @@ class Pipeline:
         return [GeneratedImage(task.prompt, task.prompt_index, task.image_index, task.seed, codes[slot],
                                pixels[slot], task.negative_prompt, task.kept,
                                float(logprob[slot]) if task.kept is not None else 0.0,
-                               batch_size=len(codes), batch_row=int(slot))
+                               batch_size=len(codes), batch_row=int(slot), dtype=self.dtype)
                 for slot, task in zip(slots, tasks, strict=True)]

@@ -87,7 +87,7 @@ def record_of(image: GeneratedImage, model: str, request: GenerationRequest,
                        kept_mask=kept.mask_hex() if kept is not None and kept.count else "",
                        source=request.source, kept_logprob=image.kept_logprob if kept is not None else None,
                        replica=replica, translation=_translation_of(image, request),
-                       batch_size=image.batch_size, batch_row=image.batch_row)
+                       batch_size=image.batch_size, batch_row=image.batch_row, dtype=image.dtype)
 
 
 def request_run_key(model: str, request: GenerationRequest) -> str:
@@ -431,6 +431,11 @@ def reproduce(pipe: Pipeline | None, png: str | Path,
         return made.pixels
     if made.recorded_tokens and not made.tokens_match:
         record = ImageRecord.from_metadata(read_png_metadata(png))
+        if record.dtype is not None and record.dtype != pipe.dtype:
+            raise ValueError(f"{png}: the regenerated image differs from the recorded one in "
+                             f"{made.tokens_differing} of {len(made.recorded_tokens)} tokens: it was made in "
+                             f"{record.dtype}, and this pipeline runs {pipe.dtype} (load it with "
+                             f"dtype={record.dtype!r}, or --dtype {record.dtype}).")
         raise ValueError(f"{png}: the regenerated image differs from the recorded one in "
                          f"{made.tokens_differing} of {len(made.recorded_tokens)} tokens. It was made with "
                          f"jax {record.jax_version} (this is jax {jax.__version__}); a jax whose random "

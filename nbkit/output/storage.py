@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from nbkit import __version__
+from nbkit.arguments import DTYPES
 from nbkit.output.images import make_grid
 from nbkit.png import png_bytes, read_png_metadata, utf8_safe
 
@@ -229,6 +230,7 @@ class ImageRecord:
     # saved before nbkit recorded it (drawn alone again, the float32 contract).
     batch_size: int | None = None
     batch_row: int | None = None
+    dtype: str | None = None     # the compute dtype it was drawn in: `reproduce` uses it unless told another
 
     def __post_init__(self):
         object.__setattr__(self, "settings", _settings_items(self.settings))
@@ -237,6 +239,8 @@ class ImageRecord:
             if not (_whole(size, 1, BATCH_LIMIT + 1) and _whole(row, 0, size)):
                 raise ValueError(f"batch_size must be a whole number from 1 to {BATCH_LIMIT} and batch_row "
                                  f"one below it (got {size!r} and {row!r}).")
+        if self.dtype not in (None, *DTYPES):
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}.")
         if not isinstance(self.tokens, (list, tuple)) or len(self.tokens) > TOKENS_LIMIT:
             raise ValueError(f"tokens must be a list of at most {TOKENS_LIMIT} image codes.")
         object.__setattr__(self, "tokens", tuple(int(token) for token in self.tokens))
@@ -277,7 +281,8 @@ class ImageRecord:
                 **({"replica": self.replica} if self.replica else {}),
                 **({"translation": dict(self.translation)} if self.translation else {}),
                 **({"batch_size": self.batch_size, "batch_row": self.batch_row}
-                   if self.batch_size is not None else {})}
+                   if self.batch_size is not None else {}),
+                **({"dtype": self.dtype} if self.dtype is not None else {})}
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, Any]) -> ImageRecord:
