@@ -20,7 +20,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _common import add_dtype_option
+from _common import DTYPES, add_dtype_option
 from device_worker import build, sized
 
 from nbkit.generation import sharding
@@ -56,7 +56,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     add_dtype_option(parser)
     args = parser.parse_args()
-    dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}[args.dtype or "bfloat16"]
+    dtype = DTYPES[args.dtype or "bfloat16"]
     pipe = build(args.model, dtype, args.tiny, max_batch=max(args.images + args.shapes))
     print(f"{'tiny' if args.tiny else args.model} (random), {jnp.dtype(dtype).name}, "
           f"{jax.devices()[0].device_kind}, jax {jax.__version__}; {args.steps} steps, "
