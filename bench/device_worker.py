@@ -27,9 +27,9 @@ import jax
 import jax.numpy as jnp
 
 from nbkit.generation.device import use_compilation_cache
-from nbkit.generation.pipeline import Done, GenerationRequest, Pipeline
+from nbkit.generation.pipeline import Done, GenerationRequest, Pipeline, padded_size
 from nbkit.generation.sampling import SamplingSettings
-from nbkit.generation.sharding import make_mesh, put_tree, weight_placer
+from nbkit.generation.sharding import data_size, make_mesh, put_tree, weight_placer
 from nbkit.models import vqgan as vqgan_module
 from nbkit.models.dallebart import PUBLISHED_ARCHITECTURES, DalleBart, DalleBartConfig
 from nbkit.text.tokenizer import PromptTokenizer
@@ -121,14 +121,22 @@ def timings(pipe: Pipeline, images: int, seed: int) -> dict:
     return next(event for event in pipe.stream(request) if isinstance(event, Done)).timings
 
 
+def sized(pipe: Pipeline, images: int) -> Pipeline:
+    """`pipe`'s weights in a Pipeline whose one batch shape holds `images` (every batch is padded to
+    max_batch rows, so a row of the table is a pipeline of that max_batch)."""
+    return Pipeline(pipe.model, pipe.params, pipe.tokenizer, pipe.vqgan, pipe.vqgan_params, pipe.mesh,
+                    padded_size(images, data_size(pipe.mesh)), name=pipe.name)
+
+
 def row(pipe: Pipeline, images: int, log: CompileLog, built_s: float) -> dict:
+    pipe = sized(pipe, images)
     before = log.snapshot()
     started = time.perf_counter()
     first = timings(pipe, images, 0)
     first_wall = time.perf_counter() - started
     steady = timings(pipe, images, 1)
     config, itemsize = pipe.model.config, jnp.dtype(pipe.model.dtype).itemsize
-    rows = 2 * next(b for b in pipe.buckets if b >= images)      # super-conditioned: two rows an image
+    rows = 2 * pipe.max_batch                                   # super-conditioned: two rows an image
     peak, peak_kind = peak_memory_bytes()
     after = log.snapshot()
     compile_s = {k: round(v - before["seconds"].get(k, 0.0), 3) for k, v in after["seconds"].items()}

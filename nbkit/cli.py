@@ -105,18 +105,18 @@ def _pipeline_models(args: argparse.Namespace, model: str) -> list[tuple[str, st
     return [("--model", model, DALLEBART), ("--vqgan", args.vqgan, VQGAN)]
 
 
-def _pipeline(args: argparse.Namespace, model: str | None = None):
+def _pipeline(args: argparse.Namespace, model: str | None = None, dtype: str | None = None):
     """The pipeline, loaded, saying so (`check_models` first, so that nothing is loaded in vain)."""
     import time
 
     from nbkit.generation.pipeline import Pipeline
     from nbkit.generation.progress import STAGE_TEXT
 
-    model = model or args.model
+    model, dtype = model or args.model, dtype or args.dtype
     began = time.perf_counter()
-    _say(f"{STAGE_TEXT['loading']}: {model} and {args.vqgan}" + (f" in {args.dtype}" if args.dtype else "")
+    _say(f"{STAGE_TEXT['loading']}: {model} and {args.vqgan}" + (f" in {dtype}" if dtype else "")
          + " …")
-    pipe = Pipeline.from_pretrained(model, args.vqgan, dtype=args.dtype, cache=args.cache,
+    pipe = Pipeline.from_pretrained(model, args.vqgan, dtype=dtype, cache=args.cache,
                                     compilation_cache=args.compilation_cache)
     _say(f"loaded {pipe.name} in {time.perf_counter() - began:.1f} s")
     return pipe
@@ -386,33 +386,36 @@ def _reproduce(args: argparse.Namespace) -> None:
     from nbkit.weights.registry import DALLEBART, VQGAN
 
     pngs = [_source_path(png) for png in args.pngs]
-    models = {png: None if is_upscaled(png) else
-              args.model or ImageRecord.from_metadata(read_png_metadata(png)).model for png in pngs}
-    wanted = sorted({model for model in models.values() if model is not None})
+    records = {png: None if is_upscaled(png) else ImageRecord.from_metadata(read_png_metadata(png))
+               for png in pngs}
+    wanted = sorted({args.model or record.model for record in records.values() if record is not None})
     check_models([("--model", model, DALLEBART) for model in wanted]
                  + ([("--vqgan", args.vqgan, VQGAN)] if wanted else []), args.cache)
-    pipes: dict[str, Pipeline] = {}
+    pipes: dict[tuple[str, str | None], Pipeline] = {}
     failed = 0
     for png in pngs:
-        model = models[png]
+        record = records[png]
         shown = png.resolve()
-        if model is None:                  # upscaled: made again from its source beside it
+        if record is None:                 # upscaled: made again from its source beside it
             made = reproduce_png(None, png, args.cache)
             print(f"{'reproduced' if made.within_contract else 'DIFFERS'}: {shown}  upscaled again from its "
                   f"source; pixels differ by at most {made.max_difference} level(s)")
             failed += not made.within_contract
             continue
-        if model not in pipes:
-            pipes[model] = _pipeline(args, model)
-        made = reproduce_png(pipes[model], png)
+        # the model and the dtype it was made with (in half precision another dtype draws other tokens)
+        model, dtype = args.model or record.model, args.dtype or record.dtype
+        if (model, dtype) not in pipes:
+            pipes[model, dtype] = _pipeline(args, model, dtype)
+        made = reproduce_png(pipes[model, dtype], png)
         image = made.image
         verdict = "reproduced" if made.within_contract else "DIFFERS"
         count = len(made.recorded_tokens)
         tokens = (f"all {count} tokens match" if made.tokens_match
                   else f"{made.tokens_differing} of {count} tokens differ")
         print(f"{verdict}: {shown}  prompt {image.prompt_index:03d} {image.prompt!r}, image "
-              f"{image.image_index:03d}, seed {image.seed}; {tokens}; {made.pixels_differing} pixel(s) "
-              f"differ by > 0 levels (at most {made.most_levels})")
+              f"{image.image_index:03d}, seed {image.seed} ({image.dtype}, row {image.batch_row:03d} of a "
+              f"batch of {image.batch_size}); {tokens}; {made.pixels_differing} pixel(s) differ by > 0 "
+              f"levels (at most {made.most_levels})")
         failed += not made.within_contract
     if failed:
         raise ValueError(f"{failed} of {len(pngs)} image(s) were not reproduced within the contract (the "

@@ -23,7 +23,7 @@ def step_collectives(pipe):
     sampler = pipe.sampler(settings)
     traced = jax.tree.map(lambda v: sharding.put(v, sharding.replicated(pipe.mesh)),
                           settings.as_arrays(pipe.model.config))
-    rows = pipe.buckets[0]
+    rows = pipe.max_batch
     state, _ = pipe._start(sampler, [ImageTask("a", 0, row) for row in range(rows)], traced)
     text = sampler.advance.lower(pipe.params, state, traced, 1, 2).compile().as_text()
     return sorted({match.group(1) for match in COLLECTIVES.finditer(text)})
@@ -33,9 +33,10 @@ prompts, results, pixels = ["a red cube", "an avocado armchair", "sunset over a 
 for name, devices, model_parallel in [("one", jax.devices()[:1], 1), ("data8", None, 1),
                                       ("model8", None, 8), ("data2_model4", None, 4)]:
     pipe = Pipeline.from_pretrained(dallebart, vqgan, dtype="float32", model_parallel=model_parallel,
-                                    progress=False, devices=devices)
+                                    progress=False, devices=devices, max_batch=8 if name == "data8" else None)
     generation = pipe.generate(prompts, n_images=2, seed=7)
-    results[name] = {"devices": pipe.mesh.devices.size, "buckets": pipe.buckets,
+    results[name] = {"devices": pipe.mesh.devices.size,
+                     "batch_sizes": sorted({image.batch_size for image in generation.images}),
                      "tokens": [image.tokens.tolist() for image in generation.images]}
     pixels[name] = np.stack([image.pixels for image in generation.images])
     if name == "data8":

@@ -9,8 +9,9 @@ consumer's job (`nbkit.output.runs` saves each batch as it comes). `generate()` 
 
 Each image's random key comes from (seed, prompt index, image index) alone, and every row of a
 batch is sampled independently, so the same seed gives the same image tokens on 1 GPU, 8 TPU cores
-or a CPU. Batches are padded to a few bucket sizes (multiples of the data-parallel device count),
-and sampling settings are traced values: new prompts, seeds or settings reuse the compiled programs.
+or a CPU. Every batch is padded to one shape, `max_batch` rows (see `Pipeline`), so an image's tokens
+do not depend on the batch it was drawn in, in any dtype; sampling settings are traced values: new
+prompts, seeds or settings reuse the compiled programs.
 """
 
 from __future__ import annotations
@@ -53,6 +54,11 @@ class GeneratedImage:
     # How likely the model found the kept tokens it reached after drawing some (the tokens after a
     # filled region): the sum of their log-probabilities under the mixed logits. 0 with none kept.
     kept_logprob: float = 0.0
+    # The shape it was drawn in: the batch's rows (padding included) and its own row. Reproducing it in
+    # that shape gives the same tokens in any dtype (`Pipeline.make_again`); None: not drawn here.
+    batch_size: int | None = None
+    batch_row: int | None = None
+    dtype: str | None = None    # the compute dtype it was drawn in (half precision draws other tokens)
 
 
 # ---- the events of a stream
@@ -157,13 +163,9 @@ def image_keys(seeds: int | np.ndarray, prompt_indexes: np.ndarray, image_indexe
                      for seed, p, i in zip(seeds, prompt_indexes, image_indexes, strict=True)])
 
 
-def bucket_sizes(data_parallel: int, max_batch: int) -> list[int]:
-    """Batch sizes that get compiled: data_parallel × 1, 2, 4, … up to max_batch."""
-    sizes, size = [], data_parallel
-    while size < max_batch:
-        sizes.append(size)
-        size *= 2
-    return [*sizes, max(max_batch, data_parallel)]
+def padded_size(rows: int, data_parallel: int) -> int:
+    """`rows` rounded up to a multiple of the data-parallel device count (a batch is split over them)."""
+    return -(-max(rows, 1) // data_parallel) * data_parallel
 
 
 def own_kept_prefix(task: ImageTask) -> int:
@@ -189,6 +191,17 @@ def batches_of(tasks: Sequence[ImageTask], max_batch: int) -> list[tuple[int, ..
 
 
 class Pipeline:
+    """Generation on the devices of `mesh`. Every batch runs in one compiled shape, `max_batch` rows
+    (padded with copies of its first task): XLA picks kernels by shape (matrix-vector for one row, blocked
+    products for more, other reductions from 128 rows up), so the last bits of a logit differ between
+    batch sizes, and in bfloat16 or float16 that is enough to flip a token near a tie. In one shape, a
+    row's tokens depend on its own task only, not on how many others share its batch, nor where it sits.
+    Each image records that shape (`batch_size`, `batch_row`) and `make_again` reproduces it there, also
+    in a pipeline of another `max_batch`. The cost: a batch of fewer images runs all its rows (on a CPU a
+    lone image takes longer; on an accelerator a step reads every weight whatever the batch, so little),
+    see docs/speed.md; `max_batch=1` (`--max-batch 1`) is the fastest for one image at a time.
+    """
+
     def __init__(self, model: DalleBart, params: Any, tokenizer: PromptTokenizer,
                  vqgan: vqgan_module.VQGANDecoder, vqgan_params: Any, mesh: jax.sharding.Mesh,
                  max_batch: int | None = None, name: str = "model", vqgan_folder: str | Path | None = None):
@@ -201,11 +214,15 @@ class Pipeline:
         if self.max_batch % data:
             raise ValueError(f"max_batch={self.max_batch} must be a multiple of the {data} data-parallel "
                              "devices.")
-        self.buckets = bucket_sizes(data, self.max_batch)
         self._decode = vqgan_module.compiled_decoder(vqgan)
-        self._warm: set[tuple[int, bool]] = set()     # (bucket, super-conditioned) programs already run
+        self._warm: set[tuple[int, bool]] = set()     # (batch size, super-conditioned) programs already run
         self.pace = Pace()                            # step and decode times, learned run by run
         self._decoded_sizes: set[int] = set()         # batch sizes whose decode has compiled
+
+    @property
+    def dtype(self) -> str:
+        """The compute dtype's name (float32, bfloat16, float16): recorded with every image."""
+        return jnp.dtype(self.model.dtype).name
 
     def cut_prompts(self, prompts: Sequence[str], negative_prompts: Sequence[str] = ()) -> tuple[str, ...]:
         """The prompts (and negative prompts) longer than this model reads: they would be cut."""
@@ -355,6 +372,27 @@ class Pipeline:
         if progress_every is not None and not (is_whole_number(progress_every) and progress_every >= 1):
             raise ValueError(f"progress_every must be a whole number ≥ 1 or None (got {progress_every!r}).")
         tasks = list(tasks)
+        self._check_tasks(tasks)
+        plan = [(indexes, tuple(range(len(indexes))), self.max_batch)
+                for indexes in batches_of(tasks, self.max_batch)]
+        return self._stream(tasks, plan, settings, progress_every)
+
+    def make_again(self, task: ImageTask, settings: SamplingSettings, batch_size: int | None = None,
+                   batch_row: int | None = None) -> GeneratedImage:
+        """One image drawn again in the shape it was first drawn in: a batch of `batch_size` rows (padded
+        with copies of it), it at `batch_row` — the same tokens in any dtype, whatever this pipeline's
+        `max_batch`. None (an image recorded before the shape was): the smallest batch, as it was then.
+        A size that the data-parallel devices here do not divide is rounded up to one they do."""
+        self._check_tasks([task])
+        data = sharding.data_size(self.mesh)
+        size = padded_size(batch_size or 1, data)
+        row = batch_row or 0
+        if not 0 <= row < size:
+            raise ValueError(f"batch_row {row} is outside a batch of {size} rows.")
+        events = self._stream([task], [((0,), (row,), size)], settings, None)
+        return next(event.images[0] for event in events if isinstance(event, Batch))
+
+    def _check_tasks(self, tasks: list[ImageTask]) -> None:
         length, codes = self.model.config.image_length, self.vqgan.config.n_embed
         for task in tasks:
             if not isinstance(task, ImageTask):
@@ -364,10 +402,11 @@ class Pipeline:
                 raise ValueError(f"Kept tokens must be {length} codes below {codes} for this model (got "
                                  f"{len(kept.tokens)} up to {int(kept.tokens.max(initial=0))}): they come "
                                  "from another VQGAN.")
-        return self._stream(tasks, settings, progress_every)
 
-    def _stream(self, tasks: list[ImageTask], settings: SamplingSettings,
-                progress_every: int | None) -> Iterator[Event]:
+    def _stream(self, tasks: list[ImageTask], plan: list[tuple[tuple[int, ...], tuple[int, ...], int]],
+                settings: SamplingSettings, progress_every: int | None) -> Iterator[Event]:
+        """`plan`: per batch, the tasks it makes (their indexes), the row each sits at, and its rows;
+        the other rows are copies of its first task (one kept prefix: see `batches_of`)."""
         started = time.perf_counter()
         timings = {"tokens": 0.0, "pixels": 0.0}
         sampler = self.sampler(settings)
@@ -378,20 +417,21 @@ class Pipeline:
         every = progress_every or length
         # Only the rows asked for, never the padding: the person is told about the prompts they typed.
         cut = self.cut_prompts([task.prompt for task in tasks], [task.negative_prompt for task in tasks])
-        plan = [(indexes, next(b for b in self.buckets if b >= len(indexes)))
-                for indexes in batches_of(tasks, self.max_batch)]
         pace = self.pace
-        for number, (indexes, size) in enumerate(plan):
+        for number, (indexes, slots, size) in enumerate(plan):
             chosen = [tasks[index] for index in indexes]
-            padded = chosen + [chosen[0]] * (size - len(chosen))
+            padded = [chosen[0]] * size
+            for slot, task in zip(slots, chosen, strict=True):
+                padded[slot] = task
             program = (size, sampler.super_conditioned)
             compiling = program not in self._warm
-            later = [later_size for _, later_size in plan[number + 1:]]
+            later = [later_size for _, _, later_size in plan[number + 1:]]
 
-            def decode(tokens: jax.Array, logprob=None, chosen=chosen, size=size) -> list[GeneratedImage]:
+            def decode(tokens: jax.Array, logprob=None, chosen=chosen, slots=slots,
+                       size=size) -> list[GeneratedImage]:
                 began = time.perf_counter()
                 cold = size not in self._decoded_sizes
-                images = self._images(tokens, chosen, logprob)
+                images = self._images(tokens, chosen, slots, logprob)
                 seconds = time.perf_counter() - began
                 self._decoded_sizes.add(size)
                 pace.learn_decode(size, seconds, compiled=cold)
@@ -461,11 +501,13 @@ class Pipeline:
                               sharding.put(np.int32(prefix), sharding.replicated(self.mesh)))
         return state, prefix
 
-    def _images(self, tokens: jax.Array, tasks: list[ImageTask], logprob=None) -> list[GeneratedImage]:
+    def _images(self, tokens: jax.Array, tasks: list[ImageTask], slots: Sequence[int],
+                logprob=None) -> list[GeneratedImage]:
         pixels = vqgan_module.to_uint8(sharding.to_host(self._decode(self.vqgan_params, tokens)))
         codes = sharding.to_host(tokens)
         logprob = np.zeros(len(codes), np.float32) if logprob is None else sharding.to_host(logprob)
         return [GeneratedImage(task.prompt, task.prompt_index, task.image_index, task.seed, codes[slot],
                                pixels[slot], task.negative_prompt, task.kept,
-                               float(logprob[slot]) if task.kept is not None else 0.0)
-                for slot, task in enumerate(tasks)]
+                               float(logprob[slot]) if task.kept is not None else 0.0,
+                               batch_size=len(codes), batch_row=int(slot), dtype=self.dtype)
+                for slot, task in zip(slots, tasks, strict=True)]

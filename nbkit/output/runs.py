@@ -94,7 +94,8 @@ def record_of(image: GeneratedImage, model: str, request: GenerationRequest,
                        negative_prompt=image.negative_prompt,
                        kept_mask=kept.mask_hex() if kept is not None and kept.count else "",
                        source=request.source, kept_logprob=image.kept_logprob if kept is not None else None,
-                       replica=replica, translation=_translation_of(image, request))
+                       replica=replica, translation=_translation_of(image, request),
+                       batch_size=image.batch_size, batch_row=image.batch_row, dtype=image.dtype)
 
 
 def request_run_key(model: str, request: GenerationRequest) -> str:
@@ -399,9 +400,11 @@ def record_task(record: ImageRecord) -> tuple[ImageTask, SamplingSettings]:
 
 def reproduce_png(pipe: Pipeline | None, png: str | Path,
                   cache: str | Path | None = None) -> Reproduction | Reproduced:
-    """Makes the image a saved PNG records again and compares it with the saved one (tokens and pixels).
-    One entry for every kind: an upscaled PNG (its metadata names its source and upscaler) is made again
-    from the source beside it by `reproduce_upscaled` (no pipeline needed; its upscaler from `cache`).
+    """Makes the image a saved PNG records again and compares it with the saved one (tokens and pixels),
+    in the batch shape its record names (`Pipeline.make_again`), so that also in bfloat16 and float16 the
+    tokens are the same, whatever `max_batch` this pipeline has. One entry for every kind: an upscaled PNG
+    (its metadata names its source and upscaler) is made again from the source beside it by
+    `reproduce_upscaled` (no pipeline needed; its upscaler from `cache`).
 
     The pipeline must run the model the PNG names: another model makes another image, so that is an
     error rather than a silent difference."""
@@ -416,9 +419,8 @@ def reproduce_png(pipe: Pipeline | None, png: str | Path,
                          f"{pipe.name!r}: load that model (Pipeline.from_pretrained({record.model!r}) "
                          f"or --model) to reproduce it.")
     task, settings = record_task(record)
-    with _prng(record.jax_threefry_partitionable):
-        image = next(event.images[0] for event in pipe.stream_tasks([task], settings)
-                     if isinstance(event, Batch))
+    with _prng(record.jax_threefry_partitionable):     # in the batch shape it was drawn in (any dtype)
+        image = pipe.make_again(task, settings, record.batch_size, record.batch_row)
     recorded = record.tokens
     differing = (int(np.sum(np.asarray(recorded) != image.tokens)) if len(recorded) == len(image.tokens)
                  else len(image.tokens))
@@ -444,6 +446,11 @@ def reproduce(pipe: Pipeline | None, png: str | Path,
         return made.pixels
     if made.recorded_tokens and not made.tokens_match:
         record = ImageRecord.from_metadata(read_png_metadata(png))
+        if record.dtype is not None and record.dtype != pipe.dtype:
+            raise ValueError(f"{png}: the regenerated image differs from the recorded one in "
+                             f"{made.tokens_differing} of {len(made.recorded_tokens)} tokens: it was made in "
+                             f"{record.dtype}, and this pipeline runs {pipe.dtype} (load it with "
+                             f"dtype={record.dtype!r}, or --dtype {record.dtype}).")
         raise ValueError(f"{png}: the regenerated image differs from the recorded one in "
                          f"{made.tokens_differing} of {len(made.recorded_tokens)} tokens. It was made with "
                          f"jax {record.jax_version} (this is jax {jax.__version__}); a jax whose random "

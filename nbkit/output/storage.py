@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from nbkit import __version__
+from nbkit.arguments import DTYPES
 from nbkit.generation.request import TRANSLATION_KEYS, TRANSLATION_TEXT_LIMIT
 from nbkit.output.images import make_grid
 from nbkit.png import png_bytes, read_png_metadata, utf8_safe
@@ -47,6 +48,7 @@ _MAX_SUFFIX = 10_000  # -2, -3, … tried before giving up
 # any run, and small enough that nothing built from a record can take long or much memory.
 INDEX_LIMIT = 2**20          # prompt and image indexes
 TOKENS_LIMIT = 2**16         # image tokens recorded with one image
+BATCH_LIMIT = 1024           # the rows of the batch an image was drawn in (reproduce pads to that many)
 _NOT_JSON = object()         # a manifest line that is not JSON
 
 
@@ -239,9 +241,22 @@ class ImageRecord:
     kept_logprob: float | None = None         # how likely the model found the kept tokens after a hole
     replica: str = ""                         # the server replica that made it ("" in this process)
     translation: Mapping[str, str] | None = None   # typed prompt, translator, revision (nbkit.text.translate)
+    # The batch it was drawn in: its rows (padding included) and the image's row. In bfloat16 and float16
+    # a product's last bits depend on its shape, so `reproduce` draws it again in that shape; None: a PNG
+    # saved before nbkit recorded it (drawn alone again, the float32 contract).
+    batch_size: int | None = None
+    batch_row: int | None = None
+    dtype: str | None = None     # the compute dtype it was drawn in: `reproduce` uses it unless told another
 
     def __post_init__(self):
         object.__setattr__(self, "settings", _settings_items(self.settings))
+        if self.batch_size is not None or self.batch_row is not None:
+            size, row = self.batch_size, self.batch_row
+            if not (_whole(size, 1, BATCH_LIMIT + 1) and _whole(row, 0, size)):
+                raise ValueError(f"batch_size must be a whole number from 1 to {BATCH_LIMIT} and batch_row "
+                                 f"one below it (got {size!r} and {row!r}).")
+        if self.dtype not in (None, *DTYPES):
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}.")
         if not isinstance(self.tokens, (list, tuple)) or len(self.tokens) > TOKENS_LIMIT:
             raise ValueError(f"tokens must be a list of at most {TOKENS_LIMIT} image codes.")
         object.__setattr__(self, "tokens", tuple(int(token) for token in self.tokens))
@@ -280,7 +295,10 @@ class ImageRecord:
                 **({"kept_mask": self.kept_mask, "source": dict(self.source or {}),
                     "kept_logprob": self.kept_logprob} if self.kept_mask else {}),
                 **({"replica": self.replica} if self.replica else {}),
-                **({"translation": dict(self.translation)} if self.translation else {})}
+                **({"translation": dict(self.translation)} if self.translation else {}),
+                **({"batch_size": self.batch_size, "batch_row": self.batch_row}
+                   if self.batch_size is not None else {}),
+                **({"dtype": self.dtype} if self.dtype is not None else {})}
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, Any]) -> ImageRecord:

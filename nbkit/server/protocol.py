@@ -22,16 +22,19 @@ import numpy as np
 from PIL import Image
 from starlette.responses import JSONResponse
 
-from nbkit.generation.from_image import Edit, Extend, Vary
+from nbkit.generation.from_image import Edit, Extend, Fill, Vary
 from nbkit.generation.request import SEED_LIMIT
 from nbkit.generation.sampling import SamplingSettings
 from nbkit.limits import MAX_JSON_DEPTH
 from nbkit.text.tokenizer import lone_surrogate
 
 JOB_FIELDS = ("prompts", "prompt", "n_images", "seed", "temperature", "top_k", "top_p", "condition_scale",
-              "negative_prompt", "vary", "extend", "translate", "english_prompts", "english_negative_prompt")
+              "negative_prompt", "vary", "extend", "fill", "translate", "english_prompts",
+              "english_negative_prompt")
 TRANSLATE_FIELDS = ("prompts", "prompt", "negative_prompt", "translate")
-EDIT_FIELDS = {"vary": ("image", "keep_rows"), "extend": ("image", "direction", "rows")}
+EDIT_FIELDS = {"vary": ("image", "keep_rows"), "extend": ("image", "direction", "rows"),
+               "fill": ("image", "region")}
+EDITS = {"vary": Vary, "extend": Extend, "fill": Fill}
 MAX_TEMPERATURE = 100.0          # far past any useful value; keeps the logits finite
 MAX_CONDITION_SCALE = 100.0
 MAX_RUNS_LISTED = 1000
@@ -195,8 +198,8 @@ class SourceRef:
 
 @dataclasses.dataclass(frozen=True)
 class EditInput:
-    """A variation or extension: the saved image it starts from, and the typed edit (`Vary`/`Extend`, checked
-    when made) that says what is kept. `name` is the body's field: "vary" or "extend"."""
+    """A variation, extension or fill: the saved image it starts from, and the typed edit (`Vary`, `Extend`,
+    `Fill`, checked when made) that says what is kept. `name`: its field ("vary", "extend", "fill")."""
 
     name: str
     source: SourceRef
@@ -299,9 +302,9 @@ def parse_job(body: Any, limits: Limits) -> JobInput:
     """POST /api/jobs's body → JobInput, or BadInput naming the first field that is wrong."""
     body = known_fields(body, "body", JOB_FIELDS)
     prompts = _prompts(body, limits)
-    edits = [name for name in ("vary", "extend") if body.get(name) is not None]
+    edits = [name for name in EDITS if body.get(name) is not None]
     if len(edits) > 1:
-        raise BadInput("extend", "Send vary or extend, not both.")
+        raise BadInput(edits[1], f"Send one of vary, extend and fill (got {' and '.join(edits)}).")
     if prompts is None and not edits:
         raise BadInput("prompts", 'prompts is missing: send {"prompts": ["a red apple"]} (or "prompt").')
     if edits and prompts is not None and len(prompts) > 1:
@@ -324,7 +327,7 @@ def parse_job(body: Any, limits: Limits) -> JobInput:
         name = edits[0]
         given = known_fields(body[name], name, EDIT_FIELDS[name])
         source = SourceRef(*image_reference(given.pop("image", None), f"{name}.image"))
-        make = Vary if name == "vary" else Extend
+        make = EDITS[name]
         try:  # the one check of an edit's numbers is the builder's own
             typed = make(**given, n_images=n_images, seed=seed, prompt=prompts[0] if prompts else None,
                          negative_prompt=negative, settings=settings)

@@ -1,4 +1,5 @@
-"""The Pipeline on the tiny fixture models: results, keys, buckets, compile-once, progress, stop, devices."""
+"""The Pipeline on the tiny fixture models: results, keys, one batch shape, compile-once, progress, stop,
+devices."""
 
 from __future__ import annotations
 
@@ -18,9 +19,11 @@ from nbkit.generation.pipeline import (
     GenerationRequest,
     Pipeline,
     Progress,
-    bucket_sizes,
     image_keys,
+    padded_size,
 )
+from nbkit.generation.request import ImageTask
+from nbkit.generation.sampling import SamplingSettings
 
 PROMPTS = ["a red cube", "an avocado armchair", "sunset over a lake"]
 
@@ -52,7 +55,8 @@ def test_generate_returns_images_with_their_prompts_seed_and_tokens(pipe):
 
 
 def test_an_image_depends_on_seed_prompt_index_and_image_index_only(pipe):
-    """Batch size, bucket, and the other rows of the batch do not change an image."""
+    """The other rows of the batch and the image's row in it do not change an image (in float32 neither does
+    another max_batch: the shape matters in half precision, see tests/test_reproduce_dtypes.py)."""
     together = tokens_of(pipe.generate(PROMPTS, n_images=2, seed=5))           # 6 rows: batches 4 + 2
     small = Pipeline(pipe.model, pipe.params, pipe.tokenizer, pipe.vqgan, pipe.vqgan_params, pipe.mesh,
                      max_batch=1)
@@ -63,14 +67,24 @@ def test_an_image_depends_on_seed_prompt_index_and_image_index_only(pipe):
     assert (image_keys(5, np.array([2]), np.array([1]))[0] == keys[2]).all()
 
 
-def test_buckets_are_multiples_of_the_data_parallel_devices():
-    assert bucket_sizes(1, 4) == [1, 2, 4]
-    assert bucket_sizes(8, 32) == [8, 16, 32]
-    assert bucket_sizes(8, 8) == [8]
+def test_every_batch_runs_in_one_shape_that_each_image_records(pipe):
+    """Batches are padded to max_batch rows (a multiple of the data-parallel devices), whatever their count:
+    each image records that size and its row, for `reproduce` (see `Pipeline.make_again`)."""
+    assert [padded_size(rows, 1) for rows in (0, 1, 3)] == [1, 1, 3]
+    assert [padded_size(rows, 8) for rows in (1, 8, 9)] == [8, 8, 16]
+    generation = pipe.generate(PROMPTS, n_images=2, seed=5)                    # 6 images: 4, then 2 of 4
+    assert pipe.max_batch == 4
+    assert [(i.batch_size, i.batch_row) for i in generation.images] == [(4, r) for r in (0, 1, 2, 3, 0, 1)]
+    lone = pipe.generate(PROMPTS[:1], seed=5).images[0]
+    assert (lone.batch_size, lone.batch_row) == (4, 0)
+    again = pipe.make_again(ImageTask(PROMPTS[0], 5, 0, 0), SamplingSettings(), 4, 2)
+    assert again.tokens.tolist() == lone.tokens.tolist() and (again.batch_size, again.batch_row) == (4, 2)
+    with pytest.raises(ValueError, match="outside a batch of 4"):
+        pipe.make_again(ImageTask(PROMPTS[0], 5, 0, 0), SamplingSettings(), 4, 4)
 
 
-def test_new_prompts_count_within_a_bucket_seed_and_settings_do_not_recompile(pipe, count_compilations):
-    pipe.generate(PROMPTS, n_images=1, seed=1)                                  # 3 rows → bucket 4
+def test_any_number_of_images_new_prompts_seed_and_settings_do_not_recompile(pipe, count_compilations):
+    pipe.generate(PROMPTS, n_images=1, seed=1)                                  # 3 rows → padded to 4
     pipe.generate(PROMPTS, n_images=1, seed=1, condition_scale=1.0)             # its own, half-size program
     list(pipe.stream(GenerationRequest(PROMPTS, 1, 1), progress_every=128))    # the progress snapshot's copy
     with count_compilations() as counter:
@@ -78,6 +92,9 @@ def test_new_prompts_count_within_a_bucket_seed_and_settings_do_not_recompile(pi
                       top_p=0.9, condition_scale=3.0)
         pipe.generate(["just one prompt"], n_images=4, seed=3, condition_scale=1.0)
         list(pipe.stream(GenerationRequest(PROMPTS, 1, 4), progress_every=50))
+        pipe.generate(["one image"], n_images=1, seed=4)                         # one shape for 1, 2, 4, 6
+        pipe.generate(["two images"], n_images=2, seed=4)
+        pipe.generate(PROMPTS, n_images=2, seed=4)
     assert counter.count == 0
 
 
@@ -146,8 +163,8 @@ def test_progress_names_each_stage_and_learns_an_eta_that_includes_the_decode(pi
     assert first[0].stage == "compiling" and first[0].seconds_left is None
     assert first[0].label.startswith("compiling (first time for this size) · 0 of 3 images")
     assert {e.stage for e in first} == {"compiling", "drawing", "decoding"}
-    second_batch = [e for e in first if e.images_done == 2]            # batch 2 (one row, bucket 1)
-    assert second_batch[0].stage == "compiling"                       # a new size compiles again
+    second_batch = [e for e in first if e.images_done == 2]            # batch 2 (one row, padded to 2)
+    assert second_batch[0].stage == "drawing"                         # the same shape: nothing compiles
     timed = [e for e in first if e.stage == "drawing" and e.images_done == 2 and e.seconds_left is not None]
     assert timed and all(e.decode_timed for e in timed)                # batch 1's decode was timed
     again = [e for e in fresh.stream(GenerationRequest(PROMPTS, 1, 4), progress_every=64)
@@ -163,7 +180,7 @@ def test_progress_names_each_stage_and_learns_an_eta_that_includes_the_decode(pi
 
 def test_prompts_longer_than_the_model_reads_are_named_once_without_the_padding_rows(pipe):
     long = "a very long prompt " * 40
-    events = list(pipe.stream(GenerationRequest([long, "short", long], 1, 1)))     # 3 rows, bucket 4
+    events = list(pipe.stream(GenerationRequest([long, "short", long], 1, 1)))     # 3 rows, padded to 4
     assert events[0].cut == (long,)                                     # once, not once per row
     assert all(e.cut == (long,) for e in events if isinstance(e, Progress))
     assert pipe.cut_prompts(["short"], ["also short"]) == ()
@@ -212,7 +229,8 @@ def test_same_tokens_on_1_and_8_devices_and_with_weights_split_over_a_model_axis
     generation = pipe.generate(PROMPTS, n_images=2, seed=7)
     here = [image.tokens.tolist() for image in generation.images]
     assert results["device_count"] == 8
-    assert results["one"]["devices"] == 1 and results["data8"]["buckets"] == [8, 16, 32]
+    assert results["one"]["devices"] == 1 and results["one"]["batch_sizes"] == [4]
+    assert results["data8"]["batch_sizes"] == [8]          # one shape, split over the 8 devices
     here_pixels = np.stack([image.pixels for image in generation.images])
     with np.load(pixels_file) as pixels:
         for name in ("one", "data8", "model8", "data2_model4"):

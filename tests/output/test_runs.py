@@ -132,6 +132,40 @@ def test_a_saved_png_reproduces_its_image(pipe, tmp_path):
     assert_pixels_within_one_level(again.pixels, np.asarray(Image.open(folder.path / target["file"])))
 
 
+def test_a_png_records_its_batch_shape_and_one_saved_before_that_still_reproduces(pipe, tmp_path):
+    """Each PNG names the batch shape it was drawn in and its row, and reproduce draws it there (what half
+    precision needs, tests/test_reproduce_dtypes.py); a PNG without them (saved by an older nbkit) is drawn
+    alone, as before — float32's contract, the same tokens in any shape. A crafted shape is refused."""
+    folder, _ = runs.generate_to_folder(pipe, PROMPTS, tmp_path, n_images=3, seed=23)    # 6 in 2s
+    entries = sorted(folder.entries(), key=lambda e: (e["prompt_index"], e["image_index"]))
+    assert [(e["batch_size"], e["batch_row"]) for e in entries] == [(2, r) for r in (0, 1, 0, 1, 0, 1)]
+    png = folder.image_path(entries[3])
+    metadata = read_png_metadata(png)
+    assert (metadata["batch_size"], metadata["batch_row"], metadata["dtype"]) == (2, 1, "float32")
+    made = runs.reproduce_png(pipe, png)
+    assert made.tokens_match and (made.image.batch_size, made.image.batch_row) == (2, 1)
+    assert made.pixels_differing == 0                     # the same shape and row: the same decode too
+    old = tmp_path / "old.png"
+    metadata = {k: v for k, v in metadata.items() if k not in ("batch_size", "batch_row")}
+    old.write_bytes(png_bytes(np.asarray(Image.open(png)), metadata))
+    made = runs.reproduce_png(pipe, old)
+    assert made.within_contract and (made.image.batch_size, made.image.batch_row) == (1, 0)
+    for size, row in [(0, 0), (4, 4), (4, -1), (2**20, 0), ("4", 0), (4, None), (True, 0)]:
+        crafted = tmp_path / "crafted.png"
+        crafted.write_bytes(png_bytes(np.asarray(Image.open(png)), {**metadata, "batch_size": size,
+                                                                    "batch_row": row}))
+        with pytest.raises(ValueError, match="batch_size must be a whole number from 1 to 1024"):
+            runs.reproduce(pipe, crafted)
+    crafted.write_bytes(png_bytes(np.asarray(Image.open(png)), {**metadata, "dtype": "float8"}))
+    with pytest.raises(ValueError, match="dtype must be one of float32, bfloat16, float16"):
+        runs.reproduce(pipe, crafted)
+    tokens = [(token + 1) % 64 for token in metadata["tokens"]]      # other tokens, said to be bfloat16's
+    crafted.write_bytes(png_bytes(np.asarray(Image.open(png)), {**metadata, "dtype": "bfloat16",
+                                                                "tokens": tokens}))
+    with pytest.raises(ValueError, match="made in bfloat16, and this pipeline runs float32 .*bfloat16"):
+        runs.reproduce(pipe, crafted)
+
+
 def test_reproduce_refuses_another_model_and_checks_the_tokens(pipe, tmp_path):
     folder, _ = runs.generate_to_folder(pipe, PROMPTS[:1], tmp_path, n_images=1, seed=6)
     png = folder.image_path(folder.entries()[0])

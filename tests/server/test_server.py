@@ -330,6 +330,8 @@ def test_the_playground_request_and_its_preflight(server):
     ({"vary": {"image": "../../etc/passwd", "keep_rows": 8}}, 400, "vary.image"),
     ({"vary": {"image": "no-such-run/x.png"}}, 404, "vary.image"),
     ({"extend": {"image": "a/b.png", "direction": "up"}}, 400, "extend.direction"),
+    ({"fill": {"image": "a/b.png", "region": [0, 0, 20, 4]}}, 400, "fill.region"),
+    ({"vary": {"image": "a/b.png"}, "fill": {"image": "a/b.png", "region": [0, 0, 4, 4]}}, 400, "fill"),
     ([1, 2], 400, "body"),
 ])
 def test_bad_input_is_refused_naming_the_field(server, body, status, field):
