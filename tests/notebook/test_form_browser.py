@@ -61,6 +61,21 @@ def jupyter_python() -> str:
     return sys.executable
 
 
+def run_the_cell(page, cell, tries: int = 3) -> None:
+    """Shift+Enter in the cell until its prompt says it runs ([*]) or ran ([1]): a key pressed while
+    JupyterLab is still settling (a busy machine) can be lost, and then nothing would ever run."""
+    for _ in range(tries):
+        cell.locator(".jp-InputArea-editor").click()
+        page.keyboard.press("Shift+Enter")
+        try:
+            page.wait_for_function("cell => /\\[[*0-9]+\\]/.test(cell.querySelector('.jp-InputPrompt')"
+                                   "?.textContent ?? '')", arg=cell.element_handle(), timeout=20_000)
+            return
+        except Exception:          # playwright's TimeoutError: press again
+            continue
+    raise AssertionError(f"JupyterLab did not run the cell after {tries} Shift+Enter presses")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -147,7 +162,7 @@ def test_the_form_fits_its_cell_in_jupyterlab(lab):
         cell = page.locator(".jp-Cell.jp-CodeCell").first
         cell.locator(".jp-InputArea-editor").click()
         page.wait_for_selector("text=/Python 3 \\(ipykernel\\) \\| Idle/")     # the kernel is ready
-        page.keyboard.press("Shift+Enter")
+        run_the_cell(page, cell)
         page.wait_for_selector("text=form-done None")
         page.wait_for_function("document.querySelectorAll('.nbkit-form .widget-gridbox button').length >= 18")
         cell.locator(".jp-InputArea").evaluate("node => node.style.display = 'none'")   # the form in view
