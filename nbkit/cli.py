@@ -227,12 +227,14 @@ def _generate(args: argparse.Namespace) -> None:
     # Checked before the models are loaded (and in `main`, a usage error: neither or both sources):
     prompts = read_prompts_file(args.prompts_file) if args.prompts_file is not None else args.prompts
     upscaler = args.upscaler or ("esrgan-x4" if args.upscale else None)
+    seed, settings = _seed(args), _settings(args)
+    GenerationRequest(prompts, args.n, seed, settings, negative_prompt=args.negative or "")  # the typed text
     texts = [*prompts, args.negative or ""]
     check_models(_pipeline_models(args, args.model) + _translators_wanted(args, texts)
                  + ([("--upscaler", upscaler, UPSCALER)] if upscaler else []), args.cache)
     prompts, negatives, translations = _translated(args, prompts, args.negative or "")
-    request = GenerationRequest(prompts, args.n, _seed(args), _settings(args),
-                                negative_prompt=negatives, translations=translations)
+    request = GenerationRequest(prompts, args.n, seed, settings, negative_prompt=negatives,
+                                translations=translations)
     pipe = _pipeline(args)
     folder = _make(pipe, request, args, "generating")
     if args.seamless:
