@@ -22,6 +22,9 @@ the waiting /generate calls) are callbacks the HTTP side hands in; they are call
 must only post the event on.
 
 Nothing here builds JSON: events and statuses are the dataclasses below, which protocol.py presents.
+
+Over 350 lines: admission, the worker loop, saving, requeue and chores are still one class; splitting
+them (client events, batching rules, worker, admission) is the open part of issue 23.
 """
 
 from __future__ import annotations

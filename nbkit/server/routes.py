@@ -1,6 +1,9 @@
 """The HTTP routes of `nbkit serve` (Starlette): each handler reads its input through protocol.py, hands
 the work to the job queue (or reads the output folder through folders.py), and answers JSON shaped by
 protocol.py. `create_app` puts them behind the gate.
+
+Over 350 lines: every route is here; one router a group of routes (jobs, runs, translate, /generate)
+is planned with the protocol split of issue 23.
 """
 
 from __future__ import annotations
