@@ -99,6 +99,14 @@ def running_server(tmp_path: Path, *extra_args: str, out: Path | None = None) ->
         stop_server(server)
 
 
+def module_server(folder: Path, *extra_args: str) -> Iterator[Server]:
+    """`running_server` for a module-scoped fixture (`yield from module_server(...)`): one server for the
+    module's tests, which must have stopped cleanly (SIGINT) once they are done."""
+    with running_server(folder, *extra_args) as running:
+        yield running
+    assert running.process.returncode in (0, 130), running.messages()
+
+
 def gated_replica(pipe, name: str = "local"):
     """An in-process replica whose batches each wait, before they start, until the test lets them go: the
     tests that need a job queued or running behind another, or a batch in flight, open the gate

@@ -27,7 +27,7 @@ from PIL import Image
 from nbkit.output.storage import ImageRecord
 from nbkit.png import png_bytes, read_png_metadata
 from tests.server.test_server import call, finished, manifest, raw_call, submit, wait_for
-from tests.server_process import running_server
+from tests.server_process import module_server
 
 # ---- hostile files, made here (small on disk, whatever their headers say)
 
@@ -419,10 +419,8 @@ def rss_kib(pid: int, reset_peak: bool = False) -> tuple[int, int]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    with running_server(tmp_path_factory.mktemp("hostile"), "--max-batch", "4", "--max-images", "4",
-                        "--max-queue", "8") as running:
-        yield running
-    assert running.process.returncode in (0, 130), running.messages()
+    yield from module_server(tmp_path_factory.mktemp("hostile"), "--max-batch", "4", "--max-images", "4",
+                             "--max-queue", "8")
 
 
 def plant_run(out: Path, name: str, files: dict[str, bytes], prompt: str = "a planted run") -> None:
