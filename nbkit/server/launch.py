@@ -20,9 +20,9 @@ import uvicorn
 from nbkit.limits import KEEP_ALIVE_S, MAX_CONNECTIONS, MAX_HEADER_BYTES
 from nbkit.output.storage import sweep_temporaries
 from nbkit.server.connections import HeaderDeadlineProtocol
-from nbkit.server.jobs import JobQueue
 from nbkit.server.metrics import ServerMetrics
 from nbkit.server.options import ServerOptions
+from nbkit.server.queue.admission import JobQueue
 from nbkit.server.replicas.base import NoReplicaReady, ReplicaPool
 from nbkit.server.replicas.local import LocalPool
 from nbkit.server.routes import create_app

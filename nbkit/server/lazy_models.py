@@ -8,9 +8,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from nbkit.server.jobs import one_line
 from nbkit.server.options import ServerOptions
 from nbkit.server.protocol import BadInput
+from nbkit.server.queue.events import one_line
 
 
 def loaded_once(load: Callable[[], Any], field: str, what: str) -> Callable[[], Any]:

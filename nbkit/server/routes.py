@@ -33,7 +33,6 @@ from nbkit.output.runs import rerank_folder
 from nbkit.server.build import build_request, translated
 from nbkit.server.folders import for_clients, list_runs, resolve_image, resolve_run
 from nbkit.server.gate import Gate, GateRules
-from nbkit.server.jobs import FINAL_STATES, Busy, Job, JobQueue, QueueFull, Stopping, one_line
 from nbkit.server.lazy_models import lazy_reranker, lazy_translators, lazy_upscaler
 from nbkit.server.metrics import CONTENT_TYPE, ServerMetrics
 from nbkit.server.options import ServerOptions
@@ -54,6 +53,9 @@ from nbkit.server.protocol import (
     query_count,
     sse,
 )
+from nbkit.server.queue.admission import JobQueue
+from nbkit.server.queue.events import FINAL_STATES, Busy, QueueFull, Stopping, one_line
+from nbkit.server.queue.work import Job
 from nbkit.server.replicas.base import NoReplicaReady
 from nbkit.server.upscales import submit_upscale
 from nbkit.weights.registry import TRANSLATOR_MODELS
@@ -252,7 +254,7 @@ async def rerank(request: Request) -> Response:
     run = folder.path.name
     try:
         ranking = await asyncio.wrap_future(
-            state.queue.run_on_worker(lambda: rerank_folder(folder.path, reranker), run))
+            state.queue.submit_rerank(run, lambda: rerank_folder(folder.path, reranker)))
     except ValueError as error:            # a run with no saved images
         raise BadInput("run", str(error)) from None
     prefix = _prefix(request)

@@ -18,8 +18,8 @@ from starlette.concurrency import run_in_threadpool
 from nbkit.output.runs import upscale_saved
 from nbkit.output.storage import RunFolder
 from nbkit.server.folders import SavedImage, resolve_image, saved_image
-from nbkit.server.jobs import Job
 from nbkit.server.protocol import BadInput, parse_upscale
+from nbkit.server.queue.work import Job
 
 
 def _checked_source(out, run: str, file: str, max_pixels: int) -> RunFolder:

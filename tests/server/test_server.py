@@ -24,7 +24,8 @@ import numpy as np
 import pytest
 
 from nbkit.png import png_bytes, read_png_metadata
-from nbkit.server.jobs import batch_seconds, gather_delay, pack, preview_due, retry_after_seconds
+from nbkit.server.queue.batching import batch_seconds, gather_delay, pack, retry_after_seconds
+from nbkit.server.replicas.previews import preview_due
 from tests.server_process import TINY_MODELS, module_server, running_server, start_server, stop_server
 
 PLAYGROUND = "https://saharmor.github.io"
@@ -647,7 +648,7 @@ def test_a_full_queue_answers_429_with_the_work_ahead(gated):
     status, headers, answer = call(running.url + "api/jobs", {"prompt": "one too many", "seed": 20})
     assert status == 429 and "full" in answer["error"]
     # Nothing timed yet (the held batch has not ended): the guess per batch, for the oldest job's one batch.
-    from nbkit.server.jobs import FIRST_BATCH_GUESS_S
+    from nbkit.server.queue.batching import FIRST_BATCH_GUESS_S
     assert int(headers["retry-after"]) == retry_after_seconds(4, 4, FIRST_BATCH_GUESS_S)
     runner.open()
     assert all(finished(running.url, job["id"])["state"] == "done" for job in jobs)
@@ -782,20 +783,20 @@ def test_the_official_dalle_mini_app_gets_images(gated):
 def test_a_slow_manifest_read_does_not_hold_up_other_requests(gated, monkeypatch):
     import threading
 
-    from nbkit.server import jobs
+    from nbkit.server.queue import admission
 
     running, runner = gated
     runner.open()
     done = finished(running.url, submit(running.url, {"prompt": "already here", "seed": 70})["id"])
     reading, disk = threading.Event(), threading.Event()
-    real = jobs.saved_images
+    real = admission.saved_images
 
     def slow_saved_images(folder):                            # a manifest on a slow disk (Drive)
         reading.set()
         assert disk.wait(120)
         return real(folder)
 
-    monkeypatch.setattr(jobs, "saved_images", slow_saved_images)
+    monkeypatch.setattr(admission, "saved_images", slow_saved_images)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         slow = pool.submit(submit, running.url, {"prompt": "on a slow disk", "seed": 71})
         assert reading.wait(60)
@@ -809,7 +810,7 @@ def test_a_slow_manifest_read_does_not_hold_up_other_requests(gated, monkeypatch
 
 def test_two_replicas_take_two_batches_from_one_queue(tiny_pipe, tmp_path):
     """A queue with two replicas has two batches in flight at once."""
-    from nbkit.server.jobs import JobQueue
+    from nbkit.server.queue.admission import JobQueue
     from nbkit.server.replicas.base import ReplicaPool
     from tests.server_process import gated_replica
 

@@ -56,9 +56,10 @@ class GenerationReplica:
 
     def run(self, tasks: Sequence[ImageTask], settings: SamplingSettings, progress_every: int | None = None,
             previews: bool = True) -> Iterator[Any]:
+        from nbkit.server.replicas.previews import paced
         from nbkit.server.replicas.wire import to_wire
 
-        yield from to_wire(self.pipe.stream_tasks(tasks, settings, progress_every), previews)
+        yield from to_wire(paced(self.pipe.stream_tasks(tasks, settings, progress_every)), previews)
 
 
 def replica_deployment(resources: Mapping | None = None):

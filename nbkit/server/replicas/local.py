@@ -9,6 +9,7 @@ from nbkit.generation.pipeline import Event, Pipeline
 from nbkit.generation.request import ImageTask
 from nbkit.generation.sampling import SamplingSettings
 from nbkit.server.replicas.base import READY, ModelFacts, Replica, ReplicaPool
+from nbkit.server.replicas.previews import paced
 
 
 def device_words(pipe: Pipeline) -> str:
@@ -21,7 +22,7 @@ def device_words(pipe: Pipeline) -> str:
 
 
 class InProcessReplica(Replica):
-    """The Pipeline of this process as a replica: its events pass through untouched (previews still
+    """The Pipeline of this process as a replica: its events pass through, paced (previews.paced: still
     decoded only when the front reads them)."""
 
     def __init__(self, pipe: Pipeline, name: str = "local"):
@@ -32,7 +33,7 @@ class InProcessReplica(Replica):
 
     def _events(self, tasks: list[ImageTask], settings: SamplingSettings, progress_every: int | None,
                 delivered: list[bool]) -> Iterator[Event]:
-        return self.pipe.stream_tasks(tasks, settings, progress_every)
+        return paced(self.pipe.stream_tasks(tasks, settings, progress_every))
 
 
 class LocalPool(ReplicaPool):

@@ -1,22 +1,20 @@
 """What crosses from a remote replica to the front: the pipeline's events, made picklable.
 
 `Progress` holds device arrays and a closure that decodes them lazily; the front of a remote replica
-cannot call back into it, so the replica decodes the previews it sends (when `preview_due` says a preview
-is worth its time, as the front would decide) and sends a `WirePreview`; the front turns it back into a
-`Progress` whose `images` are those already decoded. `Batch` and `Done` are plain data and travel as they
+cannot call back into it, so the replica decodes the previews it sends (those its pacing left decodable,
+previews.paced) and sends a `WirePreview`; the front turns it back into a `Progress` whose `images` are
+those already decoded. `Batch` and `Done` are plain data and travel as they
 are.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Iterator
 
 import numpy as np
 
 from nbkit.generation.pipeline import Event, GeneratedImage, Progress
-from nbkit.server.jobs import preview_due
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,22 +37,13 @@ class WirePreview:
 
 
 def to_wire(events: Iterator[Event], previews: bool = True) -> Iterator[Event | WirePreview]:
-    """The replica's side: each `Progress` becomes a `WirePreview`, with its rows decoded when a preview
-    is due (the first of each batch, then while decoding takes at most its share of the batch's time)."""
-    batch_began, decoded, decoding_s = time.perf_counter(), 0, 0.0
+    """The replica's side: each `Progress` becomes a `WirePreview`, with its rows decoded when it carries
+    tokens (give it `paced` events: those a preview was not due for carry none)."""
     for event in events:
         if not isinstance(event, Progress):
             yield event
             continue
-        if event.position == 0:
-            batch_began, decoded, decoding_s = time.perf_counter(), 0, 0.0
-        images = None
-        # the decoding notice follows the last token: its picture is the batch itself, decoded next
-        if previews and event.tokens is not None and event.stage != "decoding" and \
-                preview_due(decoded, decoding_s, time.perf_counter() - batch_began):
-            began = time.perf_counter()
-            images = event.images
-            decoded, decoding_s = decoded + 1, decoding_s + time.perf_counter() - began
+        images = event.images if previews and event.tokens is not None else None
         yield WirePreview(event.tokens_done, event.tokens_total, event.images_done, event.images_total,
                           event.elapsed, event.compiling, event.position, event.batch, images,
                           event.stage, event.seconds_left, event.decode_timed, tuple(event.cut))

@@ -284,7 +284,7 @@ def test_the_queue_puts_a_dead_replicas_images_back_at_the_head_without_ray(pipe
     """The requeue itself, deterministic and without Ray: one replica dies at its first batch, before
     delivering anything; the other (held until then) makes its own batch and then the returned one."""
     from nbkit.generation.request import GenerationRequest
-    from nbkit.server.jobs import JobQueue
+    from nbkit.server.queue.admission import JobQueue
     from nbkit.server.replicas.base import DEAD, ReplicaDied, ReplicaPool
     from nbkit.server.replicas.local import InProcessReplica
     from tests.server_process import gated_replica
