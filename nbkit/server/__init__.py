@@ -5,11 +5,12 @@ many people.
     options.py   ServerOptions, what a server was asked for
     launch.py    the one launcher (bind, load, uvicorn, stop) behind `nbkit serve` and `colab.serve`
     gate.py      what every request passes first: token, Host, Origin, content type, CORS
-    routes.py    the HTTP routes (Starlette) and the app behind the gate
+    app.py       the ASGI app: the routers together, errors answered as JSON, behind the gate
+    routes/      the HTTP routes (Starlette), one router a group: jobs, runs, upscale, translate, clients
     protocol.py  request bodies checked into typed inputs; the answers' JSON shapes
     build.py     a checked job body → GenerationRequest (reading a source image)
     folders.py   reading the output folder: runs and images by plain name, as manifests list them
-    jobs.py      the FIFO queue and the worker threads (one per replica) that pack jobs into batches
+    queue/       the one queue of work (generation, upscales, reranks) and a worker thread per replica
     metrics.py   /metrics: the server's figures in the Prometheus text format
     replicas/    what runs one packed batch: this process's Pipeline, or Ray Serve replicas
     static/      the page

@@ -4,7 +4,7 @@ uvicorn bounds an idle kept-alive connection (timeout_keep_alive) but not one th
 finishes its headers: that connection is held for ever, and enough of them hold every place
 (limit_concurrency counts them). Here each connection must deliver a request's line and headers within
 HEADER_TIMEOUT_S of connecting (or of its previous response): a fixed deadline, not reset by each byte,
-so a client that sends one byte a second gains nothing. Bodies are bounded in routes.py (read_json).
+so a client that sends one byte a second gains nothing. Bodies are bounded in routes/common.py (read_json).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Starting and stopping a server: the one launcher behind `nbkit serve` and `nbkit.colab.serve`.
 
 The socket is bound before the models load, so a port in use fails at once and connections made as soon
-as the address is printed wait instead of failing. uvicorn serves the app (routes.py) on it; the job
+as the address is printed wait instead of failing. uvicorn serves the app (app.py) on it; the job
 queue's worker threads (one per replica) run beside it and are stopped first, so the batches in flight
 are finished and saved; then the replicas the server started (Ray Serve's) are stopped.
 """
@@ -19,13 +19,13 @@ import uvicorn
 
 from nbkit.limits import KEEP_ALIVE_S, MAX_CONNECTIONS, MAX_HEADER_BYTES
 from nbkit.output.storage import sweep_temporaries
+from nbkit.server.app import create_app
 from nbkit.server.connections import HeaderDeadlineProtocol
 from nbkit.server.metrics import ServerMetrics
 from nbkit.server.options import ServerOptions
 from nbkit.server.queue.admission import JobQueue
 from nbkit.server.replicas.base import NoReplicaReady, ReplicaPool
 from nbkit.server.replicas.local import LocalPool
-from nbkit.server.routes import create_app
 
 READY_TIMEOUT_S = 600.0          # a replica loads its model within this (DALL·E Mega on a CPU: minutes)
 

@@ -67,7 +67,7 @@ def same_images(made: list[GeneratedImage], expected: list[GeneratedImage]) -> N
 
 def test_the_default_path_imports_no_ray():
     code = ("import sys, nbkit.server.replicas, nbkit.server.replicas.wire, nbkit.server.metrics, "
-            "nbkit.server.launch, nbkit.server.command, nbkit.server.routes; print('ray' in sys.modules)")
+            "nbkit.server.launch, nbkit.server.command, nbkit.server.app; print('ray' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "PYTHONPATH": os.getcwd()}, check=True)
     assert out.stdout.strip() == "False", out.stderr
