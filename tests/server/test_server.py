@@ -24,8 +24,7 @@ import numpy as np
 import pytest
 
 from nbkit.png import png_bytes, read_png_metadata
-from nbkit.server.queue.batching import batch_seconds, gather_delay, pack, retry_after_seconds
-from nbkit.server.replicas.previews import preview_due
+from nbkit.server.queue.batching import retry_after_seconds
 from tests.server_process import TINY_MODELS, module_server, running_server, start_server, stop_server
 
 PLAYGROUND = "https://saharmor.github.io"
@@ -127,43 +126,6 @@ def blocker(server_url: str, seed: int) -> dict:
 def server(tmp_path_factory):
     yield from module_server(tmp_path_factory.mktemp("server"), "--max-queue", "8", "--max-images", "16",
                              "--max-batch", "4")
-
-
-# ---- packing, as a pure function
-
-
-def test_pack_takes_the_head_of_the_queue_while_the_settings_agree():
-    a, b = ("settings a",), ("settings b",)
-    assert pack([(a, 2, False), (a, 2, False), (a, 2, False), (a, 2, False)], 8) == [2, 2, 2, 2]
-    assert pack([(a, 3, False), (a, 3, False), (a, 3, False)], 8) == [3, 3, 2]
-    assert pack([(a, 2, False), (b, 2, False), (a, 2, False)], 8) == [2]       # nobody is overtaken
-    assert pack([(a, 0, False), (b, 2, False), (b, 9, False)], 8) == [0, 2, 6]
-    assert pack([(a, 2, True), (a, 2, False)], 8) == [2]                      # runs alone after a failure
-    assert pack([(a, 2, False), (a, 2, True)], 8) == [2]
-    assert pack([(a, 20, False)], 8) == [8]
-
-
-def test_an_idle_worker_waits_briefly_for_jobs_arriving_together():
-    assert gather_delay(10.0, 10.0, 10.0, batch_full=False) == pytest.approx(0.05)
-    assert gather_delay(10.0, 9.9, 9.9, batch_full=False) == 0.0            # quiet for long enough
-    assert gather_delay(10.0, 10.0, 10.0, batch_full=True) == 0.0           # nothing more fits
-    assert gather_delay(10.0, 10.0, 9.52, batch_full=False) == pytest.approx(0.02)   # capped at 0.5 s
-    assert gather_delay(10.0, 10.0, 9.4, batch_full=False) == 0.0
-
-
-def test_previews_are_decoded_first_once_a_batch_then_within_a_share_of_its_time():
-    assert preview_due(0, 0.0, 0.1)
-    assert preview_due(1, 0.2, 1.0) and not preview_due(1, 7.5, 20.0)
-
-
-def test_retry_after_counts_the_batches_ahead_and_leaves_compiling_batches_out():
-    assert retry_after_seconds(1, 4, 0.2) == 1                 # at least a second
-    assert retry_after_seconds(4, 4, 2.0) == 2                 # one batch ahead
-    assert retry_after_seconds(9, 4, 2.0) == 6                 # three batches of 4 for 9 images
-    assert batch_seconds(None, 11.5, compiled=True) is None    # a compiling batch says nothing
-    assert batch_seconds(None, 2.0, compiled=False) == 2.0
-    assert batch_seconds(2.0, 11.5, compiled=True) == 2.0
-    assert batch_seconds(2.0, 3.0, compiled=False) == pytest.approx(2.3)
 
 
 # ---- the shared server
