@@ -24,6 +24,7 @@ from nbkit.generation.pipeline import Batch, Done, GeneratedImage, Pipeline, Pro
 from nbkit.generation.request import GenerationRequest, ImageTask
 from nbkit.generation.sampling import SamplingSettings
 from nbkit.server.replicas import FAILED, READY, LocalPool, NoReplicaReady, ReplicaDied
+from nbkit.server.replicas.previews import paced
 from nbkit.server.replicas.wire import WirePreview, from_wire, to_wire
 
 DALLEBART, VQGAN = str(DALLEBART), str(VQGAN)
@@ -98,7 +99,7 @@ def test_in_process_replica_passes_the_pipeline_events_through(pipe):
 
 def test_progress_crosses_the_wire_with_its_previews_decoded(pipe):
     tasks = tasks_of(["a cat"], 2, seed=1)
-    sent = list(to_wire(pipe.stream_tasks(tasks, SETTINGS, 128)))
+    sent = list(to_wire(paced(pipe.stream_tasks(tasks, SETTINGS, 128))))   # as a Ray replica sends them
     previews = [event for event in sent if isinstance(event, WirePreview)]
     # 1 + 128: the first token is drawn at start; 256: the decoding notice, sent without a preview
     assert [event.position for event in previews] == [0, 129, 256]
