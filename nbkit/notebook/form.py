@@ -29,6 +29,7 @@ from nbkit.notebook.form_plain import PlainOutput
 from nbkit.notebook.form_progress import event_label
 from nbkit.notebook.form_thread import FormThread
 from nbkit.notebook.form_upscale import Upscaling
+from nbkit.notebook.local_models import names_the_loaded
 from nbkit.notebook.translate_box import CHECK_MESSAGE
 from nbkit.notebook.views import png_of
 
@@ -109,7 +110,7 @@ class GenerateForm(FormLayout, FormThread, Gallery, Upscaling, PlainOutput):
         if edit is not None:
             self._source_cell(edit)
         try:
-            if self.model.value.strip() != self.pipe.name:
+            if not names_the_loaded(self.model.value.strip(), self.pipe.name):
                 self.bar.layout.display = "flex"
                 self.progress_label.value = describe("loading", 0, 0)
                 self._say(f"Loading models: {html.escape(self.model.value.strip())}…")

@@ -14,9 +14,10 @@ MOST = 20                   # per place: a long list helps nobody pick
 
 
 def _depths(root: Path, pattern: str, deepest: int) -> Iterable[Path]:
-    """`pattern` at depth 1..`deepest` under `root` (no hidden folders: glob's `*` skips them)."""
-    for depth in range(1, deepest + 1):
-        yield from sorted(root.glob("/".join(["*"] * (depth - 1) + [pattern])))
+    """`pattern` under `root`, then under each folder below it, down to `deepest` levels in all (no hidden
+    folders: glob's `*` skips them)."""
+    for depth in range(deepest):
+        yield from sorted(root.glob("/".join(["*"] * depth + [pattern])))
 
 
 def is_dalle_folder(folder: Path) -> bool:
@@ -44,7 +45,7 @@ def model_folders(cache: Path, here: Path | None = None) -> list[str]:
     found: list[str] = []
     for root, deepest in ((here, 2), (cache, 3)):
         with contextlib.suppress(OSError):
-            folders = [config.parent for config in _depths(root, "config.json", deepest)]
+            folders = [config.parent for config in _depths(root, "*/config.json", deepest)]
             kept = [folder for folder in folders if not folder.name.endswith(".partial")
                     and is_dalle_folder(folder)][:MOST]
             found += [name for name in (_shown(path.resolve(), here) for path in kept) if name not in found]
@@ -63,3 +64,13 @@ def upscaler_files(cache: Path, here: Path | None = None) -> list[str]:
                 word in path.relative_to(root).as_posix().lower() for word in ("esrgan", "upscal")))[:MOST]
             found += [name for name in (_shown(path.resolve(), here) for path in named) if name not in found]
     return found
+
+
+def names_the_loaded(typed: str, loaded: str) -> bool:
+    """Whether the Model field's text names the model already loaded: the same name, or a path to the folder
+    that the pipeline records absolutely (./mini and /home/me/mini are one model, loaded once)."""
+    if typed == loaded:
+        return True
+    with contextlib.suppress(OSError, ValueError):
+        return Path(loaded).is_absolute() and Path(typed).expanduser().resolve() == Path(loaded)
+    return False

@@ -215,8 +215,11 @@ def test_the_form_fits_its_cell(jupyter):
             if SCREENSHOTS:
                 Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(Path(SCREENSHOTS) / f"{front.name}-form-{width}.png"))
-                page.locator(".nbkit-form").screenshot(      # the whole form, the gallery's actions too
+                page.set_viewport_size({"width": width, "height": 2400})     # the whole form, its gallery too
+                page.wait_for_timeout(500)
+                page.locator(".nbkit-form").screenshot(
                     path=str(Path(SCREENSHOTS) / f"{front.name}-form-{width}-whole.png"))
+                page.set_viewport_size({"width": width, "height": 900})
             assert seen["cells"] == 6, seen
             assert seen["past"] == [] and seen["pastArea"] <= 1, (width, seen)     # nothing sideways or cut
             assert seen["formScroll"] <= 0 and seen["pageScroll"] <= 0, (width, seen)
