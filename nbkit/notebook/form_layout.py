@@ -54,11 +54,11 @@ class FormLayout:
         self.negative_prompt = w.Text(value="", placeholder="what the images should not show (optional)",
                                       description="Negative prompt", style=style, layout=wide())
         self.keep_rows = w.IntSlider(value=8, min=1, max=15, description="Variations keep rows", style=style,
-                                     layout=field("260px"))
+                                     layout=field("320px"))      # the track: ~115 px beside its label
         self.extend_direction = w.Dropdown(options=["right", "down"], value="right", description="Extend",
                                            style=style, layout=field("130px"))
         self.extend_rows = w.IntSlider(value=8, min=1, max=15, description="by rows/columns", style=style,
-                                       layout=field("240px"))
+                                       layout=field("290px"))
         # A registered name or a folder (./mini): a Combobox takes both, and lists the folders found here.
         names = list(registry.DALLEBART_MODELS)
         names += [name for name in [pipe.name, *model_folders(cache)] if name not in names]

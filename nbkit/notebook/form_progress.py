@@ -42,4 +42,5 @@ def previews_note(pipe: Any, ticked: bool) -> str:
     where = "on this CPU " if on_cpu(pipe) else ""
     if not (ticked or on_cpu(pipe)):
         return ""
-    return f'<span style="opacity: .7">{where}{html.escape(preview_cost(pipe))}</span>'
+    return (f'<span style="opacity: .7; display: inline-block; line-height: 1.45">{where}'
+            f"{html.escape(preview_cost(pipe))}</span>")
