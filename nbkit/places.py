@@ -7,7 +7,8 @@ On Colab with Drive mounted, both live on Drive so that the next session finds t
     /content/drive/MyDrive/nbkit/outputs    generated runs    (else ~/nbkit/outputs)
 
 Outside Colab the command line, the notebooks (their Drive stand-in is the home folder) and the server
-all save runs in the same place, ~/nbkit/outputs, wherever they are started from.
+all save runs in the same place, ~/nbkit/outputs, and keep models in one cache, ~/.cache/nbkit/models,
+wherever they are started from.
 """
 
 from __future__ import annotations
@@ -24,8 +25,6 @@ DRIVE_FOLDER = MY_DRIVE / "nbkit"
 def local_home() -> Path:
     """Outside Colab, the folder that stands in for Drive's MyDrive (notebooks) and holds nbkit/outputs."""
     return Path.home()
-
-
 
 
 def is_colab() -> bool:

@@ -108,7 +108,7 @@ def model_and_load():
 
         drive = colab.mount_drive() if SAVE_TO_DRIVE else None
         out = drive / "nbkit" / "outputs" if drive else colab.output_root()
-        cache = drive / "nbkit" / "models" if drive else None
+        cache = colab.model_cache()
         colab.enable_widgets()
 
         def load(model):
@@ -117,7 +117,7 @@ def model_and_load():
                 compilation_cache=drive / "nbkit" / "jax-cache" if drive else None)
 
         pipe = load(MODEL)
-        print(f"{pipe.name} loaded; runs are saved in {out}")
+        print(f"{pipe.name} loaded (model cache: {cache}); runs are saved in {out}")
         """)]
 
 
@@ -188,7 +188,7 @@ def quickstart():
 
             drive = colab.mount_drive()
             colab.enable_widgets()
-            pipe = Pipeline.from_pretrained(MODEL, VQGAN, cache=drive / "nbkit" / "models",
+            pipe = Pipeline.from_pretrained(MODEL, VQGAN, cache=colab.model_cache(),
                                             compilation_cache=drive / "nbkit" / "jax-cache")
             """),
         code("""
@@ -204,7 +204,7 @@ def quickstart():
             if RERANK:
                 from nbkit.output.rerank import Reranker
 
-                reranker = Reranker.from_folder(hub.fetch(CLIP, cache=drive / "nbkit" / "models"))
+                reranker = Reranker.from_folder(hub.fetch(CLIP, cache=colab.model_cache()))
                 ranking = runs.rerank_folder(folder.path, reranker)
                 ui.show_ranking(ranking, folder.path)
             """),
@@ -251,8 +251,9 @@ def pick_model_step():
     return notebook([
         intro(name, "2 · Pick a model and download it to Drive", """
             Shows the models with their download size, the memory they need and whether they fit this device,
-            then downloads the one you choose into `MyDrive/nbkit/models`, so that the next session (and the
-            other notebooks) find it there and download nothing.
+            then downloads the one you choose into the model cache, `MyDrive/nbkit/models` on Colab, so that
+            the next session (and the other notebooks) find it there and download nothing. Outside Colab the
+            cache is the command line's and the server's, `~/.cache/nbkit/models` (or `$NBKIT_CACHE`).
             """),
         install(),
         code("""
@@ -273,7 +274,7 @@ def pick_model_step():
             CLIP = "clip-b32"  #@param ["clip-b32", "clip-l14"] {allow-input: true}
 
             drive = colab.mount_drive()
-            cache = drive / "nbkit" / "models"
+            cache = colab.model_cache()
             for name in [MODEL or picker.value, VQGAN] + ([CLIP] if DOWNLOAD_CLIP else []):
                 print(f"{name}: {hub.fetch(name, cache=cache)}")
             """),
@@ -298,7 +299,7 @@ def generate_step():
             """),
         code("""
             #@title Show the prompt form
-            form = ui.GenerateForm(pipe, out=out, load=load)
+            form = ui.GenerateForm(pipe, out=out, load=load, cache=cache)
             display(form)
             """),
         show_results(),
@@ -374,7 +375,7 @@ def save_to_drive_step():
             """, form=True),
         code("""
             #@title Load the model and generate into Drive's nbkit/outputs
-            pipe = Pipeline.from_pretrained(MODEL, VQGAN, cache=drive / "nbkit" / "models",
+            pipe = Pipeline.from_pretrained(MODEL, VQGAN, cache=colab.model_cache(),
                                             compilation_cache=drive / "nbkit" / "jax-cache")
             folder, result = runs.generate_to_folder(pipe, PROMPTS, out, n_images=N_IMAGES, seed=SEED,
                                                      on_event=ui.ProgressLine())
@@ -448,7 +449,7 @@ def rerank_step():
             if run_folder is None:
                 print("Nothing to rerank yet: run 03_generate first.")
             else:
-                reranker = Reranker.from_folder(hub.fetch(CLIP, cache=drive / "nbkit" / "models"))
+                reranker = Reranker.from_folder(hub.fetch(CLIP, cache=colab.model_cache()))
                 ranking = runs.rerank_folder(run_folder, reranker)
                 ui.show_ranking(ranking, run_folder)
                 print(f"Saved {run_folder / 'ranking.json'} and a best-first grid per prompt (*_ranked.png).")
@@ -610,7 +611,7 @@ def web_app_step():
             out = drive / "nbkit" / "outputs" if drive else colab.output_root()
             server = colab.serve(MODEL, VQGAN, CLIP or None, out=out, port=PORT, max_images=MAX_IMAGES,
                                  dtype=None if DTYPE == "auto" else DTYPE,
-                                 cache=drive / "nbkit" / "models" if drive else None, window=TALL_PAGE)
+                                 cache=colab.model_cache(), window=TALL_PAGE)
             print(f"nbkit serving on {server.url}; images are saved in {out}")
             """),
         md("""
@@ -664,7 +665,7 @@ def upscale_step():
 
             drive = colab.mount_drive() if SAVE_TO_DRIVE else None
             out = drive / "nbkit" / "outputs" if drive else colab.output_root()
-            cache = drive / "nbkit" / "models" if drive else None
+            cache = colab.model_cache()
             image_path = colab.upload_image(out) if UPLOAD else (IMAGE or runs.newest_image(out))
             if image_path is None:
                 print(f"No picture yet in {out}: run 03_generate first (or 00_quickstart), set IMAGE to a "

@@ -87,6 +87,13 @@ def output_root() -> Path:
     return places.output_root()
 
 
+def model_cache() -> Path:
+    """Where the notebooks keep models, the command line's and the server's cache too: $NBKIT_CACHE, else
+    Drive's MyDrive/nbkit/models when it is mounted (call `mount_drive` first), else ~/.cache/nbkit/models
+    (`places.model_cache`)."""
+    return places.model_cache()
+
+
 _serving: dict[int, object] = {}     # port asked for → the server started on it in this kernel
 
 

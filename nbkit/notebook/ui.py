@@ -1,7 +1,9 @@
 """What notebooks import: the model picker, the plain HTML views and the prompt form, each in its own
 file (`model_picker`, `views`, `form`)."""
 
-from nbkit.notebook.form import FormErrors, FormValues, GenerateForm, event_label, read_form
+from nbkit.notebook.form import GenerateForm
+from nbkit.notebook.form_fields import FormErrors, FormValues, read_form
+from nbkit.notebook.form_progress import event_label
 from nbkit.notebook.model_picker import ModelChoice, ModelPicker, model_choices, pick_model
 from nbkit.notebook.views import (
     ProgressLine,

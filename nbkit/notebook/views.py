@@ -168,7 +168,7 @@ class ProgressLine:
 
     def __call__(self, event: Any) -> None:
         from nbkit.generation.progress import truncation_message
-        from nbkit.notebook.form import event_label
+        from nbkit.notebook.form_progress import event_label
 
         label = event_label(event)
         if label:

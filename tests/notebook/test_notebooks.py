@@ -106,6 +106,26 @@ def test_code_cells_call_only_nbkit_and_the_install_cell_comes_first(name):
             assert not line.lstrip().startswith(("!", "%")), f"{name}: shell line outside the install cell"
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_links_to_other_notebooks_work_locally_and_in_colab(name):
+    """A local Jupyter opens the file beside it (a relative link); Colab, where a relative link leads
+    nowhere, opens the same notebook from the repository."""
+    repository = generator().REPOSITORY.removeprefix("https://github.com/")
+    in_colab = f"https://colab.research.google.com/github/{repository}/blob/main/notebooks/"
+    checked = 0
+    for cell in read(name).cells[1:]:             # the first holds the badge (its own test)
+        if cell.cell_type != "markdown":
+            continue
+        for target in re.findall(r"\]\(([^)]+\.ipynb)\)", cell.source):
+            if target.startswith("http"):
+                assert target.startswith(in_colab), (name, target)
+                continue
+            assert "/" not in target and (NOTEBOOKS / target).is_file(), (name, target)
+            assert f"{target}) ([in Colab]({in_colab}{target}))" in cell.source, (name, target)
+            checked += 1
+    assert checked or name == "08_upscale.ipynb", f"{name} links to no other notebook"
+
+
 def test_settings_are_colab_form_fields():
     for name in NAMES[2:]:
         lines = [line for cell in code_cells(read(name)) for line in cell.source.splitlines()]
