@@ -20,7 +20,7 @@ from conftest import GOLDEN, ROOT
 from hub_server import MockHub, commit_of
 
 from nbkit import places
-from nbkit.weights import hub, registry
+from nbkit.weights import cache_folders, hub, huggingface, registry, wandb_artifacts
 from nbkit.weights.loaders import load_dallebart
 
 FIXTURES = GOLDEN
@@ -135,7 +135,7 @@ def test_damaged_download_is_refused_and_deleted(served, monkeypatch):
     wrong = registry.HubFile("org/vqgan", "main", "flax_model.msgpack", sha256="0" * 64)
     fake = dataclasses.replace(registry.MODELS["vqgan"], repo="org/vqgan", revision="main",
                                files=(registry.HubFile("org/vqgan", "main", "config.json"), wrong))
-    monkeypatch.setitem(hub.MODELS, "vqgan", fake)
+    monkeypatch.setitem(registry.MODELS, "vqgan", fake)
     with pytest.raises(hub.CorruptFileError, match="does not match the hub's hash"):
         hub.fetch("vqgan", cache=cache, progress=False)
     assert not list((cache / "partial").glob("*.part"))
@@ -150,7 +150,7 @@ def test_registered_name_downloads_its_pinned_files(monkeypatch, tmp_path):
         monkeypatch.setenv("HF_ENDPOINT", server.url)
         files = tuple(dataclasses.replace(f, sha256=sha256(VQGAN / f.filename) if f.sha256 else None)
                       for f in registered.files)   # the tiny fixture stands in for the real weights
-        monkeypatch.setitem(hub.MODELS, "vqgan", dataclasses.replace(registered, files=files))
+        monkeypatch.setitem(registry.MODELS, "vqgan", dataclasses.replace(registered, files=files))
         folder = hub.fetch("vqgan", cache=tmp_path, progress=False)
     assert folder.name == registered.revision
     shown = {p.name for p in folder.iterdir() if not p.name.startswith(".")}
@@ -169,7 +169,8 @@ def test_word_list_comes_from_the_mini_repo_when_a_dallebart_repo_lacks_it(monke
     with MockHub({"org/model": without, registry.MINI_REPO: words},
                  commits={registry.MINI_REPO: registry.MINI_REVISION}) as server:
         monkeypatch.setenv("HF_ENDPOINT", server.url)
-        monkeypatch.setattr(hub, "_WORDS", dataclasses.replace(hub._WORDS, size=None, sha256=None))
+        unpinned = dataclasses.replace(registry._WORDS, size=None, sha256=None)
+        monkeypatch.setattr(huggingface, "_WORDS", unpinned)
         folder = hub.fetch("org/model", cache=tmp_path / "cache", progress=False)
         assert hub.fetch("org/model", cache=tmp_path / "cache", progress=False) == folder
     words = registry.WORD_FREQUENCIES
@@ -270,12 +271,12 @@ def test_revisions_with_a_slash_stay_allowed(monkeypatch, tmp_path):
     with pytest.raises(hub.ModelUnavailableError, match="offline mode is on"):
         hub.fetch("org/vqgan@refs/pr/1", cache=tmp_path, progress=False)
     refs = tmp_path / "refs"
-    assert hub._inside(refs, "refs/pr/1", "revision", "x", nested=True) == refs / "refs" / "pr" / "1"
+    assert cache_folders.inside(refs, "refs/pr/1", "revision", "x", nested=True) == refs / "refs" / "pr" / "1"
     with pytest.raises(hub.ModelUnavailableError, match="refusing the commit 'a/b'"):
-        hub._inside(tmp_path, "a/b", "commit", "x")
+        cache_folders.inside(tmp_path, "a/b", "commit", "x")
     (tmp_path / "link").symlink_to(tmp_path.parent)
     with pytest.raises(hub.ModelUnavailableError, match="refusing the revision 'link/y'"):
-        hub._inside(tmp_path, "link/y", "revision", "x", nested=True)
+        cache_folders.inside(tmp_path, "link/y", "revision", "x", nested=True)
 
 
 def test_a_registered_name_means_the_registered_model_even_beside_a_folder_so_named(monkeypatch, tmp_path):
@@ -320,12 +321,12 @@ def test_cache_folder_choice(monkeypatch, tmp_path):
 
 
 def test_wandb_artifact_names():
-    artifact = hub.parse_artifact("dalle-mini/dalle-mini/mega-1-fp16:latest")
-    assert artifact == hub.WandbArtifact("dalle-mini", "dalle-mini", "mega-1-fp16", "latest")
+    artifact = wandb_artifacts.parse_artifact("dalle-mini/dalle-mini/mega-1-fp16:latest")
+    assert artifact == wandb_artifacts.WandbArtifact("dalle-mini", "dalle-mini", "mega-1-fp16", "latest")
     assert artifact.full_name == "dalle-mini/dalle-mini/mega-1-fp16:latest"
-    assert hub.parse_artifact("dalle-mini/dalle-mini/mini-1:v0").version == "v0"
+    assert wandb_artifacts.parse_artifact("dalle-mini/dalle-mini/mini-1:v0").version == "v0"
     for not_an_artifact in ("dalle-mini/dalle-mini", "a/b:v1", "a/b/c/d:v1", "a/b/c", "a/b/c:"):
-        assert hub.parse_artifact(not_an_artifact) is None, not_an_artifact
+        assert wandb_artifacts.parse_artifact(not_an_artifact) is None, not_an_artifact
 
 
 def test_wandb_artifact_without_the_extra_names_it(monkeypatch, tmp_path):
@@ -356,7 +357,7 @@ class RemoteArtifact:
 
     def download(self, root):
         Path(root).mkdir(parents=True)
-        for name in hub.REQUIRED_FILES:
+        for name in huggingface.REQUIRED_FILES:
             (Path(root) / name).write_text("{}")
 
 
