@@ -8,15 +8,10 @@ from datetime import datetime
 import numpy as np
 import pytest
 
-from nbkit.output import storage
-from nbkit.output.storage import (
-    ImageRecord,
-    RunFolder,
-    atomic_write,
-    new_run_folder,
-    run_key,
-    slugify,
-)
+from nbkit.output import atomic, storage
+from nbkit.output.atomic import atomic_write
+from nbkit.output.records import ImageRecord, run_key
+from nbkit.output.storage import RunFolder, new_run_folder, slugify
 from nbkit.png import read_png_metadata
 
 HOSTILE = ["an armchair in the shape of an avocado", "", "/", "..", ".", "../../../etc/passwd",
@@ -162,7 +157,7 @@ def test_atomic_write_never_overwrites(tmp_path, monkeypatch, hard_links):
     if not hard_links:
         def no_link(src, dst):
             raise OSError(errno.EPERM, "Operation not permitted")
-        monkeypatch.setattr(storage.os, "link", no_link)
+        monkeypatch.setattr(atomic.os, "link", no_link)
     path = tmp_path / "a.png"
     atomic_write(path, b"first")
     with pytest.raises(FileExistsError):
@@ -180,7 +175,7 @@ def test_crash_while_writing_leaves_nothing(tmp_path, monkeypatch, where):
     if where == "replace":  # no hard links (as on Google Drive): the placeholder must go too
         def no_link(*args):
             raise OSError(errno.ENOSYS, "no")
-        monkeypatch.setattr(storage.os, "link", no_link)
+        monkeypatch.setattr(atomic.os, "link", no_link)
     if where == "write":  # the bytes are half written when it fails
         real_fdopen = os.fdopen
 
@@ -197,9 +192,9 @@ def test_crash_while_writing_leaves_nothing(tmp_path, monkeypatch, where):
             def write(self, data):
                 self.file.write(data[:10])
                 crash()
-        monkeypatch.setattr(storage.os, "fdopen", HalfFile)
+        monkeypatch.setattr(atomic.os, "fdopen", HalfFile)
     else:
-        monkeypatch.setattr(storage.os, where, crash)
+        monkeypatch.setattr(atomic.os, where, crash)
     with pytest.raises(OSError, match="crash"):
         folder.save_image(image(), record())
     assert pngs(folder) == [] and leftovers(folder.path) == [] and manifest_lines(folder) == []
@@ -263,15 +258,20 @@ def test_truncated_last_manifest_line_is_ignored(tmp_path):
 
 # resuming
 
+def reopen(root, prompts, key, expected_images):
+    """What `RunWriter.open` and its first save do: the folder `RunFolder.find` gives, else a new one."""
+    return RunFolder.find(root, key) or RunFolder.create(root, prompts, key, expected_images)
+
+
 def test_resume_after_a_crash_writes_only_missing_images(tmp_path):
     prompts, seed, n_images = ["a cat", "a dog"], 42, 3
     key = run_key(prompts, seed, n_images, "dalle-mini", SETTINGS)
     records = [record(p, i, j, seed) for i, p in enumerate(prompts) for j in range(n_images)]
-    first = RunFolder.resume_or_create(tmp_path, prompts, key, len(records))
+    first = reopen(tmp_path, prompts, key, len(records))
     before = [first.save_image(image(rec.image_index), rec) for rec in records[:3]]
     del first  # the notebook crashed
 
-    folder = RunFolder.resume_or_create(tmp_path, prompts, key, len(records))
+    folder = reopen(tmp_path, prompts, key, len(records))
     assert not folder.is_complete()
     results = [folder.save_image(image(rec.image_index), rec) for rec in records]
     assert results[:3] == before                                 # not written again: their paths handed back
@@ -280,10 +280,10 @@ def test_resume_after_a_crash_writes_only_missing_images(tmp_path):
     assert len(manifest_lines(folder)) == 6 and folder.saved_keys() == {rec.key for rec in records}
     assert folder.is_complete()
 
-    again = RunFolder.resume_or_create(tmp_path, prompts, key, len(records))  # finished: nothing left to make
+    again = reopen(tmp_path, prompts, key, len(records))  # finished: nothing left to make
     assert again.path == folder.path
     other = run_key(prompts, seed + 1, n_images, "dalle-mini", SETTINGS)
-    assert RunFolder.resume_or_create(tmp_path, prompts, other, 6).path != folder.path
+    assert reopen(tmp_path, prompts, other, 6).path != folder.path
 
 
 def test_resume_picks_the_newest_unfinished_folder_with_the_key(tmp_path):
@@ -292,13 +292,13 @@ def test_resume_picks_the_newest_unfinished_folder_with_the_key(tmp_path):
     new = RunFolder.create(tmp_path, ["a cat"], key, 2, now=NOW)
     RunFolder.create(tmp_path, ["a cat"], "another key", 2, now=NOW)
     (tmp_path / "not a run").mkdir()
-    assert RunFolder.resume_or_create(tmp_path, ["a cat"], key, 2).path == new.path
+    assert RunFolder.find(tmp_path, key).path == new.path
     for i in range(2):
         new.save_image(image(i), record(image_index=i, seed=0))
-    assert RunFolder.resume_or_create(tmp_path, ["a cat"], key, 2).path == old.path     # unfinished first
+    assert RunFolder.find(tmp_path, key).path == old.path     # unfinished first
     for i in range(2):
         old.save_image(image(i), record(image_index=i, seed=0))
-    assert RunFolder.resume_or_create(tmp_path, ["a cat"], key, 2).path == new.path     # then the newest
+    assert RunFolder.find(tmp_path, key).path == new.path     # then the newest
 
 
 def test_run_key_depends_on_everything_that_makes_the_images():
@@ -345,26 +345,26 @@ def test_a_crafted_manifest_line_cannot_send_a_reader_outside_the_folder(tmp_pat
 
 def test_atomic_replace_writes_or_replaces_whole(tmp_path):
     path = tmp_path / "ranking.json"
-    storage.atomic_replace(path, b"first")
-    storage.atomic_replace(path, b"second, longer")
+    atomic.atomic_replace(path, b"first")
+    atomic.atomic_replace(path, b"second, longer")
     assert path.read_bytes() == b"second, longer" and os.listdir(tmp_path) == ["ranking.json"]
 
 
 @pytest.mark.parametrize("where", ["fsync", "replace"])
 def test_a_crash_while_replacing_keeps_the_old_file_and_leaves_no_temp(tmp_path, monkeypatch, where):
     path = tmp_path / "ranking.json"
-    storage.atomic_replace(path, b"old ranking")
+    atomic.atomic_replace(path, b"old ranking")
     synced = []
     real_fsync = os.fsync
-    monkeypatch.setattr(storage.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
-    storage.atomic_replace(path, b"new ranking")
+    monkeypatch.setattr(atomic.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    atomic.atomic_replace(path, b"new ranking")
     assert synced and path.read_bytes() == b"new ranking"               # flushed to disk before the swap
 
     def crash(*args):
         raise OSError(errno.EIO, f"crash in {where}")
-    monkeypatch.setattr(storage.os, where, crash)
+    monkeypatch.setattr(atomic.os, where, crash)
     with pytest.raises(OSError, match="crash"):
-        storage.atomic_replace(path, b"never seen")
+        atomic.atomic_replace(path, b"never seen")
     assert path.read_bytes() == b"new ranking" and os.listdir(tmp_path) == ["ranking.json"]
 
 
