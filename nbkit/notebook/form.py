@@ -655,7 +655,7 @@ class GenerateForm:
         """Each extension joined to the image it continues, decoded as one picture, under the gallery."""
         import ipywidgets as w
 
-        from nbkit.generation.kept import stitched_tokens
+        from nbkit.generation.token_grids import stitched_tokens
 
         views = []
         for image in images:
@@ -673,7 +673,7 @@ class GenerateForm:
         import ipywidgets as w
         from PIL import Image
 
-        from nbkit.generation.kept import seamless_columns, seamless_tokens
+        from nbkit.generation.token_grids import seamless_columns, seamless_tokens
         from nbkit.png import read_png_metadata
 
         if self.running or len(self._finished) < 2:

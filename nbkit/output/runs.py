@@ -19,14 +19,9 @@ import jax
 import numpy as np
 from unidecode import unidecode
 
+from nbkit.checks import is_whole_number
 from nbkit.generation.from_image import Extend, SourceImage
-from nbkit.generation.kept import (
-    KeptTokens,
-    is_whole_number,
-    seamless_tokens,
-    stitched_tokens,
-    tokens_sha256,
-)
+from nbkit.generation.kept import KeptTokens
 from nbkit.generation.pipeline import (
     Batch,
     Done,
@@ -38,6 +33,7 @@ from nbkit.generation.pipeline import (
 )
 from nbkit.generation.request import ImageTask, check_seed
 from nbkit.generation.sampling import SamplingSettings
+from nbkit.generation.token_grids import seamless_tokens, stitched_tokens, tokens_sha256
 from nbkit.imagefile import read_rgb
 from nbkit.limits import MAX_SOURCE_PIXELS
 from nbkit.output.atomic import atomic_replace

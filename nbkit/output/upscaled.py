@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from nbkit.generation.kept import tokens_sha256
+from nbkit.generation.token_grids import tokens_sha256
 from nbkit.generation.upscale import Progress, UpscaleError, Upscaler
 from nbkit.imagefile import ImageRefused, read_image
 from nbkit.limits import MAX_IMAGE_PIXELS, MAX_SOURCE_PIXELS
