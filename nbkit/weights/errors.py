@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
-from nbkit.weights.registry import CLIP, DALLEBART, TRANSLATOR, UPSCALER, VQGAN, HubFile
+from nbkit.weights.registry import CLIP, DALLEBART, TRANSLATOR, UPSCALER, VQGAN
 
 
 class ModelUnavailableError(RuntimeError):
@@ -109,12 +109,12 @@ KIND_TITLES = {DALLEBART: "DALL·E model", VQGAN: "VQGAN", CLIP: "CLIP model", U
                TRANSLATOR: "translator"}
 
 
-def unavailable(asked: str, folder: Path, files: Iterable[HubFile], why: str,
+def unavailable(asked: str, folder: Path, filenames: Iterable[str], why: str,
                 advice: str = CONNECT, kind: str | None = None,
                 url: str | None = None) -> ModelUnavailableError:
     """The error for a model that is neither in the cache nor to be had now: what it lacks, why, what
     to do (per `kind`: the files to copy into a folder, or for an upscaler the file to download)."""
-    missing = [f.filename for f in files if not (folder / f.filename).is_file()]
+    missing = [name for name in filenames if not (folder / name).is_file()]
     if kind == UPSCALER:
         instead = (f"or download {url or 'its .pth file'} on a machine that is online and give that file's "
                    "path instead of the name")

@@ -36,6 +36,10 @@ HUB_ID = re.compile(r"^(?P<repo>[\w.-]+/[\w.-]+)(@(?P<revision>[\w./-]+))?$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
+def _names(files: Iterable[HubFile]) -> list[str]:
+    return [file.filename for file in files]
+
+
 def endpoint() -> str:
     """The hub asked (HF_ENDPOINT; tests point it at a local stand-in)."""
     return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
@@ -53,7 +57,7 @@ def fetch_repo(repo: str, revision: str, root: Path, progress: bool, asked: str,
     if commit and complete(inside(repo_root, commit, "commit", asked), files):
         return repo_root / commit
     if offline():
-        raise unavailable(asked, repo_root / (commit or revision), files, OFFLINE, kind=kind)
+        raise unavailable(asked, repo_root / (commit or revision), _names(files), OFFLINE, kind=kind)
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
     from huggingface_hub.errors import (
         EntryNotFoundError,
@@ -74,7 +78,8 @@ def fetch_repo(repo: str, revision: str, root: Path, progress: bool, asked: str,
     except Exception as error:  # only the network's and the server's failures are handled
         if (failure := network_failure(error, url)) is None:
             raise
-        raise unavailable(asked, repo_root / (commit or revision), files, *failure, kind=kind) from error
+        raise unavailable(asked, repo_root / (commit or revision), _names(files), *failure,
+                          kind=kind) from error
     if not commit:
         raise ModelUnavailableError(f"Model {asked!r}: the hub at {endpoint()} did not say which commit "
                                     f"{repo}@{revision} is (no X-Repo-Commit header). Is HF_ENDPOINT a hub?")
@@ -112,7 +117,7 @@ def fetch_files(files: tuple[HubFile, ...], folder: Path, root: Path, progress: 
         if verified_ok(folder, file.filename, verified):
             continue
         if offline():
-            raise unavailable(asked, folder, files, OFFLINE, kind=kind)
+            raise unavailable(asked, folder, _names(files), OFFLINE, kind=kind)
         url = hf_hub_url(file.repo, file.filename, revision=file.revision, endpoint=endpoint())
         try:
             meta = get_hf_file_metadata(url, endpoint=endpoint())
@@ -126,7 +131,7 @@ def fetch_files(files: tuple[HubFile, ...], folder: Path, root: Path, progress: 
         except Exception as error:  # only the network's and the server's failures are handled
             if (failure := network_failure(error, url)) is None:
                 raise
-            raise unavailable(asked, folder, files, *failure, kind=kind) from error
+            raise unavailable(asked, folder, _names(files), *failure, kind=kind) from error
         digest = file.sha256 or meta.etag
         size = meta.size if file.size is None else file.size
         if meta.size is not None and size != meta.size:

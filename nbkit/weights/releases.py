@@ -11,7 +11,7 @@ from pathlib import Path
 from nbkit.weights.cache_folders import offline
 from nbkit.weights.download import download
 from nbkit.weights.errors import OFFLINE, CorruptFileError, network_failure, unavailable
-from nbkit.weights.registry import UPSCALER, HubFile, RegisteredModel
+from nbkit.weights.registry import UPSCALER, RegisteredModel
 from nbkit.weights.verify import read_verified, stamp, verified_ok, write_verified
 
 
@@ -22,7 +22,7 @@ def fetch_release(model: RegisteredModel, root: Path, progress: bool) -> Path:
     verified = read_verified(folder)
     if verified.get("complete") and verified_ok(folder, release.filename, verified):
         return folder
-    files = (HubFile("", "", release.filename),)
+    files = (release.filename,)
     if offline():
         raise unavailable(model.name, folder, files, OFFLINE, kind=UPSCALER, url=release.url)
     url = os.environ.get("NBKIT_RELEASES_URL", "").rstrip("/")   # a mirror (tests: a local server)

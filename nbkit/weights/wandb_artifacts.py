@@ -14,7 +14,6 @@ from pathlib import Path
 from nbkit.weights.cache_folders import inside, offline, read_ref, write_ref
 from nbkit.weights.errors import ModelUnavailableError, network_failure, unavailable
 from nbkit.weights.huggingface import REQUIRED_FILES
-from nbkit.weights.registry import HubFile
 from nbkit.weights.verify import read_verified, write_verified
 
 _ARTIFACT = re.compile(r"^(?P<entity>[\w.-]+)/(?P<project>[\w.-]+)/(?P<name>[\w.-]+):(?P<version>[\w.-]+)$")
@@ -48,8 +47,7 @@ def fetch_artifact(artifact: WandbArtifact, root: Path, asked: str, progress: bo
     if read_verified(folder).get("complete") and all((folder / n).is_file() for n in REQUIRED_FILES):
         return folder
     if offline():
-        raise unavailable(asked, folder, [HubFile("", "", n) for n in REQUIRED_FILES], "offline mode is on",
-                          kind=kind)
+        raise unavailable(asked, folder, REQUIRED_FILES, "offline mode is on", kind=kind)
     try:
         import wandb
     except ImportError:
@@ -65,8 +63,7 @@ def fetch_artifact(artifact: WandbArtifact, root: Path, asked: str, progress: bo
     except Exception as error:  # only the network's and the server's failures are handled
         if (failure := network_failure(error, server="W&B")) is None:
             raise
-        raise unavailable(asked, folder, [HubFile("", "", n) for n in REQUIRED_FILES], *failure,
-                          kind=kind) from error
+        raise unavailable(asked, folder, REQUIRED_FILES, *failure, kind=kind) from error
     if folder.exists():
         shutil.rmtree(folder)   # an earlier attempt stopped between the move and the record
     os.replace(partial, folder)
