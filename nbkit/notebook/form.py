@@ -22,9 +22,16 @@ from nbkit.generation.progress import describe, truncation_message
 from nbkit.generation.request import parse_seed
 from nbkit.generation.sampling import SamplingSettings
 from nbkit.notebook import colab
+from nbkit.notebook.html_views import (
+    CAPTION_STYLE,
+    caption_html,
+    images_html,
+    placeholder_png,
+    png_of,
+    show_html,
+)
+from nbkit.notebook.ipywidgets_compat import set_tooltip, widget_bundle
 from nbkit.notebook.translate_box import CHECK_MESSAGE, TranslateBox
-from nbkit.notebook.views import CAPTION_STYLE, caption_html, images_html, placeholder_png, png_of, show_html
-from nbkit.notebook.widgets import set_tooltip, widget_bundle
 from nbkit.weights import registry
 
 
