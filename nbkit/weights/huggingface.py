@@ -25,7 +25,7 @@ from nbkit.weights.errors import (
     network_failure,
     unavailable,
 )
-from nbkit.weights.registry import _WORDS, WORD_FREQUENCIES, HubFile
+from nbkit.weights.registry import WORD_FREQUENCIES, WORDS_FILE, HubFile
 from nbkit.weights.verify import complete, read_verified, stamp, verified_ok, write_verified
 
 # What nbkit reads from a model folder; the first two are needed, the rest are read when present.
@@ -91,7 +91,7 @@ def fetch_repo(repo: str, revision: str, root: Path, progress: bool, asked: str,
         verified = read_verified(folder)
         verified["absent"] = [name for name in verified.get("absent", []) if name != WORD_FREQUENCIES]
         write_verified(folder, verified)
-        fetch_files((_WORDS,), folder, root, progress, asked, kind)
+        fetch_files((WORDS_FILE,), folder, root, progress, asked, kind)
     return folder
 
 

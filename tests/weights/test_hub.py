@@ -169,8 +169,8 @@ def test_word_list_comes_from_the_mini_repo_when_a_dallebart_repo_lacks_it(monke
     with MockHub({"org/model": without, registry.MINI_REPO: words},
                  commits={registry.MINI_REPO: registry.MINI_REVISION}) as server:
         monkeypatch.setenv("HF_ENDPOINT", server.url)
-        unpinned = dataclasses.replace(registry._WORDS, size=None, sha256=None)
-        monkeypatch.setattr(huggingface, "_WORDS", unpinned)
+        unpinned = dataclasses.replace(registry.WORDS_FILE, size=None, sha256=None)
+        monkeypatch.setattr(huggingface, "WORDS_FILE", unpinned)
         folder = hub.fetch("org/model", cache=tmp_path / "cache", progress=False)
         assert hub.fetch("org/model", cache=tmp_path / "cache", progress=False) == folder
     words = registry.WORD_FREQUENCIES
