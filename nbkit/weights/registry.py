@@ -232,8 +232,9 @@ def upscalers_summary() -> str:
     return "\n".join(lines)
 
 
-# Parameter counts of the published architectures, as `counted_parameters` finds them (tests/test_hub.py
-# counts them again): `nbkit info` and the model picker read these, so that they build no model.
+# Parameter counts of the published architectures, as `counted_parameters` finds them
+# (tests/weights/test_registry.py counts them again): `nbkit info` and the model picker read these, so
+# that they build no model.
 PARAMETER_COUNTS = {
     (DALLEBART, "mini"): 437_833_712, (DALLEBART, "mega"): 2_587_521_024, (VQGAN, "vqgan"): 46_709_891,
     (CLIP, "clip-b32"): 151_277_313, (CLIP, "clip-l14"): 427_616_513,
