@@ -2,12 +2,16 @@
 
 The sub-packages follow the data flow:
 
-    text/        prompt → normalized text → token ids
-    models/      DalleBart, VQGAN, CLIP: the architectures
+    text/        prompt → normalized text → token ids; prompts in other scripts translated (opus-mt)
+    models/      DalleBart, VQGAN, CLIP, Real-ESRGAN, Marian: the architectures
     weights/     named models → downloaded, verified folders → parameter trees
-    generation/  token ids → image tokens → pixels, over the devices at hand (Pipeline)
-    output/      pixels → PNGs with metadata, run folders, CLIP ranking
-    notebook/    the widgets and Colab's shims;  cli.py: `python -m nbkit`
+    generation/  token ids → image tokens → pixels, over the devices at hand (Pipeline); 4× upscaling
+    output/      pixels → PNGs with metadata, run folders, CLIP ranking, upscaled copies beside them
+    notebook/    the prompt form, the HTML views and Colab's shims
+    server/      `nbkit serve`: the web page and its HTTP API, one queue of jobs, local or Ray replicas
+    cli.py       `python -m nbkit`: generate, vary, extend, fill, reproduce, rerank, upscale, serve, …
+
+docs/architecture.md lists every module.
 """
 
 __version__ = "0.1.0"

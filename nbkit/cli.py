@@ -315,7 +315,7 @@ def _edit_fields(args: argparse.Namespace) -> dict:
 
 def png_model(png: Path) -> str | None:
     """The model a PNG nbkit saved names (None for any other image, or one whose record is unreadable)."""
-    from nbkit.output.storage import ImageRecord
+    from nbkit.output.records import ImageRecord
     from nbkit.png import read_png_metadata
 
     try:
@@ -385,8 +385,8 @@ def _reproduce(args: argparse.Namespace) -> None:
     contract: the same tokens, pixels within one level. Indexes are printed as the file names count
     them, from 000."""
     from nbkit.generation.pipeline import Pipeline
+    from nbkit.output.records import ImageRecord
     from nbkit.output.runs import is_upscaled, reproduce_png
-    from nbkit.output.storage import ImageRecord
     from nbkit.png import read_png_metadata
     from nbkit.weights.registry import DALLEBART, VQGAN
 

@@ -17,9 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from nbkit.generation.kept import DIRECTIONS, Direction, KeptTokens, is_whole_number, tokens_sha256
+from nbkit.checks import is_whole_number
+from nbkit.generation.kept import KeptTokens
 from nbkit.generation.request import GenerationRequest, check_seed, clean_translation
 from nbkit.generation.sampling import SamplingSettings
+from nbkit.generation.token_grids import DIRECTIONS, Direction, tokens_sha256
 from nbkit.png import read_png_metadata
 
 GRID_SIDE = 16      # image tokens per row and column of the published models (their 256-token images)

@@ -30,13 +30,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nbkit.checks import is_whole_number
 from nbkit.generation import sharding
 from nbkit.generation.device import detect, use_compilation_cache
 from nbkit.generation.from_image import Edit, Extend, Fill, SourceImage, Vary, open_source
-from nbkit.generation.kept import Direction, KeptTokens, is_whole_number, seamless_tokens
+from nbkit.generation.kept import KeptTokens
 from nbkit.generation.progress import Pace, describe
 from nbkit.generation.request import GenerationRequest, ImageTask
 from nbkit.generation.sampling import CompiledSampler, SamplingSettings, compiled_sampler, kept_prefix
+from nbkit.generation.token_grids import Direction, seamless_tokens
 from nbkit.models import vqgan as vqgan_module
 from nbkit.models.dallebart import DalleBart
 from nbkit.text.tokenizer import PromptTokenizer

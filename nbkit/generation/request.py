@@ -13,7 +13,8 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from nbkit.generation.kept import KeptTokens, is_whole_number
+from nbkit.checks import is_whole_number
+from nbkit.generation.kept import KeptTokens
 from nbkit.generation.sampling import SamplingSettings
 from nbkit.text.tokenizer import check_prompts, check_text
 

@@ -61,7 +61,8 @@ def upload_image(folder: str | Path) -> Path | None:
         return None
     from google.colab import files
 
-    from nbkit.output.storage import atomic_write, slugify
+    from nbkit.output.atomic import atomic_write
+    from nbkit.output.storage import slugify
 
     chosen = files.upload()
     if not chosen:

@@ -29,9 +29,9 @@ from nbkit.notebook.form_plain import PlainOutput
 from nbkit.notebook.form_progress import event_label
 from nbkit.notebook.form_thread import FormThread
 from nbkit.notebook.form_upscale import Upscaling
+from nbkit.notebook.html_views import png_of
 from nbkit.notebook.local_models import names_the_loaded
 from nbkit.notebook.translate_box import CHECK_MESSAGE
-from nbkit.notebook.views import png_of
 
 
 class GenerateForm(FormLayout, FormThread, Gallery, Upscaling, PlainOutput):

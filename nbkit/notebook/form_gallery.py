@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from nbkit.notebook.views import caption_html, placeholder_png, png_of
+from nbkit.notebook.html_views import caption_html, placeholder_png, png_of
 
 
 def caption_widget(markup: str) -> Any:
@@ -118,7 +118,7 @@ class Gallery:
 
     def _show_joined(self, source, images: list, edit: dict) -> None:
         """Each extension joined to the image it continues, decoded as one picture, under the gallery."""
-        from nbkit.generation.kept import stitched_tokens
+        from nbkit.generation.token_grids import stitched_tokens
 
         views = []
         for image in images:
@@ -136,7 +136,7 @@ class Gallery:
 
         from PIL import Image
 
-        from nbkit.generation.kept import seamless_columns, seamless_tokens
+        from nbkit.generation.token_grids import seamless_columns, seamless_tokens
         from nbkit.png import read_png_metadata
 
         if self.running or len(self._finished) < 2:

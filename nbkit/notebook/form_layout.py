@@ -10,9 +10,9 @@ from typing import Any
 
 from nbkit.notebook.form_fields import HELP
 from nbkit.notebook.form_progress import on_cpu, previews_note
+from nbkit.notebook.ipywidgets_compat import set_tooltip
 from nbkit.notebook.local_models import model_folders, upscaler_files
 from nbkit.notebook.translate_box import TranslateBox
-from nbkit.notebook.widgets import set_tooltip
 from nbkit.weights import registry
 
 # The root box's class: tests/notebook/test_form_browser.py finds the form by it.

@@ -9,8 +9,8 @@ import contextlib
 import html
 from typing import Any
 
-from nbkit.notebook.views import CAPTION_STYLE, images_html, show_html
-from nbkit.notebook.widgets import widget_bundle
+from nbkit.notebook.html_views import CAPTION_STYLE, images_html, show_html
+from nbkit.notebook.ipywidgets_compat import widget_bundle
 
 
 class PlainOutput:

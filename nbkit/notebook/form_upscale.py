@@ -11,7 +11,7 @@ import numpy as np
 
 from nbkit.notebook.form_gallery import picture_view
 from nbkit.notebook.form_layout import error_status
-from nbkit.notebook.views import caption_html
+from nbkit.notebook.html_views import caption_html
 from nbkit.weights import registry
 
 

@@ -6,7 +6,7 @@ import dataclasses
 from typing import Any
 
 from nbkit.generation.device import DeviceInfo, detect
-from nbkit.notebook.widgets import widget_bundle
+from nbkit.notebook.ipywidgets_compat import widget_bundle
 from nbkit.weights import registry
 from nbkit.weights.registry import GIB
 

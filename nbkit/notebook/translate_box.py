@@ -33,7 +33,7 @@ class TranslateBox:
     def __init__(self, loader: Callable[[str, Any], Any] | None = None, cache: Any = None):
         import ipywidgets as w
 
-        from nbkit.notebook.widgets import set_tooltip
+        from nbkit.notebook.ipywidgets_compat import set_tooltip
 
         style = {"description_width": "initial"}
         options = [("auto (by the prompt's script)", "auto"), ("off (draw as typed)", "off"),

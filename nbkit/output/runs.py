@@ -19,14 +19,9 @@ import jax
 import numpy as np
 from unidecode import unidecode
 
+from nbkit.checks import is_whole_number
 from nbkit.generation.from_image import Extend, SourceImage
-from nbkit.generation.kept import (
-    KeptTokens,
-    is_whole_number,
-    seamless_tokens,
-    stitched_tokens,
-    tokens_sha256,
-)
+from nbkit.generation.kept import KeptTokens
 from nbkit.generation.pipeline import (
     Batch,
     Done,
@@ -38,18 +33,13 @@ from nbkit.generation.pipeline import (
 )
 from nbkit.generation.request import ImageTask, check_seed
 from nbkit.generation.sampling import SamplingSettings
+from nbkit.generation.token_grids import seamless_tokens, stitched_tokens, tokens_sha256
 from nbkit.imagefile import read_rgb
 from nbkit.limits import MAX_SOURCE_PIXELS
+from nbkit.output.atomic import atomic_replace
 from nbkit.output.images import make_grid
-from nbkit.output.storage import (
-    UPSCALED_FROM,
-    ImageRecord,
-    RunFolder,
-    atomic_replace,
-    edit_suffix,
-    run_key,
-    slugify,
-)
+from nbkit.output.records import UPSCALED_FROM, ImageRecord, run_key
+from nbkit.output.storage import RunFolder, edit_suffix, slugify
 from nbkit.output.upscaled import UPSCALER_KEY, Reproduced, reproduce_upscaled, upscale_files
 from nbkit.png import png_bytes, read_png_metadata
 from nbkit.text.tokenizer import check_prompts
@@ -100,7 +90,7 @@ def record_of(image: GeneratedImage, model: str, request: GenerationRequest,
 
 def request_run_key(model: str, request: GenerationRequest) -> str:
     """What identifies a request's run: prompts, seed, count, model, settings, negative prompts and
-    kept tokens (see `storage.run_key`)."""
+    kept tokens (see `records.run_key`)."""
     kept = [None if k is None else tokens_sha256(np.concatenate([k.tokens, k.mask])) for k in request.kept]
     return run_key(request.prompts, request.seed, request.n_images, model,
                    dataclasses.asdict(request.settings), request.negative_prompt, kept)

@@ -22,11 +22,13 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from nbkit.generation.kept import tokens_sha256
+from nbkit.generation.token_grids import tokens_sha256
 from nbkit.generation.upscale import Progress, UpscaleError, Upscaler
 from nbkit.imagefile import ImageRefused, read_image
 from nbkit.limits import MAX_IMAGE_PIXELS, MAX_SOURCE_PIXELS
-from nbkit.output.storage import UPSCALED_FROM, atomic_write, slugify
+from nbkit.output.atomic import atomic_write
+from nbkit.output.records import UPSCALED_FROM
+from nbkit.output.storage import slugify
 from nbkit.png import png_bytes, read_png_metadata
 
 UPSCALER_KEY = "upscaler"

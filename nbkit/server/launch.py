@@ -18,7 +18,7 @@ from typing import Any
 import uvicorn
 
 from nbkit.limits import KEEP_ALIVE_S, MAX_CONNECTIONS, MAX_HEADER_BYTES
-from nbkit.output.storage import sweep_temporaries
+from nbkit.output.atomic import sweep_temporaries
 from nbkit.server.app import create_app
 from nbkit.server.connections import HeaderDeadlineProtocol
 from nbkit.server.metrics import ServerMetrics

@@ -1,2 +1,3 @@
-"""Weights: the registry of named models, the download cache (hub, W&B, local folders), and the
-streaming checkpoint reader that turns a folder into placed parameter trees."""
+"""Weights: the registry of named models; `hub`, which sends a name to its source (the Hugging Face hub,
+W&B, release URLs) and keeps the verified download cache; and the readers that turn a folder or a
+.pth / .safetensors file into placed parameter trees."""

@@ -105,8 +105,9 @@ _BART_TOKENIZER = ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_conf
                    "special_tokens_map.json")
 _CLIP_FILES = ("config.json", "flax_model.msgpack", "tokenizer.json", "vocab.json", "merges.txt",
                "tokenizer_config.json", "special_tokens_map.json", "preprocessor_config.json")
-_WORDS = HubFile(MINI_REPO, MINI_REVISION, WORD_FREQUENCIES, 34_196_068,
-                 "26bc86b265dacb1f3974fc5aec5fd2523319a2a5207c6ff5c3c602a0f146574b")
+# The word list text normalization reads (only the mini repository has it; Mega and other DalleBarts get it).
+WORDS_FILE = HubFile(MINI_REPO, MINI_REVISION, WORD_FREQUENCIES, 34_196_068,
+                     "26bc86b265dacb1f3974fc5aec5fd2523319a2a5207c6ff5c3c602a0f146574b")
 # sha256 of each model's flax_model.msgpack (the LFS oids named above).
 _MINI_SHA256 = "df70127fbf804aaec7b9eeb54bc123283405ea74e5047bede4986638a384951a"
 _MEGA_SHA256 = "35a6c84b02cff45f7257283dbc7f2e4c403950ef146d9f0c9f5e6b9848b9602c"
@@ -119,7 +120,7 @@ MODELS: dict[str, RegisteredModel] = {m.name: m for m in (
         "mini", DALLEBART, "DALL·E mini", "mini", MINI_REPO, MINI_REVISION,
         files=_hub_files(MINI_REPO, MINI_REVISION, ("config.json", "flax_model.msgpack") + _BART_TOKENIZER,
                          flax_model_msgpack=(1_751_336_743, _MINI_SHA256))
-        + (_WORDS,),
+        + (WORDS_FILE,),
         download_bytes=1_789_000_000, license_url="https://huggingface.co/dalle-mini/dalle-mini"),
     RegisteredModel(
         "mega", DALLEBART, "DALL·E Mega", "mega", "dalle-mini/dalle-mega",
@@ -127,11 +128,12 @@ MODELS: dict[str, RegisteredModel] = {m.name: m for m in (
         files=_hub_files("dalle-mini/dalle-mega", "661203c9f0b19db31c8c857bad6c9c2315a95b42",
                          ("config.json", "flax_model.msgpack") + _BART_TOKENIZER,
                          flax_model_msgpack=(None, _MEGA_SHA256))
-        + (_WORDS,),
+        + (WORDS_FILE,),
         download_bytes=10_440_000_000, license_url="https://huggingface.co/dalle-mini/dalle-mega"),
     RegisteredModel(
         "mega-fp16", DALLEBART, "DALL·E Mega, half-precision weights (the official notebook's)", "mega",
-        artifact="dalle-mini/dalle-mini/mega-1-fp16:latest", files=(_WORDS,), download_bytes=4_940_000_000,
+        artifact="dalle-mini/dalle-mini/mega-1-fp16:latest", files=(WORDS_FILE,),
+        download_bytes=4_940_000_000,
         stored_dtype="float16", license_url="https://github.com/borisdayma/dalle-mini/blob/main/LICENSE"),
     RegisteredModel(
         "vqgan", VQGAN, "VQGAN f16 16384 (image decoder)", "vqgan", "dalle-mini/vqgan_imagenet_f16_16384",
@@ -230,8 +232,9 @@ def upscalers_summary() -> str:
     return "\n".join(lines)
 
 
-# Parameter counts of the published architectures, as `counted_parameters` finds them (tests/test_hub.py
-# counts them again): `nbkit info` and the model picker read these, so that they build no model.
+# Parameter counts of the published architectures, as `counted_parameters` finds them
+# (tests/weights/test_registry.py counts them again): `nbkit info` and the model picker read these, so
+# that they build no model.
 PARAMETER_COUNTS = {
     (DALLEBART, "mini"): 437_833_712, (DALLEBART, "mega"): 2_587_521_024, (VQGAN, "vqgan"): 46_709_891,
     (CLIP, "clip-b32"): 151_277_313, (CLIP, "clip-l14"): 427_616_513,

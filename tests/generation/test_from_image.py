@@ -11,9 +11,10 @@ from conftest import CLIP, tiny_pipeline
 from PIL import Image
 
 from nbkit.generation.from_image import Extend, Fill, SourceImage, Vary
-from nbkit.generation.kept import KeptTokens, seamless_tokens, stitched_tokens, tokens_sha256
+from nbkit.generation.kept import KeptTokens
 from nbkit.generation.pipeline import Batch, GenerationRequest, Pipeline
 from nbkit.generation.sampling import SamplingSettings
+from nbkit.generation.token_grids import seamless_tokens, stitched_tokens, tokens_sha256
 from nbkit.output.runs import reproduce, stream_to_folder
 from nbkit.png import read_png_metadata
 

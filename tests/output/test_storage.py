@@ -2,21 +2,14 @@ import errno
 import json
 import os
 import re
-from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
 import pytest
 
-from nbkit.output import storage
-from nbkit.output.storage import (
-    ImageRecord,
-    RunFolder,
-    atomic_write,
-    new_run_folder,
-    run_key,
-    slugify,
-)
+from nbkit.output import atomic, storage
+from nbkit.output.records import ImageRecord, run_key
+from nbkit.output.storage import RunFolder, new_run_folder, slugify
 from nbkit.png import read_png_metadata
 
 HOSTILE = ["an armchair in the shape of an avocado", "", "/", "..", ".", "../../../etc/passwd",
@@ -72,49 +65,6 @@ def test_slug_values():
         slugify("a", 0)
 
 
-# records
-
-def test_record_round_trips_and_is_hashable():
-    rec = record("日本 🦄", 3, 2, 7, nbkit_version="9.9")
-    again = ImageRecord.from_metadata(json.loads(json.dumps({"file": "x.png", **rec.to_metadata()})))
-    assert again == rec and hash(again) == hash(rec) and again.key == rec.key
-    assert rec.settings == tuple(sorted(SETTINGS.items()))
-    assert rec.to_metadata()["settings"] == SETTINGS
-    assert record(settings=dict(reversed(SETTINGS.items()))).key == record().key
-
-
-def test_record_key_tells_images_apart():
-    keys = {record().key, record(seed=43).key, record(image_index=1).key, record(prompt_index=1).key,
-            record(prompt="a dog").key, record(settings={**SETTINGS, "top_k": 51}).key,
-            ImageRecord("a cat", 0, 0, 42, "dalle-mega", SETTINGS).key}
-    assert len(keys) == 7
-    assert record(nbkit_version="0.0.1").key == record().key  # a new nbkit may resume an old run
-
-
-def test_record_accepts_a_settings_dataclass_and_numpy_scalars():
-    @dataclass(frozen=True)
-    class Settings:
-        temperature: float | None = None
-        top_k: int | None = 50
-
-    rec = record(settings=Settings(temperature=np.float32(0.5)))
-    assert rec.settings == (("temperature", 0.5), ("top_k", 50))
-    assert type(rec.settings[0][1]) is float
-
-
-@pytest.mark.parametrize("kwargs", [dict(seed="../x"), dict(seed=1.5), dict(image_index=-1),
-                                    dict(prompt=None),
-                                    dict(settings={"top_k": [1, 2]})])
-def test_record_rejects_bad_values(kwargs):
-    with pytest.raises(ValueError):
-        record(**kwargs)
-
-
-def test_from_metadata_rejects_other_dicts():
-    with pytest.raises(ValueError, match="Not an image record"):
-        ImageRecord.from_metadata({"file": "x.png", "prompt": "a cat"})
-
-
 # folders and paths
 
 def test_hostile_prompts_never_write_outside_the_run_folder(tmp_path):
@@ -157,20 +107,6 @@ def test_open_needs_an_existing_folder(tmp_path):
 
 # atomic writes, crashes, never overwriting
 
-@pytest.mark.parametrize("hard_links", [True, False])
-def test_atomic_write_never_overwrites(tmp_path, monkeypatch, hard_links):
-    if not hard_links:
-        def no_link(src, dst):
-            raise OSError(errno.EPERM, "Operation not permitted")
-        monkeypatch.setattr(storage.os, "link", no_link)
-    path = tmp_path / "a.png"
-    atomic_write(path, b"first")
-    with pytest.raises(FileExistsError):
-        atomic_write(path, b"second")
-    assert path.read_bytes() == b"first"
-    assert os.listdir(tmp_path) == ["a.png"]  # no temp file left behind
-
-
 @pytest.mark.parametrize("where", ["fsync", "write", "link", "replace"])
 def test_crash_while_writing_leaves_nothing(tmp_path, monkeypatch, where):
     folder = RunFolder.create(tmp_path, ["a cat"])
@@ -180,7 +116,7 @@ def test_crash_while_writing_leaves_nothing(tmp_path, monkeypatch, where):
     if where == "replace":  # no hard links (as on Google Drive): the placeholder must go too
         def no_link(*args):
             raise OSError(errno.ENOSYS, "no")
-        monkeypatch.setattr(storage.os, "link", no_link)
+        monkeypatch.setattr(atomic.os, "link", no_link)
     if where == "write":  # the bytes are half written when it fails
         real_fdopen = os.fdopen
 
@@ -197,9 +133,9 @@ def test_crash_while_writing_leaves_nothing(tmp_path, monkeypatch, where):
             def write(self, data):
                 self.file.write(data[:10])
                 crash()
-        monkeypatch.setattr(storage.os, "fdopen", HalfFile)
+        monkeypatch.setattr(atomic.os, "fdopen", HalfFile)
     else:
-        monkeypatch.setattr(storage.os, where, crash)
+        monkeypatch.setattr(atomic.os, where, crash)
     with pytest.raises(OSError, match="crash"):
         folder.save_image(image(), record())
     assert pngs(folder) == [] and leftovers(folder.path) == [] and manifest_lines(folder) == []
@@ -263,15 +199,20 @@ def test_truncated_last_manifest_line_is_ignored(tmp_path):
 
 # resuming
 
+def reopen(root, prompts, key, expected_images):
+    """What `RunWriter.open` and its first save do: the folder `RunFolder.find` gives, else a new one."""
+    return RunFolder.find(root, key) or RunFolder.create(root, prompts, key, expected_images)
+
+
 def test_resume_after_a_crash_writes_only_missing_images(tmp_path):
     prompts, seed, n_images = ["a cat", "a dog"], 42, 3
     key = run_key(prompts, seed, n_images, "dalle-mini", SETTINGS)
     records = [record(p, i, j, seed) for i, p in enumerate(prompts) for j in range(n_images)]
-    first = RunFolder.resume_or_create(tmp_path, prompts, key, len(records))
+    first = reopen(tmp_path, prompts, key, len(records))
     before = [first.save_image(image(rec.image_index), rec) for rec in records[:3]]
     del first  # the notebook crashed
 
-    folder = RunFolder.resume_or_create(tmp_path, prompts, key, len(records))
+    folder = reopen(tmp_path, prompts, key, len(records))
     assert not folder.is_complete()
     results = [folder.save_image(image(rec.image_index), rec) for rec in records]
     assert results[:3] == before                                 # not written again: their paths handed back
@@ -280,10 +221,10 @@ def test_resume_after_a_crash_writes_only_missing_images(tmp_path):
     assert len(manifest_lines(folder)) == 6 and folder.saved_keys() == {rec.key for rec in records}
     assert folder.is_complete()
 
-    again = RunFolder.resume_or_create(tmp_path, prompts, key, len(records))  # finished: nothing left to make
+    again = reopen(tmp_path, prompts, key, len(records))  # finished: nothing left to make
     assert again.path == folder.path
     other = run_key(prompts, seed + 1, n_images, "dalle-mini", SETTINGS)
-    assert RunFolder.resume_or_create(tmp_path, prompts, other, 6).path != folder.path
+    assert reopen(tmp_path, prompts, other, 6).path != folder.path
 
 
 def test_resume_picks_the_newest_unfinished_folder_with_the_key(tmp_path):
@@ -292,22 +233,13 @@ def test_resume_picks_the_newest_unfinished_folder_with_the_key(tmp_path):
     new = RunFolder.create(tmp_path, ["a cat"], key, 2, now=NOW)
     RunFolder.create(tmp_path, ["a cat"], "another key", 2, now=NOW)
     (tmp_path / "not a run").mkdir()
-    assert RunFolder.resume_or_create(tmp_path, ["a cat"], key, 2).path == new.path
+    assert RunFolder.find(tmp_path, key).path == new.path
     for i in range(2):
         new.save_image(image(i), record(image_index=i, seed=0))
-    assert RunFolder.resume_or_create(tmp_path, ["a cat"], key, 2).path == old.path     # unfinished first
+    assert RunFolder.find(tmp_path, key).path == old.path     # unfinished first
     for i in range(2):
         old.save_image(image(i), record(image_index=i, seed=0))
-    assert RunFolder.resume_or_create(tmp_path, ["a cat"], key, 2).path == new.path     # then the newest
-
-
-def test_run_key_depends_on_everything_that_makes_the_images():
-    base = (["a cat", "a dog"], 42, 3, "dalle-mini", SETTINGS)
-    keys = {run_key(*base), run_key(["a dog", "a cat"], *base[1:]), run_key(base[0], 43, *base[2:]),
-            run_key(*base[:2], 4, *base[3:]), run_key(*base[:3], "dalle-mega", SETTINGS),
-            run_key(*base[:4], {**SETTINGS, "top_p": 0.9})}
-    assert len(keys) == 6
-    assert run_key(*base[:4], dict(reversed(SETTINGS.items()))) == run_key(*base)
+    assert RunFolder.find(tmp_path, key).path == new.path     # then the newest
 
 
 # reading what the manifest names
@@ -339,33 +271,6 @@ def test_a_crafted_manifest_line_cannot_send_a_reader_outside_the_folder(tmp_pat
     assert folder.image_path(first).parent == folder.path
     with pytest.raises(ValueError, match=r"'\.\./\.\./outside\.png', which is not a file directly in"):
         folder.image_path(crafted)
-
-
-# replacing derived files
-
-def test_atomic_replace_writes_or_replaces_whole(tmp_path):
-    path = tmp_path / "ranking.json"
-    storage.atomic_replace(path, b"first")
-    storage.atomic_replace(path, b"second, longer")
-    assert path.read_bytes() == b"second, longer" and os.listdir(tmp_path) == ["ranking.json"]
-
-
-@pytest.mark.parametrize("where", ["fsync", "replace"])
-def test_a_crash_while_replacing_keeps_the_old_file_and_leaves_no_temp(tmp_path, monkeypatch, where):
-    path = tmp_path / "ranking.json"
-    storage.atomic_replace(path, b"old ranking")
-    synced = []
-    real_fsync = os.fsync
-    monkeypatch.setattr(storage.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
-    storage.atomic_replace(path, b"new ranking")
-    assert synced and path.read_bytes() == b"new ranking"               # flushed to disk before the swap
-
-    def crash(*args):
-        raise OSError(errno.EIO, f"crash in {where}")
-    monkeypatch.setattr(storage.os, where, crash)
-    with pytest.raises(OSError, match="crash"):
-        storage.atomic_replace(path, b"never seen")
-    assert path.read_bytes() == b"new ranking" and os.listdir(tmp_path) == ["ranking.json"]
 
 
 def test_edit_runs_are_named_for_what_they_are(tmp_path):

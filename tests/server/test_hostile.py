@@ -24,7 +24,7 @@ import pytest
 from conftest import ROOT
 from PIL import Image
 
-from nbkit.output.storage import ImageRecord
+from nbkit.output.records import ImageRecord
 from nbkit.png import png_bytes, read_png_metadata
 from tests.server.test_server import call, finished, manifest, raw_call, submit, wait_for
 from tests.server_process import module_server
@@ -365,7 +365,7 @@ def test_allowing_a_host_to_be_addressed_trusts_no_other_origin():
 
 
 def test_stale_temporary_files_are_swept_and_nothing_else(tmp_path):
-    from nbkit.output.storage import atomic_write, sweep_temporaries
+    from nbkit.output.atomic import atomic_write, sweep_temporaries
 
     out = tmp_path / "out"
     run = out / "2024-01-01_000000_run"
