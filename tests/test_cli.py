@@ -370,9 +370,9 @@ def test_generate_says_each_stage_and_which_prompt_was_cut(tmp_path, capsys, rec
 
 
 def test_the_bar_keeps_a_share_for_the_decode():
-    from nbkit.cli import _RunBar
+    from nbkit.cli.display import RunBar
 
-    bar = _RunBar(images=2, length=256)
+    bar = RunBar(images=2, length=256)
     label = SimpleNamespace(label="decoding pixels · 0 of 2 images")
     bar.show(label, images_done=0, tokens_done=512, stage="decoding")   # every token drawn, none decoded
     assert bar.position == 512 < bar.total == 2 * (256 + 32)
