@@ -7,7 +7,7 @@ The sub-packages follow the data flow:
     weights/     named models → downloaded, verified folders → parameter trees
     generation/  token ids → image tokens → pixels, over the devices at hand (Pipeline)
     output/      pixels → PNGs with metadata, run folders, CLIP ranking
-    notebook/    the widgets and Colab's shims;  cli.py: `python -m nbkit`
+    notebook/    the widgets and Colab's shims;  cli/: `python -m nbkit`, one module a command
 """
 
 __version__ = "0.1.0"
@@ -16,10 +16,16 @@ __version__ = "0.1.0"
 # CLI's --help) does not start jax.
 _LAZY = {
     "Pipeline": ("nbkit.generation.pipeline", "Pipeline"),
+    "Generate": ("nbkit.generation.specs", "Generate"),
+    "Vary": ("nbkit.generation.from_image", "Vary"),
+    "Extend": ("nbkit.generation.from_image", "Extend"),
+    "Fill": ("nbkit.generation.from_image", "Fill"),
     "SamplingSettings": ("nbkit.generation.sampling", "SamplingSettings"),
     "colab": ("nbkit.notebook.colab", None),
     "ui": ("nbkit.notebook.ui", None),
     "runs": ("nbkit.output.runs", None),
+    "pictures": ("nbkit.output.pictures", None),
+    "reproduce": ("nbkit.output.reproduction", "reproduce"),
     "hub": ("nbkit.weights.hub", None),
 }
 

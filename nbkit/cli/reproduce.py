@@ -14,7 +14,7 @@ def run(args: argparse.Namespace) -> None:
     contract: the same tokens, pixels within one level. Indexes are printed as the file names count
     them, from 000."""
     from nbkit.generation.pipeline import Pipeline
-    from nbkit.output.reproduce import is_upscaled, reproduce
+    from nbkit.output.reproduction import is_upscaled, reproduce
     from nbkit.output.storage import ImageRecord
     from nbkit.png import read_png_metadata
     from nbkit.weights.registry import DALLEBART, VQGAN

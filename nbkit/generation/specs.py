@@ -84,20 +84,28 @@ class Generate(Spec):
             raise ValueError("Generate draws from its prompts: it takes no source image (use Vary).")
         return self._request(self.seed)
 
-    def translated(self, choice: str, cache: Any = None, loader: Callable | None = None,
-                   english: Sequence[str] | None = None, english_negative: str | None = None) -> Generate:
-        """`english` (one per prompt) and `english_negative`: the English a person checked, and maybe
-        edited, in place of the translator's (`use_edited_english`): it is drawn, and the records say what
-        the translator had given (translated again here, so that they are the translator's)."""
-        from nbkit.text.translate import translate_prompts, use_edited_english
-
+    def translated(self, choice: str, cache: Any = None, loader: Callable | None = None) -> Generate:
         if choice == "off":
             return self
-        typed = (list(self.prompts), self._typed_negative())
-        made = translate_prompts(*typed, choice, cache, loader)
-        if english is not None or english_negative is not None:
-            made = use_edited_english(*typed, made, list(english) if english is not None else made[0],
-                                      english_negative)
+        from nbkit.text.translate import translate_prompts
+
+        made = translate_prompts(list(self.prompts), self._typed_negative(), choice, cache, loader)
+        return self._with(made)
+
+    def with_english(self, machine: Generate, english: Sequence[str] | None,
+                     english_negative: str | None = None) -> Generate:
+        """This (typed) spec drawn from the English a person checked, and maybe edited, in place of the
+        translator's (`machine`: `self.translated(…)`): `english` one text per prompt (None: as translated),
+        `english_negative` the negative prompt's. The records say what the translator had given
+        (`nbkit.text.translate.use_edited_english`)."""
+        from nbkit.text.translate import use_edited_english
+
+        given = (list(machine.prompts), list(machine.negative_prompt), list(machine.translations))
+        return self._with(use_edited_english(list(self.prompts), self._typed_negative(), given,
+                                             list(english) if english is not None else given[0],
+                                             english_negative))
+
+    def _with(self, made: tuple[list[str], list[str], list[dict | None]]) -> Generate:
         prompts, negatives, records = made
         return dataclasses.replace(self, prompts=prompts, negative_prompt=negatives, translations=records)
 

@@ -8,7 +8,7 @@ into its request, streams it, saves each batch as it arrives and shows every eve
 every finished image, and the same job again makes only the images its folder lacks. An `Extend` with
 `times` is a chain: each piece extends the one before, then the whole is decoded as one stitched picture.
 What is done with a run later is in `nbkit.output.pictures` (upscale, seamless, rerank) and
-`nbkit.output.reproduce`.
+`nbkit.output.reproduction`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from nbkit.generation.request import GenerationRequest
 from nbkit.generation.specs import Spec
 from nbkit.generation.stream import Collected, View, show
 from nbkit.output.pictures import read_pixels
-from nbkit.output.reproduce import prng_partitionable
+from nbkit.output.reproduction import prng_partitionable
 from nbkit.output.storage import ImageRecord, RunFolder, edit_suffix, run_key, slugify
 from nbkit.png import png_bytes
 

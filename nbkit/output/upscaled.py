@@ -3,7 +3,7 @@
 An upscaled PNG is a new file next to its source (`<stem>.<upscaler>.png`, or in `out`), never in
 its place. Its metadata names the source (file name, the file's sha256, and the sha256 of its image
 tokens when nbkit made it) and the upscaler (name, weights sha256, scale, tiling), so that
-`nbkit.output.reproduce.reproduce` can make it again from the source beside it. Asking again for an
+`nbkit.output.reproduction.reproduce` can make it again from the source beside it. Asking again for an
 upscale that is already saved (same source bytes, same weights, same tiling) returns the saved file.
 
 Pictures come from outside: a file that is not an image, is truncated, or is too large to decode is

@@ -6,8 +6,9 @@ many people.
     launch.py    the one launcher (bind, load, uvicorn, stop) behind `nbkit serve` and `colab.serve`
     gate.py      what every request passes first: token, Host, Origin, content type, CORS
     routes.py    the HTTP routes (Starlette) and the app behind the gate
-    protocol.py  request bodies checked into typed inputs; the answers' JSON shapes
-    build.py     a checked job body → GenerationRequest (reading a source image)
+    protocol.py  the checks of a body's fields; the answers' JSON shapes
+    job_input.py /api/jobs, /api/translate, /api/upscale bodies → specs → GenerationRequest
+    generate_input.py  the two /generate clients' bodies → a Generate spec
     folders.py   reading the output folder: runs and images by plain name, as manifests list them
     jobs.py      the FIFO queue and the worker threads (one per replica) that pack jobs into batches
     metrics.py   /metrics: the server's figures in the Prometheus text format

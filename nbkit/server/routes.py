@@ -26,13 +26,13 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from nbkit import __version__
-from nbkit.generation.request import GenerationRequest
 from nbkit.imagefile import read_rgb
 from nbkit.limits import BODY_TIMEOUT_S
-from nbkit.output.runs import rerank_folder
-from nbkit.server.build import build_request, translated
+from nbkit.output.pictures import rerank_folder
 from nbkit.server.folders import for_clients, list_runs, resolve_image, resolve_run
 from nbkit.server.gate import Gate, GateRules
+from nbkit.server.generate_input import parse_generate
+from nbkit.server.job_input import field_errors, parse_job, parse_translate
 from nbkit.server.jobs import FINAL_STATES, Busy, Job, JobQueue, QueueFull, Stopping, one_line
 from nbkit.server.lazy_models import lazy_reranker, lazy_translators, lazy_upscaler
 from nbkit.server.metrics import CONTENT_TYPE, ServerMetrics
@@ -43,14 +43,10 @@ from nbkit.server.protocol import (
     Limits,
     as_json,
     error_response,
-    field_errors,
     image_url,
     jpeg_base64,
     known_fields,
     parse_body,
-    parse_generate,
-    parse_job,
-    parse_translate,
     query_count,
     sse,
 )
@@ -157,8 +153,8 @@ async def submit_job(request: Request) -> Response:
     except BadInput as first:       # every wrong field at once, the first one first
         first.others = [error for error in field_errors(body, limits(state)) if error.field != first.field]
         raise
-    made = await run_in_threadpool(lambda: build_request(job_input, state.options.out, state.options.cache,
-                                                         state.translators))
+    options = state.options
+    made = await run_in_threadpool(job_input.request, options.out, options.cache, state.translators)
     job = await run_in_threadpool(lambda: state.queue.submit(made))
     answer = as_json(state.queue.status(job), _prefix(request))
     if job_input.translate != "off":     # the English drawn, and what was typed
@@ -174,12 +170,11 @@ async def translate(request: Request) -> Response:
     options = state.options
     body = await read_json(request, options.max_body_bytes)
     asked = parse_translate(body, Limits(options.max_images, options.max_prompt_chars, 1))
-    english, negatives, records = await run_in_threadpool(
-        translated, list(asked.prompts), asked.negative_prompt, asked.translate, options.cache,
-        state.translators)
+    english = await run_in_threadpool(asked.translated, options.cache, state.translators)
     return JSONResponse({"translate": asked.translate, "prompts": list(asked.prompts),
-                         "english_prompts": english, "english_negative_prompt": negatives[0],
-                         "translations": records})
+                         "english_prompts": list(english.prompts),
+                         "english_negative_prompt": english.negative_prompt[0],
+                         "translations": list(english.translations)})
 
 
 async def job_status(request: Request) -> Response:
@@ -289,7 +284,7 @@ async def generate(request: Request) -> Response:
     state = request.app.state
     call = parse_generate(await read_json(request, state.options.max_body_bytes), limits(state),
                           state.options.default_images)
-    job = await run_in_threadpool(state.queue.submit, GenerationRequest([call.prompt], call.n_images))
+    job = await run_in_threadpool(state.queue.submit, call.spec.request())
     final = await wait_until_finished(state.queue, job)
     if final.state != "done":
         return error_response(500 if final.state == "failed" else 503, None,

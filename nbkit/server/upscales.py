@@ -4,7 +4,7 @@ same queue as generation, so it is counted (429), ordered, followed (SSE) and ca
 The request is checked here, off the worker: the run and file (listed in the manifest as an image that
 was made, not an upscaled copy), the file read as a picture, and the upscaler loaded (downloaded, read,
 placed) on the first upscale, in a thread of its own, so that neither a download nor a bad file ever
-holds up the worker; plain generation never loads it. On the worker the job runs `runs.upscale_saved`,
+holds up the worker; plain generation never loads it. On the worker the job runs `pictures.upscale_saved`,
 the run writer's path every front end shares: the upscaled PNG beside its source, listed in the manifest.
 """
 
@@ -15,11 +15,12 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from nbkit.output.runs import upscale_saved
+from nbkit.output.pictures import upscale_saved
 from nbkit.output.storage import RunFolder
 from nbkit.server.folders import SavedImage, resolve_image, saved_image
+from nbkit.server.job_input import parse_upscale
 from nbkit.server.jobs import Job
-from nbkit.server.protocol import BadInput, parse_upscale
+from nbkit.server.protocol import BadInput
 
 
 def _checked_source(out, run: str, file: str, max_pixels: int) -> RunFolder:

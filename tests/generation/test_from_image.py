@@ -15,7 +15,7 @@ from nbkit.generation.kept import KeptTokens, seamless_tokens, stitched_tokens, 
 from nbkit.generation.pipeline import Batch, GenerationRequest, Pipeline
 from nbkit.generation.sampling import SamplingSettings
 from nbkit.generation.specs import Generate
-from nbkit.output.reproduce import reproduce
+from nbkit.output.reproduction import reproduce
 from nbkit.output.runs import save_run
 from nbkit.png import read_png_metadata
 

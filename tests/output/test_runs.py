@@ -15,7 +15,8 @@ from nbkit.generation.pipeline import GenerationRequest, Pipeline
 from nbkit.generation.sampling import SamplingSettings
 from nbkit.generation.specs import Generate
 from nbkit.generation.stream import View, collect
-from nbkit.output import pictures, reproduce, runs
+from nbkit.output import pictures, runs
+from nbkit.output.reproduction import reproduce
 from nbkit.output.rerank import Reranker
 from nbkit.png import png_bytes, read_png_metadata
 
@@ -126,20 +127,20 @@ def test_a_crafted_record_cannot_make_reproduce_enumerate(pipe, tmp_path):
     record = runs.record_of(image, pipe.name, far)
     png = tmp_path / "far.png"
     png.write_bytes(png_bytes(image.pixels, record.to_metadata()))
-    made = reproduce.reproduce(pipe, png)
+    made = reproduce(pipe, png)
     assert made.tokens_match and made.pixels_differing == 0 and made.image.prompt_index == 70_000
     metadata = record.to_metadata()
     for name in ("prompt_index", "image_index"):
         crafted = tmp_path / f"{name}.png"
         crafted.write_bytes(png_bytes(image.pixels, {**metadata, name: 2**31}))
         with pytest.raises(ValueError, match=f"{name} must be a whole number in \\[0, 1048576\\)"):
-            reproduce.reproduce(pipe, crafted)
+            reproduce(pipe, crafted)
 
 
 def test_a_saved_png_reproduces_its_image(pipe, tmp_path):
     folder, generation = generate(pipe, PROMPTS, tmp_path, n_images=2, seed=21, top_k=8)
     target = next(e for e in folder.entries() if e["prompt_index"] == 1 and e["image_index"] == 1)
-    again = reproduce.reproduce(pipe, folder.path / target["file"]).check().image
+    again = reproduce(pipe, folder.path / target["file"]).check().image
     assert (again.prompt_index, again.image_index, again.seed) == (1, 1, 21)
     assert again.tokens.tolist() == target["tokens"]
     # Made alone, not in its batch of four: the README's contract, pixels within one level in few values.
@@ -156,28 +157,28 @@ def test_a_png_records_its_batch_shape_and_one_saved_before_that_still_reproduce
     png = folder.image_path(entries[3])
     metadata = read_png_metadata(png)
     assert (metadata["batch_size"], metadata["batch_row"], metadata["dtype"]) == (2, 1, "float32")
-    made = reproduce.reproduce(pipe, png)
+    made = reproduce(pipe, png)
     assert made.tokens_match and (made.image.batch_size, made.image.batch_row) == (2, 1)
     assert made.pixels_differing == 0                     # the same shape and row: the same decode too
     old = tmp_path / "old.png"
     metadata = {k: v for k, v in metadata.items() if k not in ("batch_size", "batch_row")}
     old.write_bytes(png_bytes(np.asarray(Image.open(png)), metadata))
-    made = reproduce.reproduce(pipe, old)
+    made = reproduce(pipe, old)
     assert made.matches and (made.image.batch_size, made.image.batch_row) == (1, 0)
     for size, row in [(0, 0), (4, 4), (4, -1), (2**20, 0), ("4", 0), (4, None), (True, 0)]:
         crafted = tmp_path / "crafted.png"
         crafted.write_bytes(png_bytes(np.asarray(Image.open(png)), {**metadata, "batch_size": size,
                                                                     "batch_row": row}))
         with pytest.raises(ValueError, match="batch_size must be a whole number from 1 to 1024"):
-            reproduce.reproduce(pipe, crafted)
+            reproduce(pipe, crafted)
     crafted.write_bytes(png_bytes(np.asarray(Image.open(png)), {**metadata, "dtype": "float8"}))
     with pytest.raises(ValueError, match="dtype must be one of float32, bfloat16, float16"):
-        reproduce.reproduce(pipe, crafted)
+        reproduce(pipe, crafted)
     tokens = [(token + 1) % 64 for token in metadata["tokens"]]      # other tokens, said to be bfloat16's
     crafted.write_bytes(png_bytes(np.asarray(Image.open(png)), {**metadata, "dtype": "bfloat16",
                                                                 "tokens": tokens}))
     with pytest.raises(ValueError, match="made in bfloat16, and this pipeline runs float32 .*bfloat16"):
-        reproduce.reproduce(pipe, crafted).check()
+        reproduce(pipe, crafted).check()
 
 
 def test_reproduce_refuses_another_model_and_checks_the_tokens(pipe, tmp_path):
@@ -186,13 +187,13 @@ def test_reproduce_refuses_another_model_and_checks_the_tokens(pipe, tmp_path):
     other = Pipeline(pipe.model, pipe.params, pipe.tokenizer, pipe.vqgan, pipe.vqgan_params, pipe.mesh,
                      name="mega")
     with pytest.raises(ValueError, match="made with the model .* but this pipeline runs 'mega'"):
-        reproduce.reproduce(other, png)
+        reproduce(other, png)
     metadata = read_png_metadata(png)
     metadata["tokens"] = [(t + 1) % 64 for t in metadata["tokens"][:10]] + metadata["tokens"][10:]
     tampered = tmp_path / "tampered.png"
     tampered.write_bytes(png_bytes(np.asarray(Image.open(png)), metadata))
     with pytest.raises(ValueError, match="differs from the recorded one in 10 of 256 tokens"):
-        reproduce.reproduce(pipe, tampered).check()
+        reproduce(pipe, tampered).check()
 
 
 def test_reproduce_uses_the_recorded_prng_setting(pipe, tmp_path):
@@ -205,7 +206,7 @@ def test_reproduce_uses_the_recorded_prng_setting(pipe, tmp_path):
         jax.config.update("jax_threefry_partitionable", before)
     png = folder.image_path(folder.entries()[0])
     assert read_png_metadata(png)["jax_threefry_partitionable"] is (not before)
-    again = reproduce.reproduce(pipe, png).check()
+    again = reproduce(pipe, png).check()
     assert again.tokens.tolist() == folder.entries()[0]["tokens"]
     assert jax.config.jax_threefry_partitionable is before                    # and the setting is restored
 
@@ -225,7 +226,7 @@ def test_rerank_a_saved_folder(pipe, tmp_path):
         assert (folder.path / group["grid"]).is_file()
     assert json.loads((folder.path / pictures.RANKING_FILE).read_text()) == ranking
     assert len(pngs(folder.path, "_ranked")) == 2
-    assert pictures.rerank_folder(folder.path, reranker) == ranking                  # a second time replaces them
+    assert pictures.rerank_folder(folder.path, reranker) == ranking          # a second time replaces them
     assert len(pngs(folder.path, "_ranked")) == 2
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no saved images"):
@@ -243,8 +244,8 @@ def test_rerank_keeps_a_prompt_given_twice_as_two_groups(pipe, tmp_path):
 def test_a_failed_rerank_leaves_the_previous_ranking_whole(pipe, tmp_path, monkeypatch):
     folder, _ = generate(pipe, PROMPTS[:1], tmp_path, n_images=2, seed=3)
     reranker = Reranker.from_folder(FIXTURES / "clip-tiny")
-    first = ((folder.path / pictures.RANKING_FILE).read_bytes() if pictures.rerank_folder(folder.path, reranker)
-             else b"")
+    ranked = pictures.rerank_folder(folder.path, reranker)
+    first = (folder.path / pictures.RANKING_FILE).read_bytes() if ranked else b""
 
     def disk_full(fd):
         raise OSError(28, "No space left on device")
