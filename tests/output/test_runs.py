@@ -110,3 +110,14 @@ def test_the_run_writer_makes_a_folder_only_for_an_image_and_hands_back_paths(pi
     assert (np.asarray(Image.open(grids[1]).convert("RGB"))[:256] == expected).all()   # from these pixels
     again = runs.RunWriter.open(pipe.name, request, tmp_path / "runs")
     assert again.folder.path == writer.folder.path and again.missing == [] and again.finish() == []
+
+
+def test_without_a_folder_nothing_is_saved_and_a_callable_view_sees_every_event(pipe, tmp_path):
+    seen = []
+    run = runs.save_run(pipe, Generate(prompts=PROMPTS, n_images=1, seed=11), None, view=seen.append)
+    assert run.folder is None and [event.kind for event in seen][0] == "opened"
+    assert [event.kind for event in seen][-1] == "done" and "batch" in [event.kind for event in seen]
+    assert seen[0].writer is None and seen[0].to_make == 2 and seen[0].request.seed == 11
+    made = {(image.prompt_index, image.image_index): image.tokens.tolist() for image in run.generation.images}
+    saved = runs.save_run(pipe, Generate(prompts=PROMPTS, n_images=1, seed=11), tmp_path)
+    assert made == {(e["prompt_index"], e["image_index"]): e["tokens"] for e in saved.folder.entries()}
