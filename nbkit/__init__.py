@@ -9,7 +9,7 @@ The sub-packages follow the data flow:
     output/      pixels → PNGs with metadata, run folders, CLIP ranking, upscaled copies beside them
     notebook/    the prompt form, the HTML views and Colab's shims
     server/      `nbkit serve`: the web page and its HTTP API, one queue of jobs, local or Ray replicas
-    cli.py       `python -m nbkit`: generate, vary, extend, fill, reproduce, rerank, upscale, serve, …
+    cli/         `python -m nbkit`, one module a command: generate, vary, extend, fill, reproduce, rerank, …
 
 docs/architecture.md lists every module.
 """
@@ -20,10 +20,16 @@ __version__ = "0.1.0"
 # CLI's --help) does not start jax.
 _LAZY = {
     "Pipeline": ("nbkit.generation.pipeline", "Pipeline"),
+    "Generate": ("nbkit.generation.specs", "Generate"),
+    "Vary": ("nbkit.generation.from_image", "Vary"),
+    "Extend": ("nbkit.generation.from_image", "Extend"),
+    "Fill": ("nbkit.generation.from_image", "Fill"),
     "SamplingSettings": ("nbkit.generation.sampling", "SamplingSettings"),
     "colab": ("nbkit.notebook.colab", None),
     "ui": ("nbkit.notebook.ui", None),
     "runs": ("nbkit.output.runs", None),
+    "pictures": ("nbkit.output.pictures", None),
+    "reproduce": ("nbkit.output.reproduction", "reproduce"),
     "hub": ("nbkit.weights.hub", None),
 }
 

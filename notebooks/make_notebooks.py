@@ -184,7 +184,7 @@ def quickstart():
             """, form=True),
         code("""
             #@title Mount Drive and load the model (downloads once into Drive's nbkit/models)
-            from nbkit import Pipeline, colab, hub, runs, ui
+            from nbkit import Generate, Pipeline, colab, hub, pictures, runs, ui
 
             drive = colab.mount_drive()
             colab.enable_widgets()
@@ -193,9 +193,10 @@ def quickstart():
             """),
         code("""
             #@title Generate and save to Drive
-            folder, result = runs.generate_to_folder(pipe, PROMPTS, drive / "nbkit" / "outputs",
-                                                     n_images=N_IMAGES, seed=None if SEED < 0 else SEED,
-                                                     on_event=ui.ProgressLine())   # the stages, as they go
+            spec = Generate(prompts=PROMPTS, n_images=N_IMAGES, seed=None if SEED < 0 else SEED)
+            run = runs.save_run(pipe, spec, drive / "nbkit" / "outputs",
+                                view=ui.ProgressLine())      # the stages, as they go
+            folder, result = run.folder, run.generation
             print(f"seed {result.seed}, {result.timings['total']:.1f} s, saved in {folder.path}")
             ui.show_run(folder)
             """),
@@ -205,7 +206,7 @@ def quickstart():
                 from nbkit.output.rerank import Reranker
 
                 reranker = Reranker.from_folder(hub.fetch(CLIP, cache=colab.model_cache()))
-                ranking = runs.rerank_folder(folder.path, reranker)
+                ranking = pictures.rerank_folder(folder.path, reranker)
                 ui.show_ranking(ranking, folder.path)
             """),
         md("""
@@ -332,10 +333,13 @@ def generate_step():
             """, form=True),
         code("""
             #@title Generate, save and show
-            folder, result = runs.generate_to_folder(
-                pipe, ENGLISH, out, n_images=N_IMAGES, seed=None if SEED < 0 else SEED,
-                translations=TRANSLATIONS, on_event=ui.ProgressLine(),
-                temperature=TEMPERATURE, top_k=TOP_K, top_p=TOP_P, condition_scale=CONDITION_SCALE)
+            from nbkit import Generate, SamplingSettings
+
+            settings = SamplingSettings(TEMPERATURE, TOP_K, TOP_P, CONDITION_SCALE)
+            spec = Generate(prompts=ENGLISH, n_images=N_IMAGES, seed=None if SEED < 0 else SEED,
+                            translations=TRANSLATIONS, settings=settings)
+            run = runs.save_run(pipe, spec, out, view=ui.ProgressLine())
+            folder, result = run.folder, run.generation
             print(f"seed {result.seed}, {result.timings['total']:.1f} s, saved in {folder.path}")
             ui.show_run(folder)
             """),
@@ -358,7 +362,7 @@ def save_to_drive_step():
         install(),
         code("""
             #@title Mount Google Drive
-            from nbkit import Pipeline, colab, runs, ui
+            from nbkit import Generate, Pipeline, colab, pictures, reproduce, runs, ui
             from nbkit.png import read_png_metadata
 
             drive = colab.mount_drive()
@@ -377,8 +381,9 @@ def save_to_drive_step():
             #@title Load the model and generate into Drive's nbkit/outputs
             pipe = Pipeline.from_pretrained(MODEL, VQGAN, cache=colab.model_cache(),
                                             compilation_cache=drive / "nbkit" / "jax-cache")
-            folder, result = runs.generate_to_folder(pipe, PROMPTS, out, n_images=N_IMAGES, seed=SEED,
-                                                     on_event=ui.ProgressLine())
+            run = runs.save_run(pipe, Generate(prompts=PROMPTS, n_images=N_IMAGES, seed=SEED), out,
+                                view=ui.ProgressLine())
+            folder, result = run.folder, run.generation
             print(f"{len(result.images)} new image(s) in {folder.path}")
             """),
         code("""
@@ -397,8 +402,8 @@ def save_to_drive_step():
             #@title Make the same image again from the PNG alone
             #@markdown The tokens come out the same: they are the image's identity. The pixels may be one
             #@markdown level (of 255) apart in a few values, as the decoder's sums can run in another order.
-            again = runs.reproduce(pipe, png)
-            saved = runs.saved_pixels(folder, metadata["prompt_index"])[metadata["image_index"]]
+            again = reproduce(pipe, png).check()          # an error, saying why, if the tokens differ
+            saved = pictures.saved_pixels(folder, metadata["prompt_index"])[metadata["image_index"]]
             levels = abs(again.pixels.astype(int) - saved.astype(int))
             print("Same tokens as the saved image:", again.tokens.tolist() == metadata["tokens"])
             print(f"Pixels within one level of the saved image: {bool(levels.max() <= 1)} "
@@ -427,7 +432,7 @@ def rerank_step():
             """, form=True),
         code("""
             #@title Find the run folder
-            from nbkit import colab, hub, runs, ui
+            from nbkit import colab, hub, pictures, ui
             from nbkit.output.rerank import Reranker
 
             drive = colab.mount_drive()
@@ -450,7 +455,7 @@ def rerank_step():
                 print("Nothing to rerank yet: run 03_generate first.")
             else:
                 reranker = Reranker.from_folder(hub.fetch(CLIP, cache=colab.model_cache()))
-                ranking = runs.rerank_folder(run_folder, reranker)
+                ranking = pictures.rerank_folder(run_folder, reranker)
                 ui.show_ranking(ranking, run_folder)
                 print(f"Saved {run_folder / 'ranking.json'} and a best-first grid per prompt (*_ranked.png).")
             """),
@@ -490,15 +495,15 @@ def from_an_image_step():
             """, form=True),
         code("""
             #@title Open it
-            from nbkit.generation.from_image import Extend, Fill, Vary
+            from nbkit import Extend, Fill, Generate, Vary, pictures
 
             seed = None if SEED < 0 else SEED
             negative = NEGATIVE_PROMPT or None
-            image_path = colab.upload_image(out) if UPLOAD else (IMAGE or runs.newest_image(out))
+            image_path = colab.upload_image(out) if UPLOAD else (IMAGE or pictures.newest_image(out))
             if image_path is None:
                 print("No saved image yet: making one from the prompt.")
-                first, _ = runs.generate_to_folder(pipe, [PROMPT], out, seed=seed,
-                                                   negative_prompt=NEGATIVE_PROMPT)
+                spec = Generate(prompts=[PROMPT], seed=seed, negative_prompt=NEGATIVE_PROMPT)
+                first = runs.save_run(pipe, spec, out).folder
                 image_path = first.path / first.entries()[0]["file"]
             source = pipe.source(image_path)
             prompt = None if source.prompt else PROMPT        # a saved image's own prompt, else this one
@@ -517,7 +522,8 @@ def from_an_image_step():
             N_IMAGES = 4  #@param {type:"slider", min:1, max:16, step:1}
             edit = Vary(keep_rows=KEEP_ROWS, n_images=N_IMAGES, seed=seed, prompt=prompt,
                         negative_prompt=negative)
-            varied, result = runs.make_to_folder(pipe, edit.request(source), out)
+            run = runs.save_run(pipe, edit, out, source=source)
+            varied, result = run.folder, run.generation
             print(f"{len(result.images)} variation(s), seed {result.seed}, saved in {varied.path}")
             ui.show_run(varied)
             """),
@@ -527,7 +533,7 @@ def from_an_image_step():
             #@markdown picture, so they blend into each other. COLUMNS 0 picks the most square full grid
             #@markdown (4 → 2×2, 8 → 4×2, 3 → one row); another number must divide the variations evenly.
             COLUMNS = 0  #@param {type:"integer"}
-            picture = runs.save_seamless(pipe, varied, 0, columns=COLUMNS or None)
+            picture = pictures.save_seamless(pipe, varied, 0, columns=COLUMNS or None)
             print(f"saved {picture}")
             ui.show_images([picture], size=384)
             """),
@@ -542,8 +548,10 @@ def from_an_image_step():
             DIRECTION = "right"  #@param ["down", "right"]
             ROWS = 8  #@param {type:"slider", min:1, max:15, step:1}
             TIMES = 2  #@param {type:"slider", min:1, max:8, step:1}
-            edit = Extend(direction=DIRECTION, rows=ROWS, seed=seed, prompt=prompt, negative_prompt=negative)
-            extended, pieces, stitched = runs.extend_to_folder(pipe, source, edit, out, TIMES)
+            edit = Extend(direction=DIRECTION, rows=ROWS, times=TIMES, seed=seed, prompt=prompt,
+                          negative_prompt=negative)
+            run = runs.save_run(pipe, edit, out, source=source)        # each piece from the one before
+            extended, pieces, stitched = run.folder, run.pieces, run.picture
             print(f"{len(pieces)} piece(s) and the whole picture saved in {extended.path}")
             ui.show_images([stitched], captions=[f"extended {DIRECTION} {TIMES}× by {ROWS}"], size=384)
             """),
@@ -567,7 +575,7 @@ def from_an_image_step():
             region = (TOP, LEFT, BOTTOM, RIGHT)
             edit = Fill(region=region, n_images=N_CANDIDATES, seed=seed, prompt=prompt,
                         negative_prompt=negative)
-            filled, _ = runs.make_to_folder(pipe, edit.request(source), out)
+            filled = runs.save_run(pipe, edit, out, source=source).folder
             best_first = sorted(filled.entries(), key=lambda entry: -entry["kept_logprob"])
             print(f"{len(best_first)} candidate(s), best first, saved in {filled.path}")
             ui.show_images([filled.image_path(entry) for entry in best_first],
@@ -660,13 +668,13 @@ def upscale_step():
             """, form=True),
         code("""
             #@title Find the picture
-            from nbkit import colab, runs, ui
+            from nbkit import colab, pictures, reproduce, ui
             from nbkit.generation.upscale import Upscaler
 
             drive = colab.mount_drive() if SAVE_TO_DRIVE else None
             out = drive / "nbkit" / "outputs" if drive else colab.output_root()
             cache = colab.model_cache()
-            image_path = colab.upload_image(out) if UPLOAD else (IMAGE or runs.newest_image(out))
+            image_path = colab.upload_image(out) if UPLOAD else (IMAGE or pictures.newest_image(out))
             if image_path is None:
                 print(f"No picture yet in {out}: run 03_generate first (or 00_quickstart), set IMAGE to a "
                       "picture's path, or tick UPLOAD.")
@@ -677,7 +685,7 @@ def upscale_step():
             #@title Upscale, save beside it, show before and after
             if image_path is not None:
                 upscaler = Upscaler(UPSCALER, cache=cache)
-                upscaled = runs.upscale_image(upscaler, image_path)
+                upscaled = pictures.upscale_image(upscaler, image_path)
                 print(f"saved {upscaled} (×{upscaler.scale})")
                 ui.show_images([image_path, upscaled], size=512,
                                captions=["before (256 px, enlarged)", f"after: {upscaler.model_name}"])
@@ -687,8 +695,8 @@ def upscale_step():
             #@markdown Finds the source beside the upscaled PNG (checked by its sha256) and upscales it
             #@markdown again with the same weights: the pixels agree within one level.
             if image_path is not None:
-                again = runs.reproduce_png(None, upscaled, cache=cache)
-                print(f"made again: {again.within_contract} (at most {again.max_difference} level(s) apart)")
+                again = reproduce(None, upscaled, cache=cache)
+                print(f"made again: {again.matches} (at most {again.most_levels} level(s) apart)")
             """),
     ])
 

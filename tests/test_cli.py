@@ -116,7 +116,7 @@ def test_1_and_8_devices_make_identical_tokens_and_pixels_within_one_level(tmp_p
 
 
 def test_generate_with_a_negative_prompt_records_it_and_reproduces(tmp_path, capsys):
-    from nbkit.output import runs
+    from nbkit.output.reproduction import reproduce
 
     args = ["generate", "a red cube", "-n", "1", "--seed", "4", "--out", str(tmp_path), *TINY]
     assert main([*args, "--negative", "a blue sphere"]) == 0
@@ -130,7 +130,7 @@ def test_generate_with_a_negative_prompt_records_it_and_reproduces(tmp_path, cap
     assert metadata["tokens"] != read_png_metadata(next(without.glob("*_000.png")))["tokens"]
     pipe = tiny_pipeline()
     pipe.name = metadata["model"]
-    assert runs.reproduce(pipe, png).tokens.tolist() == metadata["tokens"]
+    assert reproduce(pipe, png).check().tokens.tolist() == metadata["tokens"]
 
 
 def test_vary_extend_and_fill_from_a_saved_png(tmp_path, capsys, monkeypatch):
@@ -309,7 +309,7 @@ def _tiny_translators(monkeypatch, loaded: list):
 
 
 def test_generate_translates_a_chinese_prompt_and_records_both(tmp_path, capsys, monkeypatch):
-    from nbkit.output import runs
+    from nbkit.output.reproduction import reproduce
 
     loaded = []
     _tiny_translators(monkeypatch, loaded)
@@ -331,7 +331,7 @@ def test_generate_translates_a_chinese_prompt_and_records_both(tmp_path, capsys,
     loaded.clear()
     pipe = tiny_pipeline()
     pipe.name = metadata["model"]
-    assert runs.reproduce(pipe, png).tokens.tolist() == metadata["tokens"] and loaded == []
+    assert reproduce(pipe, png).check().tokens.tolist() == metadata["tokens"] and loaded == []
 
 
 def test_english_prompts_load_no_translator(tmp_path, capsys, monkeypatch):
@@ -370,9 +370,9 @@ def test_generate_says_each_stage_and_which_prompt_was_cut(tmp_path, capsys, rec
 
 
 def test_the_bar_keeps_a_share_for_the_decode():
-    from nbkit.cli import _RunBar
+    from nbkit.cli.display import RunBar
 
-    bar = _RunBar(images=2, length=256)
+    bar = RunBar(images=2, length=256)
     label = SimpleNamespace(label="decoding pixels · 0 of 2 images")
     bar.show(label, images_done=0, tokens_done=512, stage="decoding")   # every token drawn, none decoded
     assert bar.position == 512 < bar.total == 2 * (256 + 32)

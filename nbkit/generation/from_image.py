@@ -4,8 +4,9 @@ A source is an image's 256 tokens and the prompt to draw with. A PNG that nbkit 
 exactly (from its metadata); any other image is encoded with the VQGAN encoder, and the prompt must
 then be given. Each edit is a small frozen dataclass (`Vary`, `Extend`, `Fill`), checked once when made, whose
 `request(source)` is a `GenerationRequest` with `kept` tokens saying what stays and `source` saying
-where it came from (recorded with every image, so `reproduce` can make it again). Every front end
-(CLI, notebook form, server) and the `Pipeline` methods `vary`, `extend` and `fill` build these.
+where it came from (recorded with every image, so `reproduce` can make it again). They are specs
+(`nbkit.generation.specs`, beside `Generate`): every front end (CLI, notebook form, server) and the
+`Pipeline` methods `vary`, `extend` and `fill` build these.
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from nbkit.checks import is_whole_number
 from nbkit.generation.kept import KeptTokens
-from nbkit.generation.request import GenerationRequest, check_seed, clean_translation
-from nbkit.generation.sampling import SamplingSettings
+from nbkit.generation.request import GenerationRequest, clean_translation
+from nbkit.generation.specs import Spec
 from nbkit.generation.token_grids import DIRECTIONS, Direction, tokens_sha256
 from nbkit.png import read_png_metadata
 
@@ -94,31 +95,47 @@ def _whole_in(value: Any, low: int, high: int, message: str) -> int:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class Edit:
-    """What every edit of an image shares: how many images, the seed (None: drawn once, when the request
-    is built), the prompt and negative prompt (None: the source's), and the sampling settings. A
-    subclass says what is kept (`kept`) and how it is recorded (`describe`); `request(source)` builds the
-    `GenerationRequest`. Checked once, when made: the CLI, the notebook form, the server and the
-    `Pipeline` methods build these and nothing else."""
+class Edit(Spec):
+    """What every edit of an image shares, besides a spec's count, seed and settings: the prompt and
+    negative prompt (None: the source's). A subclass says what is kept (`kept`) and how it is recorded
+    (`describe`); `request(source)` builds the `GenerationRequest`. Checked once, when made: the CLI, the
+    notebook form, the server and the `Pipeline` methods build these and nothing else."""
 
-    n_images: int = 1
-    seed: int | None = None
+    needs_source: ClassVar[bool] = True
+
     prompt: str | None = None
     negative_prompt: str | None = None
-    settings: SamplingSettings = SamplingSettings()
     translation: dict | None = None     # what was typed, when `prompt` or `negative_prompt` was translated
 
     def __post_init__(self):
-        _whole_in(self.n_images, 1, 2**20, "n_images must be a whole number ≥ 1")
+        super().__post_init__()
         if self.translation is not None and clean_translation(
                 {"typed_prompt": "", **self.translation}) is None:
             raise ValueError(f"translation must be a record of what was typed (got {self.translation!r}).")
-        object.__setattr__(self, "seed", check_seed(self.seed))
         for name in ("prompt", "negative_prompt"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 raise ValueError(f"{name} must be text or None (got {getattr(self, name)!r}).")
-        if not isinstance(self.settings, SamplingSettings):
-            raise TypeError(f"settings must be a SamplingSettings (got {type(self.settings).__name__}).")
+
+    @property
+    def texts(self) -> list[str]:
+        return [self.prompt or "", self.negative_prompt or ""]
+
+    def translated(self, choice: str, cache: Any = None, loader: Callable | None = None) -> Edit:
+        """The prompt and negative prompt given here in English (the source's own prompt is English
+        already), `translation` saying what was typed."""
+        from nbkit.text.translate import translate_prompts
+
+        if choice == "off" or (self.prompt is None and not self.negative_prompt):
+            return self
+        english, negatives, records = translate_prompts([self.prompt or ""], self.negative_prompt or "",
+                                                        choice, cache, loader)
+        record = records[0]
+        if record is not None and self.prompt is None:       # the source's prompt: only the negative's
+            record = {k: v for k, v in record.items() if k != "typed_prompt"}
+        return dataclasses.replace(
+            self, prompt=english[0] if self.prompt is not None else None,
+            negative_prompt=negatives[0] if self.negative_prompt else self.negative_prompt,
+            translation=record)
 
     def kept(self, tokens: np.ndarray) -> KeptTokens:
         raise NotImplementedError
@@ -126,8 +143,11 @@ class Edit:
     def describe(self) -> dict[str, Any]:
         raise NotImplementedError
 
-    def request(self, source: SourceImage) -> GenerationRequest:
+    def request(self, source: SourceImage | None = None) -> GenerationRequest:
         """The request that makes this edit of `source`."""
+        if not isinstance(source, SourceImage):
+            raise ValueError(f"An edit starts from an image: give its SourceImage (got {source!r}; "
+                             "`open_source` or `Pipeline.source` makes one).")
         negative = source.negative_prompt if self.negative_prompt is None else self.negative_prompt
         prompt = _prompt(source, self.prompt)
         return GenerationRequest([prompt], self.n_images, self.seed, self.settings,
@@ -177,12 +197,34 @@ class Extend(Edit):
 
     direction: Direction = "down"
     rows: int = 8
+    times: int | None = None     # a chain: `times` pieces, each extending the one before (then stitched)
 
     def __post_init__(self):
         super().__post_init__()
         if self.direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)} (got {self.direction!r}).")
         _whole_in(self.rows, 1, GRID_SIDE - 1, f"Extend by 1 to {GRID_SIDE - 1} rows or columns")
+        if self.times is not None:
+            times = _whole_in(self.times, 1, 2**10, "times must be a whole number ≥ 1")
+            object.__setattr__(self, "times", times)
+            if self.n_images != 1:
+                raise ValueError("An extension chain makes one piece at a time: leave n_images at 1, "
+                                 "use times.")
+
+    def request(self, source: SourceImage | None = None) -> GenerationRequest:
+        """The request of this edit; of a chain, the whole chain's (image i is piece i: its seed is
+        drawn once, and its run folder holds every piece)."""
+        if self.times is not None:
+            return dataclasses.replace(self, n_images=self.times, times=None).request(source)
+        return super().request(source)
+
+    def piece(self, chain: GenerationRequest, previous: SourceImage, index: int) -> GenerationRequest:
+        """Piece `index` of a chain (`chain`: its `request`): image `index` of the chain's request (its
+        key from (seed, 0, index)), extending `previous`, with the chain's prompt and what was typed."""
+        edit = dataclasses.replace(self, n_images=chain.n_images, times=None, seed=chain.seed,
+                                   prompt=chain.prompts[0], negative_prompt=chain.negative_prompt[0],
+                                   translation=chain.translations[0])
+        return dataclasses.replace(edit.request(previous), only=[(0, index)])
 
     def kept(self, tokens: np.ndarray) -> KeptTokens:
         return KeptTokens.shifted(tokens, self.direction, self.rows)

@@ -14,7 +14,8 @@ do not depend on the batch it was drawn in, in any dtype; sampling settings are 
 prompts, seeds or settings reuse the compiled programs.
 
 Over 350 lines: the plan of batches, the stream and `make_again` share the compiled programs and their
-shape rule, so they stay together until the job-shape work of issue 23 moves the request side out.
+shape rule, so they stay together (the request side is `nbkit.generation.specs` and `.request`; the event
+dispatch and collecting, `nbkit.generation.stream`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import time
 from collections.abc import Collection, Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +39,8 @@ from nbkit.generation.kept import KeptTokens
 from nbkit.generation.progress import Pace, describe
 from nbkit.generation.request import GenerationRequest, ImageTask
 from nbkit.generation.sampling import CompiledSampler, SamplingSettings, compiled_sampler, kept_prefix
+from nbkit.generation.specs import Generate
+from nbkit.generation.stream import collect
 from nbkit.generation.token_grids import Direction, seamless_tokens
 from nbkit.models import vqgan as vqgan_module
 from nbkit.models.dallebart import DalleBart
@@ -74,6 +77,8 @@ class Progress:
     """A batch is forming. `images` decodes its rows' tokens so far (zeros after `position`) when
     first read, so a consumer that only moves a progress bar pays for no decoding."""
 
+    kind: ClassVar[str] = "progress"      # what `nbkit.generation.stream.show` dispatches on
+
     tokens_done: int            # image tokens drawn so far in this run, over all its images
     tokens_total: int
     images_done: int            # images finished (earlier batches)
@@ -104,6 +109,8 @@ class Progress:
 class Batch:
     """Finished images, as soon as their batch ends."""
 
+    kind: ClassVar[str] = "batch"
+
     images: list[GeneratedImage]
     images_done: int
     images_total: int
@@ -119,6 +126,8 @@ class Batch:
 @dataclasses.dataclass(frozen=True)
 class Done:
     """The stream's last event."""
+
+    kind: ClassVar[str] = "done"
 
     images_total: int
     timings: dict[str, float]   # seconds: tokens, pixels, total
@@ -339,20 +348,15 @@ class Pipeline:
                  condition_scale: float = 10.0, only: Collection[tuple[int, int]] | None = None,
                  negative_prompt: str | Sequence[str] = "") -> Generation:
         """`n_images` images for each prompt, all at once. `seed` None draws one (see `.seed`)."""
-        request = GenerationRequest(prompts, n_images, seed,
-                                    SamplingSettings(temperature, top_k, top_p, condition_scale), only,
-                                    negative_prompt)
-        return self.collect(request)
+        spec = Generate(prompts=prompts, n_images=n_images, seed=seed, negative_prompt=negative_prompt,
+                        settings=SamplingSettings(temperature, top_k, top_p, condition_scale))
+        request = spec.request()
+        return self.collect(request if only is None else dataclasses.replace(request, only=only))
 
     def collect(self, request: GenerationRequest) -> Generation:
         """The whole stream's images, in the request's order (batches group tasks by kept prefix)."""
-        placed, timings = {}, {}
-        for event in self.stream(request):
-            if isinstance(event, Batch):
-                placed.update(zip(event.batch, event.images, strict=True))
-            elif isinstance(event, Done):
-                timings = event.timings
-        return Generation([placed[index] for index in sorted(placed)], request, self.name, timings)
+        collected = collect(self.stream(request))
+        return Generation(collected.images, request, self.name, collected.timings)
 
     def stream(self, request: GenerationRequest, progress_every: int | None = None) -> Iterator[Event]:
         """Generates `request`, yielding `Progress` every `progress_every` tokens (and at the start of
@@ -395,7 +399,7 @@ class Pipeline:
         if not 0 <= row < size:
             raise ValueError(f"batch_row {row} is outside a batch of {size} rows.")
         events = self._stream([task], [((0,), (row,), size)], settings, None)
-        return next(event.images[0] for event in events if isinstance(event, Batch))
+        return collect(events).images[0]
 
     def _check_tasks(self, tasks: list[ImageTask]) -> None:
         length, codes = self.model.config.image_length, self.vqgan.config.n_embed

@@ -1,8 +1,8 @@
 """The prompt form (ipywidgets): prompts and settings, Generate and Stop, a progress bar and a gallery
 that fills in as the images form, with Variations, Extend, Upscale and a seamless picture. This file is the
-run: it reads the fields, builds the request (`GenerationRequest` and the edit builders `Vary`, `Extend`)
-and shows the stream's events; runs are saved (and images upscaled beside them) by `nbkit.output.runs`
-(its `RunWriter` and `upscale_saved`). The form's other parts, one concern a file: `form_fields` (reading
+run: it reads the fields, builds a spec (`Generate`, `Vary`, `Extend`) and hands it to the one run driver
+(`nbkit.output.runs.save_run`) with what to show of each event (`_view`); images are upscaled beside them by
+`nbkit.output.pictures.upscale_saved`. The form's other parts, one concern a file: `form_fields` (reading
 and checking the fields), `form_progress` (what the bar says), `form_layout` (the widgets),
 `form_thread` (the worker thread), `form_gallery`, `form_upscale` and `form_plain` (the plain output
 a saved notebook keeps).
@@ -39,7 +39,7 @@ class GenerateForm(FormLayout, FormThread, Gallery, Upscaling, PlainOutput):
     as the images form. Generation runs in a thread so that Stop can be clicked; Generate stays
     disabled until that thread has ended. Errors appear as a message in the form.
 
-    `out`: a folder to save each run in (see `runs.stream_to_folder`); `load(name)`: makes a
+    `out`: a folder to save each run in (see `runs.save_run`); `load(name)`: makes a
     Pipeline for another model chosen in the form's Model field; `cache`: the model cache the notebook
     loads from (default `places.model_cache()`), whose model folders and upscaler files the fields list
     and where the upscaler is fetched; `translators(name, cache)`: loads a prompt translator (default
@@ -91,10 +91,11 @@ class GenerateForm(FormLayout, FormThread, Gallery, Upscaling, PlainOutput):
 
     def _run(self) -> None:
         from nbkit.generation.from_image import Extend, Vary
-        from nbkit.generation.pipeline import Generation, GenerationRequest
+        from nbkit.generation.specs import Generate
+        from nbkit.output import runs
 
         edit, self._edit = self._edit, None
-        made, timings, status = [], {}, ""
+        made, status = [], ""
         try:        # a wrong field keeps what is on show, and every wrong field is named at once
             values = read_form(self.prompts.value, self.n_images.value, self.seed.value,
                                self.temperature.value, self.top_k.value, self.top_p.value,
@@ -122,36 +123,29 @@ class GenerateForm(FormLayout, FormThread, Gallery, Upscaling, PlainOutput):
                 if english is None:               # translated: shown to be checked, drawn next time
                     status = CHECK_MESSAGE
                     return
-                request = GenerationRequest(english[0], values.n_images, values.seed, settings,
-                                            negative_prompt=english[1], translations=english[2])
+                spec, source = Generate(prompts=english[0], n_images=values.n_images, seed=values.seed,
+                                        settings=settings, negative_prompt=english[1],
+                                        translations=english[2]), None
                 doing, self._made_what = "Generating", "image(s)"
             elif edit[0] == "vary":
                 negative, typed = self.translate.negative_for_edit(negative)
-                request = Vary(keep_rows=self.keep_rows.value, n_images=values.n_images, seed=values.seed,
-                               negative_prompt=negative or None, settings=settings, translation=typed
-                               ).request(self._edit_source(edit[1]))
+                spec = Vary(keep_rows=self.keep_rows.value, n_images=values.n_images, seed=values.seed,
+                            negative_prompt=negative or None, settings=settings, translation=typed)
+                source = self._edit_source(edit[1])
                 doing = f"Varying (first {self.keep_rows.value} of 16 rows kept)"
                 self._made_what = f"variation(s), first {self.keep_rows.value} of 16 rows kept"
             else:
                 direction, rows = self.extend_direction.value, self.extend_rows.value
                 negative, typed = self.translate.negative_for_edit(negative)
-                request = Extend(direction=direction, rows=rows, n_images=values.n_images, seed=values.seed,
-                                 negative_prompt=negative or None, settings=settings, translation=typed
-                                 ).request(self._edit_source(edit[1]))
+                spec = Extend(direction=direction, rows=rows, n_images=values.n_images, seed=values.seed,
+                              negative_prompt=negative or None, settings=settings, translation=typed)
+                source = self._edit_source(edit[1])
                 doing = f"Extending {direction} by {rows}"
                 self._made_what = f"extension(s), {direction} by {rows}"
-            self.seed_used = request.seed
-            self._start_gallery(request)
-            self._say(f"{doing} with seed <b>{request.seed}</b>…")
-            with contextlib.closing(self._events(request)) as events:
-                for event in events:
-                    timings = self._show(event, made) or timings
-                    if self._stopping.is_set() and not timings and getattr(event, "stage", "") != "decoding":
-                        self.stopped = True
-                        self.progress_label.value = f"stopped · {len(made)} of {len(request.images)} images"
-                        break
-            self.result = Generation(made, request, self.pipe.name, timings)
-            status = self._summary(request, timings)
+            run = runs.save_run(self.pipe, spec, self.out, source=source, view=self._view(made, doing),
+                                progress_every=self.progress_every)
+            self.result, request = run.generation, run.generation.request
+            status = self._summary(request, run.generation.timings)
             if edit is not None and edit[0] == "extend" and made:
                 self._show_joined(self.pipe.source(edit[1]), made, request.source)
         except Exception as error:  # shown to the user in the form, not as a traceback
@@ -173,13 +167,6 @@ class GenerateForm(FormLayout, FormThread, Gallery, Upscaling, PlainOutput):
             source = dataclasses.replace(source, translation=self._gallery_translations[index])
         return source
 
-    def _events(self, request):
-        from nbkit.output import runs
-
-        if self.out is not None:
-            return runs.stream_to_folder(self.pipe, request, self.out, progress_every=self.progress_every)
-        return self.pipe.stream(request, self.progress_every)
-
     def _clear(self) -> None:
         """Nothing of the previous run stays on show: not its images, its bar or its result (called once the
         fields were read without an error)."""
@@ -193,12 +180,17 @@ class GenerateForm(FormLayout, FormThread, Gallery, Upscaling, PlainOutput):
         self._say("Starting…")
         self._reports = 0
 
-    def _show(self, event, made: list) -> dict | None:
-        """Shows one event of the stream; returns the timings when it is the last."""
-        from nbkit.generation.pipeline import Batch, Done, Progress
-        from nbkit.output.runs import Opened
+    def _view(self, made: list, doing: str):
+        """What the form shows of a run's events (`nbkit.generation.stream.View`): the gallery starts when
+        the run opens (its seed drawn), fills in as batches end, and a Stop ends the run after the current
+        step (not while a batch decodes: its images are nearly there)."""
+        from nbkit.generation.stream import View
 
-        if isinstance(event, Opened):
+        def opened(event) -> None:
+            request = event.request
+            self.seed_used, self._request = request.seed, request
+            self._start_gallery(request)
+            self._say(f"{doing} with seed <b>{request.seed}</b>…")
             self.folder, self.already_complete = event.folder, event.already_complete
             self._writer = event.writer
             for entry in (event.folder.entries() if event.folder else ()):
@@ -206,7 +198,8 @@ class GenerateForm(FormLayout, FormThread, Gallery, Upscaling, PlainOutput):
                 with contextlib.suppress(OSError, ValueError):
                     path = event.folder.image_path(entry)
                     self._fill(pair, entry.get("prompt", ""), path.read_bytes(), path)
-        elif isinstance(event, Progress):
+
+        def progress(event) -> None:
             self.progress.max, self.progress.value = max(1, event.tokens_total), event.tokens_done
             self.progress_label.value = html.escape(event_label(event))
             if event.cut and not self.notice.value:
@@ -219,8 +212,9 @@ class GenerateForm(FormLayout, FormThread, Gallery, Upscaling, PlainOutput):
                 for image in event.images:          # partial: not kept as finished
                     if (image.prompt_index, image.image_index) in self._slots:
                         self._slots[image.prompt_index, image.image_index].value = png_of(image.pixels)
-        elif isinstance(event, Batch):
-            made += event.images
+
+        def batch(event) -> None:
+            made.extend(event.images)
             if self._writer is not None:
                 self.folder = self._writer.folder         # made with the run's first image
             for image in event.images:
@@ -228,12 +222,20 @@ class GenerateForm(FormLayout, FormThread, Gallery, Upscaling, PlainOutput):
             tokens_total = self.progress.max
             self.progress.value = round(tokens_total * event.images_done / max(1, event.images_total))
             self.progress_label.value = html.escape(event_label(event))
-        elif isinstance(event, Done):
+
+        def done(event) -> None:
             if not event.images_total:
                 self.progress.max = self.progress.value = 1
             self.progress_label.value = html.escape(event_label(event))
-            return event.timings
-        return None
+
+        def stop(event) -> bool:
+            if self._stopping.is_set() and event.kind != "done" and getattr(event, "stage", "") != "decoding":
+                self.stopped = True
+                self.progress_label.value = f"stopped · {len(made)} of {len(self._request.images)} images"
+                return True
+            return False
+
+        return View(opened=opened, progress=progress, batch=batch, done=done, stop=stop)
 
     def _summary(self, request, timings: dict) -> str:
         where = f" Saved in {html.escape(str(self.folder.path))}." if self.folder else ""

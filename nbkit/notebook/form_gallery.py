@@ -148,8 +148,8 @@ class Gallery:
             pairs = sorted(pair for pair in self._finished if pair[0] == prompt_index)
             columns = seamless_columns(len(pairs))
             if self.folder is not None:     # decoded once, saved, and shown from the saved PNG
-                from nbkit.output import runs
-                saved = runs.save_seamless(self.pipe, self.folder, prompt_index, columns)
+                from nbkit.output.pictures import save_seamless
+                saved = save_seamless(self.pipe, self.folder, prompt_index, columns)
                 saved_as.append(str(saved))
                 picture = np.asarray(Image.open(saved).convert("RGB"))
             else:

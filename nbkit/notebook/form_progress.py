@@ -6,23 +6,18 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from nbkit.generation.progress import describe
-
 
 def event_label(event: Any) -> str | None:
     """What the progress bar's label says for a stream's event, in the one vocabulary
     (`nbkit.generation.progress`): the Progress event's own label, then saving and done."""
-    from nbkit.generation.pipeline import Batch, Done, Progress
+    from nbkit.generation.stream import View, show
 
-    if isinstance(event, Progress):
-        return event.label
-    if isinstance(event, Batch):
-        return describe("saving", event.images_done, event.images_total)
-    if isinstance(event, Done):
+    def done(event: Any) -> str:
         if not event.images_total:
             return "nothing left to make"
         return f"done · {event.images_total} images · {event.timings['total']:.1f} s"
-    return None
+
+    return show(event, View(progress=lambda event: event.label, batch=lambda event: event.label, done=done))
 
 
 def preview_cost(pipe: Any) -> str:

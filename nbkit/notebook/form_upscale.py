@@ -1,6 +1,6 @@
 """The prompt form's Upscale button: a gallery image made larger with the Upscaler field's model (a
 registered name or a local weights file), on the form's thread, shown under the gallery and saved beside
-the image by `nbkit.output.runs.upscale_saved` when the run was saved."""
+the image by `nbkit.output.pictures.upscale_saved` when the run was saved."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ class Upscaling:
 
             saved = self._saved_file(pair)
             if saved is not None:
-                from nbkit.output.runs import upscale_saved
+                from nbkit.output.pictures import upscale_saved
 
                 path = upscale_saved(self.folder, upscaler, [saved], progress)[0]
                 pixels, where = np.asarray(Image.open(path)), f"Saved as {html.escape(str(path))}."

@@ -112,7 +112,7 @@ def score_digits(scores: Sequence[float], least: int = 4, most: int = 8) -> int:
 
 
 def ranking_html(ranking: Sequence[dict], folder: str | Path, size: int = 192) -> str:
-    """`runs.rerank_folder`'s result as HTML: per prompt, its images best first with their number and
+    """`pictures.rerank_folder`'s result as HTML: per prompt, its images best first with their number and
     CLIP score, and the best-first grid saved in `folder` (names are read only from inside it)."""
     from nbkit.output.storage import RunFolder
 

@@ -1,10 +1,10 @@
-"""Upscaled PNGs: read any picture (safely), save the upscaled one beside it, make it again.
+"""Upscaled PNGs: read any picture (safely), save the upscaled one beside it (made again by `reproduce`).
 
 An upscaled PNG is a new file next to its source (`<stem>.<upscaler>.png`, or in `out`), never in
 its place. Its metadata names the source (file name, the file's sha256, and the sha256 of its image
 tokens when nbkit made it) and the upscaler (name, weights sha256, scale, tiling), so that
-`reproduce_upscaled` can make it again from the source beside it. Asking again for an upscale that
-is already saved (same source bytes, same weights, same tiling) returns the saved file.
+`nbkit.output.reproduction.reproduce` can make it again from the source beside it. Asking again for an
+upscale that is already saved (same source bytes, same weights, same tiling) returns the saved file.
 
 Pictures come from outside: a file that is not an image, is truncated, or is too large to decode is
 one clear error; greyscale, 16-bit and palette PNGs are converted to 8-bit RGB (greyscale pictures
@@ -25,7 +25,7 @@ from PIL import Image
 from nbkit.generation.token_grids import tokens_sha256
 from nbkit.generation.upscale import Progress, UpscaleError, Upscaler
 from nbkit.imagefile import ImageRefused, read_image
-from nbkit.limits import MAX_IMAGE_PIXELS, MAX_SOURCE_PIXELS
+from nbkit.limits import MAX_SOURCE_PIXELS
 from nbkit.output.atomic import atomic_write
 from nbkit.output.records import UPSCALED_FROM
 from nbkit.output.storage import slugify
@@ -189,55 +189,3 @@ def upscale_files(upscaler: Upscaler, sources: Sequence[str | Path], out: str | 
 def save_upscaled(upscaler: Upscaler, source: str | Path, out: str | Path | None = None) -> Path:
     """One picture file → its upscaled PNG beside it (or in `out`); see `upscale_files`."""
     return upscale_files(upscaler, [source], out)[0]
-
-
-@dataclasses.dataclass(frozen=True)
-class Reproduced:
-    pixels: np.ndarray      # made again
-    saved: np.ndarray       # what the file holds
-    max_difference: int     # in levels; float order may differ by one on other devices
-
-    @property
-    def matches(self) -> bool:
-        return self.max_difference <= 1
-
-    within_contract = matches      # what `runs.reproduce_png` callers read, whatever the kind of PNG
-
-
-def reproduce_upscaled(png: str | Path, upscaler: Upscaler | None = None,
-                       cache: str | Path | None = None) -> Reproduced:
-    """Makes an upscaled PNG again from its metadata: the source file named there, found beside the PNG
-    (a plain name: never a path out of the folder) and checked by its sha256, through the upscaler
-    named there (checked by its weights' sha256)."""
-    png = Path(png)
-    metadata = read_png_metadata(png)
-    source, record = metadata.get(UPSCALED_FROM), metadata.get(UPSCALER_KEY)
-    if not (isinstance(source, dict) and isinstance(record, dict) and isinstance(source.get("file"), str)):
-        raise ValueError(f"{png.name} is not an upscaled PNG (its metadata names no source and upscaler).")
-    name = source["file"]
-    if Path(name).name != name or name in ("", ".", ".."):
-        raise ValueError(f"{png.name}: its source {name!r} is not a plain file name; not looking for it.")
-    source_path = png.parent / name
-    if not source_path.is_file():
-        raise FileNotFoundError(f"{png.name} was made from {name}, which is not beside it in {png.parent}. "
-                                "Put the source there to make it again.")
-    picture = read_picture(source_path, MAX_IMAGE_PIXELS)
-    if picture.sha256 != source.get("sha256"):
-        raise ValueError(f"{name} is not the file {png.name} was made from (its sha256 differs).")
-    if upscaler is None:
-        from nbkit.generation.upscale import TileSettings
-
-        settings = TileSettings(tile=int(record.get("tile", 256)), overlap=int(record.get("overlap", 32)))
-        upscaler = Upscaler(str(record.get("name")), cache=cache, settings=settings)
-    upscaler.load()
-    if record.get("sha256") and upscaler.weights_sha256 != record["sha256"]:
-        raise ValueError(f"{png.name} was made with weights of sha256 {record['sha256'][:12]}…, but "
-                         f"{upscaler.model_name} has {upscaler.weights_sha256[:12]}…: give the same file.")
-    pixels = upscaler.upscale([picture.pixels])[0]
-    if picture.grey:
-        pixels = np.asarray(Image.fromarray(pixels).convert("LA" if pixels.shape[2] == 4 else "L"))
-    saved = np.asarray(read_image(png, max_pixels=MAX_IMAGE_PIXELS))
-    if saved.shape != pixels.shape:
-        raise ValueError(f"{png.name} is {saved.shape}, made again it is {pixels.shape}.")
-    difference = int(np.abs(saved.astype(np.int16) - pixels.astype(np.int16)).max(initial=0))
-    return Reproduced(pixels, saved, difference)

@@ -7,8 +7,9 @@ many people.
     gate.py      what every request passes first: token, Host, Origin, content type, CORS
     app.py       the ASGI app: the routers together, errors answered as JSON, behind the gate
     routes/      the HTTP routes (Starlette), one router a group: jobs, runs, upscale, translate, clients
-    protocol.py  request bodies checked into typed inputs; the answers' JSON shapes
-    build.py     a checked job body → GenerationRequest (reading a source image)
+    protocol.py  the checks of a body's fields; the answers' JSON shapes
+    job_input.py /api/jobs, /api/translate, /api/upscale bodies → specs → GenerationRequest
+    generate_input.py  the two /generate clients' bodies → a Generate spec
     folders.py   reading the output folder: runs and images by plain name, as manifests list them
     queue/       the one queue of work (generation, upscales, reranks) and a worker thread per replica
     metrics.py   /metrics: the server's figures in the Prometheus text format

@@ -14,8 +14,10 @@ from nbkit.generation.from_image import Extend, Fill, SourceImage, Vary
 from nbkit.generation.kept import KeptTokens
 from nbkit.generation.pipeline import Batch, GenerationRequest, Pipeline
 from nbkit.generation.sampling import SamplingSettings
+from nbkit.generation.specs import Generate
 from nbkit.generation.token_grids import seamless_tokens, stitched_tokens, tokens_sha256
-from nbkit.output.runs import reproduce, stream_to_folder
+from nbkit.output.reproduction import reproduce
+from nbkit.output.runs import save_run
 from nbkit.png import read_png_metadata
 
 GRID = np.arange(256).reshape(16, 16) % 64
@@ -186,29 +188,32 @@ LOGPROB_RTOL = 1000 * float(np.finfo(np.float32).eps)
 
 
 def test_an_interrupted_extension_chain_resumes_from_its_saved_pieces(pipe, made, tmp_path, monkeypatch):
-    from nbkit.output.runs import extend_to_folder
+    from nbkit.output.runs import save_run
     from nbkit.output.storage import RunFolder
 
-    edit = Extend(direction="down", rows=5, seed=7)
-    _, whole_pieces, whole_stitched = extend_to_folder(pipe, made, edit, tmp_path / "whole", times=3)
-    original, made_now = pipe.collect, []
+    edit = Extend(direction="down", rows=5, seed=7, times=3)
+    whole = save_run(pipe, edit, tmp_path / "whole", source=made)
+    whole_pieces, whole_stitched = whole.pieces, whole.picture
+    original, made_now = pipe.stream, []
 
-    def interrupted_after_one_piece(request):
+    def interrupted_after_one_piece(request, progress_every=None):
         if made_now:
             raise KeyboardInterrupt
         made_now.append(sorted(request.only))
-        return original(request)
+        return original(request, progress_every)
 
-    monkeypatch.setattr(pipe, "collect", interrupted_after_one_piece)
+    monkeypatch.setattr(pipe, "stream", interrupted_after_one_piece)
     with pytest.raises(KeyboardInterrupt):
-        extend_to_folder(pipe, made, edit, tmp_path / "cut", times=3)
+        save_run(pipe, edit, tmp_path / "cut", source=made)
     (cut,) = (tmp_path / "cut").iterdir()
     assert [e["image_index"] for e in RunFolder(cut).entries()] == [0]
     made_now.clear()
-    monkeypatch.setattr(pipe, "collect", lambda request: made_now.append(sorted(request.only))
-                        or original(request))
-    folder, pieces, stitched = extend_to_folder(pipe, made, edit, tmp_path / "cut", times=3)
+    monkeypatch.setattr(pipe, "stream", lambda request, every=None: made_now.append(sorted(request.only))
+                        or original(request, every))
+    resumed = save_run(pipe, edit, tmp_path / "cut", source=made)
+    folder, pieces, stitched = resumed.folder, resumed.pieces, resumed.picture
     assert folder.path == cut and made_now == [[(0, 1)], [(0, 2)]]          # only the missing pieces
+    assert resumed.already_saved == 1 and len(resumed.generation.images) == 2
     tokens = lambda path: read_png_metadata(path)["tokens"]
     assert [tokens(p) for p in pieces] == [tokens(p) for p in whole_pieces]
     previous, bands = made.tokens.reshape(16, 16), [made.tokens.reshape(16, 16)]
@@ -248,8 +253,8 @@ def test_a_seamless_grid_is_decoded_as_one_picture(pipe):
 
 
 def test_a_source_is_a_saved_png_exactly_or_any_image_encoded(pipe, made, tmp_path):
-    events = list(stream_to_folder(pipe, GenerationRequest(["a red cube"], 1, seed=3), tmp_path))
-    saved = next(events[0].writer.folder.path.glob("*_000.png"))
+    run = save_run(pipe, Generate(prompts=["a red cube"], seed=3), tmp_path)
+    saved = next(run.folder.path.glob("*_000.png"))
     source = pipe.source(saved)
     assert source.tokens.tolist() == made.tokens.tolist() and source.prompt == "a red cube"
     assert not source.encoded and "_encoder" not in pipe.__dict__     # the encoder is not loaded for it
@@ -266,20 +271,19 @@ def test_a_source_is_a_saved_png_exactly_or_any_image_encoded(pipe, made, tmp_pa
 def test_a_saved_variation_records_its_source_and_is_reproduced(pipe, made, tmp_path):
     source = SourceImage(made.tokens, made.prompt, name="cube.png")
     request = Vary(n_images=2, keep_rows=5, seed=12, negative_prompt="fog").request(source)
-    events = list(stream_to_folder(pipe, request, tmp_path))
-    folder = events[0].writer.folder
+    folder = save_run(pipe, request, tmp_path).folder
     pngs = sorted(p for p in folder.path.glob("*.png") if "grid" not in p.name)
     assert len(pngs) == 2
     metadata = read_png_metadata(pngs[1])
     assert metadata["source"] == {"file": "cube.png", "tokens_sha256": tokens_sha256(made.tokens),
                                   "encoded": False, "edit": "vary", "keep_rows": 5}
     assert metadata["negative_prompt"] == "fog" and len(metadata["kept_mask"]) == 64
-    again = reproduce(pipe, pngs[1])
+    again = reproduce(pipe, pngs[1]).check()
     assert again.tokens.tolist() == metadata["tokens"]
     # the same request again reopens the folder; another source makes another run
-    assert list(stream_to_folder(pipe, request, tmp_path))[0].folder.path == folder.path
+    assert save_run(pipe, request, tmp_path).folder.path == folder.path
     other = dataclasses.replace(request, kept=KeptTokens.first_rows(made.tokens, 6))
-    assert list(stream_to_folder(pipe, other, tmp_path))[0].writer.folder.path != folder.path
+    assert save_run(pipe, other, tmp_path).folder.path != folder.path
 
 
 def test_kept_tokens_from_another_vqgan_are_refused(pipe):

@@ -17,7 +17,8 @@ from conftest import ROOT, golden_folder
 from PIL import Image
 
 from nbkit.generation.upscale import TileSettings, UpscaleError, Upscaler, blend_weights, window_starts
-from nbkit.output.upscaled import read_picture, reproduce_upscaled, save_upscaled, upscale_files
+from nbkit.output.reproduction import reproduce
+from nbkit.output.upscaled import read_picture, save_upscaled, upscale_files
 from nbkit.png import png_bytes, read_png_metadata
 
 # uint8 results may differ by one level where float sums run in another order (tiles, devices).
@@ -201,11 +202,11 @@ def test_an_upscaled_png_names_its_source_and_upscaler_and_is_made_again(tmp_pat
     assert save_upscaled(upscaler, source) == saved      # already made: the saved file is the answer
     assert set(tmp_path.iterdir()) == files
 
-    again = reproduce_upscaled(saved, upscaler)
-    assert again.matches and again.max_difference <= ONE_LEVEL
+    again = reproduce(None, saved, upscaler=upscaler)
+    assert again.kind == "upscaled" and again.matches and again.most_levels <= ONE_LEVEL
     source.write_bytes(png_bytes(_picture(32, 32, seed=9)))
     with pytest.raises(ValueError, match="is not the file"):
-        reproduce_upscaled(saved, upscaler)
+        reproduce(None, saved, upscaler=upscaler)
 
 
 def test_greyscale_pictures_are_saved_greyscale_into_another_folder(tmp_path, upscaler):

@@ -4,6 +4,7 @@ HTML views (images, rankings), which must stay in a saved notebook, so must not 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import io
 import re
@@ -15,6 +16,7 @@ from PIL import Image
 
 from nbkit.generation.device import DeviceInfo
 from nbkit.generation.pipeline import Batch, Progress
+from nbkit.generation.stream import KINDS, show
 from nbkit.notebook import ui
 from nbkit.png import read_png_metadata
 
@@ -42,14 +44,17 @@ def run(form: ui.GenerateForm) -> ui.GenerateForm:
 
 
 def on_event(form: ui.GenerateForm, action) -> None:
-    """Calls `action(event)` after the form has shown each event of its stream (in the run's thread)."""
-    shown = form._show
+    """Calls `action(event)` after the form has shown each event of its run (in the run's thread), before
+    the view is asked whether to stop."""
+    make_view = form._view
 
-    def show_then_act(event, made):
-        timings = shown(event, made)
-        action(event)
-        return timings
-    form._show = show_then_act
+    def then_act(callback):
+        return lambda event: (callback(event), action(event))[0]
+
+    def view_then_act(made, doing):
+        view = make_view(made, doing)
+        return dataclasses.replace(view, **{kind: then_act(getattr(view, kind)) for kind in KINDS})
+    form._view = view_then_act
 
 
 def gallery_pngs(form: ui.GenerateForm) -> list[bytes]:
@@ -234,14 +239,14 @@ def test_a_wrong_field_keeps_what_is_on_show_and_every_wrong_field_is_named(pipe
 
 def test_an_error_mid_run_keeps_the_finished_images_and_resets_the_bar(pipe, monkeypatch):
     form = form_for(pipe, n_images=2)
-    events = form._events
+    stream = pipe.stream
 
-    def failing_after_one_image(request):
-        for event in events(request):
+    def failing_after_one_image(request, progress_every=None):
+        for event in stream(request, progress_every):
             yield event
             if isinstance(event, Batch):
                 raise RuntimeError("the accelerator went away")
-    monkeypatch.setattr(form, "_events", failing_after_one_image)
+    monkeypatch.setattr(pipe, "stream", failing_after_one_image)
     run(form)
     assert "the accelerator went away" in status(form) and "Kept 1 finished image(s)" in status(form)
     assert form.progress.value == 0 and form.progress_label.value == "" and form.bar.layout.display == "none"
@@ -277,9 +282,10 @@ def test_the_progress_label_speaks_the_stage_vocabulary_and_tells_of_cut_prompts
     form = form_for(pipe, n_images=1)
     form._clear()
     form._slots = {}
-    step = lambda done, stage, left=None, timed=False, cut=(): form._show(
+    view = form._view([], "Generating")
+    step = lambda done, stage, left=None, timed=False, cut=(): show(
         Progress(done, 1024, done // 256, 4, 1.0, stage == "compiling", done % 256, stage=stage,
-                 seconds_left=left, decode_timed=timed, cut=cut), [])
+                 seconds_left=left, decode_timed=timed, cut=cut), view)
     step(0, "compiling")
     assert form.progress_label.value == ("compiling (first time for this size) · 0 of 4 images · "
                                          "0 of 1024 tokens")
@@ -289,7 +295,7 @@ def test_the_progress_label_speaks_the_stage_vocabulary_and_tells_of_cut_prompts
     step(256, "decoding", 3.0, True, cut=("a prompt far too long",))
     assert html.unescape(form.progress_label.value).startswith("decoding pixels · 1 of 4 images · about 3 s")
     assert "longer than the model" in form.notice.value and "a prompt far too long" in form.notice.value
-    form._show(Batch([], 1, 4, 2.0), [])
+    show(Batch([], 1, 4, 2.0), view)
     assert form.progress_label.value == "saving · 1 of 4 images"
 
 

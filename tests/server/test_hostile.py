@@ -207,7 +207,9 @@ NOT_TEXT = ("a \ud800", "\udfff", "a \udcff b", "\ud83d")       # lone surrogate
 
 
 def test_text_that_is_not_utf8_is_refused_naming_the_field():
-    from nbkit.server.protocol import BadInput, Limits, parse_generate, parse_job
+    from nbkit.server.generate_input import parse_generate
+    from nbkit.server.job_input import parse_job
+    from nbkit.server.protocol import BadInput, Limits
 
     limits = Limits(4, 300, 16384)
     for text in NOT_TEXT:
@@ -221,7 +223,7 @@ def test_text_that_is_not_utf8_is_refused_naming_the_field():
             with pytest.raises(BadInput, match="surrogate"):
                 parse_generate(body, limits, 1)
     for name, text in UNICODE_TROUBLE.items():
-        assert parse_job({"prompt": text}, limits).prompts == (text,), name
+        assert parse_job({"prompt": text}, limits).spec.prompts == (text,), name
 
 
 def test_every_front_end_refuses_text_that_is_not_utf8(tmp_path, capsys):
@@ -315,7 +317,7 @@ def test_a_damaged_run_is_listed_as_damaged_and_the_others_all_the_same(tmp_path
 
 
 def test_reranking_a_damaged_run_is_a_clear_error(tmp_path):
-    from nbkit.output.runs import rerank_folder
+    from nbkit.output.pictures import rerank_folder
 
     class NoClip:
         def scores(self, images, prompts):

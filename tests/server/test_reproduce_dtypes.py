@@ -17,7 +17,7 @@ import pytest
 
 from nbkit.cli import main
 from nbkit.generation.pipeline import Pipeline
-from nbkit.output.runs import reproduce_png
+from nbkit.output.reproduction import reproduce
 from nbkit.png import read_png_metadata
 from tests.server.test_server import finished, manifest, submit
 from tests.server_process import COMPILATION_CACHE, GOLDEN, module_server
@@ -87,5 +87,5 @@ def test_packed_jobs_variations_fills_and_extensions_reproduce_alone(half_server
                                      max_batch=1, progress=False, compilation_cache=COMPILATION_CACHE)
     row_one = next(png for (image, metadata), png in zip(made, pngs, strict=True)
                    if image["batch"] == shared and metadata["batch_row"] == 1)
-    again = reproduce_png(other, row_one)
+    again = reproduce(other, row_one)
     assert again.tokens_match and again.image.batch_row == 1, again.tokens_differing

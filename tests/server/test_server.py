@@ -352,11 +352,11 @@ def test_variations_and_extensions_start_from_a_saved_image(server):
     # Made again in this process from the PNGs alone: the same tokens (the README's contract).
     from conftest import tiny_pipeline
 
-    from nbkit.output.runs import reproduce_png
+    from nbkit.output.reproduction import reproduce
 
     pipe = tiny_pipeline(max_batch=4)
     for run, entry in [(vary["run"], entries[0]), (vary["run"], entries[1]), (extend["run"], extended_entry)]:
-        again = reproduce_png(pipe, server.out / run / entry["file"])
+        again = reproduce(pipe, server.out / run / entry["file"])
         assert again.tokens_match, (entry["file"], again.tokens_differing)
 
 

@@ -163,8 +163,8 @@ def test_a_registered_translator_downloads_like_every_model_and_fails_offline_in
 
 
 def test_the_api_field_translate_builds_the_english_request(tmp_path):
-    from nbkit.server.build import build_request
-    from nbkit.server.protocol import BadInput, Limits, parse_job
+    from nbkit.server.job_input import parse_job
+    from nbkit.server.protocol import BadInput, Limits
 
     limits = Limits(max_images=8, max_prompt_chars=500, codebook_size=16384)
     loaded = []
@@ -174,29 +174,29 @@ def test_the_api_field_translate_builds_the_english_request(tmp_path):
         return Translator(golden_folder("marian"), name=name, revision="main", beam=False)
 
     job = parse_job({"prompts": ["一只猫", "a red cube"], "translate": "auto"}, limits)
-    request = build_request(job, tmp_path, loader=loader)
+    request = job.request(tmp_path, loader=loader)
     assert loaded == ["translate-zh"] and request.prompts[1] == "a red cube"
     assert request.prompts[0] != "一只猫"
     assert request.translations[0] == {"typed_prompt": "一只猫", "translator": "translate-zh",
                                        "translator_revision": "main"} and request.translations[1] is None
     assert parse_job({"prompts": ["一只猫"]}, limits).translate == "off"      # the API's default
-    assert build_request(parse_job({"prompts": ["一只猫"]}, limits), tmp_path).prompts == ("一只猫",)
+    assert parse_job({"prompts": ["一只猫"]}, limits).request(tmp_path).prompts == ("一只猫",)
     for wrong in ("/etc", "vqgan", 3):
         with pytest.raises(BadInput, match="translate must be off, auto or one of"):
             parse_job({"prompts": ["猫"], "translate": wrong}, limits)
 
 
 def test_the_english_a_person_checked_is_drawn_and_the_record_says_what_the_translator_gave(tmp_path):
-    from nbkit.server.build import build_request
-    from nbkit.server.protocol import BadInput, Limits, parse_job, parse_translate
+    from nbkit.server.job_input import parse_job, parse_translate
+    from nbkit.server.protocol import BadInput, Limits
     from nbkit.text.translate import use_edited_english
 
     limits = Limits(max_images=8, max_prompt_chars=500, codebook_size=16384)
     loader = lambda name, cache: Translator(golden_folder("marian"), name=name, revision="main", beam=False)
     machine = loader("translate-zh", None).translate(["一只猫", "雾"])
     body = {"prompts": ["一只猫", "a red cube"], "negative_prompt": "雾", "translate": "auto"}
-    request = build_request(parse_job({**body, "english_prompts": ["a cat", "a red cube"],
-                                       "english_negative_prompt": "fog"}, limits), tmp_path, loader=loader)
+    request = parse_job({**body, "english_prompts": ["a cat", "a red cube"],
+                         "english_negative_prompt": "fog"}, limits).request(tmp_path, loader=loader)
     assert request.prompts == ("a cat", "a red cube") and request.negative_prompt == ("fog", "fog")
     assert request.translations[0] == {
         "typed_prompt": "一只猫", "translator": "translate-zh", "translator_revision": "main",
@@ -204,8 +204,8 @@ def test_the_english_a_person_checked_is_drawn_and_the_record_says_what_the_tran
         "translator_negative_english": machine[1].english}
     assert request.translations[1]["typed_prompt"] == "a red cube"          # only its negative was edited
     assert "translator_english" not in request.translations[1]
-    unedited = build_request(parse_job({**body, "english_prompts": [machine[0].english, "a red cube"]},
-                                       limits), tmp_path, loader=loader)
+    unedited = parse_job({**body, "english_prompts": [machine[0].english, "a red cube"]},
+                         limits).request(tmp_path, loader=loader)
     assert "english_edited" not in unedited.translations[0] and unedited.prompts[0] == machine[0].english
     assert parse_translate({"prompt": "猫"}, limits).translate == "auto"          # the route's default
     with pytest.raises(BadInput, match="goes with translate"):

@@ -15,10 +15,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from nbkit import __version__
-from nbkit.generation.request import GenerationRequest
 from nbkit.imagefile import read_rgb
 from nbkit.server.folders import resolve_image
-from nbkit.server.protocol import error_response, jpeg_base64, parse_generate
+from nbkit.server.generate_input import parse_generate
+from nbkit.server.protocol import error_response, jpeg_base64
 from nbkit.server.routes.common import limits, read_body
 from nbkit.server.routes.jobs import wait_until_finished
 
@@ -38,7 +38,7 @@ def _saved_files(out: Path, images: Any, as_jpeg: bool) -> list[str]:
 async def generate(request: Request) -> Response:
     state = request.app.state
     call = parse_generate(await read_body(request), limits(state), state.options.default_images)
-    job = await run_in_threadpool(state.queue.submit, GenerationRequest([call.prompt], call.n_images))
+    job = await run_in_threadpool(state.queue.submit, call.spec.request())
     final = await wait_until_finished(state.queue, job)
     if final.state != "done":
         return error_response(500 if final.state == "failed" else 503, None,

@@ -12,8 +12,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from nbkit.server.build import build_request
-from nbkit.server.protocol import BadInput, as_json, field_errors, parse_job, sse
+from nbkit.server.job_input import field_errors, parse_job
+from nbkit.server.protocol import BadInput, as_json, sse
 from nbkit.server.queue.admission import JobQueue
 from nbkit.server.queue.events import FINAL_STATES
 from nbkit.server.queue.work import Job
@@ -30,8 +30,8 @@ async def submit_job(request: Request) -> Response:
     except BadInput as first:       # every wrong field at once, the first one first
         first.others = [error for error in field_errors(body, limits(state)) if error.field != first.field]
         raise
-    made = await run_in_threadpool(lambda: build_request(job_input, state.options.out, state.options.cache,
-                                                         state.translators))
+    options = state.options
+    made = await run_in_threadpool(job_input.request, options.out, options.cache, state.translators)
     job = await run_in_threadpool(lambda: state.queue.submit(made))
     answer = as_json(state.queue.status(job), prefix(request))
     if job_input.translate != "off":     # the English drawn, and what was typed

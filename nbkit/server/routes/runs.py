@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from nbkit.output.runs import rerank_folder
+from nbkit.output.pictures import rerank_folder
 from nbkit.server.folders import list_runs, resolve_image, resolve_run
 from nbkit.server.protocol import MAX_RUNS_LISTED, BadInput, as_json, image_url, known_fields, query_count
 from nbkit.server.routes.common import prefix, read_body

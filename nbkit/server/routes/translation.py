@@ -7,8 +7,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from nbkit.server.build import translated
-from nbkit.server.protocol import Limits, parse_translate
+from nbkit.server.job_input import parse_translate
+from nbkit.server.protocol import Limits
 from nbkit.server.routes.common import read_body
 
 
@@ -19,12 +19,11 @@ async def translate(request: Request) -> Response:
     state = request.app.state
     options = state.options
     asked = parse_translate(await read_body(request), Limits(options.max_images, options.max_prompt_chars, 1))
-    english, negatives, records = await run_in_threadpool(
-        translated, list(asked.prompts), asked.negative_prompt, asked.translate, options.cache,
-        state.translators)
+    english = await run_in_threadpool(asked.translated, options.cache, state.translators)
     return JSONResponse({"translate": asked.translate, "prompts": list(asked.prompts),
-                         "english_prompts": english, "english_negative_prompt": negatives[0],
-                         "translations": records})
+                         "english_prompts": list(english.prompts),
+                         "english_negative_prompt": english.negative_prompt[0],
+                         "translations": list(english.translations)})
 
 
 ROUTES = [Route("/api/translate", translate, methods=["POST"])]

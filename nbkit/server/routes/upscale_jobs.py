@@ -5,7 +5,7 @@ like one, and answered like POST /api/jobs (202 and its status).
 The request is checked here, off the worker: the run and file (listed in the manifest as an image that
 was made, not an upscaled copy), the file read as a picture, and the upscaler loaded (downloaded, read,
 placed) on the first upscale, in a thread of its own, so that neither a download nor a bad file ever
-holds up the worker; plain generation never loads it. On the worker the job runs `runs.upscale_saved`,
+holds up the worker; plain generation never loads it. On the worker the job runs `pictures.upscale_saved`,
 the run writer's path every front end shares: the upscaled PNG beside its source, listed in the manifest.
 """
 
@@ -18,10 +18,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from nbkit.output.runs import upscale_saved
+from nbkit.output.pictures import upscale_saved
 from nbkit.output.storage import RunFolder
 from nbkit.server.folders import SavedImage, resolve_image, saved_image
-from nbkit.server.protocol import BadInput, as_json, parse_upscale
+from nbkit.server.job_input import parse_upscale
+from nbkit.server.protocol import BadInput, as_json
 from nbkit.server.routes.common import prefix, read_body
 
 

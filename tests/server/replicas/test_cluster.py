@@ -20,8 +20,8 @@ import pytest
 from conftest import COMPILATION_CACHE, DALLEBART, GOLDEN, VQGAN, tiny_pipeline
 
 from nbkit.generation.pipeline import Batch, Pipeline, Progress
-from nbkit.server.build import build_request
-from nbkit.server.protocol import Limits, parse_job
+from nbkit.server.job_input import parse_job
+from nbkit.server.protocol import Limits
 from tests.server.test_server import call, events, finished, manifest, submit, wait_for
 
 DALLEBART, VQGAN = str(DALLEBART), str(VQGAN)
@@ -88,7 +88,7 @@ def hooked(pool, hook):
 
 def reference_tokens(pipe: Pipeline, body: dict, out: Path) -> dict[tuple[int, int], list[int]]:
     """The tokens this process's own Pipeline draws for the same job body."""
-    request = build_request(parse_job(body, Limits(16, 300, 16384)), out)
+    request = parse_job(body, Limits(16, 300, 16384)).request(out)
     return {(image.prompt_index, image.image_index): image.tokens.tolist()
             for event in pipe.stream_tasks(request.tasks(), request.settings) if isinstance(event, Batch)
             for image in event.images}
