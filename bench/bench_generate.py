@@ -26,7 +26,9 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from nbkit.generation.pipeline import Done, GenerationRequest, Pipeline
+from nbkit.generation.events import Done
+from nbkit.generation.pipeline import Pipeline
+from nbkit.generation.request import GenerationRequest
 from nbkit.generation.sampling import SamplingSettings
 from nbkit.generation.sharding import make_mesh, put_tree, weight_placer
 from nbkit.models import vqgan as vqgan_module

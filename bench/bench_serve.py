@@ -43,7 +43,8 @@ import jax.numpy as jnp
 import numpy as np
 from bench_generate import random_pipeline
 
-from nbkit.generation.pipeline import Batch, Done, GeneratedImage, Pipeline, Progress
+from nbkit.generation.events import Batch, Done, GeneratedImage, Progress
+from nbkit.generation.pipeline import Pipeline
 from nbkit.server.launch import launch
 from nbkit.server.options import ServerOptions
 from nbkit.server.replicas.base import READY, ModelFacts, Replica, ReplicaPool

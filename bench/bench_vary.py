@@ -21,8 +21,9 @@ import jax.numpy as jnp
 from _common import add_dtype_option, compute_dtype
 from bench_generate import PROMPT, random_pipeline
 
+from nbkit.generation.events import Done
 from nbkit.generation.from_image import SourceImage, Vary
-from nbkit.generation.pipeline import Done, Pipeline
+from nbkit.generation.pipeline import Pipeline
 
 FIXTURES = Path(__file__).parent.parent / "tests" / "fixtures" / "golden"
 

@@ -26,8 +26,11 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
+from nbkit.generation.batches import padded_size
 from nbkit.generation.device import use_compilation_cache
-from nbkit.generation.pipeline import Done, GenerationRequest, Pipeline, padded_size
+from nbkit.generation.events import Done
+from nbkit.generation.pipeline import Pipeline
+from nbkit.generation.request import GenerationRequest
 from nbkit.generation.sampling import SamplingSettings
 from nbkit.generation.sharding import data_size, make_mesh, put_tree, weight_placer
 from nbkit.models import vqgan as vqgan_module

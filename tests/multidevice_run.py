@@ -11,7 +11,8 @@ import jax
 import numpy as np
 
 from nbkit.generation import sharding
-from nbkit.generation.pipeline import ImageTask, Pipeline
+from nbkit.generation.pipeline import Pipeline
+from nbkit.generation.request import ImageTask
 from nbkit.generation.sampling import SamplingSettings
 
 COLLECTIVES = re.compile(r"\b(all-gather|all-reduce|all-to-all|collective-permute|reduce-scatter)[-.\w]*\(")

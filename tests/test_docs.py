@@ -480,11 +480,11 @@ def test_markdown_reading():
 def test_a_moved_file_or_renamed_function_is_found(copy):
     plant(copy, "docs/pipeline.md", "\n`nbkit.output.runs.no_such_function`, `runs.gone_away(x)`, "
           "`pipe.vanish()`, `nbkit/no_such_module.py`, `nbkit.png`, `hub.py` and\n\n```python\n"
-          "from nbkit.generation.pipeline import (Batch,\n    Nope)\nfrom nbkit.nowhere import x\n```\n")
+          "from nbkit.generation.events import (Batch,\n    Nope)\nfrom nbkit.nowhere import x\n```\n")
     assert stale_names(copy) == [
         "docs/pipeline.md: nbkit/no_such_module.py does not exist",
         "docs/pipeline.md: nbkit has no nowhere",
-        "docs/pipeline.md: nbkit.generation.pipeline has no Nope",
+        "docs/pipeline.md: nbkit.generation.events has no Nope",
         "docs/pipeline.md: nbkit.nowhere has no x",
         "docs/pipeline.md: nbkit.output.runs has no gone_away",
         "docs/pipeline.md: nbkit.output.runs has no no_such_function",

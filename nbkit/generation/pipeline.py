@@ -13,9 +13,13 @@ or a CPU. Every batch is padded to one shape, `max_batch` rows (see `Pipeline`),
 do not depend on the batch it was drawn in, in any dtype; sampling settings are traced values: new
 prompts, seeds or settings reuse the compiled programs.
 
-Over 350 lines: the plan of batches, the stream and `make_again` share the compiled programs and their
-shape rule, so they stay together (the request side is `nbkit.generation.specs` and `.request`; the event
-dispatch and collecting, `nbkit.generation.stream`).
+The events and results are `nbkit.generation.events`; the pure batching rules (keys, padded rows, batches
+of one kept prefix), `nbkit.generation.batches`; the request side, `nbkit.generation.specs` and `.request`;
+the event dispatch and collecting, `nbkit.generation.stream`.
+
+A little over 350 lines: what is left is one object's state (the loaded models, the mesh, the compiled
+programs already run and the pace learned from them), which loading, the stream, `make_again` and the
+decode all read and write, so splitting it further would pass that state between modules.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import time
 from collections.abc import Collection, Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -33,10 +37,11 @@ import numpy as np
 
 from nbkit.checks import is_whole_number
 from nbkit.generation import sharding
+from nbkit.generation.batches import batches_of, image_keys, padded_size
 from nbkit.generation.device import detect, use_compilation_cache
+from nbkit.generation.events import Batch, Done, Event, GeneratedImage, Generation, Progress
 from nbkit.generation.from_image import Edit, Extend, Fill, SourceImage, Vary, open_source
-from nbkit.generation.kept import KeptTokens
-from nbkit.generation.progress import Pace, describe
+from nbkit.generation.progress import Pace
 from nbkit.generation.request import GenerationRequest, ImageTask
 from nbkit.generation.sampling import CompiledSampler, SamplingSettings, compiled_sampler, kept_prefix
 from nbkit.generation.specs import Generate
@@ -47,161 +52,6 @@ from nbkit.models.dallebart import DalleBart
 from nbkit.text.tokenizer import PromptTokenizer
 from nbkit.weights import hub
 from nbkit.weights.loaders import load_dallebart, load_vqgan, load_vqgan_encoder
-
-
-@dataclasses.dataclass(frozen=True)
-class GeneratedImage:
-    prompt: str
-    prompt_index: int
-    image_index: int
-    seed: int
-    tokens: np.ndarray          # (256,) image codes: the image's identity
-    pixels: np.ndarray          # (256, 256, 3) uint8
-    negative_prompt: str = ""
-    kept: KeptTokens | None = dataclasses.field(default=None, repr=False)
-    # How likely the model found the kept tokens it reached after drawing some (the tokens after a
-    # filled region): the sum of their log-probabilities under the mixed logits. 0 with none kept.
-    kept_logprob: float = 0.0
-    # The shape it was drawn in: the batch's rows (padding included) and its own row. Reproducing it in
-    # that shape gives the same tokens in any dtype (`Pipeline.make_again`); None: not drawn here.
-    batch_size: int | None = None
-    batch_row: int | None = None
-    dtype: str | None = None    # the compute dtype it was drawn in (half precision draws other tokens)
-
-
-# ---- the events of a stream
-
-
-@dataclasses.dataclass(frozen=True)
-class Progress:
-    """A batch is forming. `images` decodes its rows' tokens so far (zeros after `position`) when
-    first read, so a consumer that only moves a progress bar pays for no decoding."""
-
-    kind: ClassVar[str] = "progress"      # what `nbkit.generation.stream.show` dispatches on
-
-    tokens_done: int            # image tokens drawn so far in this run, over all its images
-    tokens_total: int
-    images_done: int            # images finished (earlier batches)
-    images_total: int
-    elapsed: float              # seconds since the stream started
-    compiling: bool             # this batch runs a program for the first time (it compiles first)
-    position: int               # tokens drawn so far in each row of this batch
-    tokens: jax.Array | None = dataclasses.field(default=None, repr=False)   # (batch, 256), own copy
-    _decode: Any = dataclasses.field(default=None, repr=False, compare=False)
-    batch: tuple[int, ...] = ()  # which of the stream's tasks this batch makes (their indexes)
-    stage: str = "drawing"      # compiling, drawing or decoding (`nbkit.generation.progress.STAGES`)
-    seconds_left: float | None = None   # learned from the run so far (None: nothing measured yet)
-    decode_timed: bool = False  # whether seconds_left includes the decode (it does once one was timed)
-    cut: tuple[str, ...] = ()   # the stream's prompts longer than the model reads (they were cut)
-
-    @cached_property
-    def images(self) -> list[GeneratedImage]:
-        return [] if self.tokens is None else self._decode(self.tokens)
-
-    @property
-    def label(self) -> str:
-        """The one progress label every front end shows (`nbkit.generation.progress.describe`)."""
-        return describe(self.stage, self.images_done, self.images_total, self.tokens_done, self.tokens_total,
-                        self.seconds_left, self.decode_timed)
-
-
-@dataclasses.dataclass(frozen=True)
-class Batch:
-    """Finished images, as soon as their batch ends."""
-
-    kind: ClassVar[str] = "batch"
-
-    images: list[GeneratedImage]
-    images_done: int
-    images_total: int
-    elapsed: float
-    batch: tuple[int, ...] = ()  # which of the stream's tasks these are (their indexes)
-    stage: str = "saving"       # what the consumer does with them next
-
-    @property
-    def label(self) -> str:
-        return describe("saving", self.images_done, self.images_total)
-
-
-@dataclasses.dataclass(frozen=True)
-class Done:
-    """The stream's last event."""
-
-    kind: ClassVar[str] = "done"
-
-    images_total: int
-    timings: dict[str, float]   # seconds: tokens, pixels, total
-
-
-Event = Progress | Batch | Done
-
-
-@dataclasses.dataclass
-class Generation:
-    """A collected stream: every image of a request, in order."""
-
-    images: list[GeneratedImage]
-    request: GenerationRequest
-    model: str
-    timings: dict[str, float]
-
-    @property
-    def seed(self) -> int:
-        return self.request.seed
-
-    @property
-    def prompts(self) -> tuple[str, ...]:
-        return self.request.prompts
-
-    @property
-    def settings(self) -> SamplingSettings:
-        return self.request.settings
-
-    def for_prompt(self, prompt_index: int) -> list[GeneratedImage]:
-        return [image for image in self.images if image.prompt_index == prompt_index]
-
-
-# ---- keys and batches
-
-
-@jax.jit
-def _image_key(seed, prompt_index, image_index):
-    return jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), prompt_index), image_index)
-
-
-def image_keys(seeds: int | np.ndarray, prompt_indexes: np.ndarray, image_indexes: np.ndarray) -> np.ndarray:
-    """One raw PRNG key per image, from (seed, prompt index, image index) only (one compiled
-    program for any number of images). `seeds`: one for all, or one per image."""
-    seeds = np.broadcast_to(np.asarray(seeds, np.int64), np.shape(prompt_indexes))
-    return np.stack([np.asarray(_image_key(np.uint32(seed), np.uint32(p), np.uint32(i)))
-                     for seed, p, i in zip(seeds, prompt_indexes, image_indexes, strict=True)])
-
-
-def padded_size(rows: int, data_parallel: int) -> int:
-    """`rows` rounded up to a multiple of the data-parallel device count (a batch is split over them)."""
-    return -(-max(rows, 1) // data_parallel) * data_parallel
-
-
-def own_kept_prefix(task: ImageTask) -> int:
-    """How many positions from the start `task` keeps: what the prefill runs for it."""
-    return 0 if task.kept is None else kept_prefix(task.kept.mask[None])
-
-
-def batches_of(tasks: Sequence[ImageTask], max_batch: int) -> list[tuple[int, ...]]:
-    """The tasks' indexes, grouped into batches of at most `max_batch` that share their kept prefix.
-
-    Why the prefix: a batch prefills the prefix its rows share and runs the rest step by step, and in
-    bfloat16 or float16 the two paths give slightly different activations, hence other draws. A task
-    batched only with tasks of its own prefix is prefilled exactly as it is alone, so its image does
-    not depend on what it was packed with, in any dtype. (Prefilling each row to its own prefix would
-    cost a masked cache write at every step of every batch; grouping costs nothing when prefixes agree,
-    as they do within any one request.) Groups keep the order in which their first task came.
-    """
-    groups: dict[int, list[int]] = {}
-    for index, task in enumerate(tasks):
-        groups.setdefault(own_kept_prefix(task), []).append(index)
-    return [tuple(group[first:first + max_batch]) for group in groups.values()
-            for first in range(0, len(group), max_batch)]
 
 
 class Pipeline:
@@ -377,7 +227,8 @@ class Pipeline:
                      progress_every: int | None = None) -> Iterator[Event]:
         """`stream` for any list of images to make — from several requests at once, as the server's
         worker packs them; batches take the tasks in order, `max_batch` at a time, each batch holding
-        tasks of one kept prefix only (see `batches_of`): `Batch.batch` says which tasks it made."""
+        tasks of one kept prefix only (see `nbkit.generation.batches.batches_of`): `Batch.batch` says
+        which tasks it made."""
         if progress_every is not None and not (is_whole_number(progress_every) and progress_every >= 1):
             raise ValueError(f"progress_every must be a whole number ≥ 1 or None (got {progress_every!r}).")
         tasks = list(tasks)

@@ -27,7 +27,8 @@ from nbkit.png import read_png_metadata
 from nbkit.text.tokenizer import check_prompts
 
 if TYPE_CHECKING:
-    from nbkit.generation.pipeline import GeneratedImage, Pipeline
+    from nbkit.generation.events import GeneratedImage
+    from nbkit.generation.pipeline import Pipeline
     from nbkit.generation.upscale import Upscaler
 
 DRAWN, UPSCALED = "drawn", "upscaled"

@@ -23,8 +23,9 @@ import jax
 import numpy as np
 from unidecode import unidecode
 
+from nbkit.generation.events import GeneratedImage, Generation
 from nbkit.generation.from_image import Extend, SourceImage
-from nbkit.generation.pipeline import GeneratedImage, Generation, Pipeline
+from nbkit.generation.pipeline import Pipeline
 from nbkit.generation.request import GenerationRequest
 from nbkit.generation.specs import Spec
 from nbkit.generation.stream import Collected, View, show

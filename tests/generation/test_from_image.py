@@ -10,9 +10,11 @@ import pytest
 from conftest import CLIP, tiny_pipeline
 from PIL import Image
 
+from nbkit.generation.events import Batch
 from nbkit.generation.from_image import Extend, Fill, SourceImage, Vary
 from nbkit.generation.kept import KeptTokens
-from nbkit.generation.pipeline import Batch, GenerationRequest, Pipeline
+from nbkit.generation.pipeline import Pipeline
+from nbkit.generation.request import GenerationRequest
 from nbkit.generation.sampling import SamplingSettings
 from nbkit.generation.specs import Generate
 from nbkit.generation.token_grids import seamless_tokens, stitched_tokens, tokens_sha256

@@ -13,16 +13,10 @@ import numpy as np
 import pytest
 from conftest import DALLEBART, ROOT, TESTS, VQGAN, assert_pixels_within_one_level, tiny_pipeline
 
-from nbkit.generation.pipeline import (
-    Batch,
-    Done,
-    GenerationRequest,
-    Pipeline,
-    Progress,
-    image_keys,
-    padded_size,
-)
-from nbkit.generation.request import ImageTask
+from nbkit.generation.batches import image_keys, padded_size
+from nbkit.generation.events import Batch, Done, Progress
+from nbkit.generation.pipeline import Pipeline
+from nbkit.generation.request import GenerationRequest, ImageTask
 from nbkit.generation.sampling import SamplingSettings
 
 PROMPTS = ["a red cube", "an avocado armchair", "sunset over a lake"]

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 import pytest
 
-from nbkit.generation.pipeline import Batch, Done, Progress
+from nbkit.generation.events import Batch, Done, Progress
 from nbkit.generation.stream import Collected, View, collect, show
 
 

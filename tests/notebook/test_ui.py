@@ -15,7 +15,7 @@ from conftest import GOLDEN, tiny_pipeline
 from PIL import Image
 
 from nbkit.generation.device import DeviceInfo
-from nbkit.generation.pipeline import Batch, Progress
+from nbkit.generation.events import Batch, Progress
 from nbkit.generation.stream import KINDS, show
 from nbkit.notebook import ui
 from nbkit.png import read_png_metadata

@@ -8,7 +8,8 @@ import pytest
 from conftest import assert_pixels_within_one_level, tiny_pipeline
 from PIL import Image
 
-from nbkit.generation.pipeline import GenerationRequest, Pipeline
+from nbkit.generation.pipeline import Pipeline
+from nbkit.generation.request import GenerationRequest
 from nbkit.generation.stream import collect
 from nbkit.output import runs
 from nbkit.output.reproduction import reproduce

@@ -11,7 +11,7 @@ import pytest
 from conftest import GOLDEN, tiny_pipeline
 from PIL import Image
 
-from nbkit.generation.pipeline import GenerationRequest
+from nbkit.generation.request import GenerationRequest
 from nbkit.generation.sampling import SamplingSettings
 from nbkit.generation.specs import Generate
 from nbkit.generation.stream import View

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from nbkit.generation.pipeline import Progress
+from nbkit.generation.events import Progress
 from nbkit.server.folders import SavedImage
 from nbkit.server.queue.admission import JobQueue
 from nbkit.server.queue.batching import batch_seconds, gather_delay, pack, retry_after_seconds

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from nbkit.generation.pipeline import Batch, GeneratedImage, Progress
+from nbkit.generation.events import Batch, GeneratedImage, Progress
 from nbkit.server.folders import SavedImage
 from nbkit.server.queue.batching import GATHER_S, batch_seconds, gather_delay, pack
 from nbkit.server.queue.events import Preview, Queued, Upscaling, forming, one_line

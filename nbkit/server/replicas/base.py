@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 
-from nbkit.generation.pipeline import Batch, Event
+from nbkit.generation.events import Batch, Event
 from nbkit.generation.request import ImageTask
 from nbkit.generation.sampling import SamplingSettings
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-from nbkit.generation.pipeline import Event, Pipeline
+from nbkit.generation.events import Event
+from nbkit.generation.pipeline import Pipeline
 from nbkit.generation.request import ImageTask
 from nbkit.generation.sampling import SamplingSettings
 from nbkit.server.replicas.base import READY, ModelFacts, Replica, ReplicaPool

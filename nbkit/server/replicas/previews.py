@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from nbkit.generation.pipeline import Event, Progress
+from nbkit.generation.events import Event, Progress
 
 PREVIEW_SHARE = 0.25             # after a batch's first preview, previews take at most this share of it
 

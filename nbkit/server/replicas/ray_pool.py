@@ -19,7 +19,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
-from nbkit.generation.pipeline import Event
+from nbkit.generation.events import Event
 from nbkit.generation.request import ImageTask
 from nbkit.generation.sampling import SamplingSettings
 from nbkit.server.replicas.base import DEAD, FAILED, READY, ModelFacts, Replica, ReplicaDied, ReplicaPool

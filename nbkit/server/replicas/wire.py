@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from nbkit.generation.pipeline import Event, GeneratedImage, Progress
+from nbkit.generation.events import Event, GeneratedImage, Progress
 
 
 @dataclasses.dataclass(frozen=True)

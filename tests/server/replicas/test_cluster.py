@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 from conftest import COMPILATION_CACHE, DALLEBART, GOLDEN, VQGAN, tiny_pipeline
 
-from nbkit.generation.pipeline import Batch, Pipeline, Progress
+from nbkit.generation.events import Batch, Progress
+from nbkit.generation.pipeline import Pipeline
 from nbkit.server.job_input import parse_job
 from nbkit.server.protocol import Limits
 from tests.server.test_server import call, events, finished, manifest, submit, wait_for

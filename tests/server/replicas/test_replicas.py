@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 from conftest import COMPILATION_CACHE, DALLEBART, GOLDEN, VQGAN, tiny_pipeline
 
-from nbkit.generation.pipeline import Batch, Done, GeneratedImage, Pipeline, Progress
+from nbkit.generation.events import Batch, Done, GeneratedImage, Progress
+from nbkit.generation.pipeline import Pipeline
 from nbkit.generation.request import GenerationRequest, ImageTask
 from nbkit.generation.sampling import SamplingSettings
 from nbkit.server.replicas import FAILED, READY, LocalPool, NoReplicaReady, ReplicaDied
