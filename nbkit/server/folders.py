@@ -1,6 +1,7 @@
 """What the server reads from the output folder: run folders by plain name, images only as manifests
 list them. Nothing a request says reaches outside the output folder: a run is a plain folder name
-directly in it, an image a file its run's manifest lists (`RunFolder.image_path`).
+directly in it, an image a file its run's manifest lists (`RunFolder.image_path`). Nor does anything a
+record says: the source an edited image names (`edit_source`) is taken only as such a run and file.
 
 Errors are `BadInput` (protocol.py) so that the HTTP side answers them like any other bad field.
 """
@@ -9,11 +10,32 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from nbkit.checks import is_whole_number
+from nbkit.generation.from_image import GRID_SIDE
+from nbkit.generation.token_grids import DIRECTIONS
+from nbkit.output.records import UPSCALED_FROM
 from nbkit.output.storage import MANIFEST, RUN_FILE, RunFolder
 from nbkit.server.protocol import BadInput, plain_name
+
+EDITS = ("vary", "extend", "fill")
+
+
+@dataclasses.dataclass(frozen=True)
+class EditSource:
+    """The saved image an edited one was made from, as clients are told of it (the HTTP side adds its
+    URL), so that a reopened run shows what the page showed right after the edit: its run and file, the
+    edit (`edit`: vary, extend or fill), an extension's `direction` and `rows` (rows or columns added), a
+    variation's `rows` (rows kept)."""
+
+    run: str
+    file: str
+    edit: str
+    direction: str | None = None
+    rows: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +51,7 @@ class SavedImage:
     seed: int | None
     batch: int | None = None
     upscaled_from: str | None = None     # an upscaled copy: the file (in the same run) it was made from
+    edited_from: EditSource | None = None   # an edit's source image, when it is still in the output folder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,26 +66,69 @@ class RunSummary:
     damaged: list[str] = dataclasses.field(default_factory=list)
 
 
-def saved_images(folder: RunFolder, upscaled: bool = False) -> list[SavedImage]:
+def saved_images(folder: RunFolder, upscaled: bool = False,
+                 sources: dict[tuple[str, str], bool] | None = None) -> list[SavedImage]:
     """A run folder's images that are really there, in (prompt, image) order; with `upscaled`, each
-    upscaled copy too, after the image it was made from."""
+    upscaled copy too, after the image it was made from. `sources`: which edit sources were found, kept
+    across calls (`edit_source`)."""
     found = []
+    sources = {} if sources is None else sources
     for entry in folder.entries(upscaled):
         try:
             if folder.image_path(entry).is_file():
-                found.append(saved_image(folder, entry))
+                found.append(saved_image(folder, entry, sources))
         except ValueError:
             continue
     return sorted(found, key=lambda image: (_number(image.prompt_index), _number(image.image_index),
                                             image.upscaled_from is not None))
 
 
-def saved_image(folder: RunFolder, entry: dict) -> SavedImage:
-    """A manifest entry as clients are told of it."""
-    source = entry.get("upscaled_from")
+def saved_image(folder: RunFolder, entry: dict,
+                sources: dict[tuple[str, str], bool] | None = None) -> SavedImage:
+    """A manifest entry as clients are told of it (an edit's source checked in the folder's output
+    folder: runs are folders directly in it)."""
+    source = entry.get(UPSCALED_FROM)
+    edited = None if UPSCALED_FROM in entry else edit_source(folder.path.parent, entry.get("source"), sources)
     return SavedImage(folder.path.name, entry["file"], entry.get("prompt"), entry.get("prompt_index"),
                       entry.get("image_index"), entry.get("seed"),
-                      upscaled_from=source.get("file") if isinstance(source, dict) else None)
+                      upscaled_from=source.get("file") if isinstance(source, dict) else None,
+                      edited_from=edited)
+
+
+def edit_source(out: Path, source: Any,
+                found: dict[tuple[str, str], bool] | None = None) -> EditSource | None:
+    """The image a record's `source` says it was edited from, or None. Records are untrusted (a PNG's
+    metadata, a manifest anyone may edit): only `"<run>/<file>"` (as the server records it) of plain
+    names whose image that run of `out` lists and holds is taken — no path leads out of the output
+    folder — with the edit's own fields checked; anything else is ignored. `found`: the (run, file)
+    pairs looked up already, and whether each was there (one look a source, however many use it)."""
+    if not isinstance(source, Mapping):
+        return None
+    name, edit = source.get("file"), source.get("edit")
+    if not isinstance(name, str) or name.count("/") != 1 or edit not in EDITS:
+        return None
+    run, file = name.split("/")
+    direction, rows = None, None
+    if edit == "extend":
+        direction, rows = source.get("direction"), source.get("rows")
+        if direction not in DIRECTIONS or not _whole_in(rows, 1, GRID_SIDE - 1):
+            return None
+    elif edit == "vary":
+        rows = source.get("keep_rows")
+        if not _whole_in(rows, 0, GRID_SIDE):
+            return None
+    found = {} if found is None else found
+    if (run, file) not in found:
+        try:
+            resolve_image(out, run, file, upscaled=False)
+            found[(run, file)] = True
+        except BadInput:
+            found[(run, file)] = False
+    return EditSource(run, file, edit, direction, rows) if found[(run, file)] else None
+
+
+def _whole_in(value: Any, low: int, high: int) -> bool:
+    return is_whole_number(value) and low <= value <= high
 
 
 _ABSOLUTE_PATH = re.compile(r"(?<![\w:/.~-])/(?:[^\s'\"/]+/)+(?P<name>[^\s'\"/]+)")
@@ -125,12 +191,12 @@ def list_runs(out: Path, limit: int) -> list[RunSummary]:
             info = folder.info()
             found.append((str(info.get("created") or ""), child.name, info))
     found.sort(reverse=True)
-    listed = []
+    listed, sources = [], {}
     for created, name, info in found[:limit]:
         folder = RunFolder(out / name)
         try:
             listed.append(RunSummary(name, created or None, list(info.get("prompts", [])),
-                                     saved_images(folder, upscaled=True), folder.damage()))
+                                     saved_images(folder, upscaled=True, sources=sources), folder.damage()))
         except OSError as error:          # a folder removed or unreadable while it was listed
             listed.append(RunSummary(name, created or None, [], [], [f"unreadable: {error.strerror}"]))
     return listed

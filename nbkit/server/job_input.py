@@ -43,6 +43,11 @@ class SourceRef:
     run: str
     file: str
 
+    @property
+    def name(self) -> str:
+        """"<run>/<file>": how bodies and records name it."""
+        return f"{self.run}/{self.file}"
+
 
 @dataclasses.dataclass(frozen=True)
 class JobInput:
@@ -83,6 +88,9 @@ class JobInput:
                                   "nbkit saved.")
 
         source = open_source(resolve_image(out, ref.run, ref.file, field), refuse_encoding)
+        # Recorded as "<run>/<file>", the name /api/runs gives it, so that a saved run says what it was
+        # made from and a reopened extension is shown joined to it (folders.edit_source reads it back).
+        source = dataclasses.replace(source, name=ref.name)
         if spec.prompt is None and source.prompt is None:
             raise BadInput("prompts", f"{ref.file} has no prompt in its metadata: send one (prompts).")
         try:

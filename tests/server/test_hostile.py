@@ -316,6 +316,54 @@ def test_a_damaged_run_is_listed_as_damaged_and_the_others_all_the_same(tmp_path
     assert [image.file for image in deep.images] == ["a.png"] and deep.damaged == []
 
 
+def edited_entry(file: str, index: int, source) -> dict:
+    """An image of an edit run whose record names `source` as what it was made from."""
+    record = ImageRecord("a cat", 0, index, 1, "tiny", tokens=tuple(range(256)), kept_mask="ff" * 32,
+                         source=source if isinstance(source, dict) else None)
+    return {**good_entry(file, index), **record.to_metadata(), "source": source}
+
+
+def test_an_edit_source_is_listed_only_as_an_image_of_a_run_in_the_output_folder(tmp_path):
+    from nbkit.server.folders import EditSource, list_runs
+
+    out = tmp_path / "out"
+    _run(out, "2024-01-01_000000_source", {"prompts": ["a cat"]}, [good_entry()])
+    outside = _run(tmp_path / "elsewhere", "2024-01-01_000000_outside", {"prompts": ["a cat"]},
+                   [good_entry()])
+    (out / "linked").symlink_to(outside, target_is_directory=True)          # a run that leads out
+    (out / "2024-01-01_000000_source" / "b.png").symlink_to(outside / "a.png")  # an image that leads out
+    with open(out / "2024-01-01_000000_source" / "manifest.jsonl", "a") as manifest_file:
+        manifest_file.write(json.dumps(good_entry("b.png", 1)) + "\n")
+    extend = {"tokens_sha256": "0" * 64, "encoded": False, "edit": "extend", "direction": "right", "rows": 4}
+    sources = [
+        {**extend, "file": "2024-01-01_000000_source/a.png"},                 # the one that is taken
+        {**extend, "file": "../out/2024-01-01_000000_source/a.png"},
+        {**extend, "file": "../a.png"},
+        {**extend, "file": "2024-01-01_000000_source/../a.png"},
+        {**extend, "file": f"{outside}/a.png"},
+        {**extend, "file": "../elsewhere/2024-01-01_000000_outside/a.png"},
+        {**extend, "file": "..\\elsewhere/a.png"},
+        {**extend, "file": "linked/a.png"},
+        {**extend, "file": "2024-01-01_000000_source/b.png"},
+        {**extend, "file": "2024-01-01_000000_source/not-listed.png"},
+        {**extend, "file": "no-such-run/a.png"},
+        {**extend, "file": "2024-01-01_000000_source/a.png", "direction": "up"},
+        {**extend, "file": "2024-01-01_000000_source/a.png", "rows": True},
+        {**extend, "file": "2024-01-01_000000_source/a.png", "rows": 99},
+        {**extend, "file": "2024-01-01_000000_source/a.png", "edit": "erase"},
+        {**extend, "file": ["2024-01-01_000000_source", "a.png"]},
+        "2024-01-01_000000_source/a.png",
+    ]
+    _run(out, "2024-01-02_000000_edit", {"prompts": ["a cat"]},
+         [edited_entry(f"{index:03d}.png", index, source) for index, source in enumerate(sources)])
+    listed = {run.name: run for run in list_runs(out, 100)}
+    images = listed["2024-01-02_000000_edit"].images
+    assert [image.file for image in images] == [f"{index:03d}.png" for index in range(len(sources))]
+    assert images[0].edited_from == EditSource("2024-01-01_000000_source", "a.png", "extend", "right", 4)
+    assert [image.file for image in images if image.edited_from is not None] == ["000.png"]
+    assert all(image.edited_from is None for image in listed["2024-01-01_000000_source"].images)
+
+
 def test_reranking_a_damaged_run_is_a_clear_error(tmp_path):
     from nbkit.output.pictures import rerank_folder
 

@@ -322,6 +322,23 @@ def test_extend_to_the_right_from_an_image(open_page, saved_run):
     assert box["width"] / box["height"] == pytest.approx((16 + 4) / 16, abs=0.02)
     expect(extended.locator(".run-meta img.source-thumb")).to_have_count(1)
     screenshot(page, "desktop-extended")
+    source = joined.locator("img.joined-source").get_attribute("src")
+
+    # Reopened later from the saved runs list (a page that never saw the extension made): joined the same.
+    run = extended.get_attribute("data-run")
+    later = open_page()
+    reopened = open_saved_run(later, run)
+    expect(reopened).to_contain_text("Extended right · 4 new rows")
+    joined = reopened.locator(".tile .joined.right")
+    expect(joined).to_have_count(1)
+    expect(joined.locator("img")).to_have_count(2)
+    assert joined.locator("img.joined-source").get_attribute("src") == source
+    later.wait_for_function("[...document.querySelectorAll('.joined img')].every(i => i.complete)")
+    assert loaded_images(joined) == [256, 256]           # both images there: the source and the piece
+    box = joined.bounding_box()
+    assert box["width"] / box["height"] == pytest.approx((16 + 4) / 16, abs=0.02)
+    expect(reopened.locator(".run-meta img.source-thumb")).to_have_attribute("src", source)
+    screenshot(later, "desktop-extended-reopened")
 
 
 def test_rerank_with_clip_shows_the_scores_best_first(open_page, saved_run):

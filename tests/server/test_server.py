@@ -349,6 +349,35 @@ def test_variations_and_extensions_start_from_a_saved_image(server):
     extended = np.reshape(read_png_metadata(extended_png)["tokens"], (16, 16))
     source_grid = np.reshape(original["tokens"], (16, 16))
     np.testing.assert_array_equal(extended[:, :12], source_grid[:, 4:])     # moved left by 4 columns, kept
+    # The source recorded by the name /api/runs gives it, and listed with the edit's images.
+    assert extended_entry["source"]["file"] == reference and entries[0]["source"]["file"] == reference
+    listed = {run["name"]: run for run in call(server.url + "api/runs?limit=1000")[2]["runs"]}
+    source_file, url = source["images"][0]["file"], f"/api/images/{reference}"
+    (piece,) = listed[extend["run"]]["images"]
+    assert piece["edited_from"] == {"run": source["run"], "file": source_file, "edit": "extend",
+                                    "direction": "right", "rows": 4, "url": url}
+    varied = {"run": source["run"], "file": source_file, "edit": "vary", "direction": None, "rows": 8,
+              "url": url}
+    assert [image["edited_from"] for image in listed[vary["run"]]["images"]] == [varied] * 2
+    assert [image["edited_from"] for image in listed[source["run"]]["images"]] == [None]
+    # A record that names a path out of the output folder (or anything but a listed image) is ignored.
+    hostile = server.out / "2000-01-02_000000_hostile"        # old: last in the list, and in no one's way
+    hostile.mkdir()
+    (hostile / "run.json").write_text(json.dumps({"prompts": ["a tower"], "created": "2000-01-02T00:00:00"}))
+    names = [reference, f"../{server.out.name}/{reference}", f"{source['run']}/../{source_file}",
+             f"../{source_file}", f"{server.out}/{reference}", f"{source['run']}/no-such.png"]
+    lines = []
+    for index, name in enumerate(names):
+        entry = {**extended_entry, "image_index": index, "file": f"{index:03d}.png",
+                 "source": {**extended_entry["source"], "file": name}}
+        (hostile / entry["file"]).write_bytes(extended_png.read_bytes())
+        lines.append(json.dumps(entry))
+    (hostile / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    runs = call(server.url + "api/runs?limit=1000")[2]["runs"]
+    (run,) = [run for run in runs if run["name"] == hostile.name]
+    assert [image["file"] for image in run["images"]] == [f"{index:03d}.png" for index in range(len(names))]
+    taken = [image["edited_from"] is not None for image in run["images"]]
+    assert taken == [True] + [False] * (len(names) - 1)
     # Made again in this process from the PNGs alone: the same tokens (the README's contract).
     from conftest import tiny_pipeline
 

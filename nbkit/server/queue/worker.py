@@ -1,6 +1,7 @@
 """The worker: one thread a replica, taking the next work from the line as soon as its replica is ready
 and free. A generation batch packs the images of consecutive jobs whose settings agree (batching.pack),
-runs on the replica, streams progress and previews to the jobs' listeners, and saves each image through
+runs on the replica, streams progress and previews to the jobs' listeners (its events shown through the
+one dispatch, generation.stream.show, as every front end does), and saves each image through
 its job's run writer (output.runs.RunWriter, the one writer the CLI and the form use too) as soon as
 its batch ends, before anyone is told: a client that goes away, or a server that is killed, loses at most
 the batch in flight. A replica whose process dies mid-batch gives back the images it had not delivered:
@@ -15,6 +16,7 @@ import time
 import numpy as np
 
 from nbkit.generation.events import Batch, GeneratedImage, Progress
+from nbkit.generation.stream import View, show
 from nbkit.server.folders import SavedImage
 from nbkit.server.queue.batching import GATHER_S, batch_seconds, gather_delay, pack
 from nbkit.server.queue.events import Preview, Queued, Upscaling, forming, one_line
@@ -146,18 +148,24 @@ class Worker:
         requeued: set[Job] = set()
         began = time.perf_counter()
         compiled = False
+
+        def progress(event: Progress) -> None:
+            nonlocal compiled
+            compiled = compiled or event.compiling
+            self._progress(event, owners, jobs)
+
+        def batch(event: Batch) -> None:
+            self._saving(jobs)
+            for slot, image in zip(event.batch, event.images, strict=True):
+                saved[slot] = self._save(owners[slot], image, batch_id)
+
+        view = View(progress=progress, batch=batch)       # the stream's Done passes unseen
         described = ", ".join(f"{owners.count(job)} of job {job.id}" for job in jobs)
         shared.log(f"batch {batch_id}: {len(tasks)} image(s) ({described})"
                    + (f" on {replica.name}" if replica.remote else ""))
         try:
             for event in replica.run(tasks, jobs[0].request.settings, self.preview_every):
-                if isinstance(event, Progress):
-                    compiled = compiled or event.compiling
-                    self._progress(event, owners, jobs)
-                elif isinstance(event, Batch):
-                    self._saving(jobs)
-                    for slot, image in zip(event.batch, event.images, strict=True):
-                        saved[slot] = self._save(owners[slot], image, batch_id)
+                show(event, view)
         except ReplicaDied as died:
             requeued = self._requeue(died, chosen, saved)
         except Exception as error:

@@ -61,9 +61,29 @@ function renderRuns() {
   moreRuns.hidden = runs.length <= runsShown;
 }
 
+/** What the run view shows of an edit run, from its images' `edited_from` (the source the server found
+ * for them): the source beside the title and, for an extension, its pieces joined to the source — as the
+ * page shows them right after the edit (lightbox.js). */
+function editMeta(images) {
+  const source = images.find((image) => image.edited_from?.url)?.edited_from;
+  if (!source) return {};
+  const meta = {from: source.url};
+  if (source.edit === "extend") {
+    meta.label = `Extended ${source.direction} · ${source.rows} new rows`;
+    meta.join = {url: source.url, direction: source.direction, rows: source.rows};
+  } else if (source.edit === "vary") {
+    meta.label = `Variations · ${source.rows} rows kept`;
+  } else {
+    meta.label = "Filled";
+  }
+  return meta;
+}
+
 function openRun(run) {
-  const view = viewFor(run.name, {prompts: run.prompts ?? [], seed: run.images?.[0]?.seed ?? null});
-  for (const image of run.images ?? []) view.setImage(image);
+  const images = run.images ?? [];
+  const view = viewFor(run.name, {prompts: run.prompts ?? [], seed: images[0]?.seed ?? null,
+    ...editMeta(images)});
+  for (const image of images) view.setImage(image);
   if (!view.states.length || TERMINAL.has(view.node.dataset.state)) view.finish("done");
   view.node.scrollIntoView({behavior: smooth(), block: "start"});
   view.node.classList.remove("flash");
