@@ -215,12 +215,17 @@ def test_bad_arguments_say_what_to_do(pipe):
         Pipeline.from_pretrained(DALLEBART, VQGAN, model_parallel=3, progress=False)
 
 
-def test_same_tokens_on_1_and_8_devices_and_with_weights_split_over_a_model_axis(pipe, eight_devices):
+@pytest.fixture(scope="module")
+def seven(pipe):
+    """What the other processes' runs (8 devices, two hosts) are compared with: made once."""
+    return pipe.generate(PROMPTS, n_images=2, seed=7)
+
+
+def test_same_tokens_on_1_and_8_devices_and_with_weights_split_over_a_model_axis(seven, eight_devices):
     """8 simulated CPU devices (the session's 8-device process, tests/eight_devices_run.py). The README's
     contract: the same tokens; pixels at most one level apart, in few values (the VQGAN's sums may run in
     another order on another layout)."""
-    results = eight_devices.results
-    generation = pipe.generate(PROMPTS, n_images=2, seed=7)
+    results, generation = eight_devices.results, seven
     here = [image.tokens.tolist() for image in generation.images]
     assert results["device_count"] == 8
     assert results["one"]["devices"] == 1 and results["one"]["batch_sizes"] == [4]
@@ -236,7 +241,7 @@ def test_same_tokens_on_1_and_8_devices_and_with_weights_split_over_a_model_axis
     assert results["data8"]["step_collectives"] == [], results["data8"]["step_collectives"]
 
 
-def test_two_processes_generate_together_as_one_host_does(pipe):
+def test_two_processes_generate_together_as_one_host_does(seven):
     """`jax.distributed.initialize()` over 127.0.0.1: two CPU processes, one device each."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -252,8 +257,7 @@ def test_two_processes_generate_together_as_one_host_does(pipe):
         assert process.returncode == 0, err[-3000:]
     first, second = (json.loads(out.strip().splitlines()[-1]) for out, _ in outputs)
     assert first["processes"] == 2 and first["devices"] == 2
-    assert first["tokens"] == [image.tokens.tolist()
-                               for image in pipe.generate(PROMPTS, n_images=2, seed=7).images]
+    assert first["tokens"] == [image.tokens.tolist() for image in seven.images]
     assert first["unseeded_seed"] == second["unseeded_seed"]       # a drawn seed is shared by the hosts
 
 
