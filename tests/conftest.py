@@ -29,7 +29,7 @@ from pathlib import Path
 # besides: the one 8-device run's results (`eight_devices`).
 SESSION_CACHE_OWNER = "NBKIT_TEST_CACHE_OWNER"
 SESSION_FOLDER = "NBKIT_TEST_SESSION_DIR"
-if not os.environ.get(SESSION_CACHE_OWNER):
+if not (os.environ.get(SESSION_CACHE_OWNER) and os.environ.get(SESSION_FOLDER)):
     os.environ[SESSION_CACHE_OWNER] = str(os.getpid())
     os.environ[SESSION_FOLDER] = tempfile.mkdtemp(prefix="nbkit-test-session-")
     os.environ["JAX_COMPILATION_CACHE_DIR"] = str(Path(os.environ[SESSION_FOLDER]) / "jax-cache")
