@@ -1,6 +1,6 @@
 """Shared fixtures and helpers, in one place: where the golden reference outputs live, the tiny pipeline,
-how far half precision may stray, a compilation counter, one persistent compilation cache and one Ray a
-session, and how the suite shares the two cores (pytest-xdist: a file a worker).
+how far half precision may stray, a compilation counter, one persistent compilation cache, one Ray and one
+8-device process a session, and how the suite shares the two cores (pytest-xdist: a file a worker).
 
 A golden set that cannot be used makes the golden tests fail, naming the folder, rather than skip:
 a mistyped NBKIT_GOLDEN_DIR would otherwise pass as a green run that compared nothing.
@@ -9,10 +9,13 @@ a mistyped NBKIT_GOLDEN_DIR would otherwise pass as a green run that compared no
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -21,12 +24,18 @@ from pathlib import Path
 # replicas), so a program compiled once (a tiny pipeline's loop takes 20-25 s per batch size on 2 cores) is
 # loaded by the others. It starts empty each session: what the suite measures is a fresh clone's run.
 # `count_compilations` counts the cache's hits as compilations, so compile-once tests stay honest.
+# Every program is kept (a minimum compile time of 0, as nbkit's own `use_compilation_cache` keeps them): on
+# 2 loaded cores even a "quick" compile takes seconds. The same session folder holds what the workers share
+# besides: the one 8-device run's results (`eight_devices`).
 SESSION_CACHE_OWNER = "NBKIT_TEST_CACHE_OWNER"
-if not os.environ.get(SESSION_CACHE_OWNER):
+SESSION_FOLDER = "NBKIT_TEST_SESSION_DIR"
+if not (os.environ.get(SESSION_CACHE_OWNER) and os.environ.get(SESSION_FOLDER)):
     os.environ[SESSION_CACHE_OWNER] = str(os.getpid())
-    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="nbkit-test-jax-cache-")
-    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.2"
+    os.environ[SESSION_FOLDER] = tempfile.mkdtemp(prefix="nbkit-test-session-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = str(Path(os.environ[SESSION_FOLDER]) / "jax-cache")
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+SESSION = Path(os.environ[SESSION_FOLDER])
 COMPILATION_CACHE = Path(os.environ["JAX_COMPILATION_CACHE_DIR"])
 
 import jax  # noqa: E402
@@ -238,6 +247,45 @@ def keep_ray():
         ray.shutdown()
 
 
+@dataclasses.dataclass(frozen=True)
+class EightDevices:
+    """What tests/eight_devices_run.py made on 8 host devices: `results` (its results.json) and the folder
+    that holds its files (pixels.npz, cli/, upscaled.npy)."""
+
+    results: dict
+    folder: Path
+
+
+@pytest.fixture(scope="session")
+def eight_devices() -> EightDevices:
+    """The one 8-device process of the session (each start pays jax's import and the 8-device programs'
+    compiles): the first test that asks runs tests/eight_devices_run.py, whichever worker it is in; a test
+    of the other worker waits for it (a file lock in the session folder) and reads what it left. A failed
+    run fails every test that asks, with its error, and is not run again."""
+    import fcntl
+
+    folder, failure = SESSION / "eight-devices", SESSION / "eight-devices.failed"
+    with open(SESSION / "eight-devices.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / "results.json").is_file() and not failure.is_file():
+            folder.mkdir(exist_ok=True)
+            env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+                   "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
+            upscaler = golden_folder("esrgan").parent / "esrgan-tiny-x4" / "model.safetensors"  # test_upscale
+            try:
+                run = subprocess.run([sys.executable, str(TESTS / "eight_devices_run.py"), str(folder),
+                                      str(DALLEBART), str(VQGAN), str(upscaler)],
+                                     env=env, capture_output=True, text=True, timeout=900)
+                problem = "" if run.returncode == 0 else f"exit {run.returncode}: {run.stderr[-3000:]}"
+            except subprocess.TimeoutExpired:
+                problem = "did not finish in 900 s"
+            if problem:
+                failure.write_text(problem)
+    if failure.is_file():
+        pytest.fail(f"tests/eight_devices_run.py failed: {failure.read_text()}", pytrace=False)
+    return EightDevices(read_json(folder / "results.json"), folder)
+
+
 # ---- sharing the two cores: `-n 2 --dist loadfile` (pyproject.toml's addopts)
 
 # Files whose tests run in one worker, one after the other, as if they were one file: both start the one
@@ -279,6 +327,6 @@ def pytest_xdist_make_scheduler(config, log):
 
 
 def pytest_unconfigure(config):
-    """The process that made the session's compilation cache removes it."""
+    """The process that made the session's folder (and compilation cache) removes it."""
     if os.environ.get(SESSION_CACHE_OWNER) == str(os.getpid()):
-        shutil.rmtree(COMPILATION_CACHE, ignore_errors=True)
+        shutil.rmtree(SESSION, ignore_errors=True)

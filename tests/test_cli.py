@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -78,24 +77,32 @@ def test_failures_are_one_line_and_exit_1(tmp_path, capsys, monkeypatch):
     assert "Traceback" in capsys.readouterr().err
 
 
-def test_module_entry_point_usage_errors_exit_2():
-    run = lambda *args: subprocess.run([sys.executable, "-m", "nbkit", *args], capture_output=True, text=True)
-    assert run("--help").returncode == 0
+def test_usage_errors_exit_2_and_help_exits_0(capsys):
+    """The parser's answers, in this process (each `python -m nbkit` costs seconds of imports); the module
+    entry point's exit status is checked end to end below."""
+    def status(*args: str) -> tuple[int, str]:
+        with pytest.raises(SystemExit) as exit_code:
+            main(list(args))
+        return exit_code.value.code, capsys.readouterr().err
+
+    assert status("--help")[0] == 0
     for command in ("generate", "rerank", "download", "info"):
-        assert run(command, "--help").returncode == 0
-    bad = run("generate")                              # no prompt
-    assert bad.returncode == 2 and "PROMPT" in bad.stderr
-    assert run("generate", "x", "-n", "many").returncode == 2
+        assert status(command, "--help")[0] == 0
+    code, err = status("generate")                     # no prompt
+    assert code == 2 and "PROMPT" in err
+    assert status("generate", "x", "-n", "many")[0] == 2
 
 
-def _generate_in_a_process(out: Path, devices: int) -> list[dict]:
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-    run = subprocess.run([sys.executable, "-m", "nbkit", "generate", "a red cube", "sunset over a lake",
-                          "-n", "3", "--seed", "17", "--out", str(out), *TINY],
-                         capture_output=True, text=True, env=env, timeout=600)
-    assert run.returncode == 0, run.stderr[-2000:]
-    assert f"on {devices} cpu device(s)" in run.stderr
-    folder = Path(run.stdout.strip().splitlines()[-1])
+def test_module_entry_point_usage_errors_exit_2():
+    bad = subprocess.run([sys.executable, "-m", "nbkit", "generate"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "PROMPT" in bad.stderr and "usage: nbkit" in bad.stderr
+
+
+def _run_entries(stdout: str, stderr: str, devices: int) -> list[dict]:
+    """The images of a `generate` run, from its output (its folder is the last line), with their pixels and
+    the tokens their PNGs record."""
+    assert f"on {devices} cpu device(s)" in stderr
+    folder = Path(stdout.strip().splitlines()[-1])
     entries = sorted((json.loads(line) for line in (folder / "manifest.jsonl").read_text().splitlines()),
                      key=lambda e: (e["prompt_index"], e["image_index"]))
     for entry in entries:
@@ -104,10 +111,17 @@ def _generate_in_a_process(out: Path, devices: int) -> list[dict]:
     return entries
 
 
-def test_1_and_8_devices_make_identical_tokens_and_pixels_within_one_level(tmp_path):
+def test_1_and_8_devices_make_identical_tokens_and_pixels_within_one_level(tmp_path, capsys, eight_devices):
     """Tokens are the image's identity; the VQGAN's sums may run in another order on 8 devices, and
-    the truncation to uint8 can then fall one level apart (README: "What is identical")."""
-    one, eight = _generate_in_a_process(tmp_path / "one", 1), _generate_in_a_process(tmp_path / "eight", 8)
+    the truncation to uint8 can then fall one level apart (README: "What is identical"). The 8 devices' run
+    is the session's 8-device process's (tests/eight_devices_run.py), with the same arguments."""
+    from tests.eight_devices_run import CLI_ARGS
+
+    assert main([*CLI_ARGS, "--out", str(tmp_path / "one"), *TINY]) == 0
+    one = _run_entries(*capsys.readouterr(), devices=1)
+    run = eight_devices.results["cli"]
+    assert run["code"] == 0, run["stderr"][-2000:]
+    eight = _run_entries(run["stdout"], run["stderr"], devices=8)
     assert len(one) == len(eight) == 6
     for a, b in zip(one, eight, strict=True):
         assert a["tokens"] == b["tokens"] and len(a["tokens"]) == 256

@@ -143,12 +143,20 @@ def detect() -> DeviceInfo:
         compute_capability=getattr(first, "compute_capability", None))
 
 
+MIN_COMPILE_TIME_VARIABLE = "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"
+
+
 def use_compilation_cache(folder: str | Path) -> Path:
     """Keeps compiled programs in `folder` (e.g. on Drive), so a new session skips compiling.
-    Call it before the first generation."""
+    Call it before the first generation.
+
+    Every program is kept, however quick its compile: on a loaded or small host a "quick" one takes
+    seconds, and a session makes many of them (each batch size, the decoder, the upscaler). A
+    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS set in the environment is respected."""
     folder = Path(folder).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(folder))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    if not os.environ.get(MIN_COMPILE_TIME_VARIABLE):
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return folder

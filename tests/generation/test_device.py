@@ -131,3 +131,27 @@ def test_the_recommended_model_is_by_measured_memory_and_mini_on_a_cpu():
     summary = fake("cpu", "cpu", memory_gib=20).summary()
     assert "model:        mini (a CPU: Mega fits the 20.0 GiB free now" in summary
     assert "devices:      1 × cpu (cpu), 20.0 GiB free now" in summary
+
+
+@pytest.mark.parametrize("environment", [None, "", "1.5"])
+def test_the_compilation_cache_keeps_every_program_unless_the_environment_says(environment, tmp_path,
+                                                                               monkeypatch):
+    """A quick compile on a small host still takes seconds, and a session makes many: every program is
+    kept; a JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS the user set (jax read it at import) stays."""
+    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+             "jax_persistent_cache_min_entry_size_bytes")
+    before = {name: getattr(jax.config, name) for name in names}
+    monkeypatch.delenv(device_module.MIN_COMPILE_TIME_VARIABLE, raising=False)
+    if environment is not None:
+        monkeypatch.setenv(device_module.MIN_COMPILE_TIME_VARIABLE, environment)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.5)   # as jax sets it from "1.5"
+    try:
+        assert device_module.use_compilation_cache(tmp_path / "jax") == tmp_path / "jax"
+        assert (tmp_path / "jax").is_dir()
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "jax")
+        kept = 1.5 if environment else 0.0
+        assert jax.config.jax_persistent_cache_min_compile_time_secs == kept
+        assert jax.config.jax_persistent_cache_min_entry_size_bytes == 0
+    finally:
+        for name, value in before.items():       # the session's own cache (tests/conftest.py)
+            jax.config.update(name, value)

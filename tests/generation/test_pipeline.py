@@ -209,24 +209,23 @@ def test_bad_arguments_say_what_to_do(pipe):
         Pipeline.from_pretrained(DALLEBART, VQGAN, model_parallel=3, progress=False)
 
 
-def test_same_tokens_on_1_and_8_devices_and_with_weights_split_over_a_model_axis(pipe, tmp_path):
-    """8 simulated CPU devices (in a subprocess: the flag must precede jax's start). The README's contract:
-    the same tokens; pixels at most one level apart, in few values (the VQGAN's sums may run in another
-    order on another layout)."""
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-           "PYTHONPATH": str(ROOT)}
-    pixels_file = tmp_path / "pixels.npz"
-    out = subprocess.run([sys.executable, str(TESTS / "multidevice_run.py"), str(DALLEBART),
-                          str(VQGAN), str(pixels_file)], env=env, capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0, out.stderr[-3000:]
-    results = json.loads(out.stdout.strip().splitlines()[-1])
-    generation = pipe.generate(PROMPTS, n_images=2, seed=7)
+@pytest.fixture(scope="module")
+def seven(pipe):
+    """What the other processes' runs (8 devices, two hosts) are compared with: made once."""
+    return pipe.generate(PROMPTS, n_images=2, seed=7)
+
+
+def test_same_tokens_on_1_and_8_devices_and_with_weights_split_over_a_model_axis(seven, eight_devices):
+    """8 simulated CPU devices (the session's 8-device process, tests/eight_devices_run.py). The README's
+    contract: the same tokens; pixels at most one level apart, in few values (the VQGAN's sums may run in
+    another order on another layout)."""
+    results, generation = eight_devices.results, seven
     here = [image.tokens.tolist() for image in generation.images]
     assert results["device_count"] == 8
     assert results["one"]["devices"] == 1 and results["one"]["batch_sizes"] == [4]
     assert results["data8"]["batch_sizes"] == [8]          # one shape, split over the 8 devices
     here_pixels = np.stack([image.pixels for image in generation.images])
-    with np.load(pixels_file) as pixels:
+    with np.load(eight_devices.folder / "pixels.npz") as pixels:
         for name in ("one", "data8", "model8", "data2_model4"):
             assert results[name]["tokens"] == here, name
             assert_pixels_within_one_level(pixels[name], here_pixels, name)
@@ -236,7 +235,7 @@ def test_same_tokens_on_1_and_8_devices_and_with_weights_split_over_a_model_axis
     assert results["data8"]["step_collectives"] == [], results["data8"]["step_collectives"]
 
 
-def test_two_processes_generate_together_as_one_host_does(pipe):
+def test_two_processes_generate_together_as_one_host_does(seven):
     """`jax.distributed.initialize()` over 127.0.0.1: two CPU processes, one device each."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -252,8 +251,7 @@ def test_two_processes_generate_together_as_one_host_does(pipe):
         assert process.returncode == 0, err[-3000:]
     first, second = (json.loads(out.strip().splitlines()[-1]) for out, _ in outputs)
     assert first["processes"] == 2 and first["devices"] == 2
-    assert first["tokens"] == [image.tokens.tolist()
-                               for image in pipe.generate(PROMPTS, n_images=2, seed=7).images]
+    assert first["tokens"] == [image.tokens.tolist() for image in seven.images]
     assert first["unseeded_seed"] == second["unseeded_seed"]       # a drawn seed is shared by the hosts
 
 

@@ -4,16 +4,13 @@ release downloads."""
 
 import hashlib
 import http.server
-import subprocess
-import sys
-import textwrap
 import threading
 from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ROOT, golden_folder
+from conftest import golden_folder
 from PIL import Image
 
 from nbkit.generation.upscale import TileSettings, UpscaleError, Upscaler, blend_weights, window_starts
@@ -293,21 +290,13 @@ def test_info_lists_the_upscalers_with_license_and_size():
     assert text.count("BSD-3-Clause") == 4 and "67.0 MB" in text
 
 
-def test_batches_are_sharded_over_devices_with_the_same_pixels(tmp_path):
-    """Eight CPU devices (a subprocess): five pictures in one call give what one device gives."""
-    script = textwrap.dedent(f"""
-        import jax.numpy as jnp, numpy as np, jax
-        from nbkit.generation.upscale import Upscaler
-        assert len(jax.devices()) == 8
-        rng = np.random.default_rng(0)
-        pictures = [rng.integers(0, 256, (16, 24, 3), dtype=np.uint8) for _ in range(5)]
-        out = Upscaler({str(_weights())!r}, dtype=jnp.float32).upscale(pictures)
-        np.save({str(tmp_path / 'sharded.npy')!r}, np.stack(out))
-    """)
-    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu",
-           "PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
-    subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=300)
-    rng = np.random.default_rng(0)
-    pictures = [rng.integers(0, 256, (16, 24, 3), dtype=np.uint8) for _ in range(5)]
-    single = np.stack(Upscaler(_weights(), dtype=jnp.float32).upscale(pictures))
-    assert np.abs(np.load(tmp_path / "sharded.npy").astype(int) - single).max() <= ONE_LEVEL
+def test_batches_are_sharded_over_devices_with_the_same_pixels(eight_devices):
+    """Eight CPU devices (the session's 8-device process, tests/eight_devices_run.py): five pictures in one
+    call give what one device gives."""
+    from tests.eight_devices_run import upscale_pictures
+
+    assert eight_devices.results["device_count"] == 8 and eight_devices.results["platform"] == "cpu"
+    single = np.stack(Upscaler(_weights(), dtype=jnp.float32).upscale(upscale_pictures()))
+    sharded = np.load(eight_devices.folder / "upscaled.npy")
+    assert sharded.shape == single.shape
+    assert np.abs(sharded.astype(int) - single).max() <= ONE_LEVEL
