@@ -17,6 +17,7 @@ from PIL import Image
 from nbkit.cli import main
 from nbkit.generation.kept import KeptTokens
 from nbkit.png import read_png_metadata
+from nbkit.server.folders import EditSource, list_runs
 from tests.generation.test_from_image import LOGPROB_RTOL, recomputed_kept_logprob
 
 FIXTURES = GOLDEN
@@ -167,7 +168,9 @@ def test_vary_extend_and_fill_from_a_saved_png(tmp_path, capsys, monkeypatch):
     assert read_png_metadata(varied[0])["model"] == TINY[1]
     metadata = read_png_metadata(varied[0])
     assert metadata["tokens"][:80] == source_tokens[:80] and metadata["prompt"] == "a red cube"
-    assert metadata["source"]["file"] == source.name and metadata["source"]["keep_rows"] == 5
+    # an image of a run in --out is named as the server names it, "<run>/<file>"
+    assert metadata["source"]["file"] == f"{folder.name}/{source.name}"
+    assert metadata["source"]["keep_rows"] == 5
     assert metadata["negative_prompt"] == "fog"
 
     assert main(["extend", str(source), "--right", "4", "--times", "2", "--seed", "2", "--out", str(tmp_path),
@@ -178,6 +181,9 @@ def test_vary_extend_and_fill_from_a_saved_png(tmp_path, capsys, monkeypatch):
     pieces = read_png_metadata(stitched)["pieces"]
     assert len(pieces) == 2 and all((stitched.parent / piece).is_file() for piece in pieces)
     second = read_png_metadata(stitched.parent / pieces[1])
+    listed = {run.name: run for run in list_runs(tmp_path, 10)}      # as the page's runs list reads it
+    first_listed = next(image for image in listed[stitched.parent.name].images if image.file == pieces[0])
+    assert first_listed.edited_from == EditSource(folder.name, source.name, "extend", "right", 4)
     assert second["source"]["file"] == pieces[0] and second["image_index"] == 1
     grid = lambda tokens, width=16: np.asarray(tokens).reshape(16, width)
     first_piece = grid(read_png_metadata(stitched.parent / pieces[0])["tokens"])

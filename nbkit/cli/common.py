@@ -151,7 +151,21 @@ def edit_start(args: argparse.Namespace, spec):
         say(f"model: {model} (the one {source.name} names; --model to choose another)")
     check_models(pipeline_models(args, model) + translators_wanted(args, spec.texts), args.cache)
     pipe = load_pipeline(args, model)
-    return source, pipe, translated(args, spec)
+    return named_in_outputs(source, pipe, args), pipe, translated(args, spec)
+
+
+def named_in_outputs(path: Path, pipe, args: argparse.Namespace):
+    """A source that is an image of a run in `--out`, opened and named "<run>/<file>" as the server names
+    it, so that the run made from it says what it was made from (the page shows a reopened extension
+    joined to its source); any other image stays a path, opened when the run starts."""
+    import dataclasses
+
+    from nbkit.places import output_root
+
+    resolved = path.resolve()
+    if resolved.parent.parent != output_root(args.out).resolve():
+        return path
+    return dataclasses.replace(pipe.source(path), name=f"{resolved.parent.name}/{resolved.name}")
 
 
 def upscaler(model: str, cache: str | None):
