@@ -11,6 +11,11 @@ What it costs in fidelity is rounding the weights (bfloat16: 8 bits of mantissa;
 each output channel's largest weight): the logits move a little, so sampled tokens differ from
 float32's; docs/speed.md gives the measured agreement and speed. `storage_for_host` keeps float32
 where the narrower form is not faster.
+
+Users choose it at load time: `Pipeline.from_pretrained(weight_storage=)` and `--weight-storage` go
+through `choose_storage` (refused under a compute dtype other than float32, whose weights are already in
+it; "auto" resolved here), `load_dallebart` stores each kernel as it is read (`stored_kernel`), and every
+image records the storage read back from the weights (`storage_of`), which `reproduce` loads again.
 """
 
 from __future__ import annotations
