@@ -9,8 +9,10 @@ kernel's per-channel scale multiplies the product's output, where it is exact.
 
 What it costs in fidelity is rounding the weights (bfloat16: 8 bits of mantissa; int8: 1/254 of
 each output channel's largest weight): the logits move a little, so sampled tokens differ from
-float32's; docs/speed.md gives the measured agreement and speed. `storage_for_host` keeps float32
-where the narrower form is not faster.
+float32's; docs/speed.md gives the measured agreement and speed. Fewer bytes are not always less time:
+on a 2-core XLA:CPU host a bfloat16 product alone ran 2× faster than float32's, but inside the decoding
+loop 2× slower (the widening costs more than the bytes save), so `storage_for_host` times the forms in a
+loop, as decoding runs them, and keeps float32 where the narrower form is not faster.
 
 Users choose it at load time: `Pipeline.from_pretrained(weight_storage=)` and `--weight-storage` go
 through `choose_storage` (refused under a compute dtype other than float32, whose weights are already in
@@ -122,33 +124,47 @@ def choose_storage(storage: str, dtype: Any) -> str:
 NARROWER_BY = 0.9     # a narrower form is chosen only when it takes under 0.9× float32's time
 
 
-def storage_for_host(storage: str, rows: int = 8, width: int = 1024, repeats: int = 5) -> str:
-    """`storage` if a few-row product with a kernel stored that way is faster here than with a float32
-    kernel, else "float32"; "auto": the fastest of bfloat16 and int8 that is (timed on a kernel of DALL·E
-    mini's width, the forms alternating, about a second). Faster means under `NARROWER_BY` of float32's
-    time: where the bytes do not decide the speed, the rounding is not worth a few per cent."""
+def storage_for_host(storage: str, rows: int = 8, width: int = 1024, repeats: int = 5,
+                     layers: int = 4, steps: int = 4) -> str:
+    """`storage` if few-row products with kernels stored that way are faster here than with float32
+    kernels, else "float32"; "auto": the fastest of bfloat16 and int8 that is. Timed as decoding runs
+    them: `layers` kernels of DALL·E mini's width, one after another, inside a `fori_loop` of `steps`
+    (the forms alternating, a few seconds). Inside the loop matters: on XLA:CPU a narrow kernel alone
+    was 2× faster than float32's, yet in a loop 2× slower, as in the whole decoding step. Faster means
+    under `NARROWER_BY` of float32's time: where the bytes do not decide, rounding is not worth it."""
     from nbkit.models.dallebart import few_row_product
 
     if storage == "float32":
         return storage
     candidates = ("bfloat16", "int8") if storage == "auto" else (check_storage(storage),)
-    kernel = np.asarray(0.02 * jax.random.normal(jax.random.PRNGKey(0), (4 * width, width)))
+    kernels = [np.asarray(0.02 * jax.random.normal(jax.random.PRNGKey(i), (4 * width, width)))
+               for i in range(layers)]
     x = jnp.ones((rows, width), jnp.float32)
-    forms = {name: tuple(None if part is None else jnp.asarray(part) for part in stored_kernel(kernel, name))
-             for name in ("float32", *candidates)}
+
+    def placed(name):
+        forms = [stored_kernel(kernel, name) for kernel in kernels]
+        return ([jnp.asarray(kernel) for kernel, _ in forms],
+                [None if scale is None else jnp.asarray(scale) for _, scale in forms])
+
+    forms = {name: placed(name) for name in ("float32", *candidates)}
 
     @jax.jit
-    def product(kernel, scale):
-        y = few_row_product(x, kernel)
-        return y if scale is None else y * scale
+    def decode_like(kernels, scales):
+        def body(_, y):
+            for kernel, scale in zip(kernels, scales, strict=True):
+                z = few_row_product(y, kernel)
+                y = jnp.tanh((z if scale is None else z * scale)[:, :width])
+            return y
 
-    for stored, scale in forms.values():
-        product(stored, scale).block_until_ready()      # compiled before any is timed
+        return jax.lax.fori_loop(0, steps, body, x)
+
+    for stored, scales in forms.values():
+        decode_like(stored, scales).block_until_ready()      # compiled before any is timed
     best = dict.fromkeys(forms, float("inf"))
     for _ in range(repeats):
-        for name, (stored, scale) in forms.items():
+        for name, (stored, scales) in forms.items():
             start = time.perf_counter()
-            product(stored, scale).block_until_ready()
+            decode_like(stored, scales).block_until_ready()
             best[name] = min(best[name], time.perf_counter() - start)
     faster = [name for name in candidates if best[name] < NARROWER_BY * best["float32"]]
     return min(faster, key=best.__getitem__) if faster else "float32"
