@@ -9,10 +9,10 @@ kernel's per-channel scale multiplies the product's output, where it is exact.
 
 What it costs in fidelity is rounding the weights (bfloat16: 8 bits of mantissa; int8: 1/254 of
 each output channel's largest weight): the logits move a little, so sampled tokens differ from
-float32's; docs/speed.md gives the measured agreement and speed. Fewer bytes are not always less time:
-on a 2-core XLA:CPU host a bfloat16 product alone ran 2× faster than float32's, but inside the decoding
-loop 2× slower (the widening costs more than the bytes save), so `storage_for_host` times the forms in a
-loop, as decoding runs them, and keeps float32 where the narrower form is not faster.
+float32's; docs/speed.md gives the measured agreement and speed. Inside the decoding loop XLA hoisted
+the loop-invariant widening out of the loop (one float32 copy of every kernel, read at every step: 2×
+slower than float32 storage), which `few_row_product` now prevents; `storage_for_host` times the forms
+inside a loop, as decoding runs them, and keeps float32 where the narrower form is not faster.
 
 Users choose it at load time: `Pipeline.from_pretrained(weight_storage=)` and `--weight-storage` go
 through `choose_storage` (refused under a compute dtype other than float32, whose weights are already in
@@ -129,9 +129,9 @@ def storage_for_host(storage: str, rows: int = 8, width: int = 1024, repeats: in
     """`storage` if few-row products with kernels stored that way are faster here than with float32
     kernels, else "float32"; "auto": the fastest of bfloat16 and int8 that is. Timed as decoding runs
     them: `layers` kernels of DALL·E mini's width, one after another, inside a `fori_loop` of `steps`
-    (the forms alternating, a few seconds). Inside the loop matters: on XLA:CPU a narrow kernel alone
-    was 2× faster than float32's, yet in a loop 2× slower, as in the whole decoding step. Faster means
-    under `NARROWER_BY` of float32's time: where the bytes do not decide, rounding is not worth it."""
+    (the forms alternating, a few seconds). Inside the loop matters: that is where XLA may move work
+    out of the loop (see the module docstring). Faster means under `NARROWER_BY` of float32's time:
+    where the bytes do not decide, rounding is not worth it."""
     from nbkit.models.dallebart import few_row_product
 
     if storage == "float32":
