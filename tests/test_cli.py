@@ -511,7 +511,7 @@ def test_edits_of_a_translated_image_keep_the_typed_prompt(tmp_path, capsys, mon
     assert "translation" not in read_png_metadata(next((tmp_path / "dog").rglob("*_000.png")))
 
 
-MAKING = ("generate", "vary", "extend", "fill", "reproduce")
+MAKING = ("generate", "vary", "extend", "fill", "reproduce", "serve")
 
 
 def test_every_drawing_command_offers_the_weight_storage_with_its_help(capsys):
@@ -532,7 +532,7 @@ def test_narrower_weight_storage_with_a_half_dtype_is_refused_naming_the_flag(tm
     from nbkit.generation import device
     from nbkit.generation.pipeline import Pipeline
 
-    for command in (["generate", "a cat"], ["vary", "x.png"], ["reproduce", "x.png"]):
+    for command in (["generate", "a cat"], ["vary", "x.png"], ["reproduce", "x.png"], ["serve"]):
         with pytest.raises(SystemExit) as exit_code:
             main([*command, "--dtype", "bfloat16", "--weight-storage", "int8"])
         err = capsys.readouterr().err
