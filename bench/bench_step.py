@@ -10,6 +10,7 @@ processes, and prints min and median of each, so the host's noise hits both alik
 
     python bench/bench_step.py --against HEAD~1 --rounds 3
     python bench/bench_step.py --images 1 4 9 --store float32 bfloat16 int8
+    python bench/bench_step.py --begin 128 --steps 32      # steps 128-159: past the warm-up
 
 Prints also the first-call compile times of `start` and `advance`.
 """
@@ -29,8 +30,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def measure(images: int, steps: int, store: str) -> dict:
-    """In this process: bandwidth, step time and compile times for `images` images of mini."""
+def measure(images: int, steps: int, store: str, begin: int = 1) -> dict:
+    """In this process: bandwidth, step time and compile times for `images` images of mini, the steps
+    timed from position `begin` (the ones before it run untimed, so the warm-up is left out)."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -71,13 +73,14 @@ def measure(images: int, steps: int, store: str) -> dict:
     start = time.perf_counter()
     state = jax.block_until_ready(fresh())
     start_compile_s = time.perf_counter() - start
-    begin = 1
     start = time.perf_counter()
-    jax.block_until_ready(sampler.advance(params, state, settings, begin, begin + 1))
+    jax.block_until_ready(sampler.advance(params, state, settings, 1, 2))
     advance_compile_s = time.perf_counter() - start
     step_s = []
     for _ in range(2):
         state = jax.block_until_ready(fresh())
+        if begin > 1:                                   # the same program: begin and end are traced
+            state = jax.block_until_ready(sampler.advance(params, state, settings, 1, begin))
         start = time.perf_counter()
         jax.block_until_ready(sampler.advance(params, state, settings, begin, begin + steps))
         step_s.append((time.perf_counter() - start) / steps)
@@ -87,11 +90,11 @@ def measure(images: int, steps: int, store: str) -> dict:
             "advance_compile_s": advance_compile_s}
 
 
-def run_child(tree: Path, images: int, steps: int, store: str) -> dict:
+def run_child(tree: Path, images: int, steps: int, store: str, begin: int = 1) -> dict:
     env = {**os.environ, "PYTHONPATH": str(tree)}
     out = subprocess.run([sys.executable, str(HERE / "bench_step.py"), "--child", "--images", str(images),
-                          "--steps", str(steps), "--store", store], capture_output=True, text=True, env=env,
-                         cwd=tree)
+                          "--steps", str(steps), "--store", store, "--begin", str(begin)],
+                         capture_output=True, text=True, env=env, cwd=tree)
     if out.returncode != 0:
         return {"error": (out.stderr.strip().splitlines() or ["?"])[-1][:200]}
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -119,11 +122,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=32, help="positions timed per run (255: a whole image)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--store", nargs="+", default=["float32"], choices=["float32", "bfloat16", "int8"])
+    parser.add_argument("--begin", type=int, default=1,
+                        help="time from this position on (1 to 256 - --steps; the steps before it run "
+                             "untimed, so the warm-up and the short early cache are left out)")
     parser.add_argument("--against", default=None, help="a commit to compare with, e.g. HEAD~1")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if not 1 <= args.begin <= 256 - args.steps:
+        parser.error(f"--begin must be from 1 to {256 - args.steps} for {args.steps} steps (256 positions)")
     if args.child:
-        print(json.dumps(measure(args.images[0], args.steps, args.store[0])))
+        print(json.dumps(measure(args.images[0], args.steps, args.store[0], args.begin)))
         return
 
     root = HERE.parent
@@ -139,12 +147,14 @@ def main() -> None:
                     for tree in trees for images in args.images for store in args.store}
             for _ in range(args.rounds):   # alternate, so the host's noise falls on every variant alike
                 for tree, images, store in runs:
-                    runs[tree, images, store].append(run_child(trees[tree], images, args.steps, store))
+                    runs[tree, images, store].append(run_child(trees[tree], images, args.steps, store,
+                                                                args.begin))
         finally:
             if args.against:
                 subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force", str(other)],
                                capture_output=True)
-    print(f"DALL·E mini, random weights, condition scale 10, {args.steps} steps timed per run, "
+    print(f"DALL·E mini, random weights, condition scale 10, {args.steps} steps timed per run from "
+          f"position {args.begin}, "
           f"{args.rounds} alternating rounds, {os.cpu_count()} CPUs (a shared host: compare rows of one run)")
     print(f"{'variant':<34} {'step ms':>7} {'median':>7} {'bound':>7} {'÷bound':>6} {'median':>6} "
           f"{'÷+cache':>6} {'GB/step':>6} {'GB/s read':>10} {'start':>5} {'adv.':>5}")

@@ -529,3 +529,57 @@ def test_edits_of_a_translated_image_keep_the_typed_prompt(tmp_path, capsys, mon
     assert main(["vary", str(source), "-n", "1", "--seed", "3", "--prompt", "a dog",    # a new English prompt
                  "--out", str(tmp_path / "dog"), *TINY]) == 0
     assert "translation" not in read_png_metadata(next((tmp_path / "dog").rglob("*_000.png")))
+
+
+MAKING = ("generate", "vary", "extend", "fill", "reproduce", "serve")
+
+
+def test_every_drawing_command_offers_the_weight_storage_with_its_help(capsys):
+    import re
+
+    for command in MAKING:
+        with pytest.raises(SystemExit) as exit_code:
+            main([command, "--help"])
+        assert exit_code.value.code == 0
+        text = capsys.readouterr().out
+        listed = r"^  --weight-storage \{float32,bfloat16,int8,auto\}\n\s+\w+"
+        assert re.search(listed, text, re.MULTILINE), command
+        assert ("the storage each PNG records" if command == "reproduce" else "only with --dtype") in \
+            " ".join(text.split()), command
+
+
+def test_narrower_weight_storage_with_a_half_dtype_is_refused_naming_the_flag(tmp_path, capsys, monkeypatch):
+    from nbkit.generation import device
+    from nbkit.generation.pipeline import Pipeline
+
+    for command in (["generate", "a cat"], ["vary", "x.png"], ["reproduce", "x.png"], ["serve"]):
+        with pytest.raises(SystemExit) as exit_code:
+            main([*command, "--dtype", "bfloat16", "--weight-storage", "int8"])
+        err = capsys.readouterr().err
+        assert exit_code.value.code == 2 and "--weight-storage int8: int8 weights compute in float32" in err
+        assert "add --dtype float32" in err
+    # No --dtype, on a device whose default is bfloat16: refused before anything loads.
+    monkeypatch.setattr(device, "detect", lambda: SimpleNamespace(recommended_dtype="bfloat16"))
+    monkeypatch.setattr(Pipeline, "from_pretrained", lambda *a, **k: pytest.fail("loaded a pipeline"))
+    assert main(["generate", "a cat", "--weight-storage", "bfloat16", "--out", str(tmp_path), *TINY[:4]]) == 1
+    err = capsys.readouterr().err
+    assert "nbkit: error: --weight-storage bfloat16: bfloat16 weights compute in float32, not bfloat16" in err
+    assert "(bfloat16 is this device's default): add --dtype float32" in err
+
+
+def test_generate_with_int8_weights_records_them_and_reproduce_loads_each_storage(tmp_path, capsys):
+    made = {}
+    for storage in ("int8", "float32"):
+        assert main(["generate", "a red cube", "--seed", "6", "--weight-storage", storage,
+                     "--out", str(tmp_path / storage), *TINY]) == 0
+        out, err = capsys.readouterr()
+        assert ("weights kept as int8" in err) == (storage == "int8")
+        made[storage] = next(Path(out.strip().splitlines()[-1]).glob("*_000.png"))
+        assert read_png_metadata(made[storage])["weight_storage"] == storage
+    assert main(["reproduce", str(made["int8"]), str(made["float32"]), "--vqgan", TINY[3],
+                 "--dtype", "float32"]) == 0
+    out, err = capsys.readouterr()
+    lines = [line for line in out.splitlines() if line.startswith("reproduced: ")]
+    assert len(lines) == 2 and all("all 256 tokens match" in line for line in lines)
+    assert "(float32, weights kept as int8, row" in lines[0] and "(float32, row" in lines[1]
+    assert err.count("loaded ") == 2           # one pipeline per (model, dtype, storage)

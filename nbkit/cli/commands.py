@@ -8,11 +8,13 @@ import importlib
 import sys
 import traceback
 
-from nbkit.arguments import add_model_arguments
+from nbkit.arguments import add_model_arguments, add_storage_argument, storage_problem
 
 EPILOG = ("Models: mini, mega, mega-fp16 (W&B), a local folder, a hub id org/name[@revision] "
           "or entity/project/name:version.")
 EDIT_MODEL_HELP = "DALL·E model (default: the one the PNG names, else mini)"
+REPRODUCE_STORAGE_HELP = ("how to keep DALL·E's weights: float32, bfloat16, int8 or auto (default: the "
+                          "storage each PNG records; float32 for PNGs that record none)")
 OUT_HELP = ("output folder (default: $NBKIT_OUTPUT, else Drive's MyDrive/nbkit/outputs on Colab, else "
             "~/nbkit/outputs)")
 
@@ -28,6 +30,7 @@ def _add_making_arguments(command: argparse.ArgumentParser, grid: bool = True, m
                           model_help: str | None = None) -> None:
     """The model, seed, sampling and output options every command that makes images shares."""
     add_model_arguments(command, model=model, model_help=model_help)
+    add_storage_argument(command)
     command.add_argument("--seed", help="same seed, same image tokens: 0 to 4294967295 (default: random, "
                                         "printed)")
     command.add_argument("--temperature", type=float, metavar="T",
@@ -114,6 +117,7 @@ def parser() -> argparse.ArgumentParser:
                                     epilog=EPILOG)
     reproduce.add_argument("pngs", nargs="+", metavar="PNG", help="images nbkit saved")
     add_model_arguments(reproduce, model=None)
+    add_storage_argument(reproduce, default=None, help_text=REPRODUCE_STORAGE_HELP)
     reproduce.set_defaults(run="reproduce")
 
     rerank = commands.add_parser("rerank", help="score a run folder's images with CLIP, best first")
@@ -160,6 +164,10 @@ def main(argv: list[str] | None = None) -> int:
     args = command_line.parse_args(argv)
     if args.command == "generate" and (args.prompts_file is None) == (not args.prompts):
         command_line.error("generate: give PROMPT arguments or --prompts-file FILE (one of them)")
+    problem = storage_problem(getattr(args, "weight_storage", None), getattr(args, "dtype", None))
+    if problem:
+        command_line.error(f"{args.command}: --weight-storage {args.weight_storage}: {problem}: add --dtype "
+                           "float32, or leave --weight-storage out")
     try:
         importlib.import_module(f"nbkit.cli.{args.run}").run(args)
     except KeyboardInterrupt:

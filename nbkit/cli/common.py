@@ -92,19 +92,35 @@ def translators_wanted(args: argparse.Namespace, texts: list[str]) -> list[tuple
     return [("--translate", name, TRANSLATOR) for name in names]
 
 
-def load_pipeline(args: argparse.Namespace, model: str | None = None, dtype: str | None = None):
-    """The pipeline, loaded, saying so (`check_models` first, so that nothing is loaded in vain)."""
+def load_pipeline(args: argparse.Namespace, model: str | None = None, dtype: str | None = None,
+                  storage: str | None = None):
+    """The pipeline, loaded, saying so (`check_models` first, so that nothing is loaded in vain).
+    `storage`: how to keep the weights (default --weight-storage, else float32), refused before
+    anything loads when the dtype it runs in (the device's when none is chosen) cannot have it."""
     import time
 
+    from nbkit.arguments import storage_problem
     from nbkit.generation.pipeline import Pipeline
     from nbkit.generation.progress import STAGE_TEXT
 
     model, dtype = model or args.model, dtype or args.dtype
+    storage = storage or getattr(args, "weight_storage", None) or "float32"
+    if storage != "float32":
+        from nbkit.generation.device import detect
+
+        runs_in = dtype or str(detect().recommended_dtype)
+        problem = storage_problem(storage, runs_in)
+        if problem:
+            default = "" if dtype else f" ({runs_in} is this device's default)"
+            raise ValueError(f"--weight-storage {storage}: {problem}{default}: add --dtype float32, or "
+                             "choose --weight-storage float32.")
     began = time.perf_counter()
-    say(f"{STAGE_TEXT['loading']}: {model} and {args.vqgan}" + (f" in {dtype}" if dtype else "") + " …")
+    say(f"{STAGE_TEXT['loading']}: {model} and {args.vqgan}" + (f" in {dtype}" if dtype else "")
+        + (f", weights kept as {storage}" if storage != "float32" else "") + " …")
     pipe = Pipeline.from_pretrained(model, args.vqgan, dtype=dtype, cache=args.cache,
-                                    compilation_cache=args.compilation_cache)
-    say(f"loaded {pipe.name} in {time.perf_counter() - began:.1f} s")
+                                    compilation_cache=args.compilation_cache, weight_storage=storage)
+    kept = f", weights kept as {pipe.weight_storage}" if storage != "float32" else ""
+    say(f"loaded {pipe.name} in {time.perf_counter() - began:.1f} s{kept}")
     return pipe
 
 

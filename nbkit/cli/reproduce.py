@@ -1,5 +1,5 @@
-"""`nbkit reproduce PNG…`: saved PNGs made again (drawn ones with the model and dtype they name, upscaled
-ones from the source beside them) and checked against the files."""
+"""`nbkit reproduce PNG…`: saved PNGs made again (drawn ones with the model, dtype and weight storage they
+name, upscaled ones from the source beside them) and checked against the files."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> None:
     wanted = sorted({args.model or record.model for record in records.values() if record is not None})
     check_models([("--model", model, DALLEBART) for model in wanted]
                  + ([("--vqgan", args.vqgan, VQGAN)] if wanted else []), args.cache)
-    pipes: dict[tuple[str, str | None], Pipeline] = {}
+    pipes: dict[tuple[str, str | None, str], Pipeline] = {}
     failed = 0
     for png in pngs:
         record = records[png]
@@ -36,19 +36,22 @@ def run(args: argparse.Namespace) -> None:
                   f"source; pixels differ by at most {made.most_levels} level(s)")
             failed += not made.matches
             continue
-        # the model and the dtype it was made with (in half precision another dtype draws other tokens)
+        # the model, dtype and weight storage it was made with (in half precision another dtype draws
+        # other tokens, and so do weights kept narrower); a PNG that records no storage: float32
         model, dtype = args.model or record.model, args.dtype or record.dtype
-        if (model, dtype) not in pipes:
-            pipes[model, dtype] = load_pipeline(args, model, dtype)
-        made = reproduce(pipes[model, dtype], png)
+        storage = args.weight_storage or record.storage
+        if (model, dtype, storage) not in pipes:
+            pipes[model, dtype, storage] = load_pipeline(args, model, dtype, storage)
+        made = reproduce(pipes[model, dtype, storage], png)
         image = made.image
         verdict = "reproduced" if made.matches else "DIFFERS"
+        kept = f", weights kept as {made.storage_here}" if made.storage_here != "float32" else ""
         count = len(made.recorded_tokens)
         tokens = (f"all {count} tokens match" if made.tokens_match
                   else f"{made.tokens_differing} of {count} tokens differ")
         print(f"{verdict}: {shown}  prompt {image.prompt_index:03d} {image.prompt!r}, image "
-              f"{image.image_index:03d}, seed {image.seed} ({image.dtype}, row {image.batch_row:03d} of a "
-              f"batch of {image.batch_size}); {tokens}; {made.pixels_differing} pixel(s) differ by > 0 "
+              f"{image.image_index:03d}, seed {image.seed} ({image.dtype}{kept}, row {image.batch_row:03d} "
+              f"of a batch of {image.batch_size}); {tokens}; {made.pixels_differing} pixel(s) differ by > 0 "
               f"levels (at most {made.most_levels})")
         failed += not made.matches
     if failed:

@@ -41,6 +41,7 @@ class GeneratedImage:
     batch_size: int | None = None
     batch_row: int | None = None
     dtype: str | None = None    # the compute dtype it was drawn in (half precision draws other tokens)
+    weight_storage: str | None = None   # how the weights were kept (nbkit.weights.stored; float32: as is)
 
 
 # ---- the events of a stream

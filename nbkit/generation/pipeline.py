@@ -52,6 +52,7 @@ from nbkit.models.dallebart import DalleBart
 from nbkit.text.tokenizer import PromptTokenizer
 from nbkit.weights import hub
 from nbkit.weights.loaders import load_dallebart, load_vqgan, load_vqgan_encoder
+from nbkit.weights.stored import choose_storage, storage_of
 
 
 class Pipeline:
@@ -88,6 +89,12 @@ class Pipeline:
         """The compute dtype's name (float32, bfloat16, float16): recorded with every image."""
         return jnp.dtype(self.model.dtype).name
 
+    @property
+    def weight_storage(self) -> str:
+        """How the DalleBart kernels are kept (float32, bfloat16, int8: `nbkit.weights.stored`), read
+        from the weights: recorded with every image, since the narrower ones draw other tokens."""
+        return storage_of(self.params, self.model.dtype)
+
     def cut_prompts(self, prompts: Sequence[str], negative_prompts: Sequence[str] = ()) -> tuple[str, ...]:
         """The prompts (and negative prompts) longer than this model reads: they would be cut."""
         return tuple(self.tokenizer.cut([*prompts, *negative_prompts]))
@@ -97,21 +104,26 @@ class Pipeline:
                         model_parallel: int = 1, max_batch: int | None = None,
                         cache: str | Path | None = None,
                         progress: bool = True, devices: list | None = None,
-                        compilation_cache: str | Path | None = None) -> Pipeline:
+                        compilation_cache: str | Path | None = None,
+                        weight_storage: str = "float32") -> Pipeline:
         """Named models (see `nbkit.weights.registry`), hub ids, W&B artifacts or local folders.
 
         `dtype`: default the device's recommended one. `model_parallel`: split each weight
         matrix over that many devices (for Mega on cores that cannot hold it, e.g. TPU v2).
         `compilation_cache`: a folder (e.g. on Drive) where compiled programs are kept, so
-        that the next session does not compile again.
+        that the next session does not compile again. `weight_storage`: DalleBart's kernels kept as
+        float32, bfloat16 or int8 (float32 arithmetic, so `dtype` float32 only; "auto": the fastest here;
+        `nbkit.weights.stored`).
         """
         if compilation_cache is not None:
             use_compilation_cache(compilation_cache)
         dtype = jnp.dtype(dtype or detect().recommended_dtype)
+        weight_storage = choose_storage(weight_storage, dtype)     # refused or resolved before any loading
         mesh = sharding.make_mesh(model_parallel, devices)
         folder = hub.fetch(model, cache, progress, kind="dallebart")
         vqgan_folder = hub.fetch(vqgan, cache, progress, kind="vqgan")
-        dallebart, params = load_dallebart(folder, dtype, place=sharding.weight_placer(mesh))
+        dallebart, params = load_dallebart(folder, dtype, place=sharding.weight_placer(mesh),
+                                          weight_storage=weight_storage)
         decoder, decoder_params = load_vqgan(vqgan_folder, dtype)
         return cls(dallebart, params, PromptTokenizer.from_folder(folder), decoder,
                    sharding.put_tree(decoder_params, mesh), mesh, max_batch,
@@ -369,5 +381,6 @@ class Pipeline:
         return [GeneratedImage(task.prompt, task.prompt_index, task.image_index, task.seed, codes[slot],
                                pixels[slot], task.negative_prompt, task.kept,
                                float(logprob[slot]) if task.kept is not None else 0.0,
-                               batch_size=len(codes), batch_row=int(slot), dtype=self.dtype)
+                               batch_size=len(codes), batch_row=int(slot), dtype=self.dtype,
+                               weight_storage=self.weight_storage)
                 for slot, task in zip(slots, tasks, strict=True)]

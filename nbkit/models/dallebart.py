@@ -195,6 +195,10 @@ def few_row_product(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
     def as_sum(x, kernel):
         flat = x.reshape(rows, x.shape[-1]).astype(jnp.float32)
+        if kernel.dtype != jnp.float32:
+            # Tied to this call's rows, the widening cannot be hoisted out of the decoding loop: XLA
+            # otherwise moves the loop-invariant convert before the loop, which then reads a float32 copy.
+            kernel, flat = jax.lax.optimization_barrier((kernel, flat))
         out_rows = jnp.sum(kernel[:, None, :].astype(jnp.float32) * flat[None], axis=-1)  # (out, rows)
         return out_rows.T.reshape(*x.shape[:-1], kernel.shape[0]).astype(x.dtype)
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from nbkit import __version__
-from nbkit.arguments import DTYPES
+from nbkit.arguments import DTYPES, WEIGHT_STORAGES
 from nbkit.generation.request import TRANSLATION_KEYS, TRANSLATION_TEXT_LIMIT
 
 UPSCALED_FROM = "upscaled_from"      # the key of an upscaled image's source, in its PNG and manifest entry
@@ -84,6 +84,9 @@ class ImageRecord:
     batch_size: int | None = None
     batch_row: int | None = None
     dtype: str | None = None     # the compute dtype it was drawn in: `reproduce` uses it unless told another
+    # How DALL·E's weights were kept (float32, bfloat16, int8: nbkit.weights.stored); the narrower ones
+    # draw other tokens, so `reproduce` loads the same. None: a PNG saved before nbkit recorded it (float32).
+    weight_storage: str | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "settings", _settings_items(self.settings))
@@ -94,6 +97,9 @@ class ImageRecord:
                                  f"one below it (got {size!r} and {row!r}).")
         if self.dtype not in (None, *DTYPES):
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}.")
+        if self.weight_storage not in (None, *WEIGHT_STORAGES):
+            raise ValueError(f"weight_storage must be one of {', '.join(WEIGHT_STORAGES)}, got "
+                             f"{self.weight_storage!r}.")
         if not isinstance(self.tokens, (list, tuple)) or len(self.tokens) > TOKENS_LIMIT:
             raise ValueError(f"tokens must be a list of at most {TOKENS_LIMIT} image codes.")
         object.__setattr__(self, "tokens", tuple(int(token) for token in self.tokens))
@@ -118,6 +124,11 @@ class ImageRecord:
             raise ValueError(f"prompt and model must be strings, got {self.prompt!r} and {self.model!r}.")
 
     @property
+    def storage(self) -> str:
+        """How the weights were kept when it was drawn (float32 for a PNG older than the record of it)."""
+        return self.weight_storage or "float32"
+
+    @property
     def key(self) -> tuple:
         # prompt_index is part of it: a prompt given twice in one batch makes two sets of images.
         return (self.prompt, self.prompt_index, self.seed, self.image_index, self.model, self.settings)
@@ -135,7 +146,8 @@ class ImageRecord:
                 **({"translation": dict(self.translation)} if self.translation else {}),
                 **({"batch_size": self.batch_size, "batch_row": self.batch_row}
                    if self.batch_size is not None else {}),
-                **({"dtype": self.dtype} if self.dtype is not None else {})}
+                **({"dtype": self.dtype} if self.dtype is not None else {}),
+                **({"weight_storage": self.weight_storage} if self.weight_storage is not None else {})}
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, Any]) -> ImageRecord:

@@ -66,6 +66,7 @@ class Reproduction:
     tokens_differing: int = 0       # of the recorded tokens
     record: ImageRecord | None = dataclasses.field(default=None, repr=False)
     dtype_here: str | None = None   # the compute dtype of the pipeline that drew it again
+    storage_here: str | None = None  # how that pipeline keeps its weights (nbkit.weights.stored)
 
     @property
     def tokens(self) -> np.ndarray | None:
@@ -83,7 +84,8 @@ class Reproduction:
 
     def check(self) -> Reproduction:
         """This reproduction, or a ValueError that says why it differs and what to do: a drawn image whose
-        tokens differ (another dtype, another jax), an upscaled one more than one level apart."""
+        tokens differ (another dtype, weights kept another way, another jax), an upscaled one more than one
+        level apart."""
         if self.kind == UPSCALED:
             if not self.matches:
                 raise ValueError(f"{self.png}: made again, it differs from the saved picture by up to "
@@ -91,6 +93,12 @@ class Reproduction:
             return self
         if self.recorded_tokens and not self.tokens_match:
             record, count = self.record, len(self.recorded_tokens)
+            if self.storage_here is not None and record.storage != self.storage_here:
+                raise ValueError(f"{self.png}: the regenerated image differs from the recorded one in "
+                                 f"{self.tokens_differing} of {count} tokens: it was drawn with weights "
+                                 f"kept as {record.storage}, and this pipeline keeps them as "
+                                 f"{self.storage_here} (load it with weight_storage={record.storage!r}, or "
+                                 f"--weight-storage {record.storage}).")
             if record.dtype is not None and record.dtype != self.dtype_here:
                 raise ValueError(f"{self.png}: the regenerated image differs from the recorded one in "
                                  f"{self.tokens_differing} of {count} tokens: it was made in {record.dtype}, "
@@ -133,8 +141,10 @@ def reproduce(pipe: Pipeline | None, png: str | Path, cache: str | Path | None =
     `.check()` raises when it is outside the contract. A drawn PNG is drawn in the batch shape its record
     names (`Pipeline.make_again`), so that also in bfloat16 and float16 the tokens are the same, whatever
     `max_batch` this pipeline has; the pipeline must run the model the PNG names (another model makes
-    another image: an error, not a silent difference). An upscaled PNG needs no pipeline: its source
-    beside it is upscaled again (`upscaler`, else the one its metadata names, from `cache`)."""
+    another image: an error, not a silent difference), and for the same tokens keep its weights as the
+    PNG records (`weight_storage`: float32 for a PNG that records none; `.check()` says which). An
+    upscaled PNG needs no pipeline: its source beside it is upscaled again (`upscaler`, else the one its
+    metadata names, from `cache`)."""
     png = Path(png)
     if is_upscaled(png):
         return _upscaled_again(png, upscaler, cache)
@@ -157,7 +167,7 @@ def reproduce(pipe: Pipeline | None, png: str | Path, cache: str | Path | None =
                          f"of this model ({image.pixels.shape[1]}×{image.pixels.shape[0]}).")
     levels = np.abs(saved_levels - image.pixels)
     return Reproduction(png, DRAWN, image.pixels, int((levels.max(axis=-1) > 0).sum()), int(levels.max()),
-                        image, recorded, differing, record, pipe.dtype)
+                        image, recorded, differing, record, pipe.dtype, pipe.weight_storage)
 
 
 def _upscaled_again(png: Path, upscaler: Any, cache: str | Path | None) -> Reproduction:

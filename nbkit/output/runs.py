@@ -74,7 +74,8 @@ def record_of(image: GeneratedImage, model: str, request: GenerationRequest,
                        kept_mask=kept.mask_hex() if kept is not None and kept.count else "",
                        source=request.source, kept_logprob=image.kept_logprob if kept is not None else None,
                        replica=replica, translation=_translation_of(image, request),
-                       batch_size=image.batch_size, batch_row=image.batch_row, dtype=image.dtype)
+                       batch_size=image.batch_size, batch_row=image.batch_row, dtype=image.dtype,
+                       weight_storage=image.weight_storage)
 
 
 def request_run_key(model: str, request: GenerationRequest) -> str:

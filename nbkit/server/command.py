@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from nbkit.arguments import add_model_arguments
+from nbkit.arguments import add_model_arguments, add_storage_argument
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 TOKEN_CHARACTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
@@ -42,6 +42,7 @@ def _port(text: str) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
+    add_storage_argument(parser)
     parser.add_argument("--clip", default="clip-b32",
                         help="CLIP model for reranking, loaded on the first rerank (default clip-b32; "
                              "'none' turns reranking off)")
@@ -166,12 +167,13 @@ def run(args: argparse.Namespace) -> None:
         if replicas is None:
             return Pipeline.from_pretrained(args.model, args.vqgan, dtype=args.dtype,
                                             max_batch=args.max_batch, cache=args.cache,
-                                            compilation_cache=args.compilation_cache)
+                                            compilation_cache=args.compilation_cache,
+                                            weight_storage=args.weight_storage)
         from nbkit.server.replicas.deployment import ReplicaModel
         from nbkit.server.replicas.ray_pool import PoolConfig, RayPool
 
         model = ReplicaModel(args.model, args.vqgan, args.dtype, args.max_batch, args.cache,
-                             args.compilation_cache)
+                             args.compilation_cache, args.weight_storage)
         deployed = replicas == "deployed"
         return RayPool(PoolConfig(1 if deployed else replicas, model, resources, args.ray_address,
                                   deploy=not deployed))

@@ -36,13 +36,35 @@ def _dallebart_key(key: tuple[str, ...], value):
 
 
 def load_dallebart(folder: str | Path, dtype: Any = jnp.float32,
-                   place: Place | None = None) -> tuple[DalleBart, dict]:
+                   place: Place | None = None, weight_storage: str = "float32") -> tuple[DalleBart, dict]:
     """The model and its weights from a model folder (config.json + flax_model.msgpack),
     whatever layout and precision the file was saved in; computes in `dtype`. `place` puts
-    each tensor on its device(s) as it is read (see `load_params`)."""
+    each tensor on its device(s) as it is read (see `load_params`). `weight_storage` (bfloat16, int8:
+    `nbkit.weights.stored`, float32 arithmetic only) stores each Dense kernel narrower as it is read,
+    so that no float32 copy of the whole model is ever held."""
+    from nbkit.weights.stored import KERNEL_SCALE, choose_storage, stored_kernel
+
+    storage = choose_storage(weight_storage, dtype) if weight_storage != "float32" else "float32"
     model = DalleBart(DalleBartConfig.from_folder(folder), dtype)
+    put = place or (lambda key, value: jnp.asarray(value))
+    scales = {}
+
+    def place_stored(key, value):
+        if storage == "float32" or key[-1] != "kernel" or value.ndim != 2:
+            return put(key, value)
+        kernel, scale = stored_kernel(value, storage)
+        if scale is not None:
+            scale_key = key[:-1] + (KERNEL_SCALE,)
+            scales[scale_key] = put(scale_key, scale)
+        return put(key, kernel)
+
     params = load_params(Path(folder) / WEIGHTS_FILE, dallebart_shapes(model), dtype, _dallebart_key,
-                         FUSED_FROM, place)
+                         FUSED_FROM, place_stored)
+    for key, scale in scales.items():
+        tree = params
+        for name in key[:-1]:
+            tree = tree[name]
+        tree[key[-1]] = scale
     return model, params
 
 

@@ -29,6 +29,7 @@ class ReplicaModel:
     max_batch: int | None = None
     cache: str | None = None
     compilation_cache: str | None = None
+    weight_storage: str = "float32"
 
 
 class GenerationReplica:
@@ -44,7 +45,8 @@ class GenerationReplica:
 
         self.pipe = Pipeline.from_pretrained(model.model, model.vqgan, model.dtype, max_batch=model.max_batch,
                                              cache=model.cache, progress=False,
-                                             compilation_cache=model.compilation_cache)
+                                             compilation_cache=model.compilation_cache,
+                                             weight_storage=model.weight_storage)
         self.description = {"pid": os.getpid(), "host": socket.gethostname(),
                             "device": device_words(self.pipe), "model": self.pipe.name,
                             "max_batch": self.pipe.max_batch,

@@ -131,6 +131,17 @@ def test_replica_resources_are_parsed_or_refused_in_one_line():
             parse(bad)
 
 
+def test_a_replica_keeps_the_weights_as_the_front_was_told(pipe):
+    """`nbkit serve --weight-storage int8 --replicas N`: each replica loads int8 kernels (no Ray needed to
+    build one) and its images record it, as the in-process server's do."""
+    from nbkit.server.replicas.deployment import GenerationReplica, ReplicaModel
+
+    replica = GenerationReplica(ReplicaModel(DALLEBART, VQGAN, "float32", MAX_BATCH, weight_storage="int8"))
+    assert replica.pipe.weight_storage == "int8" and pipe.weight_storage == "float32"
+    images = reference(replica.pipe, tasks_of(["a red cube"], 1, seed=3))
+    assert [image.weight_storage for image in images] == ["int8"]
+
+
 # ---- on a real local Ray
 
 
