@@ -2,7 +2,9 @@
 
 A step reads every decoder weight once (the cross-attention's key/value projections and the
 embedding tables aside) plus the cache, so its floor is those bytes ÷ the read bandwidth. This
-measures that bandwidth in the same process (`jnp.sum` over the same weights), the step time
+measures that bandwidth in the same process (`jnp.sum` over the same weights), the arithmetic's floor
+(2 FLOP a weight a row ÷ the host's float32 matmul speed, measured too, so that a slow step is known
+to be neither reading nor multiplying at the host's speed), the step time
 (`advance` over --steps positions, random weights of the real size, condition scale 10, float32
 unless --store says otherwise) and their ratio; with --against REF it runs the same measurement
 on that commit (a temporary `git worktree`), alternating the two --rounds times in fresh
@@ -61,6 +63,18 @@ def measure(images: int, steps: int, store: str, begin: int = 1) -> dict:
         read(read_each_step).block_until_ready()
         read_s.append(time.perf_counter() - start)
 
+    # The arithmetic's floor: each weight is one multiply-add (2 FLOP) per row, and super-conditioning
+    # gives each image 2 rows; divided by the host's own float32 matmul speed, measured here too.
+    product = jax.jit(lambda a, b: a @ b)
+    square = jnp.ones((2048, 2048), jnp.float32)
+    product(square, square).block_until_ready()
+    matmul_s = []
+    for _ in range(5):
+        start = time.perf_counter()
+        product(square, square).block_until_ready()
+        matmul_s.append(time.perf_counter() - start)
+    step_flops = 2 * 2 * images * sum(leaf.size for leaf in read_each_step)
+
     sampler = compiled_sampler(model, config.image_vocab_size)
     settings = SamplingSettings(condition_scale=10.0).as_arrays(config)
     ids = np.full((images, config.max_text_length), 1, np.int32)
@@ -87,6 +101,7 @@ def measure(images: int, steps: int, store: str, begin: int = 1) -> dict:
     cache_bytes = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(state.cache))
     return {"weight_bytes": weight_bytes, "cache_bytes": cache_bytes, "bandwidth": weight_bytes / min(read_s),
             "step_s": min(step_s), "start_compile_s": start_compile_s,
+            "step_flops": step_flops, "matmul_flops_s": 2 * 2048 ** 3 / min(matmul_s),
             "advance_compile_s": advance_compile_s}
 
 
@@ -108,9 +123,13 @@ def summary(name: str, runs: list[dict]) -> str:
     bound = [r["weight_bytes"] / r["bandwidth"] for r in good]
     ratio = [r["step_s"] / (r["weight_bytes"] / r["bandwidth"]) for r in good]
     with_cache = [r["step_s"] / ((r["weight_bytes"] + r["cache_bytes"]) / r["bandwidth"]) for r in good]
+    # older result files (and trees) have no compute floor: shown as nan
+    compute = [r["step_flops"] / r["matmul_flops_s"] if "step_flops" in r else float("nan") for r in good]
+    over_compute = [r["step_s"] / c for r, c in zip(good, compute, strict=True)]
     return (f"{name:<34} {min(step) * 1e3:7.1f} {statistics.median(step) * 1e3:7.1f} "
             f"{min(bound) * 1e3:7.1f} {min(ratio):6.2f} {statistics.median(ratio):6.2f} "
-            f"{min(with_cache):6.2f} {good[0]['weight_bytes'] / 1e9:6.3f} "
+            f"{min(with_cache):6.2f} {min(compute) * 1e3:7.1f} {min(over_compute):5.2f} "
+            f"{good[0]['weight_bytes'] / 1e9:6.3f} "
             f"{min(r['bandwidth'] for r in good) / 1e9:5.1f}-{max(r['bandwidth'] for r in good) / 1e9:4.1f} "
             f"{statistics.median(r['start_compile_s'] for r in good):5.1f} "
             f"{statistics.median(r['advance_compile_s'] for r in good):5.1f}")
@@ -157,12 +176,15 @@ def main() -> None:
           f"position {args.begin}, "
           f"{args.rounds} alternating rounds, {os.cpu_count()} CPUs (a shared host: compare rows of one run)")
     print(f"{'variant':<34} {'step ms':>7} {'median':>7} {'bound':>7} {'÷bound':>6} {'median':>6} "
-          f"{'÷+cache':>6} {'GB/step':>6} {'GB/s read':>10} {'start':>5} {'adv.':>5}")
+          f"{'÷+cache':>6} {'flops':>7} {'÷flops':>5} {'GB/step':>6} {'GB/s read':>10} {'start':>5} "
+          f"{'adv.':>5}")
     for (tree, images, store), result in runs.items():
         print(summary(f"{tree}, {images} image(s), {store}", result))
     print("step ms: min over runs of (advance time ÷ steps); bound: weight bytes a step reads ÷ the read "
           "bandwidth measured in the same process; ÷bound: min and median of step ÷ bound; ÷+cache: "
-          "with the cache's bytes in the bound; start/adv.: first-call seconds (compile + one run)")
+          "with the cache's bytes in the bound; flops: the arithmetic's floor in ms (2 FLOP a weight a row, "
+          "2 rows an image, ÷ this process's float32 2048² matmul speed), ÷flops: step ÷ it; start/adv.: "
+          "first-call seconds (compile + one run)")
 
 
 if __name__ == "__main__":
