@@ -101,14 +101,15 @@ _serving: dict[int, object] = {}     # port asked for → the server started on 
 def serve(model: str = "mini", vqgan: str = "vqgan", clip: str | None = "clip-b32", *, pipe=None,
           host: str = "127.0.0.1", port: int = 8000, out: str | Path | None = None, token: str | None = None,
           max_queue: int = 16, max_images: int = 16, max_batch: int | None = None, dtype=None,
-          cache: str | Path | None = None, preview_every: int | None = 64, cors_origins: tuple[str, ...] = (),
-          window: bool = False, height: int = 820):
+          weight_storage: str = "float32", cache: str | Path | None = None, preview_every: int | None = 64,
+          cors_origins: tuple[str, ...] = (), window: bool = False, height: int = 820):
     """`nbkit serve` inside this kernel: the page and the API from a background thread, so the notebook
     stays usable. The models are loaded once (or pass a loaded `pipe`). On Colab the page is shown
     below the cell through Colab's port proxy, the one way Colab still supports: `window=True` asks for
     a tab of its own, which the proxy cannot give any more (see `_show`), so it says how to get one and
     shows the page below the cell, taller. Elsewhere a link. Returns the server: `.url`, and `.stop()`
-    (the batch in flight is finished and saved). Starting again on the same port stops the earlier one."""
+    (the batch in flight is finished and saved). Starting again on the same port stops the earlier one.
+    `weight_storage`: as `nbkit serve --weight-storage` (float32, bfloat16, int8 or auto)."""
     import secrets
 
     from nbkit.generation.pipeline import Pipeline
@@ -128,7 +129,8 @@ def serve(model: str = "mini", vqgan: str = "vqgan", clip: str | None = "clip-b3
         max_images=max_images, preview_every=preview_every, model=getattr(pipe, "name", model),
         vqgan=str(vqgan), clip=clip, cache=None if cache is None else str(cache))
     load = (lambda: pipe) if pipe is not None else \
-        (lambda: Pipeline.from_pretrained(model, vqgan, dtype=dtype, max_batch=max_batch, cache=cache))
+        (lambda: Pipeline.from_pretrained(model, vqgan, dtype=dtype, max_batch=max_batch, cache=cache,
+                                          weight_storage=weight_storage))
     running = launch(options, port, load, background=True)
     if port:
         _serving[port] = running
