@@ -89,10 +89,11 @@ class Pipeline:
         """The compute dtype's name (float32, bfloat16, float16): recorded with every image."""
         return jnp.dtype(self.model.dtype).name
 
-    @property
+    @cached_property
     def weight_storage(self) -> str:
         """How the DalleBart kernels are kept (float32, bfloat16, int8: `nbkit.weights.stored`), read
-        from the weights: recorded with every image, since the narrower ones draw other tokens."""
+        from the weights once (they are not replaced after loading): recorded with every image, since the
+        narrower ones draw other tokens."""
         return storage_of(self.params, self.model.dtype)
 
     def cut_prompts(self, prompts: Sequence[str], negative_prompts: Sequence[str] = ()) -> tuple[str, ...]:
