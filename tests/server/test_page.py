@@ -327,6 +327,13 @@ def test_extend_to_the_right_from_an_image(open_page, saved_run):
     # Reopened later from the saved runs list (a page that never saw the extension made): joined the same.
     run = extended.get_attribute("data-run")
     later = open_page()
+    listed = later.locator(f'#runs li[data-run="{run}"] .thumbs .joined.right')   # the list's thumbnail too
+    expect(listed.locator("img")).to_have_count(2)
+    assert listed.locator("img.joined-source").get_attribute("src") == source
+    box = listed.bounding_box()
+    assert box["width"] / box["height"] == pytest.approx((16 + 4) / 16, abs=0.05)    # 50 px: ±1 px
+    assert box["width"] <= later.locator(f'#runs li[data-run="{run}"] .thumbs').bounding_box()["width"] + 0.5
+    screenshot(later, "desktop-runs-list-extension")
     reopened = open_saved_run(later, run)
     expect(reopened).to_contain_text("Extended right · 4 new rows")
     joined = reopened.locator(".tile .joined.right")

@@ -7,6 +7,15 @@ export const TERMINAL = new Set(["done", "failed", "cancelled"]);
 export const GRID_ROWS = 16;  // an image is 16 × 16 tokens: variations keep rows, extending adds rows
 export const smooth = () => (matchMedia("(prefers-reduced-motion: reduce)").matches ? "auto" : "smooth");
 
+/** An extension's image `img` joined to the image it continues (`join`: {url, direction, rows}): the
+ * source under it, the new part beside (or below) it; the run view's tiles and the runs list's thumbnail. */
+export function joinedToSource(img, {url, direction, rows}) {
+  const source = el("img", {class: "joined-source", src: assetUrl(url), alt: "", decoding: "async"});
+  const node = el("span", {class: `joined ${direction === "down" ? "down" : "right"}`}, source, img);
+  node.style.setProperty("--grown", String((GRID_ROWS + rows) / GRID_ROWS));
+  return node;
+}
+
 /** An image URL from the API ("/api/images/…") under the page's own prefix. */
 export function assetUrl(url) {
   if (!url || /^(data:|blob:|https?:)/.test(url)) return url;

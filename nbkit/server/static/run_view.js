@@ -1,7 +1,7 @@
 // A run's images: placeholders, previews, the final PNGs, CLIP scores.
 
 import {callApi} from "./client.js";
-import {$, GRID_ROWS, TERMINAL, assetUrl, icon, el, announce} from "./dom.js";
+import {$, TERMINAL, assetUrl, icon, el, announce, joinedToSource} from "./dom.js";
 import {form, setBusy} from "./form.js";
 import {startUpscale} from "./job_events.js";
 import {openViewer} from "./lightbox.js";
@@ -149,15 +149,10 @@ export class RunView {
     return tile;
   }
 
-  /** An extension's image joined to the image it continues: the source under it, the new part beside it
-   * (`this.join`: {url, direction, rows}, set when the page sent the extension). */
+  /** An extension's image joined to the image it continues (`this.join`, set when the page sent the
+   * extension or reopened its run). */
   joined(img, upscaled) {
-    if (!this.join || upscaled) return img;
-    const {url, direction, rows} = this.join;
-    const source = el("img", {class: "joined-source", src: assetUrl(url), alt: "", decoding: "async"});
-    const node = el("span", {class: `joined ${direction === "down" ? "down" : "right"}`}, source, img);
-    node.style.setProperty("--grown", String((GRID_ROWS + rows) / GRID_ROWS));
-    return node;
+    return this.join && !upscaled ? joinedToSource(img, this.join) : img;
   }
 
   /** Empty tiles for the images a new job will make. */

@@ -1,7 +1,7 @@
 // The saved runs: listed, opened into the gallery.
 
 import {callApi} from "./client.js";
-import {$, TERMINAL, smooth, assetUrl, el} from "./dom.js";
+import {$, TERMINAL, smooth, assetUrl, el, joinedToSource} from "./dom.js";
 import {viewFor} from "./run_view.js";
 
 const runsList = $("#runs");
@@ -45,9 +45,13 @@ function renderRuns() {
     const images = (run.images ?? []).filter((image) => !image.upscaled_from);
     const upscaled = (run.images ?? []).length - images.length;
     const prompts = run.prompts ?? [...new Set(images.map((image) => image.prompt))];
-    const thumbs = el("span", {class: "thumbs", "data-count": Math.min(images.length, 4)},
-      ...images.slice(0, 4).map((image) =>
-        el("img", {src: assetUrl(image.url), alt: "", loading: "lazy", decoding: "async"})));
+    const thumb = (image) =>
+      el("img", {src: assetUrl(image.url), alt: "", loading: "lazy", decoding: "async"});
+    const {join} = editMeta(images);
+    const thumbs = join  // an extension: its first piece joined to its source, as the opened run shows it
+      ? el("span", {class: "thumbs", "data-count": 1}, joinedToSource(thumb(images[0]), join))
+      : el("span", {class: "thumbs", "data-count": Math.min(images.length, 4)},
+        ...images.slice(0, 4).map(thumb));
     const more = prompts.length > 1 ? ` + ${prompts.length - 1} more` : "";
     const details = el("span", {class: "run-text"},
       el("span", {class: "run-prompt", text: `${prompts[0] ?? run.name}${more}`}),
